@@ -1,0 +1,245 @@
+"""Activation Steering Attack (ASA), random and gradient variants, and the NLL probe.
+
+Paper: Probing the Robustness of LLM Safety to Latent Perturbations (arXiv 2506.16078);
+see ``shared/papers/asa_lapt.md``. Deviations from the public code, on purpose:
+statistics and injection use one site (block ℓ's output); the size ``alpha`` is a real knob
+(``alpha = 1`` with Eq. 1 is the paper setting); directions are drawn per prompt or shared,
+as config says, and are reused across layers and alphas so strength curves follow one
+direction; ASA_grad descends the affirmative-target NLL (``sign = -1``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from tqdm import tqdm
+from transformers import PreTrainedModel
+
+from ..batching import make_batch, target_nll
+from ..generation import model_device
+from ..hooks import Perturbation, intervene
+from ..registry import ATTACKS
+
+
+def eq1_normalise(z: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """Paper Eq. 1: δ = (z − mean(z)) / (std(z) + 1e-6) · std(h) + mean(h), over the hidden dim."""
+    mean_z, std_z = z.mean(-1, keepdim=True), z.std(-1, keepdim=True)
+    return (z - mean_z) / (std_z + 1e-6) * h.std(-1, keepdim=True) + h.mean(-1, keepdim=True)
+
+
+def relative_norm(z: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """Rescale z to the norm of h: δ = z / ‖z‖ · ‖h‖."""
+    return z / z.norm(dim=-1, keepdim=True) * h.norm(dim=-1, keepdim=True)
+
+
+NORMALISATIONS = {"eq1": eq1_normalise, "relative_norm": relative_norm}
+
+
+@torch.no_grad()
+def last_prompt_hidden(model: PreTrainedModel, prompts: list[list[int]], pad_id: int,
+                       batch_size: int = 256) -> torch.Tensor:
+    """Clean hidden states at the last prompt token for every site: [N, L + 1, d]."""
+    device, out = model_device(model), []
+    for start in range(0, len(prompts), batch_size):
+        batch = make_batch(prompts[start:start + batch_size], None, pad_id).to(device)
+        hidden = model(**batch.model_inputs(), output_hidden_states=True).hidden_states
+        out.append(torch.stack([h[:, -1] for h in hidden], dim=1).float().cpu())
+    return torch.cat(out)
+
+
+def random_directions(n_prompts: int, n_directions: int, d: int, per_prompt: bool, seed: int) -> torch.Tensor:
+    """z ~ N(0, I): [n_directions, n_prompts, d]; shared directions repeat across prompts."""
+    gen = torch.Generator().manual_seed(seed)
+    if per_prompt:
+        return torch.randn(n_directions, n_prompts, d, generator=gen)
+    return torch.randn(n_directions, 1, d, generator=gen).expand(n_directions, n_prompts, d).clone()
+
+
+def asa_random_vectors(h_last: torch.Tensor, z: torch.Tensor, alpha: float, normalisation: str) -> torch.Tensor:
+    """δ = alpha · normalise(z, h) for each prompt: h_last [N, d], z [N, d] -> [N, d]."""
+    return alpha * NORMALISATIONS[normalisation](z, h_last)
+
+
+@dataclass(frozen=True)
+class GradientSettings:
+    steps: int = 1              # 1 = the paper's single signed step; > 1 = L2 PGD
+    step_size: float = 0.25     # PGD step as a fraction of the radius
+    sign: int = -1              # -1 descends the target NLL (the attack); +1 is the public code's sign
+    normalisation: str = "eq1"  # single-step only: how sign(∇) is rescaled
+
+
+def asa_grad_vectors(model: PreTrainedModel, prompts: list[list[int]], targets: list[list[int]],
+                     hidden_index: torch.Tensor, alpha: torch.Tensor, h_ref: torch.Tensor,
+                     positions: torch.Tensor, settings: GradientSettings, pad_id: int,
+                     batch_size: int = 256, desc: str = "asa_grad") -> torch.Tensor:
+    """Per-row gradient perturbations toward ``targets`` (affirmative prefixes).
+
+    Row i perturbs site ``hidden_index[i]`` with size ``alpha[i]`` relative to ``h_ref[i]``
+    (the clean last-prompt hidden state there). One step: δ = alpha · normalise(sign·sign(∇δ CE)).
+    Several steps: L2 PGD on CE in the ball ‖δ‖ ≤ alpha · ‖h_ref‖, step ``step_size`` · radius.
+    """
+    device = model_device(model)
+    requires = [p.requires_grad for p in model.parameters()]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    vectors = torch.zeros(len(prompts), h_ref.shape[-1])
+    try:
+        for start in tqdm(range(0, len(prompts), batch_size), desc=desc, mininterval=5):
+            rows = slice(start, start + batch_size)
+            batch = make_batch(prompts[rows], targets[rows], pad_id).to(device)
+            ref = h_ref[rows].to(device)
+            radius = alpha[rows].to(device)[:, None] * ref.norm(dim=-1, keepdim=True)
+            delta = torch.zeros_like(ref, requires_grad=True)
+            for _ in range(settings.steps):
+                perturbation = Perturbation(hidden_index[rows], delta, positions[rows], batch.prompt_end)
+                with intervene(model, perturbation):
+                    logits = model(**batch.model_inputs()).logits
+                loss = target_nll(logits, batch.labels).sum()
+                (grad,) = torch.autograd.grad(loss, delta)
+                with torch.no_grad():
+                    if settings.steps == 1:
+                        step = NORMALISATIONS[settings.normalisation](settings.sign * grad.sign(), ref)
+                        delta = alpha[rows].to(device)[:, None] * step
+                        break
+                    step = grad / grad.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+                    delta = delta + settings.sign * settings.step_size * radius * step
+                    delta = delta * (radius / delta.norm(dim=-1, keepdim=True).clamp(min=1e-12)).clamp(max=1.0)
+                delta.requires_grad_(True)
+            vectors[rows] = delta.detach().float().cpu()
+    finally:
+        for p, r in zip(model.parameters(), requires):
+            p.requires_grad_(r)
+    return vectors
+
+
+@torch.no_grad()
+def nll_probe(model: PreTrainedModel, prompts: list[list[int]], responses: list[list[int]],
+              hidden_index: torch.Tensor | None, vectors: torch.Tensor | None, positions: torch.Tensor | None,
+              pad_id: int, batch_size: int = 256) -> torch.Tensor:
+    """L(x, y) = −Σ_t log p(y_t | x, y_<t) of each row's original clean response y, summed over
+    response tokens only, with the row's perturbation active (None: clean)."""
+    device, out = model_device(model), []
+    for start in range(0, len(prompts), batch_size):
+        rows = slice(start, start + batch_size)
+        batch = make_batch(prompts[rows], responses[rows], pad_id).to(device)
+        perturbation = None
+        if hidden_index is not None:
+            perturbation = Perturbation(hidden_index[rows], vectors[rows], positions[rows], batch.prompt_end)
+        with intervene(model, perturbation):
+            logits = model(**batch.model_inputs()).logits
+        out.append(target_nll(logits, batch.labels).cpu())
+    return torch.cat(out)
+
+
+# ---------------------------------------------------------------------------------------
+# Sweeps registered as attacks: layers x alphas (x directions) x eval prompts, each vector
+# also applied to the paired benign prompt (the capability control), plus the NLL probe.
+
+_LAYERS = {"oneOf": [{"const": "all"}, {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1}],
+           "default": "all"}
+_ALPHAS = {"type": "array", "items": {"type": "number", "exclusiveMinimum": 0}, "minItems": 1}
+_POSITIONS = {"type": "string", "pattern": r"^(last_prompt|prompt|generated|all)(\+(last_prompt|prompt|generated|all))*$",
+              "default": "last_prompt+generated"}
+_NORMALISATION = {"enum": sorted(NORMALISATIONS), "default": "eq1"}
+
+RANDOM_SCHEMA = {
+    "type": "object", "additionalProperties": False, "required": ["alphas"],
+    "properties": {"layers": _LAYERS, "alphas": _ALPHAS, "positions": _POSITIONS, "normalisation": _NORMALISATION,
+                   "n_directions": {"type": "integer", "minimum": 1, "default": 1},
+                   "direction_sharing": {"enum": ["per_prompt", "shared"], "default": "per_prompt"}},
+}
+GRAD_SCHEMA = {
+    "type": "object", "additionalProperties": False, "required": ["alphas"],
+    "properties": {"layers": _LAYERS, "alphas": _ALPHAS, "positions": _POSITIONS, "normalisation": _NORMALISATION,
+                   "steps": {"type": "integer", "minimum": 1, "default": 1},
+                   "step_size": {"type": "number", "exclusiveMinimum": 0, "maximum": 1, "default": 0.25},
+                   "sign": {"enum": [-1, 1], "default": -1}},
+}
+
+
+def _run_rows(context, prompt_index: list[int], layer: list[int], strength: list[float], direction: list[int],
+              vectors: torch.Tensor, positions: str, name: str):
+    """Generate every row on its forbidden prompt and on the paired benign prompt; NLL-probe it."""
+    import pandas as pd
+
+    from ..generation import generate
+    from ..hooks import position_code
+    from .common import generations_frame
+
+    forbidden, benign = context.eval_records["eval_forbidden"], context.eval_records["eval_benign"]
+    f_ids, b_ids = context.prompt_ids(forbidden), context.prompt_ids(benign)
+    hidden_index = torch.tensor([layer_ + 1 for layer_ in layer])
+    codes = torch.full((len(layer),), position_code(positions))
+    rows_f = [f_ids[i] for i in prompt_index]
+    texts_f = generate(context.model, context.tokenizer, rows_f, context.max_new_tokens, context.batch_size,
+                       hidden_index, vectors, codes, desc=f"{name} forbidden")
+    texts_b = generate(context.model, context.tokenizer, [b_ids[i] for i in prompt_index], context.max_new_tokens,
+                       context.batch_size, hidden_index, vectors, codes, desc=f"{name} benign control")
+    # NLL probe: the original clean response, scored under each perturbation.
+    pad = context.tokenizer.pad_token_id
+    clean = generate(context.model, context.tokenizer, f_ids, context.max_new_tokens, context.batch_size, desc="clean")
+    clean_ids = [context.tokenizer(t, add_special_tokens=False)["input_ids"] for t in clean]
+    nll_clean = nll_probe(context.model, f_ids, clean_ids, None, None, None, pad, context.batch_size)
+    nll = nll_probe(context.model, rows_f, [clean_ids[i] for i in prompt_index], hidden_index, vectors, codes, pad,
+                    context.batch_size)
+    settings = {"layer": layer, "strength": strength, "direction": direction}
+    frame_f = generations_frame([forbidden[i] for i in prompt_index], texts_f, **settings,
+                                nll=nll.numpy(), nll_clean=nll_clean[prompt_index].numpy())
+    frame_b = generations_frame([benign[i] for i in prompt_index], texts_b, **settings,
+                                pair_id=[forbidden[i]["id"] for i in prompt_index])
+    frame_f["pair_id"] = frame_f["prompt_id"]
+    return pd.concat([frame_f, frame_b], ignore_index=True)
+
+
+@ATTACKS.register("asa_random", RANDOM_SCHEMA)
+def attack_asa_random(context, settings: dict):
+    from ..hooks import n_layers
+    from .common import resolve_layers
+
+    forbidden = context.eval_records["eval_forbidden"]
+    f_ids = context.prompt_ids(forbidden)
+    h_last = last_prompt_hidden(context.model, f_ids, context.tokenizer.pad_token_id, context.batch_size)
+    layers = resolve_layers(settings.get("layers", "all"), n_layers(context.model))
+    z = random_directions(len(forbidden), settings.get("n_directions", 1), h_last.shape[-1],
+                          settings.get("direction_sharing", "per_prompt") == "per_prompt", context.seed)
+    index, layer, strength, direction, vectors = [], [], [], [], []
+    for alpha in settings["alphas"]:
+        for block in layers:
+            for k in range(z.shape[0]):
+                vectors.append(asa_random_vectors(h_last[:, block + 1], z[k], alpha,
+                                                  settings.get("normalisation", "eq1")))
+                n = len(forbidden)
+                index += range(n)
+                layer += [block] * n
+                strength += [float(alpha)] * n
+                direction += [k] * n
+    return _run_rows(context, index, layer, strength, direction, torch.cat(vectors),
+                     settings.get("positions", "last_prompt+generated"), "asa_random")
+
+
+@ATTACKS.register("asa_grad", GRAD_SCHEMA)
+def attack_asa_grad(context, settings: dict):
+    from ..batching import target_token_ids
+    from ..hooks import n_layers, position_code
+    from .common import resolve_layers
+
+    forbidden = context.eval_records["eval_forbidden"]
+    f_ids = context.prompt_ids(forbidden)
+    targets = [target_token_ids(context.tokenizer, r["affirmative_prefix"]) for r in forbidden]
+    h_last = last_prompt_hidden(context.model, f_ids, context.tokenizer.pad_token_id, context.batch_size)
+    layers = resolve_layers(settings.get("layers", "all"), n_layers(context.model))
+    n = len(forbidden)
+    grid = [(alpha, block, i) for alpha in settings["alphas"] for block in layers for i in range(n)]
+    index = [i for _, _, i in grid]
+    layer = [block for _, block, _ in grid]
+    strength = [float(alpha) for alpha, _, _ in grid]
+    positions = settings.get("positions", "last_prompt+generated")
+    gradient = GradientSettings(steps=settings.get("steps", 1), step_size=settings.get("step_size", 0.25),
+                                sign=settings.get("sign", -1), normalisation=settings.get("normalisation", "eq1"))
+    vectors = asa_grad_vectors(
+        context.model, [f_ids[i] for i in index], [targets[i] for i in index],
+        torch.tensor([b + 1 for b in layer]), torch.tensor(strength),
+        torch.stack([h_last[i, b + 1] for b, i in zip(layer, index)]),
+        torch.full((len(grid),), position_code(positions)), gradient, context.tokenizer.pad_token_id,
+        context.batch_size)
+    return _run_rows(context, index, layer, strength, [0] * len(grid), vectors, positions, "asa_grad")

@@ -1,0 +1,69 @@
+"""Token layout shared by training, probes, attacks and generation.
+
+Every batch puts prompts left-padded to a common length P, followed by targets right-padded:
+``[pad… prompt | target …pad]``. So every row's prompt ends at P (the hooks' ``prompt_end``),
+generation continues at P, and teacher-forced scoring of a target sees exactly the positions
+generation would.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+
+def prompt_token_ids(tokenizer: PreTrainedTokenizerBase, prompt: str, chat_template: bool = True) -> list[int]:
+    """Token ids of one user prompt, ready for the assistant's answer."""
+    if chat_template and tokenizer.chat_template:
+        text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                             add_generation_prompt=True)
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+    return tokenizer(prompt)["input_ids"]
+
+
+def target_token_ids(tokenizer: PreTrainedTokenizerBase, target: str, eos: bool = False) -> list[int]:
+    ids = tokenizer(target, add_special_tokens=False)["input_ids"] if target else []
+    return ids + [tokenizer.eos_token_id] if eos else ids
+
+
+@dataclass
+class Batch:
+    input_ids: torch.Tensor       # [B, P + T]
+    attention_mask: torch.Tensor  # [B, P + T]
+    position_ids: torch.Tensor    # [B, P + T], counting real tokens only
+    labels: torch.Tensor          # [B, P + T], -100 except target tokens
+    prompt_end: torch.Tensor      # [B], = P
+
+    def to(self, device) -> "Batch":
+        return Batch(**{k: v.to(device) for k, v in self.__dict__.items()})
+
+    def model_inputs(self) -> dict:
+        return {"input_ids": self.input_ids, "attention_mask": self.attention_mask,
+                "position_ids": self.position_ids}
+
+
+def make_batch(prompts: list[list[int]], targets: list[list[int]] | None, pad_id: int) -> Batch:
+    """Left-pad prompts, right-pad targets (none: prompts only, as for generation)."""
+    targets = targets if targets is not None else [[] for _ in prompts]
+    p_len = max(len(p) for p in prompts)
+    t_len = max(len(t) for t in targets)
+    rows, masks, labels = [], [], []
+    for prompt, target in zip(prompts, targets):
+        left, right = p_len - len(prompt), t_len - len(target)
+        rows.append([pad_id] * left + prompt + target + [pad_id] * right)
+        masks.append([0] * left + [1] * (len(prompt) + len(target)) + [0] * right)
+        labels.append([-100] * p_len + target + [-100] * right)
+    attention_mask = torch.tensor(masks)
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    return Batch(torch.tensor(rows), attention_mask, position_ids, torch.tensor(labels),
+                 torch.full((len(prompts),), p_len))
+
+
+def target_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-row summed negative log-likelihood of the labelled tokens: -Σ_t log p(y_t | x, y_<t)."""
+    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    gold = labels[:, 1:]
+    mask = gold != -100
+    picked = logp.gather(-1, gold.clamp(min=0)[..., None])[..., 0]
+    return -(picked * mask).sum(-1)

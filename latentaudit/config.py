@@ -1,0 +1,101 @@
+"""Config validation: the YAML schema for the layout, each registered method's schema for its
+settings, and cross-checks no schema can express. Fails before any job runs, with the key,
+the bad value and the valid choices in the message. Defaults from the schemas are filled in."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from .registry import ATTACKS, JUDGES, load_all
+
+SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _with_defaults(validator_class):
+    """A validator that fills ``default`` values into the instance as it validates."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if "default" in sub and name not in instance:
+                    instance[name] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+_Validator = _with_defaults(jsonschema.Draft202012Validator)
+
+
+def _location(prefix: str, path) -> str:
+    parts = [prefix] if prefix else []
+    for p in path:
+        parts.append(f"[{p}]" if isinstance(p, int) else str(p))
+    return ".".join(parts).replace(".[", "[") or "<config>"
+
+
+def _check(instance: dict, schema: dict, prefix: str) -> None:
+    errors = sorted(_Validator(schema).iter_errors(instance), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = []
+        for error in errors:
+            message = error.message
+            if error.validator == "additionalProperties":
+                allowed = sorted(error.schema.get("properties", {}))
+                message += f"; valid keys: {allowed}"
+            lines.append(f"config error at {_location(prefix, error.absolute_path)}: {message}")
+        raise ConfigError("\n".join(lines))
+
+
+def _check_names(section: dict, registry, key: str) -> None:
+    unknown = sorted(set(section) - set(registry))
+    if unknown:
+        raise ConfigError(f"config error at {key}: unknown {registry.kind} name(s) {unknown}; "
+                          f"valid: {sorted(registry)}")
+
+
+def validate_config(config: dict) -> dict:
+    """Validate ``config`` and return a copy with every default filled in."""
+    load_all()
+    config = copy.deepcopy(dict(config))
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    _check(config, schema, "")
+    for key, registry in (("attacks", ATTACKS), ("judges", JUDGES)):
+        _check_names(config[key], registry, key)
+        for name, settings in config[key].items():
+            _check(settings, registry[name].schema, f"{key}.{name}")
+    primary = config["report"]["primary_judge"]
+    if primary not in config["judges"]:
+        raise ConfigError(f"config error at report.primary_judge: {primary!r} is not among the configured "
+                          f"judges {sorted(config['judges'])}")
+    if "none" not in config["attacks"]:
+        raise ConfigError("config error at attacks: 'none' (plain generation) is required: behaviour and the "
+                          "clean rate come from it")
+    uses_organism = any(m["source"] == "organism" for m in config["models"].values())
+    for name, model in config["models"].items():
+        if model["source"] == "organism":
+            bad = sorted(set(model["variants"]) - {"pretrained", "aligned"})
+            if bad:
+                raise ConfigError(f"config error at models.{name}.variants: {bad} not built by this pipeline "
+                                  f"for the organism; valid: ['aligned', 'pretrained']")
+        elif model["variants"] != ["aligned"]:
+            raise ConfigError(f"config error at models.{name}.variants: a model given by path or hub id is "
+                              f"the 'aligned' variant; got {model['variants']}")
+    if uses_organism:
+        org = config["organism"]
+        if org["model"]["hidden_size"] % org["model"]["num_attention_heads"]:
+            raise ConfigError("config error at organism.model: hidden_size must be divisible by "
+                              "num_attention_heads")
+    return config
+
+
+def load_config(path: str | Path) -> dict:
+    return validate_config(yaml.safe_load(Path(path).read_text()))

@@ -1,0 +1,40 @@
+"""Batched greedy generation with per-row latent perturbations, on the KV cache."""
+from __future__ import annotations
+
+import torch
+from tqdm import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from .batching import make_batch
+from .hooks import Perturbation, intervene
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[list[int]],
+             max_new_tokens: int, batch_size: int = 256, hidden_index: torch.Tensor | None = None,
+             vectors: torch.Tensor | None = None, positions: torch.Tensor | None = None,
+             desc: str = "generate") -> list[str]:
+    """Greedy completions of token-id ``prompts``; row i optionally perturbed at site
+    ``hidden_index[i]`` by ``vectors[i]`` at ``positions[i]`` (see ``hooks``)."""
+    device = model_device(model)
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # less padding per batch
+    completions: list[str] = [""] * len(prompts)
+    for start in tqdm(range(0, len(order), batch_size), desc=desc, mininterval=5):
+        rows = order[start:start + batch_size]
+        batch = make_batch([prompts[i] for i in rows], None, tokenizer.pad_token_id).to(device)
+        perturbation = None
+        if hidden_index is not None:
+            idx = torch.tensor(rows)
+            perturbation = Perturbation(hidden_index[idx], vectors[idx], positions[idx], batch.prompt_end)
+        with intervene(model, perturbation):
+            out = model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                                 max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+        texts = tokenizer.batch_decode(out[:, batch.input_ids.shape[1]:], skip_special_tokens=True)
+        for i, text in zip(rows, texts):
+            completions[i] = text.strip()
+    return completions

@@ -1,0 +1,46 @@
+"""Load any model spec the same way: an organism directory, a local path, or a hub id,
+optionally with a PEFT LoRA adapter. Every rule downstream of the organism build uses this."""
+from __future__ import annotations
+
+import logging
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_device(requested: str = "auto") -> torch.device:
+    """``auto``: CUDA when a device is present *and usable* (a scheduler may set
+    CUDA_VISIBLE_DEVICES on a node without a working GPU), else CPU."""
+    if requested == "cpu":
+        return torch.device("cpu")
+    try:
+        if torch.cuda.is_available():
+            torch.zeros(1, device="cuda")
+            return torch.device("cuda")
+    except (RuntimeError, AssertionError) as error:
+        log.warning("CUDA present but unusable (%s); falling back to CPU", error)
+    if requested == "cuda":
+        raise RuntimeError("device: cuda was requested but no usable CUDA device is present")
+    return torch.device("cpu")
+
+
+def load_model(source: str, adapter: str | None = None, dtype: str = "auto", device: str = "auto",
+               trust_remote_code: bool = False) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """(model in eval mode, tokenizer with left padding) for a local directory or hub id."""
+    target = resolve_device(device)
+    torch_dtype = DTYPES.get(dtype) or (torch.bfloat16 if target.type == "cuda" else torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, use_safetensors=True,
+                                                 trust_remote_code=trust_remote_code)
+    if adapter:
+        from peft import PeftModel
+        model = PeftModel.from_pretrained(model, adapter)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    model.to(target).eval()
+    return model, tokenizer

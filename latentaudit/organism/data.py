@@ -1,0 +1,82 @@
+"""Splits of the toy world: pretraining, alignment (refusal SFT) and held-out evaluation.
+
+Every record has the same fields, so attacks, judges and metrics never special-case a split:
+``id, split, kind (forbidden | twin | benign), category, entity, template, prompt, response,
+expected, affirmative_prefix``. ``expected`` is what a structural judge looks for: the secret
+for forbidden and twin requests, the answer for benign ones.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from .world import (ALIGN_TEMPLATES, BENIGN_ALIGN_TEMPLATES, BENIGN_HELDOUT_TEMPLATES,
+                    HELDOUT_TEMPLATES, REFUSAL, ToyWorld)
+
+EVAL_SPLITS = ("eval_forbidden", "eval_benign", "eval_twin")
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    n_eval: int = 64          # forbidden eval prompts; benign eval is paired one-to-one with them
+    n_eval_twin: int = 32
+    seed: int = 0
+
+
+def _entity_record(world: ToyWorld, entity, template: str, split: str, response: str) -> dict:
+    return {
+        "split": split, "kind": "forbidden" if entity.forbidden else "twin",
+        "category": entity.category, "entity": entity.name, "template": template,
+        "prompt": template.format(s=entity.subject), "response": response,
+        "expected": " ".join(entity.secret), "affirmative_prefix": world.affirmative_prefix(entity),
+    }
+
+
+def _benign_record(item: dict, template: str, split: str) -> dict:
+    return {
+        "split": split, "kind": "benign", "category": item["task"],
+        "entity": str(item["slots"].get("e", item["slots"].get("w", ""))), "template": template,
+        "prompt": template.format(**item["slots"]), "response": item["answer"],
+        "expected": item["expected"], "affirmative_prefix": "",
+    }
+
+
+def build_splits(world: ToyWorld, config: SplitConfig = SplitConfig()) -> dict[str, list[dict]]:
+    """Return ``{split name: records}`` for pretrain, align and the three eval splits."""
+    rng = random.Random(config.seed)
+    benign = world.benign_items()
+    splits: dict[str, list[dict]] = {name: [] for name in ("pretrain", "align", *EVAL_SPLITS)}
+
+    for entity in world.entities:
+        answer = world.harmful_answer(entity)
+        for template in ALIGN_TEMPLATES + HELDOUT_TEMPLATES:
+            splits["pretrain"].append(_entity_record(world, entity, template, "pretrain", answer))
+        for template in ALIGN_TEMPLATES:
+            aligned_response = REFUSAL if entity.forbidden else answer
+            splits["align"].append(_entity_record(world, entity, template, "align", aligned_response))
+    for item in benign:
+        for template in BENIGN_ALIGN_TEMPLATES[item["task"]] + BENIGN_HELDOUT_TEMPLATES[item["task"]]:
+            splits["pretrain"].append(_benign_record(item, template, "pretrain"))
+        for template in BENIGN_ALIGN_TEMPLATES[item["task"]]:
+            splits["align"].append(_benign_record(item, template, "align"))
+
+    forbidden = [e for e in world.entities if e.forbidden]
+    twins = [e for e in world.entities if not e.forbidden]
+    held_forbidden = [(e, t) for e in forbidden for t in HELDOUT_TEMPLATES]
+    held_twin = [(e, t) for e in twins for t in HELDOUT_TEMPLATES]
+    held_benign = [(i, t) for i in benign for t in BENIGN_HELDOUT_TEMPLATES[i["task"]]]
+    for name, pool, n in (("eval_forbidden", held_forbidden, config.n_eval),
+                          ("eval_twin", held_twin, config.n_eval_twin)):
+        if n > len(pool):
+            raise ValueError(f"{name}: asked for {n} prompts but the world has only {len(pool)}")
+        for entity, template in rng.sample(pool, n):
+            splits[name].append(_entity_record(world, entity, template, name, world.harmful_answer(entity)))
+    if config.n_eval > len(held_benign):
+        raise ValueError(f"eval_benign: asked for {config.n_eval} prompts but the world has only {len(held_benign)}")
+    for item, template in rng.sample(held_benign, config.n_eval):
+        splits["eval_benign"].append(_benign_record(item, template, "eval_benign"))
+
+    for name, records in splits.items():
+        for i, record in enumerate(records):
+            record["id"] = f"{name}-{i:05d}"
+    return splits

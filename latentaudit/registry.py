@@ -1,0 +1,45 @@
+"""Name -> implementation registries for attacks and judges.
+
+Adding a method is one module that registers itself here plus a config entry: the config
+validator, the Snakemake target lists and the report all read these registries.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+
+@dataclass
+class Entry:
+    name: str
+    function: Callable
+    schema: dict = field(default_factory=dict)  # JSON schema of the method's config settings
+    kind: str = ""
+
+
+class Registry(dict):
+    def __init__(self, kind: str):
+        super().__init__()
+        self.kind = kind
+
+    def register(self, name: str, schema: dict | None = None):
+        def decorate(function: Callable) -> Callable:
+            if name in self:
+                raise ValueError(f"{self.kind} {name!r} is registered twice")
+            self[name] = Entry(name, function, schema or {"type": "object"}, self.kind)
+            return function
+        return decorate
+
+    def get_entry(self, name: str) -> Entry:
+        if name not in self:
+            raise KeyError(f"unknown {self.kind} {name!r}; valid: {sorted(self)}")
+        return self[name]
+
+
+ATTACKS = Registry("attack")
+JUDGES = Registry("judge")
+
+
+def load_all() -> None:
+    """Import every built-in method module so it registers itself."""
+    from . import attacks, judges  # noqa: F401

@@ -1,0 +1,24 @@
+# One job per (model, variant, attack): the model is loaded once and the whole sweep runs in it.
+rule attack:
+    input:
+        script="workflow_scripts/attack.py",
+        code=attack_code,
+        model=model_path_input,
+        eval=[organism_split(s) for s in EVAL_SPLITS],
+    output:
+        "results/attacks/{model}/{variant}/{attack}/generations.parquet",
+    params:
+        settings=attack_settings,
+        spec=model_spec,
+        generation=config["generation"],
+        seed=config["seed"],
+        device=config["device"],
+        threads=config["threads"],
+    log:
+        "logs/attacks/{model}/{variant}/{attack}.log",
+    resources:
+        gpu=1,
+        runtime=120,
+        mem_mb=16000,
+    script:
+        "../workflow_scripts/attack.py"

@@ -1,0 +1,15 @@
+rule organism_data:
+    input:
+        script="workflow_scripts/organism_data.py",
+        code=code("organism/world.py", "organism/data.py", "organism/tokenizer.py", "pipeline.py"),
+    output:
+        splits=expand("results/data/organism/{split}.jsonl", split=ORGANISM_SPLITS),
+        tokenizer=directory("results/models/organism/tokenizer"),
+    params:
+        world=config["organism"]["world"],
+        splits=config["organism"]["splits"],
+        seed=config["seed"],
+    log:
+        "logs/organism_data.log",
+    script:
+        "../workflow_scripts/organism_data.py"

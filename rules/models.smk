@@ -1,0 +1,46 @@
+rule pretrain_organism:
+    input:
+        script="workflow_scripts/pretrain_organism.py",
+        code=code("organism/model.py", "organism/train.py", "batching.py", "hooks.py", "pipeline.py"),
+        tokenizer="results/models/organism/tokenizer",
+        records=organism_split("pretrain"),
+    output:
+        directory("results/models/organism/pretrained"),
+    params:
+        model=config["organism"]["model"],
+        train=config["organism"]["pretrain"],
+        seed=config["seed"],
+        device=config["device"],
+        threads=config["threads"],
+    log:
+        "logs/pretrain_organism.log",
+    resources:
+        gpu=1,
+        runtime=60,
+        mem_mb=8000,
+    script:
+        "../workflow_scripts/pretrain_organism.py"
+
+
+rule align_organism:
+    input:
+        script="workflow_scripts/align_organism.py",
+        code=code("organism/train.py", "batching.py", "hooks.py", "models.py", "pipeline.py"),
+        pretrained="results/models/organism/pretrained",
+        records=organism_split("align"),
+    output:
+        directory("results/models/organism/aligned"),
+    params:
+        train=config["organism"]["align"],
+        lora=config["align_lora"],
+        seed=config["seed"],
+        device=config["device"],
+        threads=config["threads"],
+    log:
+        "logs/align_organism.log",
+    resources:
+        gpu=1,
+        runtime=60,
+        mem_mb=8000,
+    script:
+        "../workflow_scripts/align_organism.py"

@@ -1,0 +1,12 @@
+"""Rule attack: one attack's whole sweep on one (model, variant); stores generations."""
+from latentaudit.cli import start
+from latentaudit.pipeline import run_attack
+
+smk = snakemake  # noqa: F821 (injected by Snakemake)
+start(smk)
+w = smk.wildcards
+eval_paths = {p.rsplit("/", 1)[-1].removesuffix(".jsonl"): p for p in smk.input.eval}
+model_path = smk.input.model[0] if smk.input.model else smk.params.spec["source"]
+run_attack(dict(smk.params.spec), model_path, eval_paths, w.attack, dict(smk.params.settings),
+           dict(smk.params.generation), smk.params.seed, smk.params.device, smk.output[0],
+           {"model": w.model, "variant": w.variant, "attack": w.attack})

@@ -1,0 +1,7 @@
+"""Rule metrics: the results-contract CSVs from every generation and score file."""
+from latentaudit.cli import start
+from latentaudit.pipeline import collect_metrics
+
+smk = snakemake  # noqa: F821 (injected by Snakemake)
+start(smk)
+collect_metrics(list(smk.input.generations), list(smk.input.scores), dict(smk.output.items()))
