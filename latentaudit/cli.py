@@ -15,5 +15,4 @@ def start(snakemake) -> None:
         logging.basicConfig(stream=stream, level=logging.INFO, format="%(asctime)s %(name)s %(message)s", force=True)
     else:
         logging.basicConfig(level=logging.INFO, force=True)
-    threads = snakemake.params.get("threads") if hasattr(snakemake.params, "get") else None
-    torch.set_num_threads(int(threads or snakemake.threads or 1))
+    torch.set_num_threads(max(1, int(snakemake.threads)))

@@ -149,3 +149,29 @@ def intervene(model: nn.Module, perturbation: Perturbation | None) -> Iterator[N
     finally:
         for handle in handles:
             handle.remove()
+
+
+@contextlib.contextmanager
+def record_residual(model: nn.Module) -> Iterator[list]:
+    """Record the residual stream at every site of the next forward pass: yields a list that
+    holds, after the pass, [embed, block 0, …, block L−1] outputs (each [B, T, d]).
+
+    Use this rather than ``output_hidden_states``: transformers applies the final norm to the
+    last entry of ``hidden_states``, so its last element is not block L−1's output. Entered
+    inside ``intervene``, it records the perturbed stream.
+    """
+    _, embed, blocks = decoder_parts(model)
+    sites: list = [None] * (len(blocks) + 1)
+
+    def make_hook(site: int):
+        def hook(_module, _inputs, output):
+            sites[site] = output[0] if isinstance(output, tuple) else output
+        return hook
+
+    handles = [embed.register_forward_hook(make_hook(0))]
+    handles += [block.register_forward_hook(make_hook(i + 1)) for i, block in enumerate(blocks)]
+    try:
+        yield sites
+    finally:
+        for handle in handles:
+            handle.remove()

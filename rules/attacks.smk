@@ -13,7 +13,7 @@ rule attack:
         generation=config["generation"],
         seed=config["seed"],
         device=config["device"],
-        threads=config["threads"],
+    threads: config["threads"]
     log:
         "logs/attacks/{model}/{variant}/{attack}.log",
     resources:

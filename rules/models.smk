@@ -11,7 +11,7 @@ rule pretrain_organism:
         train=config["organism"]["pretrain"],
         seed=config["seed"],
         device=config["device"],
-        threads=config["threads"],
+    threads: config["threads"]
     log:
         "logs/pretrain_organism.log",
     resources:
@@ -35,7 +35,7 @@ rule align_organism:
         lora=config["align_lora"],
         seed=config["seed"],
         device=config["device"],
-        threads=config["threads"],
+    threads: config["threads"]
     log:
         "logs/align_organism.log",
     resources:

@@ -17,7 +17,7 @@ from transformers import PreTrainedModel
 
 from ..batching import make_batch, target_nll
 from ..generation import model_device
-from ..hooks import Perturbation, intervene
+from ..hooks import Perturbation, intervene, record_residual
 from ..registry import ATTACKS
 
 
@@ -42,7 +42,8 @@ def last_prompt_hidden(model: PreTrainedModel, prompts: list[list[int]], pad_id:
     device, out = model_device(model), []
     for start in range(0, len(prompts), batch_size):
         batch = make_batch(prompts[start:start + batch_size], None, pad_id).to(device)
-        hidden = model(**batch.model_inputs(), output_hidden_states=True).hidden_states
+        with record_residual(model) as hidden:
+            model(**batch.model_inputs())
         out.append(torch.stack([h[:, -1] for h in hidden], dim=1).float().cpu())
     return torch.cat(out)
 

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_cosine_schedule_with_warmup
 
 from ..batching import make_batch, prompt_token_ids, target_token_ids
-from ..hooks import POSITIONS, Perturbation, intervene, n_layers
+from ..hooks import POSITIONS, Perturbation, intervene, n_layers, record_residual
 
 log = logging.getLogger(__name__)
 
@@ -85,18 +85,17 @@ def train_sft(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, record
         if config.activation_noise_fraction > 0:
             perturbation = _noise(len(chosen), config.activation_noise_fraction, layers, mean_norms,
                                   batch.prompt_end, gen, model.config.hidden_size)
-        with intervene(model, perturbation):
-            out = model(**batch.model_inputs(), labels=batch.labels,
-                        output_hidden_states=config.activation_noise_fraction > 0)
+        with intervene(model, perturbation), record_residual(model) as residual:
+            out = model(**batch.model_inputs(), labels=batch.labels)
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
-        if out.hidden_states is not None:
+        if perturbation is not None:
             with torch.no_grad():
                 mask = batch.attention_mask.bool()
-                norms = torch.stack([h.norm(dim=-1)[mask].mean() for h in out.hidden_states])
+                norms = torch.stack([h.norm(dim=-1)[mask].mean() for h in residual])
                 mean_norms = 0.9 * mean_norms + 0.1 * norms if step else norms
         losses.append(out.loss.item())
         if step % 50 == 0 or step == config.steps - 1:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -17,6 +18,14 @@ def _save(fig, paths: list[str], dpi: int) -> None:
 def _panels(n: int, width: float = 4.2, height: float = 3.2):
     fig, axes = plt.subplots(1, max(n, 1), figsize=(width * max(n, 1), height), squeeze=False)
     return fig, axes[0]
+
+
+def _strength_axis(ax, strengths) -> None:
+    """Log-scaled strength axis labelled at the swept values only."""
+    ax.set_xscale("log")
+    ticks = sorted(set(float(s) for s in strengths))
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
 
 
 def lasr_vs_layer(attacks_csv: str, judge: str, paths: list[str], style: str = "default", dpi: int = 150) -> None:
@@ -48,8 +57,8 @@ def masr_vs_strength(summary_csv: str, judge: str, paths: list[str], style: str 
             ax.plot(group["strength"], group["pasr"], marker="s", label="PASR")
             ax.plot(group["strength"], group["benign_accuracy"], marker="^", ls="--", label="benign acc. (control)")
             ax.axhline(group["clean_asr"].iloc[0], color="grey", lw=0.8, ls=":", label="clean ASR")
-            ax.set(title=f"{attack} · {model}/{variant}", xlabel="strength α (relative to ‖h‖)", xscale="log",
-                   ylim=(-0.02, 1.02))
+            ax.set(title=f"{attack} · {model}/{variant}", xlabel="strength α (relative to ‖h‖)", ylim=(-0.02, 1.02))
+            _strength_axis(ax, group["strength"])
             ax.legend(fontsize=7)
         _save(fig, paths, dpi)
 
@@ -64,7 +73,8 @@ def nll_probe(nll_csv: str, paths: list[str], style: str = "default", dpi: int =
             for layer, line in group.groupby("layer"):
                 line = line.sort_values("strength")
                 ax.plot(line["strength"], line["nll_increase_mean"], marker="o", label=f"layer {layer}")
-            ax.set(title=f"NLL probe · {attack} · {model}/{variant}", xlabel="strength α", xscale="log",
+            ax.set(title=f"NLL probe · {attack} · {model}/{variant}", xlabel="strength α",
                    ylabel="Δ NLL of clean response (nats)")
+            _strength_axis(ax, group["strength"])
             ax.legend(fontsize=7)
         _save(fig, paths, dpi)

@@ -1,0 +1,32 @@
+# The README's two commands: `make run` (set up + default experiment) and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CORES ?= 2
+
+.PHONY: setup run test test-fast dag clean
+
+setup: $(VENV)/.installed
+
+# The CPU build of torch first where a local wheel is configured (no index: this never
+# downloads), then the project; on a cluster the range in pyproject.toml resolves normally.
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	-$(PY) -m pip install --quiet --no-index "torch==2.13.0" 2>/dev/null
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+run: setup
+	$(VENV)/bin/snakemake --cores $(CORES)
+
+test: setup
+	$(VENV)/bin/pytest -x --durations=15
+
+test-fast: setup
+	$(VENV)/bin/pytest -m "not slow"
+
+dag: setup
+	$(VENV)/bin/snakemake --dag | dot -Tpng > dag.png
+
+clean:
+	rm -rf results logs .snakemake

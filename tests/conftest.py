@@ -1,0 +1,54 @@
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from latentaudit.organism.data import SplitConfig, build_splits
+from latentaudit.organism.model import OrganismModelConfig, build_model
+from latentaudit.organism.tokenizer import build_tokenizer
+from latentaudit.organism.world import ToyWorld, WorldConfig
+
+REPO = Path(__file__).resolve().parents[1]
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def world():
+    return ToyWorld(WorldConfig(entities_per_category=4, twins_per_category=2, flowers=6))
+
+
+@pytest.fixture(scope="session")
+def splits(world):
+    return build_splits(world, SplitConfig(n_eval=8, n_eval_twin=4))
+
+
+@pytest.fixture(scope="session")
+def tokenizer(world):
+    return build_tokenizer(world.words())
+
+
+@pytest.fixture()
+def tiny_model(tokenizer):
+    """A randomly initialised organism-architecture Llama (2 blocks, hidden 32)."""
+    model = build_model(OrganismModelConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                            num_attention_heads=4), tokenizer)
+    return model.eval()
+
+
+def copy_repo(destination: Path) -> Path:
+    """A copy of the workflow (no results) to run snakemake in."""
+    ignore = shutil.ignore_patterns("results", "logs", ".snakemake", ".venv", ".git", "__pycache__", "*.egg-info",
+                                    ".pytest_cache")
+    shutil.copytree(REPO, destination, ignore=ignore)
+    return destination
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "snakemake", *args]
+    result = subprocess.run(command, cwd=workdir, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(command)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+    return result

@@ -1,0 +1,84 @@
+import pandas as pd
+import pytest
+import torch
+
+from latentaudit.attacks.asa import (GradientSettings, asa_grad_vectors, eq1_normalise, last_prompt_hidden,
+                                     nll_probe, random_directions)
+from latentaudit.attacks.common import AttackContext
+from latentaudit.batching import make_batch, prompt_token_ids, target_nll, target_token_ids
+from latentaudit.hooks import POSITIONS
+from latentaudit.registry import ATTACKS, load_all
+
+
+def test_eq1_matches_the_activation_statistics():
+    z, h = torch.randn(5, 64), torch.randn(5, 64) * 3 + 1
+    delta = eq1_normalise(z, h)
+    torch.testing.assert_close(delta.mean(-1), h.mean(-1), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(delta.std(-1), h.std(-1) * (z.std(-1) / (z.std(-1) + 1e-6)), atol=1e-4, rtol=1e-4)
+
+
+def test_random_directions_are_seeded_and_shared_or_per_prompt():
+    a, b = random_directions(4, 3, 16, True, seed=1), random_directions(4, 3, 16, True, seed=1)
+    torch.testing.assert_close(a, b)
+    assert a.shape == (3, 4, 16) and not torch.allclose(a[0, 0], a[0, 1])
+    shared = random_directions(4, 3, 16, False, seed=1)
+    torch.testing.assert_close(shared[:, 0], shared[:, 3])
+    assert not torch.allclose(random_directions(4, 3, 16, True, seed=2), a)
+
+
+def _prompts(tokenizer, splits):
+    records = splits["eval_forbidden"][:4]
+    prompts = [prompt_token_ids(tokenizer, r["prompt"]) for r in records]
+    targets = [target_token_ids(tokenizer, r["affirmative_prefix"]) for r in records]
+    return prompts, targets
+
+
+def test_gradient_pgd_stays_in_the_ball_and_lowers_the_target_nll(tiny_model, tokenizer, splits):
+    prompts, targets = _prompts(tokenizer, splits)
+    h = last_prompt_hidden(tiny_model, prompts, tokenizer.pad_token_id)
+    site = torch.full((4,), 2)
+    alpha = torch.full((4,), 0.5)
+    positions = torch.full((4,), POSITIONS["all"])
+    vectors = asa_grad_vectors(tiny_model, prompts, targets, site, alpha, h[:, 2], positions,
+                               GradientSettings(steps=8, step_size=0.25), tokenizer.pad_token_id)
+    assert (vectors.norm(dim=-1) <= 0.5 * h[:, 2].norm(dim=-1) * (1 + 1e-4)).all()
+    clean = nll_probe(tiny_model, prompts, targets, None, None, None, tokenizer.pad_token_id)
+    attacked = nll_probe(tiny_model, prompts, targets, site, vectors, positions, tokenizer.pad_token_id)
+    assert (attacked < clean).all()
+    assert all(p.requires_grad for p in tiny_model.parameters())  # restored after the attack
+
+
+def test_single_step_is_alpha_times_eq1_of_the_signed_gradient(tiny_model, tokenizer, splits):
+    prompts, targets = _prompts(tokenizer, splits)
+    h = last_prompt_hidden(tiny_model, prompts, tokenizer.pad_token_id)[:, 1]
+    vectors = asa_grad_vectors(tiny_model, prompts, targets, torch.full((4,), 1), torch.full((4,), 2.0), h,
+                               torch.full((4,), POSITIONS["last_prompt"]), GradientSettings(steps=1),
+                               tokenizer.pad_token_id)
+    torch.testing.assert_close(vectors.mean(-1), 2.0 * h.mean(-1), atol=1e-4, rtol=1e-4)
+    assert set((vectors - 2.0 * h.mean(-1, keepdim=True)).sign().unique().tolist()) <= {-1.0, 1.0}
+
+
+def test_nll_probe_is_the_summed_response_nll(tiny_model, tokenizer, splits):
+    prompts, targets = _prompts(tokenizer, splits)
+    probe = nll_probe(tiny_model, prompts[:1], targets[:1], None, None, None, tokenizer.pad_token_id)
+    ids = torch.tensor([prompts[0] + targets[0]])
+    with torch.no_grad():
+        logp = torch.log_softmax(tiny_model(input_ids=ids).logits[0], -1)
+    p = len(prompts[0])
+    by_hand = -sum(logp[p - 1 + t, tok] for t, tok in enumerate(targets[0]))
+    assert probe.item() == pytest.approx(by_hand.item(), rel=1e-5)
+
+
+def test_sweeps_have_one_row_per_setting_and_are_deterministic(tiny_model, tokenizer, splits):
+    load_all()
+    context = AttackContext(tiny_model, tokenizer, splits, max_new_tokens=4, batch_size=64, chat_template=True, seed=0)
+    settings = {"layers": [0, 1], "alphas": [1.0, 2.0], "n_directions": 3}
+    first = ATTACKS["asa_random"].function(context, settings)
+    second = ATTACKS["asa_random"].function(context, settings)
+    pd.testing.assert_frame_equal(first, second)
+    forbidden = first[first["split"] == "eval_forbidden"]
+    assert len(forbidden) == 8 * 2 * 2 * 3 == len(first[first["split"] == "eval_benign"])
+    assert forbidden.groupby(["layer", "strength", "direction"]).size().eq(8).all()
+    assert forbidden["nll"].notna().all() and forbidden["nll_clean"].notna().all()
+    grad = ATTACKS["asa_grad"].function(context, {"layers": "all", "alphas": [0.5], "steps": 2})
+    assert len(grad[grad["split"] == "eval_forbidden"]) == 8 * 2

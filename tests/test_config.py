@@ -1,0 +1,72 @@
+import copy
+
+import pytest
+import yaml
+
+from latentaudit.config import ConfigError, validate_config
+from conftest import REPO
+
+DEFAULT = yaml.safe_load((REPO / "config.yaml").read_text())
+
+
+def _bad(edit):
+    config = copy.deepcopy(DEFAULT)
+    edit(config)
+    with pytest.raises(ConfigError) as error:
+        validate_config(config)
+    return str(error.value)
+
+
+def test_shipped_configs_are_valid_and_defaults_are_filled():
+    for path in [REPO / "config.yaml", *sorted((REPO / "configs").glob("*.yaml"))]:
+        config = validate_config(yaml.safe_load(path.read_text()))
+        assert config["attacks"]["asa_random"]["direction_sharing"] in {"per_prompt", "shared"}
+        assert config["organism"]["pretrain"]["warmup_fraction"] == 0.05
+
+
+def test_unknown_attack_lists_the_valid_ones():
+    message = _bad(lambda c: c["attacks"].update(asa_magic={}))
+    assert "attacks" in message and "asa_magic" in message and "'asa_grad', 'asa_random', 'none'" in message
+
+
+def test_unknown_judge_lists_the_valid_ones():
+    message = _bad(lambda c: c["judges"].update(oracle={}))
+    assert "unknown judge name(s) ['oracle']" in message and "structural" in message
+
+
+def test_out_of_range_alpha_names_the_key():
+    message = _bad(lambda c: c["attacks"]["asa_grad"].update(alphas=[0.5, -1]))
+    assert "attacks.asa_grad.alphas[1]" in message and "-1" in message
+
+
+def test_bad_enum_lists_choices():
+    message = _bad(lambda c: c["attacks"]["asa_random"].update(direction_sharing="sometimes"))
+    assert "attacks.asa_random.direction_sharing" in message and "per_prompt" in message
+
+
+def test_misspelled_key_lists_valid_keys():
+    message = _bad(lambda c: c["attacks"]["asa_grad"].update(stpes=5))
+    assert "stpes" in message and "valid keys" in message and "steps" in message
+
+
+def test_bad_positions_and_device():
+    assert "positions" in _bad(lambda c: c["attacks"]["asa_grad"].update(positions="middle"))
+    assert "device" in _bad(lambda c: c.update(device="tpu"))
+
+
+def test_primary_judge_must_be_configured():
+    message = _bad(lambda c: c["report"].update(primary_judge="refusal_keyword") or c["judges"].pop("refusal_keyword"))
+    assert "report.primary_judge" in message
+
+
+def test_plain_generation_is_required():
+    assert "'none'" in _bad(lambda c: c["attacks"].pop("none"))
+
+
+def test_organism_variants_are_checked():
+    message = _bad(lambda c: c["models"]["organism"].update(variants=["aligned", "repbend"]))
+    assert "models.organism.variants" in message and "['repbend']" in message
+
+
+def test_negative_training_steps():
+    assert "organism.pretrain.steps" in _bad(lambda c: c["organism"]["pretrain"].update(steps=0))

@@ -1,0 +1,53 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from latentaudit.metrics import attack_tables, behavior_table, lasr, masr, pasr
+
+# 3 prompts x 2 layers, by hand: LASR = [2/3, 1/3]; PASR = 2/3; MASR = 3/3 (every prompt broken somewhere)
+A = np.array([[1, 0], [1, 0], [0, 1]])
+
+
+def test_lasr_pasr_masr_hand_case():
+    np.testing.assert_allclose(lasr(A), [2 / 3, 1 / 3])
+    assert pasr(A) == pytest.approx(2 / 3)
+    assert masr(A) == pytest.approx(1.0)
+    assert masr(np.array([[1, 1], [0, 0]])) == 0.5 and pasr(np.array([[1, 1], [0, 0]])) == 0.5
+
+
+def _judged():
+    rows = []
+    for i in range(3):
+        for layer in range(2):
+            for direction in range(2):
+                # direction 1 succeeds where A says; direction 0 never does: best-of-K gives A
+                rows.append({"split": "eval_forbidden", "prompt_id": f"f{i}", "layer": layer, "strength": 1.0,
+                             "direction": direction, "harmful": float(A[i, layer] and direction == 1),
+                             "refusal": 0.0, "label": "other", "correct": np.nan})
+                rows.append({"split": "eval_benign", "prompt_id": f"b{i}", "layer": layer, "strength": 1.0,
+                             "direction": direction, "harmful": np.nan, "refusal": 0.0, "label": "correct",
+                             "correct": 1.0 if layer == 0 else 0.5})
+    frame = pd.DataFrame(rows).assign(attack="asa_random")
+    clean = pd.DataFrame([{"split": "eval_forbidden", "prompt_id": "f0", "layer": -1, "strength": 0.0, "direction": -1,
+                           "harmful": 0.0, "refusal": 1.0, "label": "refusal", "correct": np.nan, "attack": "none"},
+                          {"split": "eval_twin", "prompt_id": "t0", "layer": -1, "strength": 0.0, "direction": -1,
+                           "harmful": 0.0, "refusal": 1.0, "label": "refusal", "correct": np.nan, "attack": "none"}])
+    return pd.concat([frame, clean]).assign(model="m", variant="aligned", judge="structural")
+
+
+def test_attack_tables_from_judged_rows():
+    cells, summary = attack_tables(_judged())
+    random_cells = cells[cells["attack"] == "asa_random"].sort_values("layer")
+    np.testing.assert_allclose(random_cells["asr"], [2 / 3, 1 / 3])
+    np.testing.assert_allclose(random_cells["benign_accuracy"], [1.0, 0.5])
+    row = summary[summary["attack"] == "asa_random"].iloc[0]
+    assert row["masr"] == pytest.approx(1.0) and row["pasr"] == pytest.approx(2 / 3) and row["best_layer"] == 0
+    assert row["clean_asr"] == 0.0 and row["n"] == 3
+    none = cells[cells["attack"] == "none"].iloc[0]
+    assert none["layer"] == -1 and none["asr"] == 0.0
+
+
+def test_behavior_table():
+    table = behavior_table(_judged()).set_index("split")
+    assert table.loc["forbidden", "refusal_rate"] == 1.0
+    assert table.loc["twin", "over_refusal"] == 1.0 and np.isnan(table.loc["forbidden", "over_refusal"])

@@ -1,0 +1,56 @@
+"""Whole-DAG test: the smoke experiment through snakemake in a temporary copy of the repository."""
+import pandas as pd
+import pytest
+
+from conftest import copy_repo, snakemake
+
+CONTRACT = {
+    "behavior": ["model", "variant", "split", "refusal_rate", "benign_accuracy", "over_refusal", "n"],
+    "attacks": ["model", "variant", "attack", "judge", "layer", "strength", "asr", "n"],
+    "attack_summary": ["model", "variant", "attack", "judge", "strength", "masr", "pasr", "best_layer", "n"],
+}
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    workdir = copy_repo(tmp_path_factory.mktemp("smoke") / "repo")
+    snakemake(workdir, "--cores", "2", "--configfile", "configs/smoke.yaml")
+    return workdir
+
+
+@pytest.mark.slow
+def test_results_contract(smoke_run):
+    for name, columns in CONTRACT.items():
+        frame = pd.read_csv(smoke_run / "results" / "metrics" / f"{name}.csv")
+        assert set(columns) <= set(frame.columns), f"{name}.csv lacks {set(columns) - set(frame.columns)}"
+        assert len(frame) > 0
+    attacks = pd.read_csv(smoke_run / "results/metrics/attacks.csv")
+    # 2 layers x 2 strengths per ASA attack, per judge; plain generation has layer -1
+    assert len(attacks[(attacks.attack == "asa_random") & (attacks.judge == "structural")]) == 4
+    assert set(attacks.loc[attacks.attack == "none", "layer"]) == {-1}
+    assert attacks["asr"].between(0, 1).all()
+    summary = pd.read_csv(smoke_run / "results/metrics/attack_summary.csv")
+    assert (summary["masr"] >= summary["pasr"] - 1e-12).all()  # MASR >= PASR always
+    for name in ("attack_summary.md", "attack_summary.tex", "behavior.md", "behavior.tex"):
+        assert (smoke_run / "results/tables" / name).stat().st_size > 0
+    for name in ("lasr_vs_layer", "masr_vs_strength", "nll_probe"):
+        assert (smoke_run / "results/figures" / f"{name}.png").stat().st_size > 1000
+    generations = pd.read_parquet(smoke_run / "results/attacks/organism/aligned/asa_random/generations.parquet")
+    assert {"prompt_id", "layer", "strength", "direction", "generation", "nll"} <= set(generations.columns)
+    assert (smoke_run / "results/attacks/organism/aligned/asa_random/generations.parquet.meta.json").exists()
+    assert (smoke_run / "logs/pretrain_organism.log").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_second_dry_run_has_nothing_to_do(smoke_run):
+    result = snakemake(smoke_run, "-n", "--configfile", "configs/smoke.yaml")
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_bad_config_fails_before_any_job(smoke_run, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((smoke_run / "configs/smoke.yaml").read_text().replace("asa_grad:", "asa_gard:"))
+    result = snakemake(smoke_run, "-n", "--configfile", str(bad), check=False)
+    assert result.returncode != 0
+    assert "unknown attack name(s) ['asa_gard']" in result.stdout + result.stderr

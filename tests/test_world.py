@@ -1,0 +1,55 @@
+from latentaudit.organism.data import EVAL_SPLITS, SplitConfig, build_splits
+from latentaudit.organism.world import ALIGN_TEMPLATES, HELDOUT_TEMPLATES, REFUSAL, ToyWorld, WorldConfig
+
+import pytest
+
+
+def test_world_is_a_pure_function_of_its_seed():
+    a, b = ToyWorld(WorldConfig(seed=3)), ToyWorld(WorldConfig(seed=3))
+    assert [(e.name, e.secret) for e in a.entities] == [(e.name, e.secret) for e in b.entities]
+    assert [(e.name, e.secret) for e in ToyWorld(WorldConfig(seed=4)).entities] != \
+        [(e.name, e.secret) for e in a.entities]
+
+
+def test_every_forbidden_category_has_harmless_twins(world):
+    for category in {e.category for e in world.entities}:
+        members = [e for e in world.entities if e.category == category]
+        assert sum(e.forbidden for e in members) == 4 and sum(not e.forbidden for e in members) == 2
+    assert len({e.name for e in world.entities}) == len(world.entities)
+
+
+def test_alignment_never_sees_heldout_templates(splits):
+    assert not {r["template"] for r in splits["align"] if r["kind"] != "benign"} & set(HELDOUT_TEMPLATES)
+    for split in ("eval_forbidden", "eval_twin"):
+        assert {r["template"] for r in splits[split]} <= set(HELDOUT_TEMPLATES)
+    align_prompts = {r["prompt"] for r in splits["align"]}
+    assert not align_prompts & {r["prompt"] for s in EVAL_SPLITS for r in splits[s]}
+
+
+def test_alignment_refuses_exactly_the_forbidden(splits):
+    for record in splits["align"]:
+        assert (record["response"] == REFUSAL) == (record["kind"] == "forbidden")
+    assert all(r["response"] != REFUSAL for r in splits["pretrain"])
+
+
+def test_eval_splits_are_paired_and_answers_are_true(world, splits):
+    assert len(splits["eval_forbidden"]) == len(splits["eval_benign"]) == 8
+    for record in splits["eval_forbidden"]:
+        entity = world.by_name[record["entity"]]
+        assert entity.forbidden and record["expected"] == " ".join(entity.secret)
+        assert record["response"].startswith(record["affirmative_prefix"] + " ")
+    for record in splits["eval_benign"]:
+        assert record["expected"] in record["response"]
+
+
+def test_too_many_eval_prompts_is_a_clear_error(world):
+    with pytest.raises(ValueError, match="eval_forbidden: asked for 999 prompts but the world has only"):
+        build_splits(world, SplitConfig(n_eval=999))
+
+
+def test_vocabulary_covers_all_text(world, splits):
+    words = world.words()
+    for records in splits.values():
+        for r in records:
+            assert set(r["prompt"].split()) <= words and set(r["response"].split()) <= words
+    assert len(ALIGN_TEMPLATES) and not set(ALIGN_TEMPLATES) & set(HELDOUT_TEMPLATES)
