@@ -14,6 +14,8 @@ rule attack:
         seed=config["seed"],
         device=config["device"],
     threads: config["threads"]
+    conda:
+        "../envs/latentaudit.yaml"
     log:
         "logs/attacks/{model}/{variant}/{attack}.log",
     resources:

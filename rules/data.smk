@@ -9,6 +9,8 @@ rule organism_data:
         world=config["organism"]["world"],
         splits=config["organism"]["splits"],
         seed=config["seed"],
+    conda:
+        "../envs/latentaudit.yaml"
     log:
         "logs/organism_data.log",
     script:

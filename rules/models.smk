@@ -12,6 +12,8 @@ rule pretrain_organism:
         seed=config["seed"],
         device=config["device"],
     threads: config["threads"]
+    conda:
+        "../envs/latentaudit.yaml"
     log:
         "logs/pretrain_organism.log",
     resources:
@@ -36,6 +38,8 @@ rule align_organism:
         seed=config["seed"],
         device=config["device"],
     threads: config["threads"]
+    conda:
+        "../envs/latentaudit.yaml"
     log:
         "logs/align_organism.log",
     resources:

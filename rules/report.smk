@@ -11,6 +11,8 @@ rule tables:
         behavior_tex="results/tables/behavior.tex",
     params:
         judge=config["report"]["primary_judge"],
+    conda:
+        "../envs/latentaudit.yaml"
     log:
         "logs/report/tables.log",
     script:
@@ -35,6 +37,8 @@ rule figures:
         judge=config["report"]["primary_judge"],
         style=config["report"]["style"],
         dpi=config["report"]["dpi"],
+    conda:
+        "../envs/latentaudit.yaml"
     log:
         "logs/report/figures.log",
     script:

@@ -8,6 +8,8 @@ rule judge:
         "results/scores/{model}/{variant}/{attack}/{judge}.parquet",
     params:
         settings=judge_settings,
+    conda:
+        "../envs/latentaudit.yaml"
     log:
         "logs/scores/{model}/{variant}/{attack}/{judge}.log",
     script:
@@ -22,6 +24,8 @@ rule metrics:
         scores=score_outputs(),
     output:
         **METRICS,
+    conda:
+        "../envs/latentaudit.yaml"
     log:
         "logs/metrics.log",
     script:

@@ -2,7 +2,7 @@
 import pandas as pd
 import pytest
 
-from conftest import copy_repo, snakemake
+from conftest import REPO, copy_repo, snakemake
 
 CONTRACT = {
     "behavior": ["model", "variant", "split", "refusal_rate", "benign_accuracy", "over_refusal", "n"],
@@ -54,3 +54,8 @@ def test_bad_config_fails_before_any_job(smoke_run, tmp_path):
     result = snakemake(smoke_run, "-n", "--configfile", str(bad), check=False)
     assert result.returncode != 0
     assert "unknown attack name(s) ['asa_gard']" in result.stdout + result.stderr
+
+
+def test_workflow_lints_clean():
+    result = snakemake(REPO, "--lint")
+    assert "Congratulations, your workflow is in a good condition" in result.stdout + result.stderr

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import pandas as pd
 import torch
 from tqdm import tqdm
 from transformers import PreTrainedModel
 
-from ..batching import make_batch, target_nll
-from ..generation import model_device
-from ..hooks import Perturbation, intervene, record_residual
+from ..batching import make_batch, target_nll, target_token_ids
+from ..generation import generate, model_device
+from ..hooks import Perturbation, intervene, n_layers, position_code, record_residual
 from ..registry import ATTACKS
+from .common import AttackContext, generations_frame, resolve_layers
 
 
 def eq1_normalise(z: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
@@ -158,15 +160,9 @@ GRAD_SCHEMA = {
 }
 
 
-def _run_rows(context, prompt_index: list[int], layer: list[int], strength: list[float], direction: list[int],
+def _run_rows(context: AttackContext, prompt_index: list[int], layer: list[int], strength: list[float], direction: list[int],
               vectors: torch.Tensor, positions: str, name: str):
     """Generate every row on its forbidden prompt and on the paired benign prompt; NLL-probe it."""
-    import pandas as pd
-
-    from ..generation import generate
-    from ..hooks import position_code
-    from .common import generations_frame
-
     forbidden, benign = context.eval_records["eval_forbidden"], context.eval_records["eval_benign"]
     f_ids, b_ids = context.prompt_ids(forbidden), context.prompt_ids(benign)
     hidden_index = torch.tensor([layer_ + 1 for layer_ in layer])
@@ -193,10 +189,7 @@ def _run_rows(context, prompt_index: list[int], layer: list[int], strength: list
 
 
 @ATTACKS.register("asa_random", RANDOM_SCHEMA)
-def attack_asa_random(context, settings: dict):
-    from ..hooks import n_layers
-    from .common import resolve_layers
-
+def attack_asa_random(context: AttackContext, settings: dict) -> pd.DataFrame:
     forbidden = context.eval_records["eval_forbidden"]
     f_ids = context.prompt_ids(forbidden)
     h_last = last_prompt_hidden(context.model, f_ids, context.tokenizer.pad_token_id, context.batch_size)
@@ -219,11 +212,7 @@ def attack_asa_random(context, settings: dict):
 
 
 @ATTACKS.register("asa_grad", GRAD_SCHEMA)
-def attack_asa_grad(context, settings: dict):
-    from ..batching import target_token_ids
-    from ..hooks import n_layers, position_code
-    from .common import resolve_layers
-
+def attack_asa_grad(context: AttackContext, settings: dict) -> pd.DataFrame:
     forbidden = context.eval_records["eval_forbidden"]
     f_ids = context.prompt_ids(forbidden)
     targets = [target_token_ids(context.tokenizer, r["affirmative_prefix"]) for r in forbidden]
