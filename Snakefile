@@ -5,7 +5,12 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config.yaml"
+# An experiment is one complete config file: config.yaml by default, or the file(s) given with
+# --configfile, which then replace it rather than merge into it (so configs/paper.yaml does not
+# inherit the organism). --config key=value edits apply on top either way.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
 
 
 include: "rules/common.smk"
@@ -14,6 +19,17 @@ include: "rules/models.smk"
 include: "rules/attacks.smk"
 include: "rules/scoring.smk"
 include: "rules/report.smk"
+
+
+# CPU-only rules (data, judging with rule judges, tables, plots) run on the submitting node,
+# never as cluster jobs; everything else is a GPU job on the profile's partition.
+localrules:
+    all,
+    organism_data,
+    judge,
+    metrics,
+    tables,
+    figures,
 
 
 rule all:

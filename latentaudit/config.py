@@ -94,7 +94,17 @@ def validate_config(config: dict) -> dict:
         if org["model"]["hidden_size"] % org["model"]["num_attention_heads"]:
             raise ConfigError("config error at organism.model: hidden_size must be divisible by "
                               "num_attention_heads")
-    return config
+    return _canonical(config)
+
+
+def _canonical(value):
+    """Keys sorted at every level: Snakemake compares params by their text, so reordering
+    keys in a YAML file must not look like a change (nor trigger a rerun)."""
+    if isinstance(value, dict):
+        return {key: _canonical(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [_canonical(v) for v in value]
+    return value
 
 
 def load_config(path: str | Path) -> dict:

@@ -53,20 +53,22 @@ def _save(model, tokenizer, out_dir: str, settings: dict, losses: list[float], s
 
 
 def pretrain_organism(tokenizer_dir: str, records_path: str, model_settings: dict, train: dict, seed: int,
-                      device: str, out_dir: str) -> None:
+                      device: str, out_dir: str, checkpoint: str | None = None) -> None:
     """Build the tiny Llama and teach it to answer everything (forbidden and benign)."""
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     model = build_model(OrganismModelConfig(**model_settings, seed=seed), tokenizer).to(resolve_device(device))
-    losses = train_sft(model, tokenizer, read_jsonl(records_path), TrainConfig(**train, seed=seed), desc="pretrain")
+    losses = train_sft(model, tokenizer, read_jsonl(records_path), TrainConfig(**train, seed=seed), desc="pretrain",
+                       checkpoint=checkpoint)
     _save(model.cpu(), tokenizer, out_dir, {"model": model_settings, "train": train}, losses, seed)
 
 
 def align_organism(pretrained_dir: str, records_path: str, train: dict, lora: dict, seed: int, device: str,
-                   out_dir: str) -> None:
+                   out_dir: str, checkpoint: str | None = None) -> None:
     """Refusal SFT through a LoRA adapter, merged: the ``aligned`` organism."""
     model, tokenizer = load_model(pretrained_dir, device=device, dtype="float32")
     aligned, losses = align_with_lora(model, tokenizer, read_jsonl(records_path), TrainConfig(**train, seed=seed),
-                                      LoraSettings(rank=lora["rank"], alpha=lora["alpha"], dropout=lora["dropout"]))
+                                      LoraSettings(rank=lora["rank"], alpha=lora["alpha"], dropout=lora["dropout"]),
+                                      checkpoint)
     _save(aligned.cpu(), tokenizer, out_dir, {"train": train, "lora": lora}, losses, seed)
 
 

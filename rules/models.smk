@@ -11,6 +11,7 @@ rule pretrain_organism:
         train=config["organism"]["pretrain"],
         seed=config["seed"],
         device=config["device"],
+        checkpoint="results/checkpoints/organism/pretrained.pt",
     threads: config["threads"]
     conda:
         "../envs/latentaudit.yaml"
@@ -37,6 +38,7 @@ rule align_organism:
         lora=config["align_lora"],
         seed=config["seed"],
         device=config["device"],
+        checkpoint="results/checkpoints/organism/aligned.pt",
     threads: config["threads"]
     conda:
         "../envs/latentaudit.yaml"

@@ -46,9 +46,37 @@ def copy_repo(destination: Path) -> Path:
     return destination
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def snakemake(workdir: Path, *args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "snakemake", *args]
-    result = subprocess.run(command, cwd=workdir, capture_output=True, text=True)
+    result = subprocess.run(command, cwd=workdir, capture_output=True, text=True, env=env)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(command)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
     return result
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """The smoke experiment run once locally; tests read it and dry-run edits against it."""
+    workdir = copy_repo(tmp_path_factory.mktemp("smoke") / "repo")
+    snakemake(workdir, "--cores", "2", "--configfile", "configs/smoke.yaml")
+    return workdir
+
+
+def dry_run_jobs(workdir: Path, *args: str) -> dict[str, int]:
+    """{rule: job count} that ``snakemake -n`` would run (empty when nothing is to be done)."""
+    result = snakemake(workdir, "-n", *args)
+    text = result.stdout + result.stderr
+    if "Nothing to be done" in text:
+        return {}
+    counts, in_stats = {}, False
+    for line in text.splitlines():
+        if line.startswith("Job stats:"):
+            in_stats = True
+            continue
+        if in_stats:
+            parts = line.split()
+            if len(parts) == 2 and parts[1].isdigit() and parts[0] != "total":
+                counts[parts[0]] = int(parts[1])
+            elif parts and parts[0] == "total":
+                break
+    return counts

@@ -2,20 +2,13 @@
 import pandas as pd
 import pytest
 
-from conftest import REPO, copy_repo, snakemake
+from conftest import REPO, snakemake
 
 CONTRACT = {
     "behavior": ["model", "variant", "split", "refusal_rate", "benign_accuracy", "over_refusal", "n"],
     "attacks": ["model", "variant", "attack", "judge", "layer", "strength", "asr", "n"],
     "attack_summary": ["model", "variant", "attack", "judge", "strength", "masr", "pasr", "best_layer", "n"],
 }
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    workdir = copy_repo(tmp_path_factory.mktemp("smoke") / "repo")
-    snakemake(workdir, "--cores", "2", "--configfile", "configs/smoke.yaml")
-    return workdir
 
 
 @pytest.mark.slow

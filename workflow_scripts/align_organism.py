@@ -5,4 +5,4 @@ from latentaudit.pipeline import align_organism
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 start(smk)
 align_organism(smk.input.pretrained, smk.input.records, smk.params.train, smk.params.lora, smk.params.seed,
-               smk.params.device, smk.output[0])
+               smk.params.device, smk.output[0], smk.params.checkpoint)

@@ -5,4 +5,4 @@ from latentaudit.pipeline import pretrain_organism
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 start(smk)
 pretrain_organism(smk.input.tokenizer, smk.input.records, smk.params.model, smk.params.train, smk.params.seed,
-                  smk.params.device, smk.output[0])
+                  smk.params.device, smk.output[0], smk.params.checkpoint)

@@ -1,0 +1,40 @@
+"""Incremental reruns after config edits, by the dry-run job lists of a completed smoke run."""
+import pytest
+import yaml
+
+from conftest import dry_run_jobs, snakemake
+
+
+def _edited(smoke_run, tmp_path, edit):
+    config = yaml.safe_load((smoke_run / "configs/smoke.yaml").read_text())
+    edit(config)
+    path = tmp_path / "edited.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+@pytest.mark.slow
+def test_touching_nothing_reruns_nothing(smoke_run):
+    assert dry_run_jobs(smoke_run, "--configfile", "configs/smoke.yaml") == {}
+
+
+@pytest.mark.slow
+def test_editing_an_attack_grid_reruns_that_attack_its_judging_and_the_report(smoke_run, tmp_path):
+    config = _edited(smoke_run, tmp_path, lambda c: c["attacks"]["asa_random"].update(alphas=[1.0, 2.0]))
+    jobs = dry_run_jobs(smoke_run, "--configfile", config)
+    assert jobs == {"attack": 1, "judge": 2, "metrics": 1, "tables": 1, "figures": 1, "all": 1}
+    result = snakemake(smoke_run, "-n", "--configfile", config)
+    assert "attack=asa_random" in result.stdout and "attack=asa_grad" not in result.stdout
+
+
+@pytest.mark.slow
+def test_editing_a_judge_rejudges_without_regenerating(smoke_run, tmp_path):
+    config = _edited(smoke_run, tmp_path, lambda c: c["judges"].update(refusal_keyword={"keywords": ["sorry"]}))
+    jobs = dry_run_jobs(smoke_run, "--configfile", config)
+    assert jobs == {"judge": 3, "metrics": 1, "tables": 1, "figures": 1, "all": 1}
+
+
+@pytest.mark.slow
+def test_editing_plot_style_reruns_only_plots(smoke_run, tmp_path):
+    config = _edited(smoke_run, tmp_path, lambda c: c.setdefault("report", {}).update(style="ggplot"))
+    assert dry_run_jobs(smoke_run, "--configfile", config) == {"figures": 1, "all": 1}
