@@ -66,11 +66,11 @@ def score_outputs():
 
 def attack_code(wildcards):
     return code("attacks/__init__.py", "attacks/common.py", "batching.py", "generation.py", "hooks.py", "models.py",
-                "pipeline.py", "registry.py") + [method_code(ATTACKS, wildcards.attack)]
+                "io.py", "steps/attacks.py", "registry.py") + [method_code(ATTACKS, wildcards.attack)]
 
 
 def judge_code(wildcards):
-    return code("judges/__init__.py", "pipeline.py", "registry.py", "organism/world.py") + [
+    return code("judges/__init__.py", "io.py", "steps/scoring.py", "registry.py", "organism/world.py") + [
         method_code(JUDGES, wildcards.judge)]
 
 

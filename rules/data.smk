@@ -1,7 +1,7 @@
 rule organism_data:
     input:
         script="workflow_scripts/organism_data.py",
-        code=code("organism/world.py", "organism/data.py", "organism/tokenizer.py", "pipeline.py"),
+        code=code("organism/world.py", "organism/data.py", "organism/tokenizer.py", "io.py", "steps/organism.py"),
     output:
         splits=expand("results/data/organism/{split}.jsonl", split=ORGANISM_SPLITS),
         tokenizer=directory("results/models/organism/tokenizer"),

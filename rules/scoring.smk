@@ -19,7 +19,7 @@ rule judge:
 rule metrics:
     input:
         script="workflow_scripts/metrics.py",
-        code=code("metrics.py", "pipeline.py"),
+        code=code("metrics.py", "io.py", "steps/scoring.py"),
         generations=generation_outputs(),
         scores=score_outputs(),
     output:

@@ -5,7 +5,7 @@ import torch
 from latentaudit.attacks.asa import (GradientSettings, asa_grad_vectors, eq1_normalise, last_prompt_hidden,
                                      nll_probe, random_directions)
 from latentaudit.attacks.common import AttackContext
-from latentaudit.batching import make_batch, prompt_token_ids, target_nll, target_token_ids
+from latentaudit.batching import prompt_token_ids, target_token_ids
 from latentaudit.hooks import POSITIONS
 from latentaudit.registry import ATTACKS, load_all
 

@@ -1,6 +1,6 @@
 """Rule align_organism: refusal SFT through a merged LoRA adapter."""
 from latentaudit.cli import start
-from latentaudit.pipeline import align_organism
+from latentaudit.steps.organism import align_organism
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 start(smk)

@@ -1,6 +1,6 @@
 """Rule attack: one attack's whole sweep on one (model, variant); stores generations."""
 from latentaudit.cli import start
-from latentaudit.pipeline import run_attack
+from latentaudit.steps.attacks import run_attack
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 start(smk)

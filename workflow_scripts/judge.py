@@ -1,6 +1,6 @@
 """Rule judge: label stored generations with one judge."""
 from latentaudit.cli import start
-from latentaudit.pipeline import run_judge
+from latentaudit.steps.scoring import run_judge
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 start(smk)

@@ -1,6 +1,6 @@
 """Rule metrics: the results-contract CSVs from every generation and score file."""
 from latentaudit.cli import start
-from latentaudit.pipeline import collect_metrics
+from latentaudit.steps.scoring import collect_metrics
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 start(smk)

@@ -1,6 +1,6 @@
 """Rule organism_data: the toy world's splits and tokenizer."""
 from latentaudit.cli import start
-from latentaudit.pipeline import build_organism_data
+from latentaudit.steps.organism import build_organism_data
 
 start(snakemake)  # noqa: F821 (injected by Snakemake)
 names = [p.rsplit("/", 1)[-1].removesuffix(".jsonl") for p in snakemake.output.splits]  # noqa: F821

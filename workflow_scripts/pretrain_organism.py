@@ -1,6 +1,6 @@
 """Rule pretrain_organism: build the tiny Llama and teach it to answer every request."""
 from latentaudit.cli import start
-from latentaudit.pipeline import pretrain_organism
+from latentaudit.steps.organism import pretrain_organism
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 start(smk)

@@ -1,0 +1,32 @@
+"""The step that attacks a model: one attack's whole sweep, generations stored once."""
+from __future__ import annotations
+
+import torch
+
+from ..attacks.common import AttackContext
+from ..io import read_jsonl
+from ..models import load_model
+from ..organism.data import EVAL_SPLITS
+from ..provenance import write_meta
+from ..registry import ATTACKS, load_all
+
+
+def run_attack(model_spec: dict, model_path: str, eval_paths: dict[str, str], attack: str, settings: dict,
+               generation: dict, seed: int, device: str, out_path: str, labels: dict[str, str]) -> None:
+    """Load the model once, run one attack's whole sweep, store every generation."""
+    load_all()
+    torch.manual_seed(seed)
+    model, tokenizer = load_model(model_path, model_spec.get("adapter"), model_spec.get("dtype", "auto"), device,
+                                  model_spec.get("trust_remote_code", False))
+    context = AttackContext(model, tokenizer, {s: read_jsonl(eval_paths[s]) for s in EVAL_SPLITS},
+                            generation["max_new_tokens"], generation["batch_size"], generation["chat_template"], seed)
+    frame = ATTACKS.get_entry(attack).function(context, settings)
+    frame.insert(0, "row_id", range(len(frame)))
+    for column, value in labels.items():
+        frame.insert(0, column, value)
+    for column in ("nll", "nll_clean"):
+        if column not in frame:
+            frame[column] = float("nan")
+    frame.to_parquet(out_path, index=False)
+    write_meta(out_path, {"attack": settings, "generation": generation, "model": model_spec}, seed=seed,
+               attack=attack, rows=len(frame))

@@ -1,0 +1,33 @@
+"""Steps that score stored generations: judging (never regenerates) and the results-contract CSVs."""
+from __future__ import annotations
+
+import pandas as pd
+
+from .. import metrics
+from ..io import GENERATION_KEYS
+from ..provenance import write_meta
+from ..registry import JUDGES, load_all
+
+
+def run_judge(generations_path: str, judge: str, settings: dict, out_path: str) -> None:
+    """Label stored generations; never regenerates."""
+    load_all()
+    generations = pd.read_parquet(generations_path)
+    scores = JUDGES.get_entry(judge).function(generations, settings)
+    scores.insert(0, "judge", judge)
+    for column in reversed(GENERATION_KEYS):
+        scores.insert(0, column, generations[column].to_numpy())
+    scores.to_parquet(out_path, index=False)
+    write_meta(out_path, settings, judge=judge, rows=len(scores))
+
+
+def collect_metrics(generation_paths: list[str], score_paths: list[str], outputs: dict[str, str]) -> None:
+    """Join generations with every judge's scores and write the results-contract CSVs."""
+    generations = pd.concat([pd.read_parquet(p) for p in generation_paths], ignore_index=True)
+    scores = pd.concat([pd.read_parquet(p) for p in score_paths], ignore_index=True)
+    judged = generations.merge(scores, on=[*GENERATION_KEYS, "row_id"], how="inner", validate="one_to_many")
+    attacks, summary = metrics.attack_tables(judged)
+    attacks.to_csv(outputs["attacks"], index=False)
+    summary.to_csv(outputs["attack_summary"], index=False)
+    metrics.behavior_table(judged).to_csv(outputs["behavior"], index=False)
+    metrics.nll_probe_table(generations).to_csv(outputs["nll_probe"], index=False)
