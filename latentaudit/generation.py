@@ -6,7 +6,7 @@ from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .batching import make_batch
-from .hooks import Perturbation, intervene
+from .hooks import Perturbation, PromptDeltas, batch_vectors, intervene
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
@@ -16,10 +16,10 @@ def model_device(model: torch.nn.Module) -> torch.device:
 @torch.no_grad()
 def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[list[int]],
              max_new_tokens: int, batch_size: int = 256, hidden_index: torch.Tensor | None = None,
-             vectors: torch.Tensor | None = None, positions: torch.Tensor | None = None,
+             vectors: torch.Tensor | PromptDeltas | None = None, positions: torch.Tensor | None = None,
              desc: str = "generate") -> list[str]:
     """Greedy completions of token-id ``prompts``; row i optionally perturbed at site
-    ``hidden_index[i]`` by ``vectors[i]`` at ``positions[i]`` (see ``hooks``)."""
+    ``hidden_index[i]`` by ``vectors[i]`` at ``positions[i]`` (see ``hooks.batch_vectors``)."""
     device = model_device(model)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # less padding per batch
     completions: list[str] = [""] * len(prompts)
@@ -29,7 +29,8 @@ def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts
         perturbation = None
         if hidden_index is not None:
             idx = torch.tensor(rows)
-            perturbation = Perturbation(hidden_index[idx], vectors[idx], positions[idx], batch.prompt_end)
+            perturbation = Perturbation(hidden_index[idx], batch_vectors(vectors, rows, int(batch.prompt_end[0])),
+                                        positions[idx], batch.prompt_end)
         with intervene(model, perturbation):
             out = model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                                  max_new_tokens=max_new_tokens, do_sample=False,

@@ -107,6 +107,24 @@ class Perturbation:
         return mask[:, :, None].to(like.dtype) * vector
 
 
+# Per-token prompt perturbations travel between batch layouts as one [n_i, d] tensor per row,
+# right-aligned to the prompt's last token (left padding differs from batch to batch).
+PromptDeltas = list
+
+
+def batch_vectors(vectors: "torch.Tensor | PromptDeltas", rows: Sequence[int], prompt_end: int) -> torch.Tensor:
+    """The perturbation vectors of ``rows`` for one batch: a [B, d] tensor (one vector for every
+    selected position), or per-token prompt deltas laid out as [B, prompt_end, d], each row's
+    deltas ending at the last prompt position (truncated at the left if the prompt is shorter)."""
+    if isinstance(vectors, torch.Tensor):
+        return vectors[torch.as_tensor(list(rows))]
+    out = torch.zeros(len(rows), prompt_end, vectors[rows[0]].shape[-1])
+    for j, i in enumerate(rows):
+        delta = vectors[i][-prompt_end:]
+        out[j, prompt_end - len(delta):] = delta
+    return out
+
+
 def _cache_length(kwargs: dict) -> int:
     cache = kwargs.get("past_key_values")
     if cache is None or not hasattr(cache, "get_seq_length"):

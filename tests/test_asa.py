@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from latentaudit.attacks.asa import (GradientSettings, asa_grad_vectors, eq1_normalise, last_prompt_hidden,
-                                     nll_probe, random_directions)
-from latentaudit.attacks.common import AttackContext
+                                     random_directions)
+from latentaudit.attacks.common import AttackContext, nll_probe
 from latentaudit.batching import prompt_token_ids, target_token_ids
 from latentaudit.hooks import POSITIONS
 from latentaudit.registry import ATTACKS, load_all
@@ -82,3 +82,40 @@ def test_sweeps_have_one_row_per_setting_and_are_deterministic(tiny_model, token
     assert forbidden["nll"].notna().all() and forbidden["nll_clean"].notna().all()
     grad = ATTACKS["asa_grad"].function(context, {"layers": "all", "alphas": [0.5], "steps": 2})
     assert len(grad[grad["split"] == "eval_forbidden"]) == 8 * 2
+
+
+def test_latent_pgd_respects_per_token_and_linf_budgets_and_lowers_the_nll(tiny_model, tokenizer, splits):
+    from latentaudit.attacks.latent_pgd import latent_pgd_deltas
+    from latentaudit.hooks import record_residual
+
+    prompts, targets = _prompts(tokenizer, splits)
+    site = torch.full((4,), 1)
+    for norm in ("l2_token", "linf"):
+        deltas = latent_pgd_deltas(tiny_model, prompts, targets, site, torch.full((4,), 0.5), norm, steps=6,
+                                   step_size=0.25, pad_id=tokenizer.pad_token_id)
+        assert [d.shape[0] for d in deltas] == [len(p) for p in prompts]
+        clean = nll_probe(tiny_model, prompts, targets, None, None, None, tokenizer.pad_token_id)
+        attacked = nll_probe(tiny_model, prompts, targets, site, deltas, torch.full((4,), POSITIONS["prompt"]),
+                             tokenizer.pad_token_id)
+        assert (attacked < clean).all(), norm
+        for prompt, delta in zip(prompts, deltas):
+            with torch.no_grad(), record_residual(tiny_model) as residual:
+                tiny_model(input_ids=torch.tensor([prompt]))
+            h = residual[1][0]
+            if norm == "l2_token":
+                assert (delta.norm(dim=-1) <= 0.5 * h.norm(dim=-1) * (1 + 1e-4)).all()
+            else:
+                assert delta.abs().max() <= 0.5 * h.abs().max() * (1 + 1e-4)
+
+
+def test_prefill_forces_only_the_affirmative_prefix(tiny_model, tokenizer, splits):
+    load_all()
+    context = AttackContext(tiny_model, tokenizer, splits, max_new_tokens=3, batch_size=64, chat_template=True, seed=0)
+    frame = ATTACKS["prefill"].function(context, {"prefill_tokens": [1, 3, 99]})
+    assert sorted(frame["strength"].unique()) == [1.0, 3.0, 99.0]
+    by_prompt = {r["id"]: r for r in splits["eval_forbidden"]}
+    for _, row in frame.iterrows():
+        words = by_prompt[row["prompt_id"]]["affirmative_prefix"].split()
+        k = min(int(row["strength"]), len(words))
+        assert row["generation"].split()[:k] == words[:k]
+        assert row["forced_tokens"] == k

@@ -20,7 +20,8 @@ def test_results_contract(smoke_run):
     attacks = pd.read_csv(smoke_run / "results/metrics/attacks.csv")
     # 2 layers x 2 strengths per ASA attack, per judge; plain generation has layer -1
     assert len(attacks[(attacks.attack == "asa_random") & (attacks.judge == "structural")]) == 4
-    assert set(attacks.loc[attacks.attack == "none", "layer"]) == {-1}
+    assert set(attacks.loc[attacks.attack.isin(["none", "prefill"]), "layer"]) == {-1}
+    assert len(attacks[(attacks.attack == "latent_pgd") & (attacks.judge == "structural")]) == 2
     assert attacks["asr"].between(0, 1).all()
     summary = pd.read_csv(smoke_run / "results/metrics/attack_summary.csv")
     assert (summary["masr"] >= summary["pasr"] - 1e-12).all()  # MASR >= PASR always

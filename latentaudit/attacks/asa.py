@@ -17,10 +17,10 @@ from tqdm import tqdm
 from transformers import PreTrainedModel
 
 from ..batching import make_batch, target_nll, target_token_ids
-from ..generation import generate, model_device
+from ..generation import model_device
 from ..hooks import Perturbation, intervene, n_layers, position_code, record_residual
 from ..registry import ATTACKS
-from .common import AttackContext, generations_frame, resolve_layers
+from .common import AttackContext, evaluate_vectors, resolve_layers
 
 
 def eq1_normalise(z: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
@@ -115,25 +115,6 @@ def asa_grad_vectors(model: PreTrainedModel, prompts: list[list[int]], targets: 
     return vectors
 
 
-@torch.no_grad()
-def nll_probe(model: PreTrainedModel, prompts: list[list[int]], responses: list[list[int]],
-              hidden_index: torch.Tensor | None, vectors: torch.Tensor | None, positions: torch.Tensor | None,
-              pad_id: int, batch_size: int = 256) -> torch.Tensor:
-    """L(x, y) = −Σ_t log p(y_t | x, y_<t) of each row's original clean response y, summed over
-    response tokens only, with the row's perturbation active (None: clean)."""
-    device, out = model_device(model), []
-    for start in range(0, len(prompts), batch_size):
-        rows = slice(start, start + batch_size)
-        batch = make_batch(prompts[rows], responses[rows], pad_id).to(device)
-        perturbation = None
-        if hidden_index is not None:
-            perturbation = Perturbation(hidden_index[rows], vectors[rows], positions[rows], batch.prompt_end)
-        with intervene(model, perturbation):
-            logits = model(**batch.model_inputs()).logits
-        out.append(target_nll(logits, batch.labels).cpu())
-    return torch.cat(out)
-
-
 # ---------------------------------------------------------------------------------------
 # Sweeps registered as attacks: layers x alphas (x directions) x eval prompts, each vector
 # also applied to the paired benign prompt (the capability control), plus the NLL probe.
@@ -160,34 +141,6 @@ GRAD_SCHEMA = {
 }
 
 
-def _run_rows(context: AttackContext, prompt_index: list[int], layer: list[int], strength: list[float], direction: list[int],
-              vectors: torch.Tensor, positions: str, name: str):
-    """Generate every row on its forbidden prompt and on the paired benign prompt; NLL-probe it."""
-    forbidden, benign = context.eval_records["eval_forbidden"], context.eval_records["eval_benign"]
-    f_ids, b_ids = context.prompt_ids(forbidden), context.prompt_ids(benign)
-    hidden_index = torch.tensor([layer_ + 1 for layer_ in layer])
-    codes = torch.full((len(layer),), position_code(positions))
-    rows_f = [f_ids[i] for i in prompt_index]
-    texts_f = generate(context.model, context.tokenizer, rows_f, context.max_new_tokens, context.batch_size,
-                       hidden_index, vectors, codes, desc=f"{name} forbidden")
-    texts_b = generate(context.model, context.tokenizer, [b_ids[i] for i in prompt_index], context.max_new_tokens,
-                       context.batch_size, hidden_index, vectors, codes, desc=f"{name} benign control")
-    # NLL probe: the original clean response, scored under each perturbation.
-    pad = context.tokenizer.pad_token_id
-    clean = generate(context.model, context.tokenizer, f_ids, context.max_new_tokens, context.batch_size, desc="clean")
-    clean_ids = [context.tokenizer(t, add_special_tokens=False)["input_ids"] for t in clean]
-    nll_clean = nll_probe(context.model, f_ids, clean_ids, None, None, None, pad, context.batch_size)
-    nll = nll_probe(context.model, rows_f, [clean_ids[i] for i in prompt_index], hidden_index, vectors, codes, pad,
-                    context.batch_size)
-    settings = {"layer": layer, "strength": strength, "direction": direction}
-    frame_f = generations_frame([forbidden[i] for i in prompt_index], texts_f, **settings,
-                                nll=nll.numpy(), nll_clean=nll_clean[prompt_index].numpy())
-    frame_b = generations_frame([benign[i] for i in prompt_index], texts_b, **settings,
-                                pair_id=[forbidden[i]["id"] for i in prompt_index])
-    frame_f["pair_id"] = frame_f["prompt_id"]
-    return pd.concat([frame_f, frame_b], ignore_index=True)
-
-
 @ATTACKS.register("asa_random", RANDOM_SCHEMA)
 def attack_asa_random(context: AttackContext, settings: dict) -> pd.DataFrame:
     forbidden = context.eval_records["eval_forbidden"]
@@ -207,7 +160,7 @@ def attack_asa_random(context: AttackContext, settings: dict) -> pd.DataFrame:
                 layer += [block] * n
                 strength += [float(alpha)] * n
                 direction += [k] * n
-    return _run_rows(context, index, layer, strength, direction, torch.cat(vectors),
+    return evaluate_vectors(context, index, layer, strength, direction, torch.cat(vectors),
                      settings.get("positions", "last_prompt+generated"), "asa_random")
 
 
@@ -232,4 +185,4 @@ def attack_asa_grad(context: AttackContext, settings: dict) -> pd.DataFrame:
         torch.stack([h_last[i, b + 1] for b, i in zip(layer, index)]),
         torch.full((len(grid),), position_code(positions)), gradient, context.tokenizer.pad_token_id,
         context.batch_size)
-    return _run_rows(context, index, layer, strength, [0] * len(grid), vectors, positions, "asa_grad")
+    return evaluate_vectors(context, index, layer, strength, [0] * len(grid), vectors, positions, "asa_grad")

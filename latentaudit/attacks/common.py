@@ -4,9 +4,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pandas as pd
+import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ..batching import prompt_token_ids
+from ..batching import make_batch, prompt_token_ids, target_nll
+from ..generation import generate, model_device
+from ..hooks import Perturbation, PromptDeltas, batch_vectors, intervene, position_code
 
 RECORD_COLUMNS = ["id", "split", "kind", "category", "entity", "expected", "prompt"]
 
@@ -42,3 +45,56 @@ def generations_frame(records: list[dict], generations: list[str], **columns) ->
         frame[name] = values
     frame["generation"] = generations
     return frame
+
+
+@torch.no_grad()
+def nll_probe(model: PreTrainedModel, prompts: list[list[int]], responses: list[list[int]],
+              hidden_index: torch.Tensor | None, vectors: torch.Tensor | PromptDeltas | None,
+              positions: torch.Tensor | None,
+              pad_id: int, batch_size: int = 256) -> torch.Tensor:
+    """L(x, y) = −Σ_t log p(y_t | x, y_<t) of each row's original clean response y, summed over
+    response tokens only, with the row's perturbation active (None: clean)."""
+    device, out = model_device(model), []
+    for start in range(0, len(prompts), batch_size):
+        rows = slice(start, start + batch_size)
+        batch = make_batch(prompts[rows], responses[rows], pad_id).to(device)
+        perturbation = None
+        if hidden_index is not None:
+            row_ids = range(start, min(start + batch_size, len(prompts)))
+            perturbation = Perturbation(hidden_index[rows], batch_vectors(vectors, row_ids, int(batch.prompt_end[0])),
+                                        positions[rows], batch.prompt_end)
+        with intervene(model, perturbation):
+            logits = model(**batch.model_inputs()).logits
+        out.append(target_nll(logits, batch.labels).cpu())
+    return torch.cat(out)
+
+
+def evaluate_vectors(context: AttackContext, prompt_index: list[int], layer: list[int], strength: list[float],
+                     direction: list[int],
+                     vectors: torch.Tensor | PromptDeltas, positions: str, name: str) -> pd.DataFrame:
+    """Generate every row (forbidden prompt ``prompt_index[i]`` perturbed at ``layer[i]`` by
+    ``vectors[i]``), apply the same vector to the paired benign prompt (the capability control),
+    and NLL-probe the original clean response under each perturbation."""
+    forbidden, benign = context.eval_records["eval_forbidden"], context.eval_records["eval_benign"]
+    f_ids, b_ids = context.prompt_ids(forbidden), context.prompt_ids(benign)
+    hidden_index = torch.tensor([layer_ + 1 for layer_ in layer])
+    codes = torch.full((len(layer),), position_code(positions))
+    rows_f = [f_ids[i] for i in prompt_index]
+    texts_f = generate(context.model, context.tokenizer, rows_f, context.max_new_tokens, context.batch_size,
+                       hidden_index, vectors, codes, desc=f"{name} forbidden")
+    texts_b = generate(context.model, context.tokenizer, [b_ids[i] for i in prompt_index], context.max_new_tokens,
+                       context.batch_size, hidden_index, vectors, codes, desc=f"{name} benign control")
+    # NLL probe: the original clean response, scored under each perturbation.
+    pad = context.tokenizer.pad_token_id
+    clean = generate(context.model, context.tokenizer, f_ids, context.max_new_tokens, context.batch_size, desc="clean")
+    clean_ids = [context.tokenizer(t, add_special_tokens=False)["input_ids"] for t in clean]
+    nll_clean = nll_probe(context.model, f_ids, clean_ids, None, None, None, pad, context.batch_size)
+    nll = nll_probe(context.model, rows_f, [clean_ids[i] for i in prompt_index], hidden_index, vectors, codes, pad,
+                    context.batch_size)
+    settings = {"layer": layer, "strength": strength, "direction": direction}
+    frame_f = generations_frame([forbidden[i] for i in prompt_index], texts_f, **settings,
+                                nll=nll.numpy(), nll_clean=nll_clean[prompt_index].numpy())
+    frame_b = generations_frame([benign[i] for i in prompt_index], texts_b, **settings,
+                                pair_id=[forbidden[i]["id"] for i in prompt_index])
+    frame_f["pair_id"] = frame_f["prompt_id"]
+    return pd.concat([frame_f, frame_b], ignore_index=True)

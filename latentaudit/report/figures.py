@@ -31,7 +31,7 @@ def _strength_axis(ax, strengths) -> None:
 def lasr_vs_layer(attacks_csv: str, judge: str, paths: list[str], style: str = "default", dpi: int = 150) -> None:
     """LASR against layer, one line per strength, one panel per (model, variant, attack)."""
     cells = pd.read_csv(attacks_csv)
-    cells = cells[(cells["judge"] == judge) & (cells["attack"] != "none")]
+    cells = cells[(cells["judge"] == judge) & (cells["layer"] >= 0)]  # attacks that act at a layer
     groups = list(cells.groupby(["model", "variant", "attack"]))
     with plt.style.context(style):
         fig, axes = _panels(len(groups))

@@ -1,0 +1,102 @@
+"""Multi-step latent PGD: per-token perturbations of one layer's prompt positions, optimised to
+make the model produce the affirmative harmful prefix (the targeted attack of the LAT and LVS
+papers' evaluations; see shared/papers/targeted_lat.md and lvs_audit_gap.md).
+
+Budgets are relative to the attacked model's own activations, per the project convention:
+``l2_token``: ‖δ_t‖₂ ≤ ε·‖h_t‖₂ at every prompt position t; ``linf``: ‖δ‖∞ ≤ ε·max|h| over the
+prompt's positions. Steps descend the summed target NLL: normalised-gradient steps for L2,
+signed steps for L∞, each of ``step_size``·radius, then projection onto the ball.
+"""
+from __future__ import annotations
+
+import pandas as pd
+import torch
+from tqdm import tqdm
+from transformers import PreTrainedModel
+
+from ..batching import make_batch, target_nll, target_token_ids
+from ..generation import model_device
+from ..hooks import POSITIONS, Perturbation, PromptDeltas, intervene, n_layers, record_residual
+from ..registry import ATTACKS
+from .common import AttackContext, evaluate_vectors, resolve_layers
+
+NORMS = ("l2_token", "linf")
+
+SCHEMA = {
+    "type": "object", "additionalProperties": False, "required": ["budgets"],
+    "properties": {
+        "layers": {"oneOf": [{"const": "all"}, {"type": "array", "items": {"type": "integer", "minimum": 0},
+                                                 "minItems": 1}], "default": "all"},
+        "budgets": {"type": "array", "items": {"type": "number", "exclusiveMinimum": 0}, "minItems": 1},
+        "norm": {"enum": list(NORMS), "default": "l2_token"},
+        "steps": {"type": "integer", "minimum": 1, "default": 20},
+        "step_size": {"type": "number", "exclusiveMinimum": 0, "maximum": 1, "default": 0.25},
+    },
+}
+
+
+def latent_pgd_deltas(model: PreTrainedModel, prompts: list[list[int]], targets: list[list[int]],
+                      hidden_index: torch.Tensor, budget: torch.Tensor, norm: str, steps: int, step_size: float,
+                      pad_id: int, batch_size: int = 256, desc: str = "latent_pgd") -> PromptDeltas:
+    """Per-row prompt deltas ([len(prompt_i), d] each) lowering the NLL of ``targets``."""
+    if norm not in NORMS:
+        raise ValueError(f"unknown norm {norm!r}; valid: {list(NORMS)}")
+    device = model_device(model)
+    requires = [p.requires_grad for p in model.parameters()]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    deltas: PromptDeltas = []
+    try:
+        for start in tqdm(range(0, len(prompts), batch_size), desc=desc, mininterval=5):
+            rows = slice(start, start + batch_size)
+            batch = make_batch(prompts[rows], targets[rows], pad_id).to(device)
+            p_len = int(batch.prompt_end[0])
+            site = hidden_index[rows].to(device)
+            with torch.no_grad(), record_residual(model) as residual:
+                model(**batch.model_inputs())
+            stream = torch.stack(residual)[site, torch.arange(len(site), device=device), :p_len].float()  # [B, P, d]
+            real = batch.attention_mask[:, :p_len, None].float()
+            eps = budget[rows].to(device)
+            if norm == "l2_token":
+                radius = eps[:, None, None] * stream.norm(dim=-1, keepdim=True)
+            else:
+                radius = eps[:, None, None] * (stream.abs() * real).amax(dim=(1, 2))[:, None, None]
+            positions = torch.full((len(site),), POSITIONS["prompt"], device=device)
+            delta = torch.zeros_like(stream, requires_grad=True)
+            for _ in range(steps):
+                with intervene(model, Perturbation(site, delta, positions, batch.prompt_end)):
+                    loss = target_nll(model(**batch.model_inputs()).logits, batch.labels).sum()
+                (grad,) = torch.autograd.grad(loss, delta)
+                with torch.no_grad():
+                    if norm == "l2_token":
+                        step = grad / grad.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+                        delta = delta - step_size * radius * step
+                        delta = delta * (radius / delta.norm(dim=-1, keepdim=True).clamp(min=1e-12)).clamp(max=1.0)
+                    else:
+                        delta = (delta - step_size * radius * grad.sign()).clamp(-radius, radius)
+                    delta = delta * real
+                delta.requires_grad_(True)
+            delta = delta.detach().cpu()
+            for j, prompt in enumerate(prompts[rows]):
+                deltas.append(delta[j, p_len - len(prompt):])
+    finally:
+        for p, r in zip(model.parameters(), requires):
+            p.requires_grad_(r)
+    return deltas
+
+
+@ATTACKS.register("latent_pgd", SCHEMA)
+def attack_latent_pgd(context: AttackContext, settings: dict) -> pd.DataFrame:
+    forbidden = context.eval_records["eval_forbidden"]
+    f_ids = context.prompt_ids(forbidden)
+    targets = [target_token_ids(context.tokenizer, r["affirmative_prefix"]) for r in forbidden]
+    layers = resolve_layers(settings.get("layers", "all"), n_layers(context.model))
+    grid = [(eps, block, i) for eps in settings["budgets"] for block in layers for i in range(len(forbidden))]
+    index = [i for _, _, i in grid]
+    layer = [block for _, block, _ in grid]
+    strength = [float(eps) for eps, _, _ in grid]
+    deltas = latent_pgd_deltas(context.model, [f_ids[i] for i in index], [targets[i] for i in index],
+                               torch.tensor([b + 1 for b in layer]), torch.tensor(strength),
+                               settings.get("norm", "l2_token"), settings.get("steps", 20),
+                               settings.get("step_size", 0.25), context.tokenizer.pad_token_id, context.batch_size)
+    return evaluate_vectors(context, index, layer, strength, [0] * len(grid), deltas, "prompt", "latent_pgd")
