@@ -37,10 +37,10 @@ def lasr_vs_layer(attacks_csv: str, judge: str, paths: list[str], style: str = "
         fig, axes = _panels(len(groups))
         for ax, ((model, variant, attack), group) in zip(axes, groups):
             for strength, line in group.groupby("strength"):
-                ax.plot(line["layer"], line["asr"], marker="o", label=f"α={strength:g}")
+                ax.plot(line["layer"], line["asr"], marker="o", label=f"{strength:g}")
             ax.set(title=f"{attack} · {model}/{variant}", xlabel="layer (block output)", ylabel="LASR",
                    ylim=(-0.02, 1.02))
-            ax.legend(fontsize=7)
+            ax.legend(fontsize=7, title="strength", title_fontsize=7)
         _save(fig, paths, dpi)
 
 
@@ -57,9 +57,12 @@ def masr_vs_strength(summary_csv: str, judge: str, paths: list[str], style: str 
             ax.plot(group["strength"], group["pasr"], marker="s", label="PASR")
             ax.plot(group["strength"], group["benign_accuracy"], marker="^", ls="--", label="benign acc. (control)")
             ax.axhline(group["clean_asr"].iloc[0], color="grey", lw=0.8, ls=":", label="clean ASR")
-            ax.set(title=f"{attack} · {model}/{variant}", xlabel="strength α (relative to ‖h‖)", ylim=(-0.02, 1.02))
+            ax.set(title=f"{attack} · {model}/{variant}", xlabel="strength (relative to the activation)",
+                   ylim=(-0.02, 1.02))
             _strength_axis(ax, group["strength"])
             ax.legend(fontsize=7)
+        fig.suptitle("NLL probe: the original clean response, scored under each perturbation", fontsize=10)
+        fig.tight_layout()
         _save(fig, paths, dpi)
 
 
@@ -73,8 +76,10 @@ def nll_probe(nll_csv: str, paths: list[str], style: str = "default", dpi: int =
             for layer, line in group.groupby("layer"):
                 line = line.sort_values("strength")
                 ax.plot(line["strength"], line["nll_increase_mean"], marker="o", label=f"layer {layer}")
-            ax.set(title=f"NLL probe · {attack} · {model}/{variant}", xlabel="strength α",
-                   ylabel="Δ NLL of clean response (nats)")
+            ax.set(title=f"{attack} · {model}/{variant}", xlabel="strength (relative to the activation)",
+                   ylabel="Δ NLL of the clean response (nats)")
             _strength_axis(ax, group["strength"])
             ax.legend(fontsize=7)
+        fig.suptitle("NLL probe: the original clean response, scored under each perturbation", fontsize=10)
+        fig.tight_layout()
         _save(fig, paths, dpi)
