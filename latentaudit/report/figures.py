@@ -20,6 +20,9 @@ def _panels(n: int, width: float = 4.2, height: float = 3.2):
     return fig, axes[0]
 
 
+STRENGTH_LABEL = "strength (α, ε: × activation; prefill: tokens)"
+
+
 def _strength_axis(ax, strengths) -> None:
     """Log-scaled strength axis labelled at the swept values only."""
     ax.set_xscale("log")
@@ -57,12 +60,10 @@ def masr_vs_strength(summary_csv: str, judge: str, paths: list[str], style: str 
             ax.plot(group["strength"], group["pasr"], marker="s", label="PASR")
             ax.plot(group["strength"], group["benign_accuracy"], marker="^", ls="--", label="benign acc. (control)")
             ax.axhline(group["clean_asr"].iloc[0], color="grey", lw=0.8, ls=":", label="clean ASR")
-            ax.set(title=f"{attack} · {model}/{variant}", xlabel="strength (relative to the activation)",
+            ax.set(title=f"{attack} · {model}/{variant}", xlabel=STRENGTH_LABEL,
                    ylim=(-0.02, 1.02))
             _strength_axis(ax, group["strength"])
             ax.legend(fontsize=7)
-        fig.suptitle("NLL probe: the original clean response, scored under each perturbation", fontsize=10)
-        fig.tight_layout()
         _save(fig, paths, dpi)
 
 
@@ -76,7 +77,7 @@ def nll_probe(nll_csv: str, paths: list[str], style: str = "default", dpi: int =
             for layer, line in group.groupby("layer"):
                 line = line.sort_values("strength")
                 ax.plot(line["strength"], line["nll_increase_mean"], marker="o", label=f"layer {layer}")
-            ax.set(title=f"{attack} · {model}/{variant}", xlabel="strength (relative to the activation)",
+            ax.set(title=f"{attack} · {model}/{variant}", xlabel=STRENGTH_LABEL,
                    ylabel="Δ NLL of the clean response (nats)")
             _strength_axis(ax, group["strength"])
             ax.legend(fontsize=7)
