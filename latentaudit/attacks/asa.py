@@ -20,7 +20,7 @@ from ..batching import make_batch, target_nll, target_token_ids
 from ..generation import model_device
 from ..hooks import Perturbation, intervene, n_layers, position_code, record_residual
 from ..registry import ATTACKS
-from .common import AttackContext, evaluate_vectors, resolve_layers
+from .common import AttackContext, evaluate_vectors, resolve_layers, site_indices
 
 
 def eq1_normalise(z: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
@@ -181,7 +181,7 @@ def attack_asa_grad(context: AttackContext, settings: dict) -> pd.DataFrame:
                                 sign=settings.get("sign", -1), normalisation=settings.get("normalisation", "eq1"))
     vectors = asa_grad_vectors(
         context.model, [f_ids[i] for i in index], [targets[i] for i in index],
-        torch.tensor([b + 1 for b in layer]), torch.tensor(strength),
+        site_indices(layer, n_layers(context.model)), torch.tensor(strength),
         torch.stack([h_last[i, b + 1] for b, i in zip(layer, index)]),
         torch.full((len(grid),), position_code(positions)), gradient, context.tokenizer.pad_token_id,
         context.batch_size)

@@ -9,7 +9,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..batching import make_batch, prompt_token_ids, target_nll
 from ..generation import generate, model_device
-from ..hooks import Perturbation, PromptDeltas, batch_vectors, intervene, position_code
+from ..hooks import Perturbation, PromptDeltas, batch_vectors, hidden_index, intervene, n_layers, position_code
 
 RECORD_COLUMNS = ["id", "split", "kind", "category", "entity", "expected", "prompt"]
 
@@ -27,6 +27,11 @@ class AttackContext:
 
     def prompt_ids(self, records: list[dict]) -> list[list[int]]:
         return [prompt_token_ids(self.tokenizer, r["prompt"], self.chat_template) for r in records]
+
+
+def site_indices(layers: list[int], n_layers: int) -> torch.Tensor:
+    """Block indices -> hook site indices (``hooks.hidden_index``), one per row."""
+    return torch.tensor([hidden_index(layer, n_layers) for layer in layers])
 
 
 def resolve_layers(spec, n_layers: int) -> list[int]:
@@ -77,19 +82,19 @@ def evaluate_vectors(context: AttackContext, prompt_index: list[int], layer: lis
     and NLL-probe the original clean response under each perturbation."""
     forbidden, benign = context.eval_records["eval_forbidden"], context.eval_records["eval_benign"]
     f_ids, b_ids = context.prompt_ids(forbidden), context.prompt_ids(benign)
-    hidden_index = torch.tensor([layer_ + 1 for layer_ in layer])
+    sites = site_indices(layer, n_layers(context.model))
     codes = torch.full((len(layer),), position_code(positions))
     rows_f = [f_ids[i] for i in prompt_index]
     texts_f = generate(context.model, context.tokenizer, rows_f, context.max_new_tokens, context.batch_size,
-                       hidden_index, vectors, codes, desc=f"{name} forbidden")
+                       sites, vectors, codes, desc=f"{name} forbidden")
     texts_b = generate(context.model, context.tokenizer, [b_ids[i] for i in prompt_index], context.max_new_tokens,
-                       context.batch_size, hidden_index, vectors, codes, desc=f"{name} benign control")
+                       context.batch_size, sites, vectors, codes, desc=f"{name} benign control")
     # NLL probe: the original clean response, scored under each perturbation.
     pad = context.tokenizer.pad_token_id
     clean = generate(context.model, context.tokenizer, f_ids, context.max_new_tokens, context.batch_size, desc="clean")
     clean_ids = [context.tokenizer(t, add_special_tokens=False)["input_ids"] for t in clean]
     nll_clean = nll_probe(context.model, f_ids, clean_ids, None, None, None, pad, context.batch_size)
-    nll = nll_probe(context.model, rows_f, [clean_ids[i] for i in prompt_index], hidden_index, vectors, codes, pad,
+    nll = nll_probe(context.model, rows_f, [clean_ids[i] for i in prompt_index], sites, vectors, codes, pad,
                     context.batch_size)
     settings = {"layer": layer, "strength": strength, "direction": direction}
     frame_f = generations_frame([forbidden[i] for i in prompt_index], texts_f, **settings,

@@ -18,7 +18,7 @@ from ..batching import make_batch, target_nll, target_token_ids
 from ..generation import model_device
 from ..hooks import POSITIONS, Perturbation, PromptDeltas, intervene, n_layers, record_residual
 from ..registry import ATTACKS
-from .common import AttackContext, evaluate_vectors, resolve_layers
+from .common import AttackContext, evaluate_vectors, resolve_layers, site_indices
 
 NORMS = ("l2_token", "linf")
 
@@ -96,7 +96,7 @@ def attack_latent_pgd(context: AttackContext, settings: dict) -> pd.DataFrame:
     layer = [block for _, block, _ in grid]
     strength = [float(eps) for eps, _, _ in grid]
     deltas = latent_pgd_deltas(context.model, [f_ids[i] for i in index], [targets[i] for i in index],
-                               torch.tensor([b + 1 for b in layer]), torch.tensor(strength),
+                               site_indices(layer, n_layers(context.model)), torch.tensor(strength),
                                settings.get("norm", "l2_token"), settings.get("steps", 20),
                                settings.get("step_size", 0.25), context.tokenizer.pad_token_id, context.batch_size)
     return evaluate_vectors(context, index, layer, strength, [0] * len(grid), deltas, "prompt", "latent_pgd")
