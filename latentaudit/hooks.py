@@ -193,3 +193,17 @@ def record_residual(model: nn.Module) -> Iterator[list]:
     finally:
         for handle in handles:
             handle.remove()
+
+
+@contextlib.contextmanager
+def frozen_weights(model: nn.Module) -> Iterator[None]:
+    """No parameter gradients inside the block (attacks differentiate only their perturbation);
+    each parameter's ``requires_grad`` is restored on exit, also on error."""
+    requires = [p.requires_grad for p in model.parameters()]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, r in zip(model.parameters(), requires):
+            p.requires_grad_(r)

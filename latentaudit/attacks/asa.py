@@ -18,7 +18,7 @@ from transformers import PreTrainedModel
 
 from ..batching import make_batch, target_nll, target_token_ids
 from ..generation import model_device
-from ..hooks import Perturbation, intervene, n_layers, position_code, record_residual
+from ..hooks import Perturbation, frozen_weights, intervene, n_layers, position_code, record_residual
 from ..registry import ATTACKS
 from .common import AttackContext, evaluate_vectors, resolve_layers, site_indices
 
@@ -82,11 +82,8 @@ def asa_grad_vectors(model: PreTrainedModel, prompts: list[list[int]], targets: 
     Several steps: L2 PGD on CE in the ball ‖δ‖ ≤ alpha · ‖h_ref‖, step ``step_size`` · radius.
     """
     device = model_device(model)
-    requires = [p.requires_grad for p in model.parameters()]
-    for p in model.parameters():
-        p.requires_grad_(False)
     vectors = torch.zeros(len(prompts), h_ref.shape[-1])
-    try:
+    with frozen_weights(model):
         for start in tqdm(range(0, len(prompts), batch_size), desc=desc, mininterval=5):
             rows = slice(start, start + batch_size)
             batch = make_batch(prompts[rows], targets[rows], pad_id).to(device)
@@ -109,9 +106,6 @@ def asa_grad_vectors(model: PreTrainedModel, prompts: list[list[int]], targets: 
                     delta = delta * (radius / delta.norm(dim=-1, keepdim=True).clamp(min=1e-12)).clamp(max=1.0)
                 delta.requires_grad_(True)
             vectors[rows] = delta.detach().float().cpu()
-    finally:
-        for p, r in zip(model.parameters(), requires):
-            p.requires_grad_(r)
     return vectors
 
 

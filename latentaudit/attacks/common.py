@@ -91,8 +91,8 @@ def evaluate_vectors(context: AttackContext, prompt_index: list[int], layer: lis
                        context.batch_size, sites, vectors, codes, desc=f"{name} benign control")
     # NLL probe: the original clean response, scored under each perturbation.
     pad = context.tokenizer.pad_token_id
-    clean = generate(context.model, context.tokenizer, f_ids, context.max_new_tokens, context.batch_size, desc="clean")
-    clean_ids = [context.tokenizer(t, add_special_tokens=False)["input_ids"] for t in clean]
+    _, clean_ids = generate(context.model, context.tokenizer, f_ids, context.max_new_tokens, context.batch_size,
+                            desc="clean", return_token_ids=True)
     nll_clean = nll_probe(context.model, f_ids, clean_ids, None, None, None, pad, context.batch_size)
     nll = nll_probe(context.model, rows_f, [clean_ids[i] for i in prompt_index], sites, vectors, codes, pad,
                     context.batch_size)

@@ -16,7 +16,7 @@ from transformers import PreTrainedModel
 
 from ..batching import make_batch, target_nll, target_token_ids
 from ..generation import model_device
-from ..hooks import POSITIONS, Perturbation, PromptDeltas, intervene, n_layers, record_residual
+from ..hooks import POSITIONS, Perturbation, frozen_weights, PromptDeltas, intervene, n_layers, record_residual
 from ..registry import ATTACKS
 from .common import AttackContext, evaluate_vectors, resolve_layers, site_indices
 
@@ -42,11 +42,8 @@ def latent_pgd_deltas(model: PreTrainedModel, prompts: list[list[int]], targets:
     if norm not in NORMS:
         raise ValueError(f"unknown norm {norm!r}; valid: {list(NORMS)}")
     device = model_device(model)
-    requires = [p.requires_grad for p in model.parameters()]
-    for p in model.parameters():
-        p.requires_grad_(False)
     deltas: PromptDeltas = []
-    try:
+    with frozen_weights(model):
         for start in tqdm(range(0, len(prompts), batch_size), desc=desc, mininterval=5):
             rows = slice(start, start + batch_size)
             batch = make_batch(prompts[rows], targets[rows], pad_id).to(device)
@@ -79,9 +76,6 @@ def latent_pgd_deltas(model: PreTrainedModel, prompts: list[list[int]], targets:
             delta = delta.detach().cpu()
             for j, prompt in enumerate(prompts[rows]):
                 deltas.append(delta[j, p_len - len(prompt):])
-    finally:
-        for p, r in zip(model.parameters(), requires):
-            p.requires_grad_(r)
     return deltas
 
 
