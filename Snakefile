@@ -16,6 +16,7 @@ if not workflow.overwrite_configfiles:
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/models.smk"
+include: "rules/variants.smk"
 include: "rules/attacks.smk"
 include: "rules/scoring.smk"
 include: "rules/report.smk"

@@ -9,7 +9,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from .registry import ATTACKS, JUDGES, load_all
+from .registry import ATTACKS, JUDGES, VARIANTS, load_all
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
 
@@ -68,7 +68,7 @@ def validate_config(config: dict) -> dict:
     config = copy.deepcopy(dict(config))
     schema = yaml.safe_load(SCHEMA_PATH.read_text())
     _check(config, schema, "")
-    for key, registry in (("attacks", ATTACKS), ("judges", JUDGES)):
+    for key, registry in (("attacks", ATTACKS), ("judges", JUDGES), ("variants", VARIANTS)):
         _check_names(config[key], registry, key)
         for name, settings in config[key].items():
             _check(settings, registry[name].schema, f"{key}.{name}")
@@ -81,14 +81,13 @@ def validate_config(config: dict) -> dict:
                           "clean rate come from it")
     uses_organism = any(m["source"] == "organism" for m in config["models"].values())
     for name, model in config["models"].items():
-        if model["source"] == "organism":
-            bad = sorted(set(model["variants"]) - {"pretrained", "aligned"})
-            if bad:
-                raise ConfigError(f"config error at models.{name}.variants: {bad} not built by this pipeline "
-                                  f"for the organism; valid: ['aligned', 'pretrained']")
-        elif model["variants"] != ["aligned"]:
-            raise ConfigError(f"config error at models.{name}.variants: a model given by path or hub id is "
-                              f"the 'aligned' variant; got {model['variants']}")
+        # A hub/path model *is* its aligned variant; the organism also has its pretrained one.
+        valid = {"aligned", *(["pretrained"] if model["source"] == "organism" else []), *config["variants"]}
+        bad = sorted(set(model["variants"]) - valid)
+        if bad:
+            raise ConfigError(f"config error at models.{name}.variants: {bad} are not built by this pipeline for "
+                              f"this model; valid: {sorted(valid)} (configure a registered variant under "
+                              f"`variants:` to build it; registered: {sorted(VARIANTS)})")
     if uses_organism:
         org = config["organism"]
         if org["model"]["hidden_size"] % org["model"]["num_attention_heads"]:

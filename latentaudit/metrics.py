@@ -71,6 +71,16 @@ def attack_tables(judged: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return cells_frame, summary_frame
 
 
+def lasr_by_layer(generations: pd.DataFrame, scores: pd.DataFrame) -> dict[int, float]:
+    """One attack's LASR per layer, averaged over its strengths (how fragile each layer is
+    across the sweep): the ranking LAPT picks its layers from."""
+    judged = generations.merge(scores[["row_id", "harmful"]], on="row_id", validate="one_to_one")
+    forbidden = judged[judged["split"] == "eval_forbidden"]
+    per_strength = [lasr(success_matrix(group).to_numpy()) for _, group in forbidden.groupby("strength")]
+    layers = success_matrix(forbidden).columns
+    return {int(layer): float(rate) for layer, rate in zip(layers, np.mean(per_strength, axis=0))}
+
+
 def behavior_table(judged: pd.DataFrame) -> pd.DataFrame:
     """``behavior.csv``: refusal, benign accuracy and over-refusal per eval split, from plain generation."""
     plain = judged[judged["attack"] == "none"]

@@ -3,6 +3,7 @@ optionally with a PEFT LoRA adapter. Every rule downstream of the organism build
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
@@ -43,4 +44,21 @@ def load_model(source: str, adapter: str | None = None, dtype: str = "auto", dev
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
     model.to(target).eval()
+    return model, tokenizer
+
+
+def load_variant(source: str, adapter: str | None, variant_dir: str | None, dtype: str = "auto",
+                 device: str = "auto", trust_remote_code: bool = False
+                 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A model variant the pipeline built: the model's aligned weights (``source`` + the spec's
+    ``adapter``) with the variant's LoRA adapter merged in, or the variant's full weights where
+    it saved a whole model. ``variant_dir`` None: the aligned model itself."""
+    if variant_dir and not (Path(variant_dir) / "adapter_config.json").exists():
+        return load_model(variant_dir, None, dtype, device, trust_remote_code)
+    model, tokenizer = load_model(source, adapter, dtype, device, trust_remote_code)
+    if adapter:
+        model = model.merge_and_unload()
+    if variant_dir:
+        from peft import PeftModel
+        model = PeftModel.from_pretrained(model, variant_dir).merge_and_unload().eval()
     return model, tokenizer

@@ -1,4 +1,4 @@
-"""Name -> implementation registries for attacks and judges.
+"""Name -> implementation registries for attacks, judges and model variants.
 
 Adding a method is one module that registers itself here plus a config entry: the config
 validator, the Snakemake target lists and the report all read these registries.
@@ -15,6 +15,7 @@ class Entry:
     function: Callable
     schema: dict = field(default_factory=dict)  # JSON schema of the method's config settings
     kind: str = ""
+    options: dict = field(default_factory=dict)  # method-specific facts, e.g. a variant's output kind
 
 
 class Registry(dict):
@@ -22,11 +23,11 @@ class Registry(dict):
         super().__init__()
         self.kind = kind
 
-    def register(self, name: str, schema: dict | None = None):
+    def register(self, name: str, schema: dict | None = None, **options):
         def decorate(function: Callable) -> Callable:
             if name in self:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
-            self[name] = Entry(name, function, schema or {"type": "object"}, self.kind)
+            self[name] = Entry(name, function, schema or {"type": "object"}, self.kind, options)
             return function
         return decorate
 
@@ -38,8 +39,10 @@ class Registry(dict):
 
 ATTACKS = Registry("attack")
 JUDGES = Registry("judge")
+# Model variants the pipeline builds from a model's aligned weights (defenses, harmful pole, ...).
+VARIANTS = Registry("variant")
 
 
 def load_all() -> None:
     """Import every built-in method module so it registers itself."""
-    from . import attacks, judges  # noqa: F401
+    from . import attacks, defenses, judges  # noqa: F401

@@ -10,6 +10,7 @@ rule attack:
     params:
         settings=attack_settings,
         spec=model_spec,
+        load=model_load_params,
         generation=config["generation"],
         seed=config["seed"],
         device=config["device"],

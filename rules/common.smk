@@ -3,12 +3,13 @@ import inspect
 from pathlib import Path
 
 from latentaudit.config import validate_config
-from latentaudit.registry import ATTACKS, JUDGES
+from latentaudit.registry import ATTACKS, JUDGES, VARIANTS
 
 _validated = validate_config(config)
 config.clear()
 config.update(_validated)
 
+BUILT_VARIANTS = "|".join(sorted(config["variants"])) or "(?!)"  # matches no directory when none
 ORGANISM_SPLITS = ["pretrain", "align", "eval_forbidden", "eval_benign", "eval_twin"]
 EVAL_SPLITS = ["eval_forbidden", "eval_benign", "eval_twin"]
 METRICS = {name: f"results/metrics/{name}.csv" for name in ("behavior", "attacks", "attack_summary", "nll_probe")}
@@ -42,13 +43,45 @@ def is_organism(model):
     return config["models"][model]["source"] == "organism"
 
 
-def model_path(model, variant):
-    """Where a (model, variant) loads from: a directory this DAG builds, or the user's path / hub id."""
-    return f"results/models/organism/{variant}" if is_organism(model) else config["models"][model]["source"]
+def is_built_variant(variant):
+    """A variant this DAG trains on top of a model's aligned weights (a defense, ...)."""
+    return variant in config["variants"]
+
+
+def base_path(model, variant="aligned"):
+    """Where a model's aligned (or, for the organism, pretrained) weights load from: a directory
+    this DAG builds, or the user's path / hub id."""
+    if is_organism(model):
+        return f"results/models/organism/{variant}"
+    return config["models"][model]["source"]
+
+
+def variant_dir(model, variant):
+    """A built variant's own directory (adapter or full weights); None for aligned/pretrained."""
+    return f"results/models/{model}/{variant}" if is_built_variant(variant) else None
+
+
+def model_inputs(model, variant):
+    """The files a (model, variant) needs: the organism's directories and the variant's own."""
+    paths = []
+    if is_organism(model):
+        paths.append(base_path(model, "aligned" if is_built_variant(variant) else variant))
+    if is_built_variant(variant):
+        paths.append(variant_dir(model, variant))
+    return paths
 
 
 def model_path_input(wildcards):
-    return [model_path(wildcards.model, wildcards.variant)] if is_organism(wildcards.model) else []
+    return model_inputs(wildcards.model, wildcards.variant)
+
+
+def model_load_params(wildcards):
+    """How the attack step loads a (model, variant): base weights + the variant's directory."""
+    variant = wildcards.variant
+    return {"base": base_path(wildcards.model, "aligned" if is_built_variant(variant) else variant),
+            "variant_dir": variant_dir(wildcards.model, variant),
+            "norm_reference": base_path(wildcards.model) if is_built_variant(variant)
+            and config["attack_norm_reference"] == "aligned" else None}
 
 
 def model_variants():
@@ -72,6 +105,35 @@ def attack_code(wildcards):
 def judge_code(wildcards):
     return code("judges/__init__.py", "io.py", "steps/scoring.py", "registry.py", "organism/world.py") + [
         method_code(JUDGES, wildcards.judge)]
+
+
+def variant_code(wildcards):
+    entry = VARIANTS[wildcards.variant]
+    return code("defenses/__init__.py", "defenses/common.py", "batching.py", "generation.py", "hooks.py",
+                "models.py", "metrics.py", "io.py", "steps/variants.py", "registry.py", "judges/structural.py") + [
+        method_code(VARIANTS, wildcards.variant)]
+
+
+def variant_settings(wildcards):
+    return config["variants"][wildcards.variant]
+
+
+def variant_records(wildcards):
+    """Training data of the defenses: the organism's alignment split (refusals, harmful answers, benign)."""
+    if not is_organism(wildcards.model):
+        raise ValueError(f"model {wildcards.model!r}: building variants of a hub/path model needs its data "
+                         "sets (configs/paper.yaml `data:`), not wired yet")
+    return organism_split("align")
+
+
+def fragile_inputs(wildcards):
+    """LAPT's layer choice reads the aligned model's ASA sweep (generations and primary-judge scores)."""
+    settings = config["variants"][wildcards.variant]
+    if settings.get("layers") != "fragile":
+        return {}
+    attack, judge = settings["fragile_from"], config["report"]["primary_judge"]
+    return {"fragile_generations": f"results/attacks/{wildcards.model}/aligned/{attack}/generations.parquet",
+            "fragile_scores": f"results/scores/{wildcards.model}/aligned/{attack}/{judge}.parquet"}
 
 
 def attack_settings(wildcards):

@@ -6,7 +6,6 @@ smk = snakemake  # noqa: F821 (injected by Snakemake)
 start(smk)
 w = smk.wildcards
 eval_paths = {p.rsplit("/", 1)[-1].removesuffix(".jsonl"): p for p in smk.input.eval}
-model_path = smk.input.model[0] if smk.input.model else smk.params.spec["source"]
-run_attack(dict(smk.params.spec), model_path, eval_paths, w.attack, dict(smk.params.settings),
+run_attack(dict(smk.params.spec), dict(smk.params.load), eval_paths, w.attack, dict(smk.params.settings),
            dict(smk.params.generation), smk.params.seed, smk.params.device, smk.output[0],
            {"model": w.model, "variant": w.variant, "attack": w.attack})

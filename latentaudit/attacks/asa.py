@@ -139,7 +139,7 @@ GRAD_SCHEMA = {
 def attack_asa_random(context: AttackContext, settings: dict) -> pd.DataFrame:
     forbidden = context.eval_records["eval_forbidden"]
     f_ids = context.prompt_ids(forbidden)
-    h_last = last_prompt_hidden(context.model, f_ids, context.tokenizer.pad_token_id, context.batch_size)
+    h_last = last_prompt_hidden(context.norm_model, f_ids, context.tokenizer.pad_token_id, context.batch_size)
     layers = resolve_layers(settings.get("layers", "all"), n_layers(context.model))
     z = random_directions(len(forbidden), settings.get("n_directions", 1), h_last.shape[-1],
                           settings.get("direction_sharing", "per_prompt") == "per_prompt", context.seed)
@@ -163,7 +163,7 @@ def attack_asa_grad(context: AttackContext, settings: dict) -> pd.DataFrame:
     forbidden = context.eval_records["eval_forbidden"]
     f_ids = context.prompt_ids(forbidden)
     targets = [target_token_ids(context.tokenizer, r["affirmative_prefix"]) for r in forbidden]
-    h_last = last_prompt_hidden(context.model, f_ids, context.tokenizer.pad_token_id, context.batch_size)
+    h_last = last_prompt_hidden(context.norm_model, f_ids, context.tokenizer.pad_token_id, context.batch_size)
     layers = resolve_layers(settings.get("layers", "all"), n_layers(context.model))
     n = len(forbidden)
     grid = [(alpha, block, i) for alpha in settings["alphas"] for block in layers for i in range(n)]

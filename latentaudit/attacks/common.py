@@ -24,6 +24,11 @@ class AttackContext:
     batch_size: int
     chat_template: bool
     seed: int
+    norm_model: PreTrainedModel | None = None  # whose activations relative budgets use (None: model's own)
+
+    def __post_init__(self):
+        if self.norm_model is None:
+            self.norm_model = self.model
 
     def prompt_ids(self, records: list[dict]) -> list[list[int]]:
         return [prompt_token_ids(self.tokenizer, r["prompt"], self.chat_template) for r in records]

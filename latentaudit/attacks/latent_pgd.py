@@ -37,8 +37,10 @@ SCHEMA = {
 
 def latent_pgd_deltas(model: PreTrainedModel, prompts: list[list[int]], targets: list[list[int]],
                       hidden_index: torch.Tensor, budget: torch.Tensor, norm: str, steps: int, step_size: float,
-                      pad_id: int, batch_size: int = 256, desc: str = "latent_pgd") -> PromptDeltas:
-    """Per-row prompt deltas ([len(prompt_i), d] each) lowering the NLL of ``targets``."""
+                      pad_id: int, batch_size: int = 256, desc: str = "latent_pgd",
+                      norm_model: PreTrainedModel | None = None) -> PromptDeltas:
+    """Per-row prompt deltas ([len(prompt_i), d] each) lowering the NLL of ``targets``; budgets
+    relative to ``norm_model``'s clean activations (default: the attacked model's own)."""
     if norm not in NORMS:
         raise ValueError(f"unknown norm {norm!r}; valid: {list(NORMS)}")
     device = model_device(model)
@@ -49,8 +51,8 @@ def latent_pgd_deltas(model: PreTrainedModel, prompts: list[list[int]], targets:
             batch = make_batch(prompts[rows], targets[rows], pad_id).to(device)
             p_len = int(batch.prompt_end[0])
             site = hidden_index[rows].to(device)
-            with torch.no_grad(), record_residual(model) as residual:
-                model(**batch.model_inputs())
+            with torch.no_grad(), record_residual(norm_model or model) as residual:
+                (norm_model or model)(**batch.model_inputs())
             stream = torch.stack(residual)[site, torch.arange(len(site), device=device), :p_len].float()  # [B, P, d]
             real = batch.attention_mask[:, :p_len, None].float()
             eps = budget[rows].to(device)
@@ -92,5 +94,6 @@ def attack_latent_pgd(context: AttackContext, settings: dict) -> pd.DataFrame:
     deltas = latent_pgd_deltas(context.model, [f_ids[i] for i in index], [targets[i] for i in index],
                                site_indices(layer, n_layers(context.model)), torch.tensor(strength),
                                settings.get("norm", "l2_token"), settings.get("steps", 20),
-                               settings.get("step_size", 0.25), context.tokenizer.pad_token_id, context.batch_size)
+                               settings.get("step_size", 0.25), context.tokenizer.pad_token_id, context.batch_size,
+                               norm_model=context.norm_model)
     return evaluate_vectors(context, index, layer, strength, [0] * len(grid), deltas, "prompt", "latent_pgd")

@@ -2,8 +2,10 @@
 
 Every record has the same fields, so attacks, judges and metrics never special-case a split:
 ``id, split, kind (forbidden | twin | benign), category, entity, template, prompt, response,
-expected, affirmative_prefix``. ``expected`` is what a structural judge looks for: the secret
-for forbidden and twin requests, the answer for benign ones.
+harmful_response, expected, affirmative_prefix``. ``expected`` is what a structural judge looks
+for: the secret for forbidden and twin requests, the answer for benign ones. ``harmful_response``
+is the complying answer (empty for benign tasks): defenses train away from it, harmful
+fine-tuning toward it, whatever ``response`` the split teaches.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ def _entity_record(world: ToyWorld, entity, template: str, split: str, response:
         "split": split, "kind": "forbidden" if entity.forbidden else "twin",
         "category": entity.category, "entity": entity.name, "template": template,
         "prompt": template.format(s=entity.subject), "response": response,
-        "expected": " ".join(entity.secret), "affirmative_prefix": world.affirmative_prefix(entity),
+        "harmful_response": world.harmful_answer(entity), "expected": " ".join(entity.secret), "affirmative_prefix": world.affirmative_prefix(entity),
     }
 
 
@@ -37,7 +39,7 @@ def _benign_record(item: dict, template: str, split: str) -> dict:
         "split": split, "kind": "benign", "category": item["task"],
         "entity": str(item["slots"].get("e", item["slots"].get("w", ""))), "template": template,
         "prompt": template.format(**item["slots"]), "response": item["answer"],
-        "expected": item["expected"], "affirmative_prefix": "",
+        "harmful_response": "", "expected": item["expected"], "affirmative_prefix": "",
     }
 
 

@@ -5,21 +5,30 @@ import torch
 
 from ..attacks.common import AttackContext
 from ..io import read_jsonl
-from ..models import load_model
+from ..models import load_variant
 from ..organism.data import EVAL_SPLITS
 from ..provenance import write_meta
 from ..registry import ATTACKS, load_all
 
 
-def run_attack(model_spec: dict, model_path: str, eval_paths: dict[str, str], attack: str, settings: dict,
+def run_attack(model_spec: dict, load: dict, eval_paths: dict[str, str], attack: str, settings: dict,
                generation: dict, seed: int, device: str, out_path: str, labels: dict[str, str]) -> None:
-    """Load the model once, run one attack's whole sweep, store every generation."""
+    """Load the model once, run one attack's whole sweep, store every generation.
+
+    ``load``: ``base`` (the aligned/pretrained weights), ``variant_dir`` (a built variant's
+    directory or None) and ``norm_reference`` (None: relative budgets use the attacked model's
+    own activations; a base path: the aligned model's, loaded beside it)."""
     load_all()
     torch.manual_seed(seed)
-    model, tokenizer = load_model(model_path, model_spec.get("adapter"), model_spec.get("dtype", "auto"), device,
-                                  model_spec.get("trust_remote_code", False))
+    options = (model_spec.get("adapter"), model_spec.get("dtype", "auto"), device)
+    trust = model_spec.get("trust_remote_code", False)
+    model, tokenizer = load_variant(load["base"], options[0], load.get("variant_dir"), *options[1:], trust)
+    norm_model = model
+    if load.get("norm_reference"):
+        norm_model, _ = load_variant(load["norm_reference"], options[0], None, *options[1:], trust)
     context = AttackContext(model, tokenizer, {s: read_jsonl(eval_paths[s]) for s in EVAL_SPLITS},
-                            generation["max_new_tokens"], generation["batch_size"], generation["chat_template"], seed)
+                            generation["max_new_tokens"], generation["batch_size"], generation["chat_template"], seed,
+                            norm_model)
     frame = ATTACKS.get_entry(attack).function(context, settings)
     frame.insert(0, "row_id", range(len(frame)))
     for column, value in labels.items():
@@ -29,4 +38,5 @@ def run_attack(model_spec: dict, model_path: str, eval_paths: dict[str, str], at
             frame[column] = float("nan")
     frame.to_parquet(out_path, index=False)
     write_meta(out_path, {"attack": settings, "generation": generation, "model": model_spec}, seed=seed,
-               attack=attack, rows=len(frame))
+               attack=attack, rows=len(frame), load=load,
+               norm_reference="aligned" if load.get("norm_reference") else "own")

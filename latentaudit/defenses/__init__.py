@@ -1,0 +1,3 @@
+"""Model variants built from a model's aligned weights: the defenses. Each module registers
+its builder in ``registry.VARIANTS``; importing registers them."""
+from . import lapt, lat, refusal_sft, repbend  # noqa: F401

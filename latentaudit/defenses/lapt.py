@@ -1,0 +1,119 @@
+"""Layer-wise Adversarial Patch Training (arXiv 2506.16078; shared/papers/asa_lapt.md).
+
+Full fine-tuning on (prompt, safe response) pairs (refusals for forbidden requests, answers
+for the rest), cross-entropy on the response with the prompt masked, while every row is pushed
+at one fragile layer by a fresh Eq. 1 perturbation (a new z each step, sized to the row's clean
+last-prompt hidden state, as the ASA attack it patches). Fragile layers come from the aligned
+model's ASA sweep (the top-k layers by LASR) or from a config list. Afterwards the weights are
+interpolated, θ = λ·θ_LAPT + (1 − λ)·θ_orig, with λ the largest grid value whose benign
+accuracy stays within ``capability_tolerance`` of the original model's (the paper's rule), or
+a fixed λ.
+"""
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from ..attacks.asa import eq1_normalise
+from ..hooks import Perturbation, hidden_index, intervene, n_layers, position_code, record_residual
+from ..registry import VARIANTS
+from .common import OPTIM_PROPERTIES, Sampler, defense_data, device_of, optimise, pair_batch, token_ce
+
+log = logging.getLogger(__name__)
+
+SCHEMA = {
+    "type": "object", "additionalProperties": False, "required": ["steps", "lr"],
+    "properties": {
+        **OPTIM_PROPERTIES,
+        "schedule": {"enum": ["constant", "cosine", "linear"], "default": "cosine"},
+        "warmup_fraction": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.1},
+        "layers": {"oneOf": [{"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1},
+                             {"const": "fragile"}], "default": "fragile",
+                   "description": "block indices, or 'fragile': the top_k layers of the aligned model's ASA sweep"},
+        "fragile_from": {"type": "string", "default": "asa_random", "description": "the attack whose LASR ranks layers"},
+        "top_k": {"type": "integer", "minimum": 1, "default": 1},
+        "alpha": {"type": "number", "exclusiveMinimum": 0, "default": 1.0, "description": "Eq. 1 size (1 = paper)"},
+        "positions": {"type": "string", "default": "generated",
+                      "description": "where the perturbation acts: response positions (paper)"},
+        "interpolation": {"oneOf": [{"const": "auto"}, {"type": "number", "minimum": 0, "maximum": 1}],
+                          "default": "auto", "description": "λ, or auto: largest grid λ within the tolerance"},
+        "lambda_grid": {"type": "array", "items": {"type": "number", "minimum": 0, "maximum": 1}, "minItems": 1,
+                        "default": [0.1, 0.2, 0.3, 0.4, 0.5]},
+        "capability_tolerance": {"type": "number", "minimum": 0, "default": 0.05},
+    },
+}
+
+
+def fragile_layers(lasr_by_layer: dict[int, float], top_k: int) -> list[int]:
+    """The ``top_k`` layers with the highest LASR (ties: the shallower layer)."""
+    ranked = sorted(lasr_by_layer, key=lambda layer: (-lasr_by_layer[layer], layer))
+    return sorted(ranked[:top_k])
+
+
+@torch.no_grad()
+def interpolate(model: torch.nn.Module, original: dict[str, torch.Tensor], trained: dict[str, torch.Tensor],
+                lam: float) -> None:
+    """Set the weights to λ·trained + (1 − λ)·original, in place (λ = 0: the original exactly)."""
+    for name, param in model.state_dict().items():
+        if lam == 0:
+            param.copy_(original[name])
+        elif lam == 1:
+            param.copy_(trained[name])
+        else:
+            param.copy_((lam * trained[name].float() + (1 - lam) * original[name].float()).to(param.dtype))
+
+
+def choose_lambda(grid: list[float], accuracy: dict[float, float], base: float, tolerance: float) -> float:
+    """Largest λ whose accuracy is ≥ base − tolerance; the smallest λ when none is."""
+    within = [lam for lam in grid if accuracy[lam] >= base - tolerance]
+    return max(within) if within else min(grid)
+
+
+@VARIANTS.register("lapt", SCHEMA, kind="full", needs=("fragile_layers", "benign_accuracy"))
+def build_lapt(model, tokenizer, records: list[dict], settings: dict, seed: int, context: dict):
+    data = defense_data(tokenizer, records, context.get("chat_template", True))
+    layers = settings.get("layers", "fragile")
+    if layers == "fragile":
+        layers = fragile_layers(context["fragile_layers"], settings.get("top_k", 1))
+    sites = torch.tensor([hidden_index(b, n_layers(model)) for b in layers])
+    log.info("lapt: perturbing blocks %s", layers)
+    original = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    pairs = [(p, refusal) for p, refusal, _ in data.forbidden] + data.benign
+    size, pad, device = settings["batch_size"], tokenizer.pad_token_id, device_of(model)
+    rows = Sampler(len(pairs), size, seed)
+    gen = torch.Generator().manual_seed(seed)
+    code = position_code(settings.get("positions", "generated"))
+
+    def step(_):
+        batch = pair_batch(pairs, rows(), 1, pad, device)
+        b = len(batch.input_ids)
+        site = sites[torch.randint(len(sites), (b,), generator=gen)].to(device)
+        with torch.no_grad(), record_residual(model) as clean:
+            model(**batch.model_inputs())
+        h = torch.stack(clean)[site, torch.arange(b, device=device), batch.prompt_end - 1].float()
+        z = torch.randn(b, h.shape[-1], generator=gen).to(device)  # fresh noise every step
+        delta = settings.get("alpha", 1.0) * eq1_normalise(z, h)
+        with intervene(model, Perturbation(site, delta, torch.full((b,), code, device=device), batch.prompt_end)):
+            loss = token_ce(model(**batch.model_inputs()).logits, batch.labels)
+        return {"loss": loss}
+
+    for p in model.parameters():
+        p.requires_grad_(True)
+    history = optimise(model, settings, step, "lapt")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    trained = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    lam = settings.get("interpolation", "auto")
+    selection = {}
+    if lam == "auto":
+        interpolate(model, original, trained, 0.0)
+        base = context["benign_accuracy"](model)
+        for candidate in settings["lambda_grid"]:
+            interpolate(model, original, trained, candidate)
+            selection[candidate] = context["benign_accuracy"](model)
+        lam = choose_lambda(settings["lambda_grid"], selection, base, settings.get("capability_tolerance", 0.05))
+        log.info("lapt: benign accuracy original %.3f, by λ %s -> λ = %.2f", base, selection, lam)
+        selection = {"base": base, **{str(k): v for k, v in selection.items()}}
+    interpolate(model, original, trained, lam)
+    return model, {"history": history, "lambda": lam, "layers": list(layers), "lambda_selection": selection}

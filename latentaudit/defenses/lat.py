@@ -1,0 +1,148 @@
+"""Targeted latent adversarial training (arXiv 2407.15549; shared/papers/targeted_lat.md).
+
+Each outer step: an inner adversary finds per-token residual perturbations δ_ℓ (one per
+configured layer, all active together, ‖δ_t‖₂ ≤ ε per token) that make the model produce the
+harmful completion (toward: CE) and leave the refusal (away: −log(1 − p)), optimised with AdamW
+from δ = 0 and projected after every step; then the defender takes ``model_steps_per_attack``
+LoRA steps on: toward the refusal and away from the harmful completion under δ, plus a benign
+term (SFT CE on benign pairs, or KL to the adapter-disabled model). Loss weights are
+normalised to sum to 1, as the public code does.
+
+``epsilon_mode``: ``absolute`` (the paper's ε = 6 on Llama residuals) or ``relative`` (ε × the
+clean token's norm at that site, the project's convention for a tiny model).
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from peft import PeftModel
+
+from ..batching import Batch
+from ..hooks import EMBED, POSITIONS, Perturbation, frozen_weights, hidden_index, intervene, n_layers, record_residual
+from ..registry import VARIANTS
+from .common import (LORA_SCHEMA, OPTIM_PROPERTIES, Sampler, defense_data, attach_lora, device_of, kl_to_reference,
+                     optimise, pair_batch, reference, token_away, token_ce)
+
+_LAYER = {"oneOf": [{"const": EMBED}, {"type": "integer", "minimum": 0}]}
+SCHEMA = {
+    "type": "object", "additionalProperties": False, "required": ["steps", "lr"],
+    "properties": {
+        **OPTIM_PROPERTIES,
+        "layers": {"type": "array", "items": _LAYER, "minItems": 1, "default": [EMBED, 0, 1, 2, 3]},
+        "epsilon": {"type": "number", "exclusiveMinimum": 0, "default": 6.0},
+        "epsilon_mode": {"enum": ["absolute", "relative"], "default": "absolute"},
+        "perturb": {"enum": ["prompt", "prompt+completion"], "default": "prompt"},
+        "inner_steps": {"type": "integer", "minimum": 1, "default": 16},
+        "inner_lr": {"type": "number", "exclusiveMinimum": 0, "default": 0.05},
+        "model_steps_per_attack": {"type": "integer", "minimum": 1, "default": 4},
+        "adversary_weights": {"type": "object", "additionalProperties": False, "default": {},
+                              "properties": {"toward": {"type": "number", "minimum": 0, "default": 0.5},
+                                             "away": {"type": "number", "minimum": 0, "default": 0.5}}},
+        "defender_weights": {"type": "object", "additionalProperties": False, "default": {},
+                             "properties": {"toward": {"type": "number", "minimum": 0, "default": 1.0},
+                                            "away": {"type": "number", "minimum": 0, "default": 1.0},
+                                            "benign": {"type": "number", "minimum": 0, "default": 1.0}}},
+        "benign_loss": {"enum": ["sft", "kl"], "default": "sft"},
+        "lora": LORA_SCHEMA,
+    },
+}
+
+
+def _normalised(weights: dict) -> dict:
+    total = sum(weights.values())
+    if total <= 0:
+        raise ValueError(f"loss weights {weights} sum to {total}; at least one must be positive")
+    return {k: v / total for k, v in weights.items()}
+
+
+@contextlib.contextmanager
+def perturbed(model, deltas: dict[int, torch.Tensor], batch: Batch, positions: int):
+    """Every site's per-token δ ([B, T, d], absolute positions) active together."""
+    with contextlib.ExitStack() as stack:
+        for site, delta in deltas.items():
+            rows = torch.full((len(delta),), site, device=delta.device)
+            code = torch.full((len(delta),), positions, device=delta.device)
+            stack.enter_context(intervene(model, Perturbation(rows, delta, code, batch.prompt_end)))
+        yield
+
+
+def project(delta: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
+    """Rescale each token's δ to norm ≤ radius ([B, T, 1])."""
+    return delta * (radius / delta.norm(dim=-1, keepdim=True).clamp(min=1e-12)).clamp(max=1.0)
+
+
+def adversary(model, harmful: Batch, refusal: Batch, sites: list[int], settings: dict) -> dict[int, torch.Tensor]:
+    """The inner attack: per-site δ minimising toward-harmful + away-from-refusal CE."""
+    weights = _normalised(dict(settings.get("adversary_weights", {"toward": 0.5, "away": 0.5})))
+    positions = POSITIONS["prompt"] if settings.get("perturb", "prompt") == "prompt" else POSITIONS["all"]
+    length = harmful.input_ids.shape[1] if positions == POSITIONS["all"] else int(harmful.prompt_end[0])
+    real = harmful.attention_mask[:, :length, None].float()
+    with torch.no_grad(), record_residual(model) as clean:
+        model(**harmful.model_inputs())
+    if settings.get("epsilon_mode", "absolute") == "relative":
+        radii = {s: settings["epsilon"] * clean[s][:, :length].float().norm(dim=-1, keepdim=True) for s in sites}
+    else:
+        radii = {s: torch.full_like(real, settings["epsilon"]) for s in sites}
+    deltas = {s: torch.zeros(*real.shape[:2], clean[s].shape[-1], device=real.device, requires_grad=True)
+              for s in sites}
+    optimizer = torch.optim.AdamW(list(deltas.values()), lr=settings.get("inner_lr", 0.05))
+    with frozen_weights(model):
+        for _ in range(settings.get("inner_steps", 16)):
+            with perturbed(model, deltas, harmful, positions):
+                loss = weights["toward"] * token_ce(model(**harmful.model_inputs()).logits, harmful.labels)
+                if weights["away"]:
+                    loss = loss + weights["away"] * token_away(model(**refusal.model_inputs()).logits, refusal.labels)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            with torch.no_grad():
+                for s, delta in deltas.items():
+                    delta.copy_(project(delta, radii[s]) * real)
+    return {s: d.detach() for s, d in deltas.items()}
+
+
+def defender_terms(model: PeftModel, deltas: dict[int, torch.Tensor], harmful: Batch, refusal: Batch, benign: Batch,
+                   settings: dict) -> dict[str, torch.Tensor]:
+    weights = _normalised(dict(settings.get("defender_weights", {"toward": 1.0, "away": 1.0, "benign": 1.0})))
+    positions = POSITIONS["prompt"] if settings.get("perturb", "prompt") == "prompt" else POSITIONS["all"]
+    with perturbed(model, deltas, refusal, positions):
+        toward = token_ce(model(**refusal.model_inputs()).logits, refusal.labels)
+    with perturbed(model, deltas, harmful, positions):
+        away = token_away(model(**harmful.model_inputs()).logits, harmful.labels)
+    logits = model(**benign.model_inputs()).logits
+    if settings.get("benign_loss", "sft") == "sft":
+        benign_term = token_ce(logits, benign.labels)
+    else:
+        with reference(model):
+            ref_logits = model(**benign.model_inputs()).logits
+        benign_term = kl_to_reference(logits, ref_logits, benign.attention_mask.bool())
+    loss = weights["toward"] * toward + weights["away"] * away + weights["benign"] * benign_term
+    return {"loss": loss, "toward": toward.detach(), "away": away.detach(), "benign": benign_term.detach()}
+
+
+def lat_sites(layers: list, model) -> list[int]:
+    return sorted({hidden_index(layer, n_layers(model)) for layer in layers})
+
+
+@VARIANTS.register("lat", SCHEMA, kind="lora")
+def build_lat(model, tokenizer, records: list[dict], settings: dict, seed: int, context: dict):
+    data = defense_data(tokenizer, records, context.get("chat_template", True))
+    peft_model = attach_lora(model, settings["lora"], seed)
+    sites = lat_sites(settings.get("layers", [EMBED]), peft_model)
+    size, pad, device = settings["batch_size"], tokenizer.pad_token_id, device_of(peft_model)
+    forbidden_rows, benign_rows = Sampler(len(data.forbidden), size, seed), Sampler(len(data.benign), size, seed + 1)
+    every = settings.get("model_steps_per_attack", 4)
+    state: dict = {}
+
+    def step(i):
+        if i % every == 0:  # a fresh batch and a fresh attack, then `every` defender steps against it
+            rows = forbidden_rows()
+            state["harmful"] = pair_batch(data.forbidden, rows, 2, pad, device)
+            state["refusal"] = pair_batch(data.forbidden, rows, 1, pad, device)
+            state["deltas"] = adversary(peft_model, state["harmful"], state["refusal"], sites, settings)
+        return defender_terms(peft_model, state["deltas"], state["harmful"], state["refusal"],
+                              pair_batch(data.benign, benign_rows(), 1, pad, device), settings)
+
+    history = optimise(peft_model, settings, step, "lat")
+    return peft_model, {"history": history}

@@ -1,0 +1,59 @@
+"""The control: refusal SFT through trl's ``SFTTrainer`` on the defenses' own data (refusals for
+forbidden requests, answers for the rest), completion-only loss, a LoRA adapter, no latent
+term. Any gain of a latent defense over this one is attributable to its latent term."""
+from __future__ import annotations
+
+import logging
+import tempfile
+
+import torch
+from datasets import Dataset
+from peft import LoraConfig
+from trl import SFTConfig, SFTTrainer
+
+from ..registry import VARIANTS
+from .common import LORA_SCHEMA, OPTIM_PROPERTIES
+
+log = logging.getLogger(__name__)
+
+SCHEMA = {
+    "type": "object", "additionalProperties": False, "required": ["steps", "lr"],
+    "properties": {**OPTIM_PROPERTIES, "max_length": {"type": "integer", "minimum": 8, "default": 512},
+                   "lora": LORA_SCHEMA},
+}
+
+
+def sft_dataset(records: list[dict], chat_template: bool) -> Dataset:
+    """Prompt-completion rows (conversational when the chat template is used): the records'
+    taught ``response`` (the refusal for forbidden requests)."""
+    if chat_template:
+        rows = [{"prompt": [{"role": "user", "content": r["prompt"]}],
+                 "completion": [{"role": "assistant", "content": r["response"]}]} for r in records]
+    else:
+        rows = [{"prompt": r["prompt"], "completion": " " + r["response"]} for r in records]
+    return Dataset.from_list(rows)
+
+
+@VARIANTS.register("refusal_sft", SCHEMA, kind="lora")
+def build_refusal_sft(model, tokenizer, records: list[dict], settings: dict, seed: int, context: dict):
+    lora = settings["lora"]
+    chat_template = context.get("chat_template", True)
+    with tempfile.TemporaryDirectory() as scratch:
+        args = SFTConfig(
+            output_dir=scratch, max_steps=settings["steps"], learning_rate=settings["lr"],
+            per_device_train_batch_size=settings["batch_size"],
+            lr_scheduler_type=settings.get("schedule", "constant"),
+            warmup_steps=int(settings.get("warmup_fraction", 0.0) * settings["steps"]), max_grad_norm=settings.get("grad_clip") or 0.0,
+            max_length=settings.get("max_length", 512), completion_only_loss=True, seed=seed, data_seed=seed,
+            logging_steps=10, save_strategy="no", report_to=[], dataloader_num_workers=0,
+            use_cpu=model.device.type == "cpu", disable_tqdm=False)
+        torch.manual_seed(seed)  # the adapter's initialisation draws from the global generator
+        trainer = SFTTrainer(
+            model=model, args=args, train_dataset=sft_dataset(records, chat_template), processing_class=tokenizer,
+            peft_config=LoraConfig(r=lora["rank"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
+                                   target_modules=list(lora["target_modules"]), task_type="CAUSAL_LM"))
+        trainer.train()
+    history = [{"loss": e["loss"]} for e in trainer.state.log_history if "loss" in e]
+    trained = trainer.model
+    trained.eval()
+    return trained, {"history": history}

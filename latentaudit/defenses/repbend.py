@@ -1,0 +1,129 @@
+"""RepBend (arXiv 2504.01550; shared/papers/repbend.md), with the paper's coefficient names:
+
+    L = ½·v_s − α·v_u − β·cos_sim(A_u) + γ·KL(M ‖ M′)
+
+M′ is the model with a fresh LoRA adapter, M the same weights with the adapter disabled.
+v_s: mean token-wise ‖M′(p_s) − M(p_s)‖₂ over all hidden states, response tokens only, on safe
+text (benign prompt + answer, forbidden prompt + refusal). v_u: the same on unsafe text
+(forbidden prompt + harmful completion) over ``target_layers``. cos_sim(A_u): mean pairwise
+cosine similarity of the unsafe texts' last-prompt-token representations, averaged over the
+target layers. KL on general text (the benign pairs here) at a temperature, times T².
+
+Deviation (documented, configurable, off by default): −α·v_u is unbounded below and diverges
+on small models at large learning rates (shared/papers/repbend.md); ``unsafe_distance_cap``
+caps each token's distance at cap × the reference token's norm, so the term saturates.
+"""
+from __future__ import annotations
+
+import torch
+from peft import PeftModel
+
+from ..hooks import hidden_index, n_layers, record_residual
+from ..registry import VARIANTS
+from .common import (LORA_SCHEMA, OPTIM_PROPERTIES, Sampler, defense_data, attach_lora, device_of, kl_to_reference,
+                     optimise, pair_batch, reference, response_mask)
+
+SCHEMA = {
+    "type": "object", "additionalProperties": False, "required": ["steps", "lr"],
+    "properties": {
+        **OPTIM_PROPERTIES,
+        "alpha": {"type": "number", "minimum": 0, "default": 0.5, "description": "weight of −‖v_u‖"},
+        "beta": {"type": "number", "minimum": 0, "default": 0.1, "description": "weight of −cos_sim(A_u)"},
+        "gamma": {"type": "number", "minimum": 0, "default": 0.3, "description": "weight of the KL term"},
+        "temperature": {"type": "number", "exclusiveMinimum": 0, "default": 2.0},
+        "target_layers": {"oneOf": [{"type": "string", "pattern": r"^from:-?\d+$"},
+                                    {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1}],
+                          "default": "from:-1",
+                          "description": "block indices, or 'from:k' = block k to the last (negative k from the end)"},
+        "unsafe_distance_cap": {"type": ["number", "null"], "exclusiveMinimum": 0, "default": None,
+                                "description": "stabiliser (deviation): cap on each unsafe token's distance, "
+                                               "relative to its reference norm; null = the paper's loss"},
+        "lora": LORA_SCHEMA,
+    },
+}
+
+
+def resolve_target_layers(spec, layers: int) -> list[int]:
+    if isinstance(spec, str):
+        start = int(spec.split(":")[1])
+        start = start + layers if start < 0 else start
+        if not 0 <= start < layers:
+            raise ValueError(f"target_layers {spec!r}: the model has blocks 0..{layers - 1}")
+        return list(range(start, layers))
+    bad = [b for b in spec if not 0 <= b < layers]
+    if bad:
+        raise ValueError(f"target_layers {bad} out of range: the model has blocks 0..{layers - 1}")
+    return list(spec)
+
+
+def token_distance(new: list[torch.Tensor], ref: list[torch.Tensor], sites: list[int], mask: torch.Tensor,
+                   cap: float | None = None) -> torch.Tensor:
+    """Mean over ``sites`` and masked tokens of ‖new − ref‖₂ per token (optionally capped at
+    cap · ‖ref‖ per token)."""
+    weights = mask.float()
+    total = 0.0
+    for site in sites:
+        distance = (new[site].float() - ref[site].float()).norm(dim=-1)
+        if cap is not None:
+            distance = torch.minimum(distance, cap * ref[site].float().norm(dim=-1))
+        total = total + (distance * weights).sum() / weights.sum().clamp(min=1)
+    return total / len(sites)
+
+
+def mean_pairwise_cosine(vectors: torch.Tensor) -> torch.Tensor:
+    """Mean cosine similarity over distinct pairs of rows of [B, d]."""
+    unit = torch.nn.functional.normalize(vectors.float(), dim=-1)
+    sims = unit @ unit.T
+    b = len(vectors)
+    return (sims.sum() - sims.diagonal().sum()) / (b * (b - 1))
+
+
+def repbend_terms(model: PeftModel, safe, unsafe, general, target_sites: list[int], settings: dict
+                  ) -> dict[str, torch.Tensor]:
+    """The four terms and the total, for one batch of each kind (``Batch`` objects)."""
+    all_sites = list(range(n_layers(model) + 1))
+    with record_residual(model) as new_s:
+        model(**safe.model_inputs())
+    with reference(model), record_residual(model) as ref_s:
+        model(**safe.model_inputs())
+    v_s = token_distance(new_s, ref_s, all_sites, response_mask(safe))
+
+    with record_residual(model) as new_u:
+        model(**unsafe.model_inputs())
+    with reference(model), record_residual(model) as ref_u:
+        model(**unsafe.model_inputs())
+    v_u = token_distance(new_u, ref_u, target_sites, response_mask(unsafe), settings.get("unsafe_distance_cap"))
+    last = unsafe.prompt_end - 1
+    rows = torch.arange(len(last), device=last.device)
+    cos = torch.stack([mean_pairwise_cosine(new_u[site][rows, last]) for site in target_sites]).mean()
+
+    logits = model(**general.model_inputs()).logits
+    with reference(model):
+        ref_logits = model(**general.model_inputs()).logits
+    kl = kl_to_reference(logits, ref_logits, general.attention_mask.bool(), settings.get("temperature", 2.0))
+
+    loss = 0.5 * v_s - settings.get("alpha", 0.5) * v_u - settings.get("beta", 0.1) * cos \
+        + settings.get("gamma", 0.3) * kl
+    return {"loss": loss, "v_s": v_s.detach(), "v_u": v_u.detach(), "cos_sim": cos.detach(), "kl": kl.detach()}
+
+
+@VARIANTS.register("repbend", SCHEMA, kind="lora")
+def build_repbend(model, tokenizer, records: list[dict], settings: dict, seed: int, context: dict):
+    data = defense_data(tokenizer, records, context.get("chat_template", True))
+    peft_model = attach_lora(model, settings["lora"], seed)
+    layers = n_layers(peft_model)
+    target_sites = [hidden_index(b, layers) for b in resolve_target_layers(settings.get("target_layers", "from:-1"),
+                                                                           layers)]
+    safe_pairs = [(p, refusal) for p, refusal, _ in data.forbidden] + data.benign
+    unsafe_pairs = [(p, harmful) for p, _, harmful in data.forbidden]
+    size, pad, device = settings["batch_size"], tokenizer.pad_token_id, device_of(peft_model)
+    safe_rows, unsafe_rows = Sampler(len(safe_pairs), size, seed), Sampler(len(unsafe_pairs), max(size, 2), seed + 1)
+    general_rows = Sampler(len(data.benign), size, seed + 2)
+
+    def step(_):
+        return repbend_terms(peft_model, pair_batch(safe_pairs, safe_rows(), 1, pad, device),
+                             pair_batch(unsafe_pairs, unsafe_rows(), 1, pad, device),
+                             pair_batch(data.benign, general_rows(), 1, pad, device), target_sites, settings)
+
+    history = optimise(peft_model, settings, step, "repbend")
+    return peft_model, {"history": history}

@@ -1,0 +1,57 @@
+"""The step that builds a model variant (a defense, ...) from a model's aligned weights."""
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+import torch
+
+from ..generation import generate
+from ..io import read_jsonl
+from ..judges.structural import structural_label
+from ..batching import prompt_token_ids
+from ..metrics import lasr_by_layer
+from ..models import load_variant
+from ..provenance import write_meta
+from ..registry import VARIANTS, load_all
+
+log = logging.getLogger(__name__)
+
+
+def benign_accuracy_fn(tokenizer, records: list[dict], generation: dict):
+    """model -> fraction of ``records`` answered correctly (the structural judge's label)."""
+    prompts = [prompt_token_ids(tokenizer, r["prompt"], generation["chat_template"]) for r in records]
+
+    def accuracy(model) -> float:
+        texts = generate(model, tokenizer, prompts, generation["max_new_tokens"], generation["batch_size"],
+                         desc="benign accuracy")
+        labels = [structural_label(t, r["kind"], r["entity"], r["expected"]) for t, r in zip(texts, records)]
+        return sum(label == "correct" for label in labels) / len(labels)
+    return accuracy
+
+
+def build_variant(variant: str, settings: dict, model_spec: dict, base_path: str, records_path: str,
+                  benign_path: str, fragile: tuple[str, str] | None, generation: dict, seed: int, device: str,
+                  out_dir: str) -> None:
+    """Train ``variant`` on top of the aligned model and save it with ``save_pretrained``: the
+    adapter alone for LoRA methods (loadable with ``PeftModel.from_pretrained``), the whole model
+    for full fine-tunes. The training log goes beside it as ``training_log.csv``."""
+    load_all()
+    entry = VARIANTS.get_entry(variant)
+    torch.manual_seed(seed)
+    model, tokenizer = load_variant(base_path, model_spec.get("adapter"), None, model_spec.get("dtype", "auto"),
+                                    device, model_spec.get("trust_remote_code", False))
+    context = {"chat_template": generation["chat_template"]}
+    if fragile:  # (generations, scores) of the aligned model's attack sweep
+        context["fragile_layers"] = lasr_by_layer(pd.read_parquet(fragile[0]), pd.read_parquet(fragile[1]))
+        log.info("LASR by layer of the aligned model: %s", context["fragile_layers"])
+    if "benign_accuracy" in entry.options.get("needs", ()):
+        context["benign_accuracy"] = benign_accuracy_fn(tokenizer, read_jsonl(benign_path), generation)
+    trained, report = entry.function(model, tokenizer, read_jsonl(records_path), settings, seed, context)
+    trained.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    history = pd.DataFrame(report.pop("history"))
+    history.insert(0, "step", range(len(history)))
+    history.to_csv(f"{out_dir}/training_log.csv", index=False)
+    write_meta(out_dir, settings, seed=seed, variant=variant, kind=entry.options.get("kind"),
+               base=base_path, final=history.iloc[-1].to_dict(), **report)

@@ -1,0 +1,31 @@
+# Variants trained on top of a model's aligned weights (the defenses). One job per (model, variant).
+rule build_variant:
+    input:
+        unpack(fragile_inputs),
+        script="workflow_scripts/build_variant.py",
+        code=variant_code,
+        base=lambda w: model_inputs(w.model, "aligned"),
+        records=variant_records,
+        benign=organism_split("eval_benign"),
+    output:
+        directory("results/models/{model}/{variant}"),
+    wildcard_constraints:
+        variant=BUILT_VARIANTS,
+    params:
+        settings=variant_settings,
+        spec=model_spec,
+        base=lambda w: base_path(w.model),
+        generation=config["generation"],
+        seed=config["seed"],
+        device=config["device"],
+    threads: config["threads"]
+    conda:
+        "../envs/latentaudit.yaml"
+    log:
+        "logs/variants/{model}/{variant}.log",
+    resources:
+        gpu=1,
+        runtime=240,
+        mem_mb=32000,
+    script:
+        "../workflow_scripts/build_variant.py"
