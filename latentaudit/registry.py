@@ -15,6 +15,7 @@ class Entry:
     function: Callable
     schema: dict = field(default_factory=dict)  # JSON schema of the method's config settings
     kind: str = ""
+    gpu: bool = False  # runs a neural model (a model judge): scheduled as a GPU job, not on the submit node
 
 
 class Registry(dict):
@@ -22,11 +23,11 @@ class Registry(dict):
         super().__init__()
         self.kind = kind
 
-    def register(self, name: str, schema: dict | None = None):
+    def register(self, name: str, schema: dict | None = None, gpu: bool = False):
         def decorate(function: Callable) -> Callable:
             if name in self:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
-            self[name] = Entry(name, function, schema or {"type": "object"}, self.kind)
+            self[name] = Entry(name, function, schema or {"type": "object"}, self.kind, gpu)
             return function
         return decorate
 

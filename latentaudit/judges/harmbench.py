@@ -139,7 +139,7 @@ def build_prompts(generations: pd.DataFrame, tokenizer, settings: dict) -> list[
     return prompts
 
 
-@JUDGES.register("harmbench", schema=SCHEMA)
+@JUDGES.register("harmbench", schema=SCHEMA, gpu=True)
 def judge_harmbench(generations: pd.DataFrame, settings: dict) -> tuple[pd.DataFrame, dict]:
     settings = {"model": DEFAULT_MODEL, **settings}
     model, tokenizer, provenance = classifier.load_judge_model(settings)

@@ -94,7 +94,7 @@ def build_prompts(generations: pd.DataFrame, tokenizer, settings: dict) -> list[
     return prompts
 
 
-@JUDGES.register("llamaguard", schema=SCHEMA)
+@JUDGES.register("llamaguard", schema=SCHEMA, gpu=True)
 def judge_llamaguard(generations: pd.DataFrame, settings: dict) -> tuple[pd.DataFrame, dict]:
     settings = {"model": DEFAULT_MODEL, **settings}
     model, tokenizer, provenance = classifier.load_judge_model(settings)
