@@ -247,3 +247,15 @@ def test_data_section_is_validated_with_defaults_and_names():
     config["data"]["splits"]["eval_forbidden"].update(role="eval", datasets=["advbnech"])
     with pytest.raises(ConfigError, match="data.splits.eval_forbidden.datasets: \\['advbnech'\\] not declared"):
         validate_config(config)
+
+
+def test_generations_carry_behavior_and_context_only_when_records_have_them():
+    from latentaudit.attacks.common import generations_frame
+    harmful = _records("harmbench", ["placeholder behaviour 1"])
+    harmful[0]["context"] = "placeholder context"
+    frame = generations_frame(to_eval_records("eval_forbidden", harmful), ["placeholder reply"])
+    assert frame["behavior"].tolist() == ["placeholder behaviour 1"]
+    assert frame["context"].tolist() == ["placeholder context"]
+    organism_like = [{k: v for k, v in r.items() if k not in ("behavior", "context")}
+                     for r in to_eval_records("eval_forbidden", harmful)]
+    assert "context" not in generations_frame(organism_like, ["placeholder reply"]).columns
