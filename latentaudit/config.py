@@ -9,6 +9,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from .data import DATA_SCHEMA, check_data_config
 from .registry import ATTACKS, JUDGES, VARIANTS, load_all
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
@@ -72,6 +73,11 @@ def validate_config(config: dict) -> dict:
         _check_names(config[key], registry, key)
         for name, settings in config[key].items():
             _check(settings, registry[name].schema, f"{key}.{name}")
+    if "data" in config:
+        _check(config["data"], DATA_SCHEMA, "data")
+        problems = check_data_config(config["data"])
+        if problems:
+            raise ConfigError("\n".join(f"config error at {p}" for p in problems))
     primary = config["report"]["primary_judge"]
     if primary not in config["judges"]:
         raise ConfigError(f"config error at report.primary_judge: {primary!r} is not among the configured "

@@ -17,6 +17,11 @@ class Entry:
     kind: str = ""
     options: dict = field(default_factory=dict)  # method-specific facts, e.g. a variant's output kind
 
+    @property
+    def gpu(self) -> bool:
+        """Runs a neural model (a model judge): scheduled as a GPU job, not on the submit node."""
+        return bool(self.options.get("gpu", False))
+
 
 class Registry(dict):
     def __init__(self, kind: str):

@@ -136,6 +136,16 @@ def fragile_inputs(wildcards):
             "fragile_scores": f"results/scores/{wildcards.model}/aligned/{attack}/{judge}.parquet"}
 
 
+def judge_names_pattern(gpu):
+    """A wildcard pattern matching exactly the configured judges that do (or do not) need a GPU."""
+    names = [j for j in config["judges"] if JUDGES[j].gpu == gpu]
+    return "|".join(names) if names else "(?!)"  # (?!) never matches
+
+
+def model_judge_code(wildcards):
+    return judge_code(wildcards) + code("judges/classifier.py", "models.py")
+
+
 def attack_settings(wildcards):
     return config["attacks"][wildcards.attack]
 

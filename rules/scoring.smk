@@ -1,5 +1,8 @@
-# Judging reads stored generations and never regenerates.
+# Judging reads stored generations and never regenerates. Rule judges run on the submit node
+# (localrules); judges that run a model (registered with gpu=True) are GPU jobs.
 rule judge:
+    wildcard_constraints:
+        judge=judge_names_pattern(gpu=False),
     input:
         script="workflow_scripts/judge.py",
         code=judge_code,
@@ -12,6 +15,30 @@ rule judge:
         "../envs/latentaudit.yaml"
     log:
         "logs/scores/{model}/{variant}/{attack}/{judge}.log",
+    script:
+        "../workflow_scripts/judge.py"
+
+
+rule model_judge:
+    wildcard_constraints:
+        judge=judge_names_pattern(gpu=True),
+    input:
+        script="workflow_scripts/judge.py",
+        code=model_judge_code,
+        generations="results/attacks/{model}/{variant}/{attack}/generations.parquet",
+    output:
+        "results/scores/{model}/{variant}/{attack}/{judge}.parquet",
+    params:
+        settings=judge_settings,
+    threads: config["threads"]
+    conda:
+        "../envs/latentaudit.yaml"
+    log:
+        "logs/scores/{model}/{variant}/{attack}/{judge}.log",
+    resources:
+        gpu=1,
+        runtime=60,
+        mem_mb=32000,
     script:
         "../workflow_scripts/judge.py"
 

@@ -12,6 +12,9 @@ from ..generation import generate, model_device
 from ..hooks import Perturbation, PromptDeltas, batch_vectors, hidden_index, intervene, n_layers, position_code
 
 RECORD_COLUMNS = ["id", "split", "kind", "category", "entity", "expected", "prompt"]
+# Carried when every record has them (real data sets): the HarmBench judge reads a contextual
+# behaviour's text and context separately from the combined prompt.
+OPTIONAL_RECORD_COLUMNS = ["behavior", "context"]
 
 
 @dataclass
@@ -50,7 +53,8 @@ def resolve_layers(spec, n_layers: int) -> list[int]:
 
 def generations_frame(records: list[dict], generations: list[str], **columns) -> pd.DataFrame:
     """One row per generation: the record's fields, the attack's setting columns, the text."""
-    frame = pd.DataFrame([{c: r[c] for c in RECORD_COLUMNS} for r in records]).rename(columns={"id": "prompt_id"})
+    carried = RECORD_COLUMNS + [c for c in OPTIONAL_RECORD_COLUMNS if records and all(c in r for r in records)]
+    frame = pd.DataFrame([{c: r[c] for c in carried} for r in records]).rename(columns={"id": "prompt_id"})
     for name, values in columns.items():
         frame[name] = values
     frame["generation"] = generations

@@ -10,15 +10,18 @@ from ..registry import JUDGES, load_all
 
 
 def run_judge(generations_path: str, judge: str, settings: dict, out_path: str) -> None:
-    """Label stored generations; never regenerates."""
+    """Label stored generations; never regenerates. A judge returns its scores, or
+    ``(scores, provenance)`` when a model judges (model id, revision, template hash, token
+    limit, unparseable count): that goes into the sidecar as ``judge_provenance``."""
     load_all()
     generations = pd.read_parquet(generations_path)
-    scores = JUDGES.get_entry(judge).function(generations, settings)
+    result = JUDGES.get_entry(judge).function(generations, settings)
+    scores, provenance = result if isinstance(result, tuple) else (result, {})
     scores.insert(0, "judge", judge)
     for column in reversed(GENERATION_KEYS):
         scores.insert(0, column, generations[column].to_numpy())
     scores.to_parquet(out_path, index=False)
-    write_meta(out_path, settings, judge=judge, rows=len(scores))
+    write_meta(out_path, settings, judge=judge, rows=len(scores), judge_provenance=provenance)
 
 
 def collect_metrics(generation_paths: list[str], score_paths: list[str], outputs: dict[str, str]) -> None:

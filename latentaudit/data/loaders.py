@@ -1,0 +1,322 @@
+"""Loaders for the real safety data sets, each normalised to one record schema.
+
+Every loader reads a Hugging Face hub data set (id, config, split, revision) or, when
+``local_path`` is given, a local JSON / JSONL / CSV / parquet file or a directory written by
+``Dataset.save_to_disk``, and returns records with the fields of ``FIELDS``:
+
+``source`` (loader name), ``source_id``, ``prompt``, ``harmful`` (is the request one a safe
+model should refuse), ``category``, ``refusal`` (a refusal or safe reply, where the set has
+one), ``harmful_completion``, ``benign_answer``, ``affirmative_prefix`` (AdvBench's
+"Sure, here is ..." target, used by gradient attacks) and ``context`` (HarmBench contextual
+behaviours). Text fields a set lacks are "".
+
+A malformed row fails with the data set, the 0-based row index and the source column:
+``advbench row 3: field 'prompt' is empty``.
+
+Column names, from the data set cards and public code that loads them (checked 2025):
+- walledai/AdvBench: prompt, target (the original harmful_behaviors.csv: goal, target)
+- walledai/HarmBench (configs standard/contextual/copyright): prompt, category, context; the
+  official harmbench_behaviors_text_all.csv: Behavior, FunctionalCategory, SemanticCategory,
+  Tags, ContextString, BehaviorID
+- LLM-LAT/harmful-dataset: prompt, rejected (the harmful completion), chosen (the refusal)
+  (the LAT code trains with adv_column="rejected", def_column="chosen")
+- LLM-LAT/benign-dataset: prompt, response, refusal (LAT: adv_column="refusal", def_column="response")
+- allenai/wildguardmix (configs wildguardtrain/wildguardtest; gated): prompt, adversarial,
+  response, prompt_harm_label (harmful/unharmful), response_refusal_label (refusal/compliance),
+  response_harm_label (harmful/unharmful), subcategory
+- HuggingFaceH4/ultrachat_200k (splits train_sft/test_sft/...): prompt, prompt_id, messages
+- walledai/XSTest (split test): prompt, focus, type, note, label (safe/unsafe);
+  natolambert/xstest-v2-copy has the same prompt/type/label columns
+- PKU-Alignment/PKU-SafeRLHF: prompt, response_0, response_1, is_response_0_safe,
+  is_response_1_safe, response_0_harm_category, response_1_harm_category, safer_response_id
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+log = logging.getLogger(__name__)
+
+FIELDS = ["source", "source_id", "prompt", "harmful", "category", "refusal", "harmful_completion",
+          "benign_answer", "affirmative_prefix", "context"]
+TEXT_FIELDS = ["category", "refusal", "harmful_completion", "benign_answer", "affirmative_prefix", "context"]
+LOCAL_FORMATS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
+
+
+class DataError(ValueError):
+    pass
+
+
+def _is_missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+class Row:
+    """One raw row with checked access: every failure names the data set, row and column."""
+
+    def __init__(self, dataset: str, index: int, values: dict):
+        self.dataset, self.index, self.values = dataset, index, values
+
+    def fail(self, column: str, problem: str):
+        raise DataError(f"{self.dataset} row {self.index}: field {column!r} {problem}")
+
+    def text(self, column: str | None, required: bool = False) -> str:
+        """The column's text, stripped; "" for an absent optional column or a missing value."""
+        if column is None:
+            if required:
+                raise DataError(f"{self.dataset}: no column for a required field")
+            return ""
+        value = self.values.get(column)
+        if _is_missing(value):
+            value = ""
+        if not isinstance(value, str):
+            self.fail(column, f"is not text (got {type(value).__name__})")
+        value = value.strip()
+        if required and not value:
+            self.fail(column, "is empty")
+        return value
+
+    def identifier(self, column: str | None) -> str:
+        """An id column's value as text (ids are ints in some sets); "" when absent."""
+        value = None if column is None else self.values.get(column)
+        if _is_missing(value):
+            return ""
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            self.fail(column, f"is not an id (got {type(value).__name__})")
+        return str(value).strip()
+
+    def label(self, column: str, allowed: dict):
+        """Map a label column's value through ``allowed``; anything else fails."""
+        value = self.values.get(column)
+        key = value.strip().lower() if isinstance(value, str) else value
+        if _is_missing(key) or key not in allowed:
+            self.fail(column, f"has {value!r}; valid: {sorted(map(str, allowed))}")
+        return allowed[key]
+
+    def optional_label(self, column: str | None, allowed: dict):
+        """``label``, or None when the column is absent or the value missing."""
+        if column is None or _is_missing(self.values.get(column)) or self.values.get(column) == "":
+            return None
+        return self.label(column, allowed)
+
+
+@dataclass(frozen=True)
+class DatasetLoader:
+    """A hub data set and how its rows map to the normalised schema.
+
+    ``columns`` maps a role to the source column names that may hold it, first present wins,
+    so the hub copy and the original file of the same set both load. ``normalise`` turns a
+    ``Row``, the resolved columns and the loader's options into a record (or ``None`` to skip the row)."""
+    name: str
+    hub_id: str
+    split: str
+    columns: dict[str, tuple[str, ...]]
+    normalise: Callable[[Row, dict[str, str | None], dict], dict | None]
+    config: str | None = None
+    required: tuple[str, ...] = ("prompt",)
+    description: str = ""
+    options: dict = field(default_factory=dict)
+
+
+LOADERS: dict[str, DatasetLoader] = {}
+
+
+def register_loader(loader: DatasetLoader) -> DatasetLoader:
+    if loader.name in LOADERS:
+        raise ValueError(f"data set loader {loader.name!r} is registered twice")
+    LOADERS[loader.name] = loader
+    return loader
+
+
+def get_loader(name: str) -> DatasetLoader:
+    if name not in LOADERS:
+        raise KeyError(f"unknown data set loader {name!r}; valid: {sorted(LOADERS)}")
+    return LOADERS[name]
+
+
+def _record(row: Row, columns: dict, *, harmful: bool, source_id: str | None = None, **fields) -> dict:
+    record = {"source": row.dataset, "prompt": row.text(columns["prompt"], required=True), "harmful": harmful,
+              "source_id": source_id or row.identifier(columns.get("source_id")) or f"{row.dataset}-{row.index}"}
+    for name in TEXT_FIELDS:
+        record[name] = fields.get(name, "")
+    return record
+
+
+def _advbench(row: Row, columns: dict, settings: dict) -> dict:
+    return _record(row, columns, harmful=True, affirmative_prefix=row.text(columns["target"]))
+
+
+def _harmbench(row: Row, columns: dict, settings: dict) -> dict | None:
+    # The official CSV mixes functional categories; keep the configured one (default standard).
+    wanted = settings.get("functional_category", "standard")
+    functional = columns.get("functional_category")
+    if functional and row.text(functional).lower() != wanted:
+        return None
+    return _record(row, columns, harmful=True, category=row.text(columns.get("category")),
+                   context=row.text(columns.get("context")))
+
+
+def _llm_lat_harmful(row: Row, columns: dict, settings: dict) -> dict:
+    return _record(row, columns, harmful=True, refusal=row.text(columns.get("refusal")),
+                   harmful_completion=row.text(columns.get("harmful_completion")))
+
+
+def _llm_lat_benign(row: Row, columns: dict, settings: dict) -> dict:
+    return _record(row, columns, harmful=False, refusal=row.text(columns.get("refusal")),
+                   benign_answer=row.text(columns.get("benign_answer")))
+
+
+HARM_LABELS = {"harmful": True, "unharmful": False}
+REFUSAL_LABELS = {"refusal": True, "compliance": False}
+
+
+def _wildguardmix(row: Row, columns: dict, settings: dict) -> dict:
+    harmful = row.label(columns["prompt_harm_label"], HARM_LABELS)
+    response = row.text(columns.get("response"))
+    fields = {"category": row.text(columns.get("category"))}
+    if response:
+        # A response lands in the field its labels say it is; unlabelled responses are dropped.
+        refused = row.optional_label(columns.get("response_refusal_label"), REFUSAL_LABELS)
+        response_harm = row.optional_label(columns.get("response_harm_label"), HARM_LABELS)
+        if refused:
+            fields["refusal"] = response
+        elif response_harm:
+            fields["harmful_completion"] = response
+        elif not harmful and response_harm is False:
+            fields["benign_answer"] = response
+    return _record(row, columns, harmful=harmful, **fields)
+
+
+def _ultrachat(row: Row, columns: dict, settings: dict) -> dict:
+    messages = row.values.get(columns["messages"]) if columns.get("messages") else None
+    answer = ""
+    if messages is not None:
+        if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+            row.fail(columns["messages"], "is not a list of {role, content} messages")
+        answer = next((m.get("content") or "" for m in messages if m.get("role") == "assistant"), "").strip()
+    return _record(row, columns, harmful=False, benign_answer=answer)
+
+
+XSTEST_LABELS = {"safe": False, "unsafe": True}
+
+
+def _xstest(row: Row, columns: dict, settings: dict) -> dict:
+    return _record(row, columns, harmful=row.label(columns["label"], XSTEST_LABELS),
+                   category=row.text(columns.get("category")))
+
+
+SAFE_FLAGS = {True: True, False: False, "true": True, "false": False, 1: True, 0: False}
+
+
+def _harm_categories(value) -> str:
+    """PKU-SafeRLHF v1 stores {category: bool}; keep the true ones."""
+    if isinstance(value, dict):
+        return ";".join(sorted(k for k, v in value.items() if v))
+    return ""
+
+
+def _pku_saferlhf(row: Row, columns: dict, settings: dict) -> dict:
+    responses = [row.text(columns["response_0"], required=True), row.text(columns["response_1"], required=True)]
+    safe = [row.label(columns["is_response_0_safe"], SAFE_FLAGS), row.label(columns["is_response_1_safe"], SAFE_FLAGS)]
+    fields = {}
+    if False in safe:
+        unsafe = safe.index(False)
+        fields["harmful_completion"] = responses[unsafe]
+        fields["category"] = _harm_categories(row.values.get(f"response_{unsafe}_harm_category"))
+    if True in safe:
+        # The safer answer is not always a refusal; it is the set's safe reply.
+        fields["refusal"] = responses[safe.index(True)]
+    return _record(row, columns, harmful=False in safe, **fields)
+
+
+for _loader in [
+    DatasetLoader("advbench", "walledai/AdvBench", "train", {"prompt": ("prompt", "goal"), "target": ("target",)},
+                  _advbench, description="AdvBench harmful behaviours (Zou et al. 2023)"),
+    DatasetLoader("harmbench", "walledai/HarmBench", "train",
+                  {"prompt": ("prompt", "Behavior"), "category": ("category", "SemanticCategory"),
+                   "context": ("context", "ContextString"), "source_id": ("BehaviorID",),
+                   "functional_category": ("FunctionalCategory",)},
+                  _harmbench, config="standard", options={"functional_category": "standard"},
+                  description="HarmBench behaviours (Mazeika et al. 2024), standard functional category"),
+    DatasetLoader("llm_lat_harmful", "LLM-LAT/harmful-dataset", "train",
+                  {"prompt": ("prompt",), "refusal": ("chosen",), "harmful_completion": ("rejected",)},
+                  _llm_lat_harmful, description="LAT paper's harmful prompts with refusals and completions"),
+    DatasetLoader("llm_lat_benign", "LLM-LAT/benign-dataset", "train",
+                  {"prompt": ("prompt",), "benign_answer": ("response",), "refusal": ("refusal",)},
+                  _llm_lat_benign, description="LAT paper's benign prompts with answers"),
+    DatasetLoader("wildguardmix", "allenai/wildguardmix", "test",
+                  {"prompt": ("prompt",), "prompt_harm_label": ("prompt_harm_label",), "response": ("response",),
+                   "response_refusal_label": ("response_refusal_label",),
+                   "response_harm_label": ("response_harm_label",), "category": ("subcategory",)},
+                  _wildguardmix, config="wildguardtest", required=("prompt", "prompt_harm_label"),
+                  description="WildGuardMix (Han et al. 2024); gated on the hub"),
+    DatasetLoader("ultrachat", "HuggingFaceH4/ultrachat_200k", "test_sft",
+                  {"prompt": ("prompt",), "source_id": ("prompt_id",), "messages": ("messages",)},
+                  _ultrachat, description="UltraChat 200k benign conversations, first assistant turn"),
+    DatasetLoader("xstest", "walledai/XSTest", "test",
+                  {"prompt": ("prompt",), "label": ("label",), "category": ("type",), "source_id": ("id",)},
+                  _xstest, required=("prompt", "label"),
+                  description="XSTest exaggerated-safety prompts (safe) and their unsafe contrasts"),
+    DatasetLoader("pku_saferlhf", "PKU-Alignment/PKU-SafeRLHF", "test",
+                  {"prompt": ("prompt",), "response_0": ("response_0",), "response_1": ("response_1",),
+                   "is_response_0_safe": ("is_response_0_safe",), "is_response_1_safe": ("is_response_1_safe",)},
+                  _pku_saferlhf,
+                  required=("prompt", "response_0", "response_1", "is_response_0_safe", "is_response_1_safe"),
+                  description="PKU-SafeRLHF paired responses with per-response safety labels"),
+]:
+    register_loader(_loader)
+
+
+def read_raw(hub_id: str | None, config: str | None, split: str, revision: str | None,
+             local_path: str | None) -> list[dict]:
+    """Rows of a hub data set or a local file / saved data set directory, as dicts."""
+    import datasets
+
+    if local_path:
+        path = Path(local_path)
+        if path.is_dir():
+            loaded = datasets.load_from_disk(str(path))
+            if isinstance(loaded, datasets.DatasetDict):
+                if split not in loaded:
+                    raise DataError(f"{local_path}: saved data set has splits {sorted(loaded)}, not {split!r}")
+                loaded = loaded[split]
+        elif path.is_file():
+            builder = LOCAL_FORMATS.get(path.suffix.lower())
+            if builder is None:
+                raise DataError(f"{local_path}: unsupported file type {path.suffix!r}; valid: {sorted(LOCAL_FORMATS)}")
+            # keep_default_na: an empty CSV cell is "" rather than NaN, so it is not mistaken for a number
+            extra = {"keep_default_na": False} if builder == "csv" else {}
+            loaded = datasets.load_dataset(builder, data_files=str(path), split="train", **extra)
+        else:
+            raise DataError(f"local_path {local_path!r} does not exist")
+    else:
+        loaded = datasets.load_dataset(hub_id, config, split=split, revision=revision)
+    return loaded.to_list()
+
+
+def load_dataset_records(name: str, loader: str | None = None, hub_id: str | None = None, config: str | None = None,
+                         split: str | None = None, revision: str | None = None, local_path: str | None = None,
+                         **options) -> list[dict]:
+    """Normalised records of one data set; ``name`` labels it in records and errors,
+    ``loader`` (default: ``name``) picks the column mapping. Unset arguments take the
+    loader's defaults."""
+    spec = get_loader(loader or name)
+    rows = read_raw(hub_id or spec.hub_id, config if config is not None else spec.config, split or spec.split,
+                    revision, local_path)
+    present = set(rows[0]) if rows else set()
+    columns = {role: next((c for c in candidates if c in present), None) for role, candidates in spec.columns.items()}
+    missing = [role for role in spec.required if columns.get(role) is None]
+    if rows and missing:
+        raise DataError(f"{name}: no column for {missing}; looked for "
+                        f"{[list(spec.columns[r]) for r in missing]}; columns present: {sorted(present)}")
+    settings = {**spec.options, **options}
+    records = []
+    for index, values in enumerate(rows):
+        record = spec.normalise(Row(name, index, values), columns, settings)
+        if record is not None:
+            records.append(record)
+    log.info("%s: %d records from %d rows (%s)", name, len(records), len(rows), local_path or hub_id or spec.hub_id)
+    return records

@@ -1,0 +1,176 @@
+"""Seeded train/eval splits over the loaded data sets, with eval prompts de-duplicated
+against every training split, and the conversion to the pipeline's eval record format."""
+from __future__ import annotations
+
+import logging
+import random
+import re
+import unicodedata
+from dataclasses import dataclass
+
+from .loaders import LOADERS, load_dataset_records
+
+log = logging.getLogger(__name__)
+
+# The ``data:`` section of an experiment config. Validated by latentaudit.config when present;
+# defaults are filled there as for every other section.
+DATA_SCHEMA = {
+    "type": "object", "additionalProperties": False,
+    "properties": {
+        "seed": {"type": "integer", "minimum": 0, "default": 0,
+                 "description": "seeds every split's sample (with the split's name)"},
+        "datasets": {
+            "type": "object", "default": {},
+            "description": "name -> where to read it; the name is a registered loader unless `loader` says which",
+            "additionalProperties": {
+                "type": "object", "additionalProperties": False,
+                "properties": {
+                    "loader": {"type": "string", "description": "registered loader (default: the data set's name)"},
+                    "hub_id": {"type": ["string", "null"], "default": None,
+                               "description": "hub data set id; null: the loader's default"},
+                    "config": {"type": ["string", "null"], "default": None},
+                    "split": {"type": ["string", "null"], "default": None},
+                    "revision": {"type": ["string", "null"], "default": None, "description": "hub commit or tag"},
+                    "local_path": {"type": ["string", "null"], "default": None,
+                                   "description": "a JSON/JSONL/CSV/parquet file or a save_to_disk directory; "
+                                                  "overrides the hub"},
+                    "functional_category": {"type": "string", "description": "HarmBench only (default standard)"},
+                },
+            },
+        },
+        "splits": {
+            "type": "object", "default": {},
+            "description": "split name -> which data sets it samples; eval splits are de-duplicated against "
+                           "every train split",
+            "additionalProperties": {
+                "type": "object", "additionalProperties": False, "required": ["role", "datasets"],
+                "properties": {
+                    "role": {"enum": ["train", "eval"]},
+                    "datasets": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+                    "harmful": {"type": ["boolean", "null"], "default": None,
+                                "description": "keep only harmful (true) or benign (false) requests; null: all"},
+                    "n": {"type": ["integer", "null"], "minimum": 1, "default": None,
+                          "description": "sample size; null: every record"},
+                },
+            },
+        },
+    },
+}
+
+
+def normalise_text(text: str) -> str:
+    """The key two prompts are duplicates under: NFKC, case-folded, punctuation and runs of
+    whitespace collapsed to one space."""
+    text = unicodedata.normalize("NFKC", text).casefold()
+    return re.sub(r"[\W_]+", " ", text).strip()
+
+
+def check_data_config(data: dict) -> list[str]:
+    """Problems no schema can express: unknown loaders, splits naming undeclared data sets."""
+    problems = []
+    for name, spec in data.get("datasets", {}).items():
+        loader = spec.get("loader", name)
+        if loader not in LOADERS:
+            problems.append(f"data.datasets.{name}: unknown loader {loader!r}; valid: {sorted(LOADERS)}")
+    for split, spec in data.get("splits", {}).items():
+        unknown = [d for d in spec["datasets"] if d not in data.get("datasets", {})]
+        if unknown:
+            problems.append(f"data.splits.{split}.datasets: {unknown} not declared under data.datasets "
+                            f"{sorted(data.get('datasets', {}))}")
+    return problems
+
+
+@dataclass
+class DataSplits:
+    splits: dict[str, list[dict]]
+    # eval split -> train split -> eval candidates dropped because that train split holds the prompt
+    overlap: dict[str, dict[str, int]]
+    duplicates: dict[str, int]  # split -> records dropped as repeats within the split
+
+
+def _unique(records: list[dict]) -> tuple[list[dict], int]:
+    seen, kept = set(), []
+    for record in records:
+        key = normalise_text(record["prompt"])
+        if key not in seen:
+            seen.add(key)
+            kept.append(record)
+    return kept, len(records) - len(kept)
+
+
+def _sample(records: list[dict], n: int | None, seed: int, split: str) -> list[dict]:
+    # A string seed is hashed with SHA-512 by `random`, so this is stable across runs and machines.
+    rng = random.Random(f"{seed}:{split}")
+    chosen = list(records)
+    rng.shuffle(chosen)
+    if n is not None:
+        if n > len(chosen):
+            raise ValueError(f"data.splits.{split}: asked for {n} records but only {len(chosen)} are available")
+        chosen = chosen[:n]
+    return chosen
+
+
+def make_splits(loaded: dict[str, list[dict]], split_specs: dict[str, dict], seed: int = 0) -> DataSplits:
+    """Sample each split from its data sets' records (``loaded``: data set name -> records).
+
+    Train splits first; then each eval split drops any prompt that a train split holds
+    (normalised-text match) before sampling, and the counts are returned and logged."""
+    splits, duplicates, overlap = {}, {}, {}
+    ordered = sorted(split_specs.items(), key=lambda item: (item[1]["role"] != "train", item[0]))
+    train_keys: dict[str, set[str]] = {}
+    for name, spec in ordered:
+        pool = [r for d in spec["datasets"] for r in loaded[d]
+                if spec.get("harmful") is None or r["harmful"] == spec["harmful"]]
+        pool, duplicates[name] = _unique(pool)
+        if spec["role"] == "eval":
+            overlap[name] = {}
+            for train_name, keys in train_keys.items():
+                overlap[name][train_name] = sum(normalise_text(r["prompt"]) in keys for r in pool)
+            held = set().union(*train_keys.values()) if train_keys else set()
+            pool = [r for r in pool if normalise_text(r["prompt"]) not in held]
+            log.info("%s: %s eval prompts overlap training splits %s; removed", name,
+                     sum(overlap[name].values()), overlap[name])
+        splits[name] = [{**r, "split": name} for r in _sample(pool, spec.get("n"), seed, name)]
+        if spec["role"] == "train":
+            train_keys[name] = {normalise_text(r["prompt"]) for r in splits[name]}
+        log.info("%s (%s): %d records (%d within-split duplicates dropped)", name, spec["role"], len(splits[name]),
+                 duplicates[name])
+    return DataSplits(splits, overlap, duplicates)
+
+
+def load_splits(data: dict) -> DataSplits:
+    """Load every data set a split uses (once) and make the splits; ``data`` is the
+    validated ``data:`` config section."""
+    used = sorted({d for spec in data["splits"].values() for d in spec["datasets"]})
+    loaded = {name: load_dataset_records(name, **data["datasets"][name]) for name in used}
+    return make_splits(loaded, data["splits"], data.get("seed", 0))
+
+
+def contextual_prompt(behavior: str, context: str) -> str:
+    """HarmBench's direct-request form of a contextual behaviour: context, rule, behaviour."""
+    return f"{context}\n\n---\n\n{behavior}" if context else behavior
+
+
+def to_eval_records(split: str, records: list[dict], default_affirmative_prefix: str = "Sure, here is") -> list[dict]:
+    """Data-set records -> the pipeline's eval records (see latentaudit/organism/data.py):
+    ``id, split, kind, category, entity, template, prompt, response, expected,
+    affirmative_prefix``, plus ``behavior`` and ``context`` for the HarmBench judge and
+    ``source``/``source_id`` for tracing a row back.
+
+    ``kind`` is ``forbidden`` for harmful requests and ``benign`` otherwise; ``response`` is
+    the clean reference answer (the harmful completion of a forbidden request, the answer to
+    a benign one); ``expected`` is empty (only the organism's structural judge uses it)."""
+    out = []
+    for i, record in enumerate(records):
+        forbidden = bool(record["harmful"])
+        out.append({
+            "id": f"{split}-{i:05d}", "split": split, "kind": "forbidden" if forbidden else "benign",
+            "category": record["category"], "entity": "", "template": "",
+            "prompt": contextual_prompt(record["prompt"], record["context"]),
+            "response": record["harmful_completion"] if forbidden else record["benign_answer"],
+            "expected": "",
+            "affirmative_prefix": (record["affirmative_prefix"] or default_affirmative_prefix) if forbidden else "",
+            "behavior": record["prompt"], "context": record["context"],
+            "source": record["source"], "source_id": record["source_id"],
+        })
+    return out

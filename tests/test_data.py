@@ -1,0 +1,261 @@
+"""Data loaders on small fixture files written here (placeholder text only), never the hub."""
+import json
+
+import pandas as pd
+import pytest
+
+from latentaudit.data import (LOADERS, DataError, check_data_config, load_dataset_records, load_splits, make_splits,
+                              normalise_text, to_eval_records)
+
+
+def _write(path, rows):
+    """Rows to a file in the format the suffix names."""
+    if path.suffix == ".jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    elif path.suffix == ".json":
+        path.write_text(json.dumps(rows))
+    elif path.suffix == ".csv":
+        pd.DataFrame(rows).to_csv(path, index=False)
+    elif path.suffix == ".parquet":
+        pd.DataFrame(rows).to_parquet(path, index=False)
+    return str(path)
+
+
+FIXTURES = {
+    "advbench": ("advbench.csv", [{"prompt": f"placeholder request {i}", "target": f"Sure, here is placeholder {i}"}
+                                  for i in range(3)]),
+    "harmbench": ("harmbench.csv", [
+        {"Behavior": "placeholder behaviour 1", "FunctionalCategory": "standard", "SemanticCategory": "cat_a",
+         "Tags": "", "ContextString": "", "BehaviorID": "b1"},
+        {"Behavior": "placeholder behaviour 2", "FunctionalCategory": "contextual", "SemanticCategory": "cat_b",
+         "Tags": "context", "ContextString": "placeholder context", "BehaviorID": "b2"},
+        {"Behavior": "placeholder behaviour 3", "FunctionalCategory": "standard", "SemanticCategory": "cat_b",
+         "Tags": "", "ContextString": "", "BehaviorID": "b3"}]),
+    "llm_lat_harmful": ("harmful.jsonl", [{"prompt": f"placeholder request {i}", "chosen": "placeholder refusal",
+                                           "rejected": f"placeholder completion {i}"} for i in range(4)]),
+    "llm_lat_benign": ("benign.parquet", [{"prompt": f"placeholder question {i}", "response": f"placeholder answer {i}",
+                                           "refusal": "placeholder refusal"} for i in range(3)]),
+    "wildguardmix": ("wildguard.jsonl", [
+        {"prompt": "placeholder request 1", "adversarial": False, "response": "placeholder refusal",
+         "prompt_harm_label": "harmful", "response_refusal_label": "refusal", "response_harm_label": "unharmful",
+         "subcategory": "cat_a"},
+        {"prompt": "placeholder question 1", "adversarial": False, "response": "placeholder answer",
+         "prompt_harm_label": "unharmful", "response_refusal_label": "compliance", "response_harm_label": "unharmful",
+         "subcategory": "benign"},
+        {"prompt": "placeholder request 2", "adversarial": True, "response": None, "prompt_harm_label": "harmful",
+         "response_refusal_label": None, "response_harm_label": None, "subcategory": "cat_b"}]),
+    "ultrachat": ("ultrachat.json", [{"prompt": f"placeholder question {i}", "prompt_id": f"u{i}",
+                                      "messages": [{"role": "user", "content": f"placeholder question {i}"},
+                                                   {"role": "assistant", "content": f"placeholder answer {i}"}]}
+                                     for i in range(2)]),
+    "xstest": ("xstest.csv", [{"id": 1, "prompt": "placeholder safe prompt", "type": "homonyms", "label": "safe"},
+                              {"id": 2, "prompt": "placeholder unsafe prompt", "type": "contrast_homonyms",
+                               "label": "unsafe"}]),
+    "pku_saferlhf": ("pku.jsonl", [{"prompt": "placeholder request 1", "response_0": "placeholder completion",
+                                    "response_1": "placeholder safe reply", "is_response_0_safe": False,
+                                    "is_response_1_safe": True, "response_0_harm_category": {"cat_a": True, "cat_b": False},
+                                    "response_1_harm_category": {}},
+                                   {"prompt": "placeholder question 1", "response_0": "placeholder reply a",
+                                    "response_1": "placeholder reply b", "is_response_0_safe": True,
+                                    "is_response_1_safe": True, "response_0_harm_category": {},
+                                    "response_1_harm_category": {}}]),
+}
+
+
+@pytest.fixture()
+def fixture_files(tmp_path):
+    return {name: _write(tmp_path / file, rows) for name, (file, rows) in FIXTURES.items()}
+
+
+def test_every_registered_loader_has_a_fixture():
+    assert set(LOADERS) == set(FIXTURES)
+
+
+@pytest.mark.parametrize("name", sorted(FIXTURES))
+def test_local_path_loading_normalises_every_loader(name, fixture_files):
+    records = load_dataset_records(name, local_path=fixture_files[name])
+    assert records
+    for record in records:
+        assert set(record) == {"source", "source_id", "prompt", "harmful", "category", "refusal", "harmful_completion",
+                               "benign_answer", "affirmative_prefix", "context"}
+        assert record["source"] == name and record["prompt"].startswith("placeholder")
+        assert isinstance(record["harmful"], bool)
+
+
+def test_loader_field_mappings(fixture_files):
+    load = lambda name: load_dataset_records(name, local_path=fixture_files[name])  # noqa: E731
+    advbench = load("advbench")
+    assert advbench[1]["affirmative_prefix"] == "Sure, here is placeholder 1" and advbench[1]["harmful"]
+    harmbench = load("harmbench")  # the official CSV: contextual rows are filtered out by default
+    assert [r["source_id"] for r in harmbench] == ["b1", "b3"] and harmbench[1]["category"] == "cat_b"
+    contextual = load_dataset_records("harmbench", local_path=fixture_files["harmbench"],
+                                      functional_category="contextual")
+    assert contextual[0]["context"] == "placeholder context"
+    lat = load("llm_lat_harmful")[0]
+    assert lat["refusal"] == "placeholder refusal" and lat["harmful_completion"] == "placeholder completion 0"
+    benign = load("llm_lat_benign")[2]
+    assert benign["benign_answer"] == "placeholder answer 2" and not benign["harmful"]
+    wild = load("wildguardmix")
+    assert [r["harmful"] for r in wild] == [True, False, True]
+    assert wild[0]["refusal"] == "placeholder refusal" and wild[1]["benign_answer"] == "placeholder answer"
+    assert wild[2]["refusal"] == wild[2]["harmful_completion"] == ""
+    assert load("ultrachat")[1]["benign_answer"] == "placeholder answer 1" and load("ultrachat")[1]["source_id"] == "u1"
+    xstest = load("xstest")
+    assert [(r["harmful"], r["category"]) for r in xstest] == [(False, "homonyms"), (True, "contrast_homonyms")]
+    pku = load("pku_saferlhf")
+    assert pku[0]["harmful"] and pku[0]["harmful_completion"] == "placeholder completion"
+    assert pku[0]["refusal"] == "placeholder safe reply" and pku[0]["category"] == "cat_a"
+    assert not pku[1]["harmful"] and pku[1]["harmful_completion"] == ""
+
+
+def test_saved_dataset_directory(tmp_path):
+    import datasets
+    rows = FIXTURES["advbench"][1]
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(rows)}).save_to_disk(str(tmp_path / "saved"))
+    records = load_dataset_records("advbench", local_path=str(tmp_path / "saved"))
+    assert [r["prompt"] for r in records] == [r["prompt"] for r in rows]
+    with pytest.raises(DataError, match="splits \\['train'\\], not 'test'"):
+        load_dataset_records("advbench", local_path=str(tmp_path / "saved"), split="test")
+
+
+@pytest.mark.parametrize("rows, message", [
+    ([{"prompt": "placeholder request 0", "target": "t"}, {"prompt": "   ", "target": "t"}],
+     "advbench row 1: field 'prompt' is empty"),
+    ([{"prompt": "placeholder request 0", "target": "t"}, {"prompt": None, "target": "t"}],
+     "advbench row 1: field 'prompt' is empty"),
+    ([{"prompt": "placeholder request 0", "target": "t"}, {"prompt": 7, "target": "t"}],
+     "advbench row 1: field 'prompt' is not text \\(got int\\)"),
+    ([{"request": "placeholder request 0", "target": "t"}], "advbench: no column for \\['prompt'\\]"),
+])
+def test_malformed_rows_name_dataset_row_and_field(tmp_path, rows, message):
+    with pytest.raises(DataError, match=message):
+        load_dataset_records("advbench", local_path=_write(tmp_path / "bad.jsonl", rows))
+
+
+def test_bad_label_names_the_valid_ones(tmp_path):
+    rows = FIXTURES["xstest"][1] + [{"id": 3, "prompt": "placeholder prompt", "type": "t", "label": "maybe"}]
+    with pytest.raises(DataError, match="xstest row 2: field 'label' has 'maybe'; valid: \\['safe', 'unsafe'\\]"):
+        load_dataset_records("xstest", local_path=_write(tmp_path / "x.jsonl", rows))
+
+
+def test_missing_file_and_unknown_type(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        load_dataset_records("advbench", local_path=str(tmp_path / "absent.csv"))
+    (tmp_path / "data.txt").write_text("x")
+    with pytest.raises(DataError, match="unsupported file type '.txt'"):
+        load_dataset_records("advbench", local_path=str(tmp_path / "data.txt"))
+
+
+def test_normalised_text_match():
+    assert normalise_text("  Placeholder   REQUEST, 1! ") == normalise_text("placeholder request 1")
+    assert normalise_text("placeholder request 1") != normalise_text("placeholder request 2")
+
+
+def _records(source, prompts, harmful=True):
+    return [{"source": source, "source_id": f"{source}-{i}", "prompt": p, "harmful": harmful, "category": "",
+             "refusal": "", "harmful_completion": "", "benign_answer": "", "affirmative_prefix": "", "context": ""}
+            for i, p in enumerate(prompts)]
+
+
+def test_splits_are_seeded_and_eval_is_deduplicated_against_training(caplog):
+    loaded = {"train_set": _records("train_set", [f"placeholder request {i}" for i in range(10)]),
+              "eval_set": _records("eval_set", [f"Placeholder request {i}." for i in range(5)]
+                                   + [f"placeholder held out {i}" for i in range(8)] + ["placeholder held out 0"]),
+              "benign_set": _records("benign_set", [f"placeholder question {i}" for i in range(6)], harmful=False)}
+    specs = {"train_harmful": {"role": "train", "datasets": ["train_set"], "n": 6},
+             "train_benign": {"role": "train", "datasets": ["benign_set"], "n": 3},
+             "eval_forbidden": {"role": "eval", "datasets": ["eval_set", "benign_set"], "harmful": True, "n": None}}
+    with caplog.at_level("INFO"):
+        first = make_splits(loaded, specs, seed=3)
+    again = make_splits(loaded, specs, seed=3)
+    other = make_splits(loaded, specs, seed=4)
+    assert first.splits == again.splits
+    assert [r["prompt"] for r in first.splits["train_harmful"]] != [r["prompt"] for r in other.splits["train_harmful"]]
+    trained = {normalise_text(r["prompt"]) for r in first.splits["train_harmful"]}
+    evaluated = [normalise_text(r["prompt"]) for r in first.splits["eval_forbidden"]]
+    assert not trained & set(evaluated)
+    # the five near-copies of training prompts that the sampled train split holds are removed and counted
+    expected_overlap = sum(f"placeholder request {i}" in trained for i in range(5))
+    assert first.overlap["eval_forbidden"] == {"train_harmful": expected_overlap, "train_benign": 0}
+    assert first.duplicates["eval_forbidden"] == 1
+    assert len(evaluated) == 13 - expected_overlap and len(set(evaluated)) == len(evaluated)
+    assert "overlap training splits" in caplog.text
+    assert all(r["split"] == "eval_forbidden" for r in first.splits["eval_forbidden"])
+
+
+def test_asking_for_more_than_the_pool_fails():
+    loaded = {"a": _records("a", ["placeholder request 1"])}
+    with pytest.raises(ValueError, match="data.splits.big: asked for 5 records but only 1"):
+        make_splits(loaded, {"big": {"role": "eval", "datasets": ["a"], "n": 5}})
+
+
+def test_load_splits_from_a_config_section(fixture_files):
+    data = {"seed": 0, "datasets": {"llm_lat_harmful": {"local_path": fixture_files["llm_lat_harmful"]},
+                                    "advbench": {"local_path": fixture_files["advbench"]},
+                                    "xstest": {"local_path": fixture_files["xstest"]}},
+            "splits": {"train": {"role": "train", "datasets": ["llm_lat_harmful"]},
+                       "eval_forbidden": {"role": "eval", "datasets": ["advbench"]},
+                       "eval_benign": {"role": "eval", "datasets": ["xstest"], "harmful": False}}}
+    assert check_data_config(data) == []
+    result = load_splits(data)
+    # advbench's three placeholders all appear in the LLM-LAT fixture: every one is removed
+    assert result.overlap["eval_forbidden"] == {"train": 3} and result.splits["eval_forbidden"] == []
+    assert [r["prompt"] for r in result.splits["eval_benign"]] == ["placeholder safe prompt"]
+
+
+def test_data_config_cross_checks():
+    data = {"datasets": {"mystery": {}, "advbench": {}},
+            "splits": {"eval": {"role": "eval", "datasets": ["advbench", "absent"]}}}
+    problems = check_data_config(data)
+    assert any("data.datasets.mystery: unknown loader 'mystery'" in p for p in problems)
+    assert any("data.splits.eval.datasets: ['absent'] not declared" in p for p in problems)
+
+
+def test_eval_records_have_the_pipeline_fields():
+    harmful = _records("harmbench", ["placeholder behaviour 1"])
+    harmful[0].update(context="placeholder context", harmful_completion="placeholder completion")
+    benign = _records("xstest", ["placeholder question 1"], harmful=False)
+    benign[0]["benign_answer"] = "placeholder answer"
+    records = to_eval_records("eval_mixed", harmful + benign)
+    for field in ["id", "split", "kind", "category", "entity", "template", "prompt", "response", "expected",
+                  "affirmative_prefix"]:
+        assert all(field in r for r in records)
+    forbidden, ok = records
+    assert forbidden["id"] == "eval_mixed-00000" and forbidden["kind"] == "forbidden"
+    assert forbidden["prompt"] == "placeholder context\n\n---\n\nplaceholder behaviour 1"
+    assert forbidden["behavior"] == "placeholder behaviour 1" and forbidden["context"] == "placeholder context"
+    assert forbidden["response"] == "placeholder completion" and forbidden["affirmative_prefix"] == "Sure, here is"
+    assert ok["kind"] == "benign" and ok["response"] == "placeholder answer" and ok["affirmative_prefix"] == ""
+
+
+def test_data_section_is_validated_with_defaults_and_names():
+    import copy
+
+    import yaml
+
+    from conftest import REPO
+    from latentaudit.config import ConfigError, validate_config
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["data"] = {"datasets": {"advbench": {"local_path": "advbench.csv"}},
+                      "splits": {"eval_forbidden": {"role": "eval", "datasets": ["advbench"]}}}
+    validated = validate_config(copy.deepcopy(config))
+    assert validated["data"]["seed"] == 0 and validated["data"]["datasets"]["advbench"]["hub_id"] is None
+    assert validated["data"]["splits"]["eval_forbidden"]["n"] is None
+    config["data"]["splits"]["eval_forbidden"]["role"] = "test"
+    with pytest.raises(ConfigError, match="data.splits.eval_forbidden.role"):
+        validate_config(copy.deepcopy(config))
+    config["data"]["splits"]["eval_forbidden"].update(role="eval", datasets=["advbnech"])
+    with pytest.raises(ConfigError, match="data.splits.eval_forbidden.datasets: \\['advbnech'\\] not declared"):
+        validate_config(config)
+
+
+def test_generations_carry_behavior_and_context_only_when_records_have_them():
+    from latentaudit.attacks.common import generations_frame
+    harmful = _records("harmbench", ["placeholder behaviour 1"])
+    harmful[0]["context"] = "placeholder context"
+    frame = generations_frame(to_eval_records("eval_forbidden", harmful), ["placeholder reply"])
+    assert frame["behavior"].tolist() == ["placeholder behaviour 1"]
+    assert frame["context"].tolist() == ["placeholder context"]
+    organism_like = [{k: v for k, v in r.items() if k not in ("behavior", "context")}
+                     for r in to_eval_records("eval_forbidden", harmful)]
+    assert "context" not in generations_frame(organism_like, ["placeholder reply"]).columns
