@@ -85,6 +85,10 @@ def validate_config(config: dict) -> dict:
     if "none" not in config["attacks"]:
         raise ConfigError("config error at attacks: 'none' (plain generation) is required: behaviour and the "
                           "clean rate come from it")
+    for name, settings in config["variants"].items():
+        if settings.get("layers") == "fragile" and settings.get("fragile_from") not in config["attacks"]:
+            raise ConfigError(f"config error at variants.{name}.fragile_from: {settings.get('fragile_from')!r} is "
+                              f"not a configured attack; valid: {sorted(set(config['attacks']) - {'none'})}")
     uses_organism = any(m["source"] == "organism" for m in config["models"].values())
     for name, model in config["models"].items():
         # A hub/path model *is* its aligned variant; the organism also has its pretrained one.

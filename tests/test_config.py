@@ -17,6 +17,12 @@ def _bad(edit):
     return str(error.value)
 
 
+def _with(edit):
+    config = copy.deepcopy(DEFAULT)
+    edit(config)
+    return config
+
+
 def test_shipped_configs_are_valid_and_defaults_are_filled():
     for path in [REPO / "config.yaml", *sorted((REPO / "configs").glob("*.yaml"))]:
         config = validate_config(yaml.safe_load(path.read_text()))
@@ -64,8 +70,32 @@ def test_plain_generation_is_required():
 
 
 def test_organism_variants_are_checked():
-    message = _bad(lambda c: c["models"]["organism"].update(variants=["aligned", "repbend"]))
-    assert "models.organism.variants" in message and "['repbend']" in message
+    message = _bad(lambda c: c["models"]["organism"].update(variants=["aligned", "repbnd"]))
+    assert "models.organism.variants" in message and "['repbnd']" in message and "'repbend'" in message
+
+
+def test_listed_variant_needs_its_settings():
+    def drop(config):
+        config["variants"].pop("lat")
+    message = _bad(drop)
+    assert "['lat']" in message and "configure a registered variant" in message
+
+
+def test_unknown_variant_and_variant_settings():
+    assert "unknown variant name(s) ['repbnd']" in _bad(lambda c: c["variants"].update(repbnd={}))
+    message = _bad(lambda c: c["variants"]["repbend"].update(alpah=0.5))
+    assert "variants.repbend" in message and "alpah" in message
+
+
+def test_lapt_fragile_layers_need_the_attack():
+    message = _bad(lambda c: c["variants"]["lapt"].update(fragile_from="asa_magic"))
+    assert "variants.lapt.fragile_from" in message and "'asa_random'" in message
+
+
+def test_hub_model_may_list_built_variants():
+    def add(config):
+        config["models"]["hub"] = {"source": "org/model", "variants": ["aligned", "repbend"]}
+    validate_config(_with(add))
 
 
 def test_negative_training_steps():

@@ -45,8 +45,9 @@ def build_refusal_sft(model, tokenizer, records: list[dict], settings: dict, see
             lr_scheduler_type=settings.get("schedule", "constant"),
             warmup_steps=int(settings.get("warmup_fraction", 0.0) * settings["steps"]), max_grad_norm=settings.get("grad_clip") or 0.0,
             max_length=settings.get("max_length", 512), completion_only_loss=True, seed=seed, data_seed=seed,
-            logging_steps=10, save_strategy="no", report_to=[], dataloader_num_workers=0,
-            use_cpu=model.device.type == "cpu", disable_tqdm=False)
+            logging_steps=1, save_strategy="no", report_to=[], dataloader_num_workers=0,
+            use_cpu=model.device.type == "cpu", disable_tqdm=False,
+            bf16=model.dtype == torch.bfloat16, fp16=False)  # train in the weights' own precision
         torch.manual_seed(seed)  # the adapter's initialisation draws from the global generator
         trainer = SFTTrainer(
             model=model, args=args, train_dataset=sft_dataset(records, chat_template), processing_class=tokenizer,
