@@ -19,6 +19,7 @@ include: "rules/models.smk"
 include: "rules/attacks.smk"
 include: "rules/scoring.smk"
 include: "rules/report.smk"
+include: "rules/bench.smk"
 
 
 # CPU-only rules (data, judging with rule judges, tables, plots) run on the submitting node,
