@@ -35,7 +35,7 @@ COLUMNS = ["setting", "n_generations", "naive_s", "fast_s", "speedup", "identica
 
 @dataclass(frozen=True)
 class BenchSettings:
-    """One benchmark run (configs/bench.yaml; configs/bench_gpu.yaml for the GPU variant)."""
+    """One benchmark run (configs/bench/cpu.yaml; configs/bench/gpu.yaml for the GPU variant)."""
     model: str = "organism"             # "organism": the model directory given; "random_llama": built from `random_llama`
     device: str = "cpu"
     dtype: str = "float32"

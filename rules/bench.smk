@@ -14,7 +14,7 @@ rule bench_sweep:
     input:
         script="workflow_scripts/bench.py",
         code=BENCH_CODE,
-        settings="configs/bench.yaml",
+        settings="configs/bench/cpu.yaml",
         model="results/models/organism/aligned",
         forbidden=organism_split("eval_forbidden"),
     output:
@@ -37,7 +37,7 @@ rule bench_gpu:
     input:
         script="workflow_scripts/bench.py",
         code=BENCH_CODE,
-        settings="configs/bench_gpu.yaml",
+        settings="configs/bench/gpu.yaml",
         model="results/models/organism/aligned",
         forbidden=organism_split("eval_forbidden"),
     output:
