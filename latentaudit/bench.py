@@ -244,14 +244,15 @@ def build_random_llama(tokenizer, settings: BenchSettings, device: torch.device)
 
 
 def load_bench_model(model_path: str, settings: BenchSettings):
+    """(model, tokenizer): the organism at ``model_path``, or a random Llama with its tokenizer."""
     from .models import load_model, resolve_device
 
-    model, tokenizer = load_model(model_path, None, settings.dtype, settings.device)
+    if settings.model == "organism":
+        return load_model(model_path, None, settings.dtype, settings.device)
     if settings.model == "random_llama":
-        model = build_random_llama(tokenizer, settings, resolve_device(settings.device))
-    elif settings.model != "organism":
-        raise ValueError(f"bench model {settings.model!r} unknown; valid: 'organism', 'random_llama'")
-    return model, tokenizer
+        _, tokenizer = load_model(model_path, None, "float32", "cpu")
+        return build_random_llama(tokenizer, settings, resolve_device(settings.device)), tokenizer
+    raise ValueError(f"bench model {settings.model!r} unknown; valid: 'organism', 'random_llama'")
 
 
 def run_bench(model_path: str, forbidden_path: str, settings: BenchSettings) -> pd.DataFrame:

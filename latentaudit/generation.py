@@ -81,17 +81,18 @@ def _clean_pass(model, batch, cache) -> list[torch.Tensor]:
     return residual
 
 
-def _perturbed_prefill(model, residual: list[torch.Tensor], clean_cache, unique: torch.Tensor, sites: torch.Tensor,
+def _perturbed_prefill(model, residual: list[torch.Tensor], clean_cache, unique: torch.Tensor,
                        perturbation: Perturbation, batch) -> tuple[torch.Tensor, DynamicCache | None]:
     """Final hidden states [R, T, d] of every row's perturbed prefill, and (with ``clean_cache``)
     the rows' KV cache, from the clean pass of their distinct sequences (``unique`` maps row ->
     sequence). Rows are grouped by site (contiguous), as ``_sweep_chunks`` orders them."""
     n_blocks = len(residual) - 1
+    sites, unique = perturbation.hidden_index, unique.to(perturbation.hidden_index.device)
     outputs, layer_keys = [], [[] for _ in range(n_blocks)]
     layer_values = [[] for _ in range(n_blocks)]
     for site in torch.unique_consecutive(sites).tolist():
         rows = (sites == site).nonzero()[:, 0]
-        source = unique[rows].to(residual[0].device)
+        source = unique[rows]
         start = site if site >= 0 else n_blocks  # untouched rows (-1): the clean result as is
         hidden = residual[start][source]
         if site >= 0:
@@ -141,8 +142,7 @@ def generate_sweep(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, p
         idx = torch.tensor(rows)
         perturbation = Perturbation(hidden_index[idx].to(device), batch_vectors(vectors, rows, p_len).to(device),
                                     positions[idx].to(device), torch.full((len(rows),), p_len, device=device))
-        final, cache = _perturbed_prefill(model, residual, clean_cache, unique, perturbation.hidden_index,
-                                          perturbation, clean_batch)
+        final, cache = _perturbed_prefill(model, residual, clean_cache, unique, perturbation, clean_batch)
         del residual, clean_cache
         token = head(final[:, -1]).argmax(-1)
         new = torch.full((len(rows), max_new_tokens), pad, dtype=torch.long, device=device)
@@ -184,6 +184,15 @@ def target_nll_sweep(model: PreTrainedModel, prompts: list[list[int]], targets: 
     clean pass below the row's site. [N] on the CPU."""
     device, head = model_device(model), lm_head(model)
     out = torch.zeros(len(prompts))
+    if not supports_shared_prefix(model):  # the plain perturbed forward, whole model per row
+        for start in range(0, len(prompts), batch_size):
+            rows = list(range(start, min(start + batch_size, len(prompts))))
+            batch = make_batch(prompts[start:rows[-1] + 1], targets[start:rows[-1] + 1], pad_id).to(device)
+            perturbation = Perturbation(hidden_index[rows], batch_vectors(vectors, rows, int(batch.prompt_end[0])),
+                                        positions[rows], batch.prompt_end)
+            with intervene(model, perturbation):
+                out[rows] = target_nll(model(**batch.model_inputs()).logits, batch.labels).cpu()
+        return out
     for rows in _sweep_chunks(prompts, hidden_index, batch_size):
         distinct, unique = _unique_rows([(tuple(prompts[i]), tuple(targets[i])) for i in rows])
         batch = make_batch([list(p) for p, _ in distinct], [list(t) for _, t in distinct], pad_id).to(device)
@@ -192,6 +201,6 @@ def target_nll_sweep(model: PreTrainedModel, prompts: list[list[int]], targets: 
         p_len = int(batch.prompt_end[0])
         perturbation = Perturbation(hidden_index[idx].to(device), batch_vectors(vectors, rows, p_len).to(device),
                                     positions[idx].to(device), torch.full((len(rows),), p_len, device=device))
-        final, _ = _perturbed_prefill(model, residual, None, unique, perturbation.hidden_index, perturbation, batch)
+        final, _ = _perturbed_prefill(model, residual, None, unique, perturbation, batch)
         out[idx] = target_nll(head(final), batch.labels[unique.to(device)]).cpu()
     return out

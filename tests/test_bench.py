@@ -96,3 +96,25 @@ def test_random_llama_option_builds_at_tiny_size(tokenizer):
 def test_unknown_bench_setting_is_named():
     with pytest.raises(ValueError, match="unknown bench settings \\['alpha'\\]"):
         BenchSettings.from_dict({"alpha": [1.0]})
+
+
+def test_sweep_works_through_a_peft_wrapper(tiny_model, tokenizer):
+    from peft import LoraConfig, get_peft_model
+
+    wrapped = get_peft_model(tiny_model, LoraConfig(r=2, target_modules=["q_proj"], task_type="CAUSAL_LM"))
+    rows, sites, vectors, codes = _grid(tokenizer, "last_prompt+generated")
+    fast = generate_sweep(wrapped, tokenizer, rows, 6, 8, sites, vectors, codes)
+    assert fast == generate(wrapped, tokenizer, rows, 6, 64, sites, vectors, codes)
+
+
+def test_unsupported_architectures_fall_back_to_the_plain_path(tiny_model, tokenizer, monkeypatch):
+    import latentaudit.generation as generation
+
+    rows, sites, vectors, codes = _grid(tokenizer, "prompt", per_token=True)
+    _, responses = generate(tiny_model, tokenizer, rows, 6, return_token_ids=True)
+    expected = target_nll_sweep(tiny_model, rows, responses, sites, vectors, codes, tokenizer.pad_token_id, 7)
+    monkeypatch.setattr(generation, "supports_shared_prefix", lambda model: False)
+    plain = generation.target_nll_sweep(tiny_model, rows, responses, sites, vectors, codes, tokenizer.pad_token_id, 7)
+    torch.testing.assert_close(plain, expected, rtol=0, atol=1e-5)
+    assert generation.generate_sweep(tiny_model, tokenizer, rows, 6, 8, sites, vectors, codes) == \
+        generate(tiny_model, tokenizer, rows, 6, 8, sites, vectors, codes)
