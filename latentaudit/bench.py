@@ -239,8 +239,9 @@ def build_random_llama(tokenizer, settings: BenchSettings, device: torch.device)
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                          max_position_embeddings=512, **settings.random_llama)
     torch.manual_seed(settings.seed)
-    model = LlamaForCausalLM(config).to(dtype=DTYPES[settings.dtype])
-    return model.to(device).eval()
+    with torch.device(device):  # initialise in place: a 1B model is slow to initialise on the CPU
+        model = LlamaForCausalLM(config)
+    return model.to(dtype=DTYPES[settings.dtype]).eval()
 
 
 def load_bench_model(model_path: str, settings: BenchSettings):
