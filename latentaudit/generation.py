@@ -6,7 +6,7 @@ from tqdm import tqdm
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from .batching import make_batch, target_nll
-from .hooks import (Perturbation, PromptDeltas, batch_vectors, decoder_parts, intervene, lm_head, record_residual,
+from .hooks import (PROMPT, Perturbation, PromptDeltas, batch_vectors, decoder_parts, intervene, lm_head, record_residual,
                     run_blocks_from, supports_shared_prefix, unwrap)
 
 
@@ -81,11 +81,18 @@ def _clean_pass(model, batch, cache) -> list[torch.Tensor]:
     return residual
 
 
+def _first_perturbed(positions: torch.Tensor, length: int) -> int:
+    """The first position any row may perturb: 0 with prompt positions, else the last prompt
+    token (prefill rows need at least its logits). Earlier positions are clean at every site."""
+    return 0 if bool(((positions & PROMPT) > 0).any()) else length - 1
+
+
 def _perturbed_prefill(model, residual: list[torch.Tensor], clean_cache, unique: torch.Tensor,
-                       perturbation: Perturbation, batch) -> tuple[torch.Tensor, DynamicCache | None]:
-    """Final hidden states [R, T, d] of every row's perturbed prefill, and (with ``clean_cache``)
-    the rows' KV cache, from the clean pass of their distinct sequences (``unique`` maps row ->
-    sequence). Rows are grouped by site (contiguous), as ``_sweep_chunks`` orders them."""
+                       perturbation: Perturbation, batch, first: int) -> tuple[torch.Tensor, DynamicCache | None]:
+    """Final hidden states [R, T - first, d] of every row's perturbed prefill from position
+    ``first`` on, and (with ``clean_cache``) the rows' KV cache, from the clean pass of their
+    distinct sequences (``unique`` maps row -> sequence). Rows are grouped by site (contiguous),
+    as ``_sweep_chunks`` orders them. ``first`` > 0 needs ``clean_cache``."""
     n_blocks = len(residual) - 1
     sites, unique = perturbation.hidden_index, unique.to(perturbation.hidden_index.device)
     outputs, layer_keys = [], [[] for _ in range(n_blocks)]
@@ -94,16 +101,20 @@ def _perturbed_prefill(model, residual: list[torch.Tensor], clean_cache, unique:
         rows = (sites == site).nonzero()[:, 0]
         source = unique[rows]
         start = site if site >= 0 else n_blocks  # untouched rows (-1): the clean result as is
-        hidden = residual[start][source]
+        hidden = residual[start][source][:, first:]
         if site >= 0:
-            delta = perturbation.select(rows).delta(site, 0, hidden.shape[1], hidden)
+            delta = perturbation.select(rows).delta(site, first, hidden.shape[1], hidden)
             hidden = hidden if delta is None else hidden + delta
         cache = None
         if clean_cache is not None:
             cache = DynamicCache(config=unwrap(model).config)
-            for layer in range(start):  # below the site: the clean prompt's keys/values
-                cache.update(clean_cache.layers[layer].keys[source], clean_cache.layers[layer].values[source], layer)
-        hidden = run_blocks_from(model, hidden, start, batch.attention_mask[source], batch.position_ids[source], cache)
+            for layer in range(n_blocks):  # below the site every position is clean, above it those before `first`
+                keep = slice(None) if layer < start else slice(0, first)
+                if layer < start or first > 0:
+                    cache.update(clean_cache.layers[layer].keys[source, :, keep],
+                                 clean_cache.layers[layer].values[source, :, keep], layer)
+        hidden = run_blocks_from(model, hidden, start, batch.attention_mask[source],
+                                 batch.position_ids[source][:, first:], cache, first)
         outputs.append(hidden)
         if cache is not None:
             for layer in range(n_blocks):
@@ -142,7 +153,8 @@ def generate_sweep(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, p
         idx = torch.tensor(rows)
         perturbation = Perturbation(hidden_index[idx].to(device), batch_vectors(vectors, rows, p_len).to(device),
                                     positions[idx].to(device), torch.full((len(rows),), p_len, device=device))
-        final, cache = _perturbed_prefill(model, residual, clean_cache, unique, perturbation, clean_batch)
+        final, cache = _perturbed_prefill(model, residual, clean_cache, unique, perturbation, clean_batch,
+                                          _first_perturbed(perturbation.positions, p_len))
         del residual, clean_cache
         token = head(final[:, -1]).argmax(-1)
         new = torch.full((len(rows), max_new_tokens), pad, dtype=torch.long, device=device)
@@ -196,11 +208,13 @@ def target_nll_sweep(model: PreTrainedModel, prompts: list[list[int]], targets: 
     for rows in _sweep_chunks(prompts, hidden_index, batch_size):
         distinct, unique = _unique_rows([(tuple(prompts[i]), tuple(targets[i])) for i in rows])
         batch = make_batch([list(p) for p, _ in distinct], [list(t) for _, t in distinct], pad_id).to(device)
-        residual = _clean_pass(model, batch, None)
+        clean_cache = DynamicCache(config=unwrap(model).config)
+        residual = _clean_pass(model, batch, clean_cache)
         idx = torch.tensor(rows)
         p_len = int(batch.prompt_end[0])
         perturbation = Perturbation(hidden_index[idx].to(device), batch_vectors(vectors, rows, p_len).to(device),
                                     positions[idx].to(device), torch.full((len(rows),), p_len, device=device))
-        final, _ = _perturbed_prefill(model, residual, None, unique, perturbation, batch)
-        out[idx] = target_nll(head(final), batch.labels[unique.to(device)]).cpu()
+        first = _first_perturbed(perturbation.positions, p_len)
+        final, _ = _perturbed_prefill(model, residual, clean_cache, unique, perturbation, batch, first)
+        out[idx] = target_nll(head(final), batch.labels[unique.to(device)][:, first:]).cpu()
     return out

@@ -230,21 +230,23 @@ def supports_shared_prefix(model: nn.Module) -> bool:
 
 
 def run_blocks_from(model: nn.Module, hidden: torch.Tensor, site: int, attention_mask: torch.Tensor,
-                    position_ids: torch.Tensor, cache=None) -> torch.Tensor:
+                    position_ids: torch.Tensor, cache=None, past: int = 0) -> torch.Tensor:
     """Continue a prefill from the residual stream at ``site`` (hidden [B, T, d], the state after
-    the site's perturbation): run blocks site..L-1 and the final norm; returns [B, T, d].
+    the site's perturbation, at absolute positions past..past+T-1): run blocks site..L-1 and the
+    final norm; returns [B, T, d].
 
-    ``attention_mask`` [B, T] marks real tokens; there must be no earlier tokens (a prefill).
-    ``cache`` (a DynamicCache) receives the keys/values of blocks site..L-1; its layers below
-    ``site`` are the caller's to fill (they are the clean, shared ones).
+    ``attention_mask`` [B, past + T] marks real tokens; ``position_ids`` [B, T]. ``cache`` (a
+    DynamicCache) receives the keys/values of blocks site..L-1; the caller fills its layers below
+    ``site`` (all positions) and, when ``past`` > 0, layers site.. with the first ``past``
+    positions (the clean ones, shared by every setting).
     """
     from transformers.masking_utils import create_causal_mask
 
     decoder, _, blocks = decoder_parts(model)
-    # The cache's lower layers already hold the prompt, so the mask is built as for a cache-free
-    # prefill of the same tokens, which is what the model itself builds from an empty cache.
+    # Sized against layer `site`: lower layers already hold every prompt position.
     mask = create_causal_mask(config=decoder.config, inputs_embeds=hidden, attention_mask=attention_mask,
-                              past_key_values=None, position_ids=position_ids)
+                              past_key_values=cache if past else None, position_ids=position_ids,
+                              layer_idx=site if past else None)
     position_embeddings = decoder.rotary_emb(hidden, position_ids=position_ids)
     for block in blocks[site:]:
         hidden = block(hidden, attention_mask=mask, position_embeddings=position_embeddings,
