@@ -216,5 +216,13 @@ def target_nll_sweep(model: PreTrainedModel, prompts: list[list[int]], targets: 
                                     positions[idx].to(device), torch.full((len(rows),), p_len, device=device))
         first = _first_perturbed(perturbation.positions, p_len)
         final, _ = _perturbed_prefill(model, residual, clean_cache, unique, perturbation, batch, first)
-        out[idx] = target_nll(head(final), batch.labels[unique.to(device)][:, first:]).cpu()
+        logits, labels = head(final), batch.labels[unique.to(device)]
+        # Each row is scored on its own unpadded span, zero logits before `first` (masked out by
+        # the labels): the same shapes, hence the same summation order, as a single-row probe.
+        for j, i in enumerate(rows):
+            begin, end = p_len - len(prompts[i]), p_len + len(targets[i])
+            row_logits = logits.new_zeros(1, end - begin, logits.shape[-1])
+            lo = max(first, begin)
+            row_logits[0, lo - begin:] = logits[j, lo - first:end - first]
+            out[i] = target_nll(row_logits, labels[j:j + 1, begin:end]).item()
     return out
