@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 CORES ?= 2
 
-.PHONY: setup run test test-fast dag clean
+.PHONY: setup run test test-fast dag bench clean
 
 setup: $(VENV)/.installed
 
@@ -26,6 +26,10 @@ test: setup
 
 test-fast: setup
 	$(VENV)/bin/pytest -m "not slow"
+
+# Naive vs shared-prefix sweep timings on the aligned organism: results/bench/sweep.{csv,md}.
+bench: setup
+	$(VENV)/bin/snakemake --cores $(CORES) bench
 
 dag: setup
 	$(VENV)/bin/snakemake --dag | dot -Tpng > dag.png

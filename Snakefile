@@ -20,6 +20,7 @@ include: "rules/variants.smk"
 include: "rules/attacks.smk"
 include: "rules/scoring.smk"
 include: "rules/report.smk"
+include: "rules/bench.smk"
 
 
 # CPU-only rules (data, judging with rule judges, tables, plots) run on the submitting node,

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import torch
 from tqdm import tqdm
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
-from .batching import make_batch
-from .hooks import Perturbation, PromptDeltas, batch_vectors, intervene
+from .batching import make_batch, target_nll
+from .hooks import (PROMPT, Perturbation, PromptDeltas, batch_vectors, decoder_parts, intervene, lm_head, record_residual,
+                    run_blocks_from, supports_shared_prefix, unwrap)
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
@@ -46,3 +47,182 @@ def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts
                 ids = ids[:ids.index(tokenizer.eos_token_id) + 1]
             token_ids[i] = ids
     return (completions, token_ids) if return_token_ids else completions
+
+
+# ---------------------------------------------------------------------------------------
+# Sweeps: many perturbations of few prompts. A perturbation at site s cannot change any site
+# below s during the prefill, so each distinct prompt is run clean once (its residual at every
+# site and its KV cache recorded), and each setting only runs blocks s..L-1 of its prefill
+# from the recorded residual. The lower blocks' KV cache is the clean one, copied per row.
+# Decoding steps run the whole model (generated tokens differ per setting), batched.
+
+
+def _sweep_chunks(prompts: list[list[int]], hidden_index: torch.Tensor, batch_size: int) -> list[list[int]]:
+    """Rows ordered by prompt length (less padding), chunks of ``batch_size``, each chunk's rows
+    grouped by site so every site's rows are one contiguous slice."""
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    chunks = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+    return [sorted(chunk, key=lambda i: (int(hidden_index[i]), len(prompts[i]))) for chunk in chunks]
+
+
+def _unique_rows(sequences: list[tuple]) -> tuple[list[tuple], torch.Tensor]:
+    """(distinct sequences in first-seen order, index of each row's sequence among them)."""
+    first: dict[tuple, int] = {}
+    index = [first.setdefault(s, len(first)) for s in sequences]
+    return list(first), torch.tensor(index)
+
+
+@torch.no_grad()
+def _clean_pass(model, batch, cache) -> list[torch.Tensor]:
+    """Residual at every site of a clean forward of ``batch``, filling ``cache`` if given."""
+    decoder = decoder_parts(model)[0]
+    with record_residual(model) as residual:
+        decoder(**batch.model_inputs(), past_key_values=cache, use_cache=cache is not None)
+    return residual
+
+
+def _first_perturbed(positions: torch.Tensor, length: int) -> int:
+    """The first position any row may perturb: 0 with prompt positions, else the last prompt
+    token (prefill rows need at least its logits). Earlier positions are clean at every site."""
+    return 0 if bool(((positions & PROMPT) > 0).any()) else length - 1
+
+
+def _perturbed_prefill(model, residual: list[torch.Tensor], clean_cache, unique: torch.Tensor,
+                       perturbation: Perturbation, batch, first: int) -> tuple[torch.Tensor, DynamicCache | None]:
+    """Final hidden states [R, T - first, d] of every row's perturbed prefill from position
+    ``first`` on, and (with ``clean_cache``) the rows' KV cache, from the clean pass of their
+    distinct sequences (``unique`` maps row -> sequence). Rows are grouped by site (contiguous),
+    as ``_sweep_chunks`` orders them. ``first`` > 0 needs ``clean_cache``."""
+    n_blocks = len(residual) - 1
+    sites, unique = perturbation.hidden_index, unique.to(perturbation.hidden_index.device)
+    outputs, layer_keys = [], [[] for _ in range(n_blocks)]
+    layer_values = [[] for _ in range(n_blocks)]
+    for site in torch.unique_consecutive(sites).tolist():
+        rows = (sites == site).nonzero()[:, 0]
+        source = unique[rows]
+        start = site if site >= 0 else n_blocks  # untouched rows (-1): the clean result as is
+        hidden = residual[start][source][:, first:]
+        if site >= 0:
+            delta = perturbation.select(rows).delta(site, first, hidden.shape[1], hidden)
+            hidden = hidden if delta is None else hidden + delta
+        cache = None
+        if clean_cache is not None:
+            cache = DynamicCache(config=unwrap(model).config)
+            for layer in range(n_blocks):  # below the site every position is clean, above it those before `first`
+                keep = slice(None) if layer < start else slice(0, first)
+                if layer < start or first > 0:
+                    cache.update(clean_cache.layers[layer].keys[source, :, keep],
+                                 clean_cache.layers[layer].values[source, :, keep], layer)
+        hidden = run_blocks_from(model, hidden, start, batch.attention_mask[source],
+                                 batch.position_ids[source][:, first:], cache, first)
+        outputs.append(hidden)
+        if cache is not None:
+            for layer in range(n_blocks):
+                layer_keys[layer].append(cache.layers[layer].keys)
+                layer_values[layer].append(cache.layers[layer].values)
+    rows_cache = None
+    if clean_cache is not None:
+        rows_cache = DynamicCache(config=unwrap(model).config)
+        for layer in range(n_blocks):
+            rows_cache.update(torch.cat(layer_keys[layer]), torch.cat(layer_values[layer]), layer)
+    return torch.cat(outputs), rows_cache
+
+
+@torch.no_grad()
+def generate_sweep(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[list[int]],
+                   max_new_tokens: int, batch_size: int = 256, hidden_index: torch.Tensor | None = None,
+                   vectors: torch.Tensor | PromptDeltas | None = None, positions: torch.Tensor | None = None,
+                   desc: str = "generate_sweep",
+                   return_token_ids: bool = False) -> list[str] | tuple[list[str], list[list[int]]]:
+    """``generate`` for sweeps (same arguments, same greedy results): rows that share a prompt
+    share its clean prefill below their site; see the section comment above. Falls back to
+    ``generate`` for architectures ``hooks.supports_shared_prefix`` does not cover."""
+    if hidden_index is None or not supports_shared_prefix(model):
+        return generate(model, tokenizer, prompts, max_new_tokens, batch_size, hidden_index, vectors, positions,
+                        desc, return_token_ids)
+    device, eos, pad = model_device(model), tokenizer.eos_token_id, tokenizer.pad_token_id
+    head = lm_head(model)
+    completions: list[str] = [""] * len(prompts)
+    token_ids: list[list[int]] = [[] for _ in prompts]
+    for rows in tqdm(_sweep_chunks(prompts, hidden_index, batch_size), desc=desc, mininterval=5):
+        distinct, unique = _unique_rows([tuple(prompts[i]) for i in rows])
+        clean_batch = make_batch([list(p) for p in distinct], None, pad).to(device)
+        p_len = clean_batch.input_ids.shape[1]
+        clean_cache = DynamicCache(config=unwrap(model).config)
+        residual = _clean_pass(model, clean_batch, clean_cache)
+        idx = torch.tensor(rows)
+        perturbation = Perturbation(hidden_index[idx].to(device), batch_vectors(vectors, rows, p_len).to(device),
+                                    positions[idx].to(device), torch.full((len(rows),), p_len, device=device))
+        final, cache = _perturbed_prefill(model, residual, clean_cache, unique, perturbation, clean_batch,
+                                          _first_perturbed(perturbation.positions, p_len))
+        del residual, clean_cache
+        token = head(final[:, -1]).argmax(-1)
+        new = torch.full((len(rows), max_new_tokens), pad, dtype=torch.long, device=device)
+        new[:, 0] = token
+        mask = clean_batch.attention_mask[unique.to(device)]
+        active = torch.arange(len(rows), device=device)
+        # Decoding: every block, the perturbation hooked at generated positions. Rows that
+        # emitted EOS leave the batch (model.generate keeps them, padded, to the same result).
+        for step in range(1, max_new_tokens):
+            keep = token != eos
+            if not bool(keep.all()):
+                if not bool(keep.any()):
+                    break
+                kept = keep.nonzero()[:, 0]
+                active, token, mask = active[kept], token[kept], mask[kept]
+                perturbation = perturbation.select(kept)
+                cache.batch_select_indices(kept)
+            mask = torch.cat([mask, mask.new_ones(len(active), 1)], dim=1)
+            with intervene(model, perturbation):
+                logits = model(input_ids=token[:, None], attention_mask=mask, position_ids=mask.sum(-1, keepdim=True) - 1,
+                               past_key_values=cache, use_cache=True, logits_to_keep=1).logits
+            token = logits[:, -1].argmax(-1)
+            new[active, step] = token
+        texts = tokenizer.batch_decode(new, skip_special_tokens=True)
+        for i, text, ids in zip(rows, texts, new.tolist()):
+            completions[i] = text.strip()
+            if eos in ids:
+                ids = ids[:ids.index(eos) + 1]
+            token_ids[i] = ids
+    return (completions, token_ids) if return_token_ids else completions
+
+
+@torch.no_grad()
+def target_nll_sweep(model: PreTrainedModel, prompts: list[list[int]], targets: list[list[int]],
+                     hidden_index: torch.Tensor, vectors: torch.Tensor | PromptDeltas, positions: torch.Tensor,
+                     pad_id: int, batch_size: int = 256) -> torch.Tensor:
+    """Per-row summed NLL of ``targets`` after ``prompts`` with each row's perturbation active (the
+    teacher-forced score of ``attacks.common.nll_probe``), sharing each distinct (prompt, target)'s
+    clean pass below the row's site. [N] on the CPU."""
+    device, head = model_device(model), lm_head(model)
+    out = torch.zeros(len(prompts))
+    if not supports_shared_prefix(model):  # the plain perturbed forward, whole model per row
+        for start in range(0, len(prompts), batch_size):
+            rows = list(range(start, min(start + batch_size, len(prompts))))
+            batch = make_batch(prompts[start:rows[-1] + 1], targets[start:rows[-1] + 1], pad_id).to(device)
+            perturbation = Perturbation(hidden_index[rows], batch_vectors(vectors, rows, int(batch.prompt_end[0])),
+                                        positions[rows], batch.prompt_end)
+            with intervene(model, perturbation):
+                out[rows] = target_nll(model(**batch.model_inputs()).logits, batch.labels).cpu()
+        return out
+    for rows in _sweep_chunks(prompts, hidden_index, batch_size):
+        distinct, unique = _unique_rows([(tuple(prompts[i]), tuple(targets[i])) for i in rows])
+        batch = make_batch([list(p) for p, _ in distinct], [list(t) for _, t in distinct], pad_id).to(device)
+        clean_cache = DynamicCache(config=unwrap(model).config)
+        residual = _clean_pass(model, batch, clean_cache)
+        idx = torch.tensor(rows)
+        p_len = int(batch.prompt_end[0])
+        perturbation = Perturbation(hidden_index[idx].to(device), batch_vectors(vectors, rows, p_len).to(device),
+                                    positions[idx].to(device), torch.full((len(rows),), p_len, device=device))
+        first = _first_perturbed(perturbation.positions, p_len)
+        final, _ = _perturbed_prefill(model, residual, clean_cache, unique, perturbation, batch, first)
+        logits, labels = head(final), batch.labels[unique.to(device)]
+        # Each row is scored on its own unpadded span, zero logits before `first` (masked out by
+        # the labels): the same shapes, hence the same summation order, as a single-row probe.
+        for j, i in enumerate(rows):
+            begin, end = p_len - len(prompts[i]), p_len + len(targets[i])
+            row_logits = logits.new_zeros(1, end - begin, logits.shape[-1])
+            lo = max(first, begin)
+            row_logits[0, lo - begin:] = logits[j, lo - first:end - first]
+            out[i] = target_nll(row_logits, labels[j:j + 1, begin:end]).item()
+    return out

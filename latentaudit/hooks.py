@@ -84,6 +84,10 @@ class Perturbation:
             if getattr(self, name).shape[0] != b:
                 raise ValueError(f"Perturbation.{name} has {getattr(self, name).shape[0]} rows, expected {b}")
 
+    def select(self, rows: torch.Tensor) -> "Perturbation":
+        """The perturbation of a subset of rows (a sweep drops rows that finished)."""
+        return Perturbation(self.hidden_index[rows], self.vector[rows], self.positions[rows], self.prompt_end[rows])
+
     def delta(self, site: int, offset: int, length: int, like: torch.Tensor) -> torch.Tensor | None:
         """The additive term for hidden states of shape [B, length, d] at absolute positions
         offset..offset+length-1 of ``site``; None when no row acts here."""
@@ -207,3 +211,49 @@ def frozen_weights(model: nn.Module) -> Iterator[None]:
     finally:
         for p, r in zip(model.parameters(), requires):
             p.requires_grad_(r)
+
+
+# ---------------------------------------------------------------------------------------
+# Shared-prefix execution: a perturbation at site s leaves every site below s unchanged, so a
+# sweep can run the clean model once per prompt and only blocks s..L-1 once per setting.
+
+# Architectures whose decoder is exactly embed -> blocks(causal mask, rotary) -> norm, so
+# running a suffix of the blocks by hand reproduces the model's own forward.
+SHARED_PREFIX_MODEL_TYPES = ("llama", "mistral", "qwen2")
+
+
+def supports_shared_prefix(model: nn.Module) -> bool:
+    """Whether ``run_blocks_from`` reproduces this model's forward (plain causal attention)."""
+    config = unwrap(model).config
+    sliding = getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True)
+    return config.model_type in SHARED_PREFIX_MODEL_TYPES and not sliding
+
+
+def run_blocks_from(model: nn.Module, hidden: torch.Tensor, site: int, attention_mask: torch.Tensor,
+                    position_ids: torch.Tensor, cache=None, past: int = 0) -> torch.Tensor:
+    """Continue a prefill from the residual stream at ``site`` (hidden [B, T, d], the state after
+    the site's perturbation, at absolute positions past..past+T-1): run blocks site..L-1 and the
+    final norm; returns [B, T, d].
+
+    ``attention_mask`` [B, past + T] marks real tokens; ``position_ids`` [B, T]. ``cache`` (a
+    DynamicCache) receives the keys/values of blocks site..L-1; the caller fills its layers below
+    ``site`` (all positions) and, when ``past`` > 0, layers site.. with the first ``past``
+    positions (the clean ones, shared by every setting).
+    """
+    from transformers.masking_utils import create_causal_mask
+
+    decoder, _, blocks = decoder_parts(model)
+    # Sized against layer `site`: lower layers already hold every prompt position.
+    mask = create_causal_mask(config=decoder.config, inputs_embeds=hidden, attention_mask=attention_mask,
+                              past_key_values=cache if past else None, position_ids=position_ids,
+                              layer_idx=site if past else None)
+    position_embeddings = decoder.rotary_emb(hidden, position_ids=position_ids)
+    for block in blocks[site:]:
+        hidden = block(hidden, attention_mask=mask, position_embeddings=position_embeddings,
+                       position_ids=position_ids, past_key_values=cache, use_cache=cache is not None)
+        hidden = hidden[0] if isinstance(hidden, tuple) else hidden
+    return decoder.norm(hidden)
+
+
+def lm_head(model: nn.Module) -> nn.Module:
+    return unwrap(model).get_output_embeddings()

@@ -8,7 +8,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..batching import make_batch, prompt_token_ids, target_nll
-from ..generation import generate, model_device
+from ..generation import generate, generate_sweep, model_device, target_nll_sweep
 from ..hooks import Perturbation, PromptDeltas, batch_vectors, hidden_index, intervene, n_layers, position_code
 
 RECORD_COLUMNS = ["id", "split", "kind", "category", "entity", "expected", "prompt"]
@@ -94,17 +94,19 @@ def evaluate_vectors(context: AttackContext, prompt_index: list[int], layer: lis
     sites = site_indices(layer, n_layers(context.model))
     codes = torch.full((len(layer),), position_code(positions))
     rows_f = [f_ids[i] for i in prompt_index]
-    texts_f = generate(context.model, context.tokenizer, rows_f, context.max_new_tokens, context.batch_size,
-                       sites, vectors, codes, desc=f"{name} forbidden")
-    texts_b = generate(context.model, context.tokenizer, [b_ids[i] for i in prompt_index], context.max_new_tokens,
-                       context.batch_size, sites, vectors, codes, desc=f"{name} benign control")
+    # The sweep path: one clean prefill per prompt below each row's site (same greedy tokens).
+    texts_f = generate_sweep(context.model, context.tokenizer, rows_f, context.max_new_tokens, context.batch_size,
+                             sites, vectors, codes, desc=f"{name} forbidden")
+    texts_b = generate_sweep(context.model, context.tokenizer, [b_ids[i] for i in prompt_index],
+                             context.max_new_tokens, context.batch_size, sites, vectors, codes,
+                             desc=f"{name} benign control")
     # NLL probe: the original clean response, scored under each perturbation.
     pad = context.tokenizer.pad_token_id
     _, clean_ids = generate(context.model, context.tokenizer, f_ids, context.max_new_tokens, context.batch_size,
                             desc="clean", return_token_ids=True)
     nll_clean = nll_probe(context.model, f_ids, clean_ids, None, None, None, pad, context.batch_size)
-    nll = nll_probe(context.model, rows_f, [clean_ids[i] for i in prompt_index], sites, vectors, codes, pad,
-                    context.batch_size)
+    nll = target_nll_sweep(context.model, rows_f, [clean_ids[i] for i in prompt_index], sites, vectors, codes, pad,
+                           context.batch_size)
     settings = {"layer": layer, "strength": strength, "direction": direction}
     frame_f = generations_frame([forbidden[i] for i in prompt_index], texts_f, **settings,
                                 nll=nll.numpy(), nll_clean=nll_clean[prompt_index].numpy())

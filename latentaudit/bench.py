@@ -1,0 +1,306 @@
+"""Benchmark: attack sweeps run the naive way (one ``model.generate`` call and one NLL-probe
+forward per (prompt, layer, setting), single-row hook, as the papers' public codes do) against
+the shared-prefix batched path (``generation.generate_sweep``, ``generation.target_nll_sweep``).
+
+Both paths must agree: greedy tokens equal, NLL-probe values within ``tolerance``. The naive
+loop is too slow to run in full on a CPU, so it is timed on a seeded random subsample of the
+grid (``naive_sample`` rows) and its time is extrapolated per generation; identity is checked
+on that subsample. The CSV says which rows were subsampled and how many were measured.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+import torch
+
+from .attacks.asa import asa_random_vectors, last_prompt_hidden, random_directions
+from .attacks.common import nll_probe, resolve_layers, site_indices
+from .attacks.latent_pgd import latent_pgd_deltas
+from .batching import prompt_token_ids, target_token_ids
+from .generation import generate, generate_sweep, model_device, target_nll_sweep
+from .hooks import PromptDeltas, n_layers, position_code
+from .io import read_jsonl
+from .provenance import write_meta
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ["setting", "n_generations", "naive_s", "fast_s", "speedup", "identical", "naive_peak_mb", "fast_peak_mb"]
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """One benchmark run (configs/bench/cpu.yaml; configs/bench/gpu.yaml for the GPU variant)."""
+    model: str = "organism"             # "organism": the model directory given; "random_llama": built from `random_llama`
+    device: str = "cpu"
+    dtype: str = "float32"
+    random_llama: dict = field(default_factory=lambda: {
+        "hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16, "num_attention_heads": 32,
+        "num_key_value_heads": 8})      # about 1B parameters with a 32k vocabulary; the organism's vocabulary here
+    chat_template: bool = True
+    n_prompts: int = 0                  # eval prompts used; 0 = all
+    layers: list | str = "all"
+    alphas: list = field(default_factory=lambda: [0.5, 1.0, 2.0, 4.0, 8.0])
+    n_directions: int = 8
+    normalisation: str = "eq1"
+    asa_positions: str = "last_prompt+generated"
+    lvs_budgets: list = field(default_factory=lambda: [0.05, 0.1, 0.25, 0.5])
+    lvs_steps: int = 10
+    lvs_step_size: float = 0.25
+    max_new_tokens: int = 20
+    batch_size: int = 256
+    naive_sample: int = 256             # grid rows the naive loop runs; 0 = the whole grid
+    tolerance: float = 1e-5             # max |NLL naive - NLL fast|
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "BenchSettings":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown bench settings {unknown}; valid: {sorted(known)}")
+        return cls(**values)
+
+
+@dataclass
+class SweepGrid:
+    """Rows of one sweep: each row is a prompt perturbed at one site; ``vectors(rows, batch_size)``
+    computes the rows' perturbations (cheap for ASA, latent PGD for LVS, timed with the sweep)."""
+    name: str
+    prompts: list[list[int]]
+    responses: list[list[int]]          # each row's clean response, for the NLL probe
+    sites: torch.Tensor
+    positions: torch.Tensor
+    vectors: Callable[[list[int], int], "torch.Tensor | PromptDeltas"]
+
+
+# --- memory -----------------------------------------------------------------------------
+
+class PeakMemory:
+    """Peak memory of a phase, in MB above its start: CUDA allocator peak on a GPU, else the
+    process's peak resident set (Linux VmHWM, reset through /proc/self/clear_refs)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def __enter__(self) -> "PeakMemory":
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.start = torch.cuda.memory_allocated(self.device)
+        else:
+            self.start = _proc_status_kb("VmRSS")
+            try:
+                Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+            except OSError:
+                log.warning("cannot reset the peak RSS; peak memory is the process's peak so far")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            self.peak_mb = (torch.cuda.max_memory_allocated(self.device) - self.start) / 2**20
+        else:
+            self.peak_mb = (_proc_status_kb("VmHWM") - self.start) / 1024
+
+
+def _proc_status_kb(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+# --- the two paths ----------------------------------------------------------------------
+
+def run_naive(model, tokenizer, grid: SweepGrid, rows: list[int], max_new_tokens: int):
+    """One model.generate call and one NLL-probe forward per row, each with a single-row hook."""
+    vectors = grid.vectors(rows, 1)
+    token_ids, nll = [], []
+    pad = tokenizer.pad_token_id
+    for j, i in enumerate(rows):
+        vector = vectors[j:j + 1] if isinstance(vectors, torch.Tensor) else [vectors[j]]
+        site, code = grid.sites[i:i + 1], grid.positions[i:i + 1]
+        _, ids = generate(model, tokenizer, [grid.prompts[i]], max_new_tokens, 1, site, vector, code,
+                          desc="naive", return_token_ids=True)
+        token_ids.append(ids[0])
+        nll.append(nll_probe(model, [grid.prompts[i]], [grid.responses[i]], site, vector, code, pad, 1))
+    return token_ids, torch.cat(nll)
+
+
+def run_fast(model, tokenizer, grid: SweepGrid, max_new_tokens: int, batch_size: int):
+    """Every row of the grid through the shared-prefix batched path."""
+    rows = list(range(len(grid.prompts)))
+    vectors = grid.vectors(rows, batch_size)
+    _, token_ids = generate_sweep(model, tokenizer, grid.prompts, max_new_tokens, batch_size, grid.sites, vectors,
+                                  grid.positions, desc=f"{grid.name} fast", return_token_ids=True)
+    nll = target_nll_sweep(model, grid.prompts, grid.responses, grid.sites, vectors, grid.positions,
+                           tokenizer.pad_token_id, batch_size)
+    return token_ids, nll
+
+
+def compare_sweep(model, tokenizer, grid: SweepGrid, settings: BenchSettings) -> dict:
+    """Time both paths on ``grid``; one results row."""
+    device = model_device(model)
+    n = len(grid.prompts)
+    sample = list(range(n))
+    if 0 < settings.naive_sample < n:
+        sample = sorted(random.Random(settings.seed).sample(sample, settings.naive_sample))
+    with PeakMemory(device) as naive_memory:
+        _sync(device)
+        start = time.perf_counter()
+        naive_ids, naive_nll = run_naive(model, tokenizer, grid, sample, settings.max_new_tokens)
+        _sync(device)
+        naive_measured = time.perf_counter() - start
+    with PeakMemory(device) as fast_memory:
+        _sync(device)
+        start = time.perf_counter()
+        fast_ids, fast_nll = run_fast(model, tokenizer, grid, settings.max_new_tokens, settings.batch_size)
+        _sync(device)
+        fast_s = time.perf_counter() - start
+    naive_s = naive_measured / len(sample) * n
+    tokens_equal = sum(fast_ids[i] == ids for i, ids in zip(sample, naive_ids))
+    nll_diff = float((fast_nll[sample] - naive_nll).abs().max())
+    naive_tokens = sum(len(ids) for ids in naive_ids)
+    fast_tokens = sum(len(ids) for ids in fast_ids)
+    row = {"setting": grid.name, "n_generations": n, "naive_s": naive_s, "fast_s": fast_s,
+           "speedup": naive_s / fast_s, "identical": tokens_equal == len(sample) and nll_diff <= settings.tolerance,
+           "naive_peak_mb": naive_memory.peak_mb, "fast_peak_mb": fast_memory.peak_mb,
+           "naive_measured": len(sample), "naive_extrapolated": len(sample) < n, "naive_measured_s": naive_measured,
+           "tokens_equal": tokens_equal, "max_nll_diff": nll_diff,
+           "naive_tokens_per_s": naive_tokens / naive_measured, "fast_tokens_per_s": fast_tokens / fast_s,
+           "device": device.type}
+    log.info("%s", row)
+    return row
+
+
+# --- the two sweeps ---------------------------------------------------------------------
+
+def asa_grid(model, tokenizer, prompts: list[list[int]], responses: list[list[int]],
+             settings: BenchSettings) -> SweepGrid:
+    """ASA_random: every layer x alpha x direction x prompt, as ``attack_asa_random`` lays it out."""
+    n_blocks = n_layers(model)
+    layers = resolve_layers(settings.layers, n_blocks)
+    h_last = last_prompt_hidden(model, prompts, tokenizer.pad_token_id, settings.batch_size)
+    z = random_directions(len(prompts), settings.n_directions, h_last.shape[-1], True, settings.seed)
+    index, layer, vectors = [], [], []
+    for alpha in settings.alphas:
+        for block in layers:
+            for k in range(settings.n_directions):
+                vectors.append(asa_random_vectors(h_last[:, block + 1], z[k], alpha, settings.normalisation))
+                index += range(len(prompts))
+                layer += [block] * len(prompts)
+    table = torch.cat(vectors)
+    return SweepGrid("asa_random", [prompts[i] for i in index], [responses[i] for i in index],
+                     site_indices(layer, n_blocks), torch.full((len(index),), position_code(settings.asa_positions)),
+                     lambda rows, _batch_size: table[torch.as_tensor(rows)])
+
+
+def lvs_grid(model, tokenizer, prompts: list[list[int]], responses: list[list[int]], targets: list[list[int]],
+             settings: BenchSettings) -> SweepGrid:
+    """LVS-style: ℓ∞ sign-PGD on prompt positions toward the affirmative prefix, per budget and
+    layer, then generation; the PGD is part of each path's time (batch 1 naive, batched fast)."""
+    n_blocks = n_layers(model)
+    layers = resolve_layers(settings.layers, n_blocks)
+    grid = [(eps, block, i) for eps in settings.lvs_budgets for block in layers for i in range(len(prompts))]
+    index = [i for _, _, i in grid]
+    sites = site_indices([block for _, block, _ in grid], n_blocks)
+    budgets = torch.tensor([float(eps) for eps, _, _ in grid])
+
+    def vectors(rows: list[int], batch_size: int) -> PromptDeltas:
+        rows_t = torch.as_tensor(rows)
+        return latent_pgd_deltas(model, [prompts[index[r]] for r in rows], [targets[index[r]] for r in rows],
+                                 sites[rows_t], budgets[rows_t], "linf", settings.lvs_steps, settings.lvs_step_size,
+                                 tokenizer.pad_token_id, batch_size, desc="lvs pgd")
+
+    return SweepGrid("lvs_linf_pgd", [prompts[i] for i in index], [responses[i] for i in index], sites,
+                     torch.full((len(index),), position_code("prompt")), vectors)
+
+
+# --- the run ----------------------------------------------------------------------------
+
+def build_random_llama(tokenizer, settings: BenchSettings, device: torch.device):
+    """A randomly initialised Llama (the GPU benchmark's stand-in for a ~1B model)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+    from .models import DTYPES
+
+    config = LlamaConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         max_position_embeddings=512, **settings.random_llama)
+    torch.manual_seed(settings.seed)
+    with torch.device(device):  # initialise in place: a 1B model is slow to initialise on the CPU
+        model = LlamaForCausalLM(config)
+    return model.to(dtype=DTYPES[settings.dtype]).eval()
+
+
+def load_bench_model(model_path: str, settings: BenchSettings):
+    """(model, tokenizer): the organism at ``model_path``, or a random Llama with its tokenizer."""
+    from .models import load_model, resolve_device
+
+    if settings.model == "organism":
+        return load_model(model_path, None, settings.dtype, settings.device)
+    if settings.model == "random_llama":
+        _, tokenizer = load_model(model_path, None, "float32", "cpu")
+        return build_random_llama(tokenizer, settings, resolve_device(settings.device)), tokenizer
+    raise ValueError(f"bench model {settings.model!r} unknown; valid: 'organism', 'random_llama'")
+
+
+def run_bench(model_path: str, forbidden_path: str, settings: BenchSettings) -> pd.DataFrame:
+    """Both sweeps, naive vs fast: one row per sweep (``COLUMNS`` first)."""
+    torch.manual_seed(settings.seed)
+    model, tokenizer = load_bench_model(model_path, settings)
+    records = read_jsonl(forbidden_path)
+    if settings.n_prompts:
+        records = records[:settings.n_prompts]
+    prompts = [prompt_token_ids(tokenizer, r["prompt"], settings.chat_template) for r in records]
+    targets = [target_token_ids(tokenizer, r["affirmative_prefix"]) for r in records]
+    # The NLL probe scores each prompt's clean response; both paths share it, so it is not timed.
+    _, responses = generate(model, tokenizer, prompts, settings.max_new_tokens, settings.batch_size,
+                            desc="clean", return_token_ids=True)
+    grids = [asa_grid(model, tokenizer, prompts, responses, settings),
+             lvs_grid(model, tokenizer, prompts, responses, targets, settings)]
+    frame = pd.DataFrame([compare_sweep(model, tokenizer, grid, settings) for grid in grids])
+    return frame[COLUMNS + [c for c in frame.columns if c not in COLUMNS]]
+
+
+def render_markdown(frame: pd.DataFrame, settings: BenchSettings) -> str:
+    """The table plus what was measured how."""
+    shown = frame.copy()
+    for column in ("naive_s", "fast_s", "naive_measured_s"):
+        shown[column] = shown[column].map(lambda s: f"{s:.1f}")
+    shown["speedup"] = shown["speedup"].map(lambda s: f"{s:.1f}x")
+    for column in ("naive_peak_mb", "fast_peak_mb", "naive_tokens_per_s", "fast_tokens_per_s"):
+        shown[column] = shown[column].map(lambda v: f"{v:.0f}")
+    shown["max_nll_diff"] = shown["max_nll_diff"].map(lambda v: f"{v:.1e}")
+    notes = [
+        "# Sweep benchmark: naive loop vs shared-prefix batched path", "",
+        f"Model: {settings.model} ({settings.dtype}) on {frame['device'].iloc[0]}; "
+        f"max_new_tokens {settings.max_new_tokens}, batch size {settings.batch_size}.", "",
+        shown.to_markdown(index=False), "",
+        "- naive: one `model.generate` call and one NLL-probe forward per grid row, single-row hook "
+        "(LVS: latent PGD with batch size 1 as well).",
+        "- fast: `generate_sweep` + `target_nll_sweep` (one clean prefill per prompt, blocks from the "
+        "site up per setting, batched decoding); LVS: batched latent PGD.",
+        f"- naive_s is extrapolated from `naive_measured` rows (seeded random subsample, seed {settings.seed}) "
+        "where `naive_extrapolated` is true; `identical` (greedy tokens equal and |ΔNLL| ≤ "
+        f"{settings.tolerance:g}) is checked on those rows.",
+        "- peak memory: MB above the phase's start (CUDA allocator peak on a GPU, peak RSS on a CPU).",
+    ]
+    return "\n".join(notes) + "\n"
+
+
+def write_results(frame: pd.DataFrame, settings: BenchSettings, csv_path: str, md_path: str) -> None:
+    frame.to_csv(csv_path, index=False)
+    Path(md_path).write_text(render_markdown(frame, settings))
+    write_meta(csv_path, settings.__dict__, seed=settings.seed)

@@ -1,0 +1,120 @@
+"""The shared-prefix sweep path gives the naive path's greedy tokens and NLL-probe values, and
+the benchmark writes its results contract."""
+import pandas as pd
+import pytest
+import torch
+
+from latentaudit.attacks.common import nll_probe
+from latentaudit.batching import prompt_token_ids
+from latentaudit.bench import COLUMNS, BenchSettings, run_bench, write_results
+from latentaudit.generation import generate, generate_sweep, target_nll_sweep
+from latentaudit.hooks import position_code
+from latentaudit.io import write_jsonl
+
+TEXTS = ("what is 2 plus 3 ?", "spell the word cat .", "hi", "what is the colour of the sky on a clear day ?")
+
+
+def _grid(tokenizer, positions, per_token=False, seed=0):
+    """Every prompt (lengths differ: left padding) x every site from embed (0) to the last
+    block's output (2), plus untouched rows (-1)."""
+    gen = torch.Generator().manual_seed(seed)
+    prompts = [prompt_token_ids(tokenizer, t) for t in TEXTS]
+    rows, sites = [], []
+    for site in (-1, 0, 1, 2):
+        for p in prompts:
+            rows.append(p)
+            sites.append(site)
+    sites = torch.tensor(sites)
+    if per_token:
+        vectors = [torch.randn(len(p), 32, generator=gen) * 2 for p in rows]
+    else:
+        vectors = torch.randn(len(rows), 32, generator=gen) * 3
+    return rows, sites, vectors, torch.full((len(rows),), position_code(positions))
+
+
+def _one(vectors, i):
+    return vectors[i:i + 1] if isinstance(vectors, torch.Tensor) else [vectors[i]]
+
+
+@pytest.mark.parametrize("positions,per_token", [("last_prompt+generated", False), ("prompt", False),
+                                                 ("all", False), ("prompt", True), ("generated", False)])
+def test_sweep_generation_equals_the_naive_loop_token_for_token(tiny_model, tokenizer, positions, per_token):
+    rows, sites, vectors, codes = _grid(tokenizer, positions, per_token)
+    _, fast = generate_sweep(tiny_model, tokenizer, rows, 8, 5, sites, vectors, codes, return_token_ids=True)
+    _, batched = generate(tiny_model, tokenizer, rows, 8, 64, sites, vectors, codes, return_token_ids=True)
+    for i in range(len(rows)):
+        _, naive = generate(tiny_model, tokenizer, [rows[i]], 8, 1, sites[i:i + 1], _one(vectors, i), codes[i:i + 1],
+                            return_token_ids=True)
+        assert fast[i] == naive[0] == batched[i], f"row {i} (site {int(sites[i])})"
+    # The perturbations matter: otherwise equality would be trivial.
+    assert any(fast[i] != fast[i % len(TEXTS)] for i in range(len(TEXTS), len(rows)))
+
+
+@pytest.mark.parametrize("positions,per_token", [("last_prompt+generated", False), ("prompt", True)])
+def test_sweep_nll_equals_the_naive_probe(tiny_model, tokenizer, positions, per_token):
+    rows, sites, vectors, codes = _grid(tokenizer, positions, per_token)
+    _, responses = generate(tiny_model, tokenizer, rows, 6, return_token_ids=True)
+    fast = target_nll_sweep(tiny_model, rows, responses, sites, vectors, codes, tokenizer.pad_token_id, 7)
+    for i in range(len(rows)):
+        naive = nll_probe(tiny_model, [rows[i]], [responses[i]], sites[i:i + 1], _one(vectors, i), codes[i:i + 1],
+                          tokenizer.pad_token_id, 1)
+        assert abs(float(fast[i]) - float(naive[0])) <= 1e-5, f"row {i}"
+
+
+def test_bench_writes_the_contract_columns(tiny_model, tokenizer, splits, tmp_path):
+    model_dir = tmp_path / "model"
+    tiny_model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    forbidden = tmp_path / "eval_forbidden.jsonl"
+    write_jsonl(splits["eval_forbidden"], forbidden)
+    settings = BenchSettings(n_prompts=3, alphas=[1.0, 4.0], n_directions=2, lvs_budgets=[0.5], lvs_steps=2,
+                             max_new_tokens=5, batch_size=16, naive_sample=5)
+    frame = run_bench(str(model_dir), str(forbidden), settings)
+    write_results(frame, settings, str(tmp_path / "sweep.csv"), str(tmp_path / "sweep.md"))
+    table = pd.read_csv(tmp_path / "sweep.csv")
+    assert list(table.columns[:len(COLUMNS)]) == COLUMNS
+    assert list(table["setting"]) == ["asa_random", "lvs_linf_pgd"]
+    assert list(table["n_generations"]) == [3 * 2 * 2 * 2, 3 * 2]   # prompts x layers x alphas x directions; x budgets
+    assert table["identical"].all() and (table["naive_measured"] == 5).all()
+    assert "asa_random" in (tmp_path / "sweep.md").read_text()
+
+
+def test_random_llama_option_builds_at_tiny_size(tokenizer):
+    from latentaudit.bench import build_random_llama
+
+    settings = BenchSettings(model="random_llama", random_llama={"hidden_size": 32, "intermediate_size": 64,
+                                                                 "num_hidden_layers": 2, "num_attention_heads": 4,
+                                                                 "num_key_value_heads": 2})
+    model = build_random_llama(tokenizer, settings, torch.device("cpu"))
+    prompts = [prompt_token_ids(tokenizer, t) for t in TEXTS]
+    sites, codes = torch.tensor([0, 1, 2, 2]), torch.full((4,), position_code("last_prompt+generated"))
+    vectors = torch.randn(4, 32)
+    fast = generate_sweep(model, tokenizer, prompts, 4, 4, sites, vectors, codes)
+    assert fast == generate(model, tokenizer, prompts, 4, 4, sites, vectors, codes)
+
+
+def test_unknown_bench_setting_is_named():
+    with pytest.raises(ValueError, match="unknown bench settings \\['alpha'\\]"):
+        BenchSettings.from_dict({"alpha": [1.0]})
+
+
+def test_sweep_works_through_a_peft_wrapper(tiny_model, tokenizer):
+    from peft import LoraConfig, get_peft_model
+
+    wrapped = get_peft_model(tiny_model, LoraConfig(r=2, target_modules=["q_proj"], task_type="CAUSAL_LM"))
+    rows, sites, vectors, codes = _grid(tokenizer, "last_prompt+generated")
+    fast = generate_sweep(wrapped, tokenizer, rows, 6, 8, sites, vectors, codes)
+    assert fast == generate(wrapped, tokenizer, rows, 6, 64, sites, vectors, codes)
+
+
+def test_unsupported_architectures_fall_back_to_the_plain_path(tiny_model, tokenizer, monkeypatch):
+    import latentaudit.generation as generation
+
+    rows, sites, vectors, codes = _grid(tokenizer, "prompt", per_token=True)
+    _, responses = generate(tiny_model, tokenizer, rows, 6, return_token_ids=True)
+    expected = target_nll_sweep(tiny_model, rows, responses, sites, vectors, codes, tokenizer.pad_token_id, 7)
+    monkeypatch.setattr(generation, "supports_shared_prefix", lambda model: False)
+    plain = generation.target_nll_sweep(tiny_model, rows, responses, sites, vectors, codes, tokenizer.pad_token_id, 7)
+    torch.testing.assert_close(plain, expected, rtol=0, atol=1e-5)
+    assert generation.generate_sweep(tiny_model, tokenizer, rows, 6, 8, sites, vectors, codes) == \
+        generate(tiny_model, tokenizer, rows, 6, 8, sites, vectors, codes)
