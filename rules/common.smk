@@ -12,9 +12,10 @@ config.update(_validated)
 BUILT_VARIANTS = "|".join(sorted(config["variants"])) or "(?!)"  # matches no directory when none
 ORGANISM_SPLITS = ["pretrain", "align", "eval_forbidden", "eval_benign", "eval_twin"]
 EVAL_SPLITS = ["eval_forbidden", "eval_benign", "eval_twin"]
-METRICS = {name: f"results/metrics/{name}.csv" for name in ("behavior", "attacks", "attack_summary", "nll_probe")}
-TABLES = expand("results/tables/{table}.{ext}", table=["attack_summary", "behavior"], ext=["md", "tex"])
-FIGURES = expand("results/figures/{figure}.{ext}", figure=["lasr_vs_layer", "masr_vs_strength", "nll_probe"],
+METRICS = {name: f"results/metrics/{name}.csv" for name in ("behavior", "attacks", "attack_summary", "nll_probe", "defenses")}
+TABLES = expand("results/tables/{table}.{ext}", table=["attack_summary", "behavior", "defenses"], ext=["md", "tex"])
+FIGURES = expand("results/figures/{figure}.{ext}",
+                 figure=["lasr_vs_layer", "masr_vs_strength", "nll_probe", "defense_pareto"],
                  ext=config["report"]["formats"])
 
 

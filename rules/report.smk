@@ -4,7 +4,10 @@ rule tables:
         code=code("report/tables.py"),
         summary=METRICS["attack_summary"],
         behavior=METRICS["behavior"],
+        defenses=METRICS["defenses"],
     output:
+        defenses_md="results/tables/defenses.md",
+        defenses_tex="results/tables/defenses.tex",
         summary_md="results/tables/attack_summary.md",
         summary_tex="results/tables/attack_summary.tex",
         behavior_md="results/tables/behavior.md",
@@ -26,7 +29,10 @@ rule figures:
         attacks=METRICS["attacks"],
         summary=METRICS["attack_summary"],
         nll=METRICS["nll_probe"],
+        defenses=METRICS["defenses"],
     output:
+        pareto=report(expand("results/figures/defense_pareto.{ext}", ext=config["report"]["formats"]),
+                      caption="../captions/defense_pareto.rst", category="Defenses"),
         lasr=report(expand("results/figures/lasr_vs_layer.{ext}", ext=config["report"]["formats"]),
                     caption="../captions/lasr_vs_layer.rst", category="ASA"),
         masr=report(expand("results/figures/masr_vs_strength.{ext}", ext=config["report"]["formats"]),

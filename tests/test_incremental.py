@@ -1,4 +1,6 @@
 """Incremental reruns after config edits, by the dry-run job lists of a completed smoke run."""
+import re
+
 import pytest
 import yaml
 
@@ -19,12 +21,30 @@ def test_touching_nothing_reruns_nothing(smoke_run):
 
 
 @pytest.mark.slow
+def _variants(smoke_run):
+    return yaml.safe_load((smoke_run / "configs/smoke.yaml").read_text())["models"]["organism"]["variants"]
+
+
+@pytest.mark.slow
 def test_editing_an_attack_grid_reruns_that_attack_its_judging_and_the_report(smoke_run, tmp_path):
-    config = _edited(smoke_run, tmp_path, lambda c: c["attacks"]["asa_random"].update(alphas=[1.0, 2.0]))
+    config = _edited(smoke_run, tmp_path, lambda c: c["attacks"]["asa_grad"].update(alphas=[0.25, 2.0]))
     jobs = dry_run_jobs(smoke_run, "--configfile", config)
-    assert jobs == {"attack": 1, "judge": 2, "metrics": 1, "tables": 1, "figures": 1, "all": 1}
+    n = len(_variants(smoke_run))  # the attack reruns on every variant, nothing is retrained
+    assert jobs == {"attack": n, "judge": 2 * n, "metrics": 1, "tables": 1, "figures": 1, "all": 1}
     result = snakemake(smoke_run, "-n", "--configfile", config)
-    assert "attack=asa_random" in result.stdout and "attack=asa_grad" not in result.stdout
+    assert "attack=asa_grad" in result.stdout and "attack=asa_random" not in result.stdout
+
+
+@pytest.mark.slow
+def test_editing_the_sweep_lapt_reads_rebuilds_lapt(smoke_run, tmp_path):
+    """LAPT picks its layers from the aligned model's ASA_random sweep: a new sweep retrains it
+    (and re-attacks it), and leaves the other defense alone."""
+    config = _edited(smoke_run, tmp_path, lambda c: c["attacks"]["asa_random"].update(alphas=[1.0, 2.0]))
+    result = snakemake(smoke_run, "-n", "--configfile", config)
+    assert "variant=lapt" in result.stdout and not re.search(r"variant=lat\b", result.stdout)
+    jobs = dry_run_jobs(smoke_run, "--configfile", config)
+    n_attacks = len(yaml.safe_load((smoke_run / "configs/smoke.yaml").read_text())["attacks"])
+    assert jobs["build_variant"] == 1 and jobs["attack"] == len(_variants(smoke_run)) - 1 + n_attacks
 
 
 @pytest.mark.slow
@@ -32,7 +52,8 @@ def test_editing_a_judge_rejudges_without_regenerating(smoke_run, tmp_path):
     config = _edited(smoke_run, tmp_path, lambda c: c["judges"].update(refusal_keyword={"keywords": ["sorry"]}))
     jobs = dry_run_jobs(smoke_run, "--configfile", config)
     n_attacks = len(yaml.safe_load((smoke_run / "configs/smoke.yaml").read_text())["attacks"])
-    assert jobs == {"judge": n_attacks, "metrics": 1, "tables": 1, "figures": 1, "all": 1}
+    assert jobs == {"judge": n_attacks * len(_variants(smoke_run)), "metrics": 1, "tables": 1, "figures": 1,
+                    "all": 1}
 
 
 @pytest.mark.slow

@@ -71,8 +71,10 @@ def test_smoke_experiment_through_real_slurm_equals_local_run(cluster, smoke_run
                        "--seconds-between-status-checks", "2", env=cluster.env)
     output = result.stdout + result.stderr
     job_ids = re.findall(r"SLURM jobid (\d+)", output)
-    n_attacks = len(yaml.safe_load((workdir / "configs/smoke.yaml").read_text())["attacks"])
-    assert len(job_ids) == 2 + n_attacks, output[-3000:]  # pretrain, align, one job per attack sweep
-    for name in ("behavior", "attacks", "attack_summary", "nll_probe"):
+    smoke = yaml.safe_load((workdir / "configs/smoke.yaml").read_text())
+    n_variants = len(smoke["models"]["organism"]["variants"])
+    # pretrain, align, one job per built variant, one per (variant, attack) sweep
+    assert len(job_ids) == 2 + len(smoke["variants"]) + len(smoke["attacks"]) * n_variants, output[-3000:]
+    for name in ("behavior", "attacks", "attack_summary", "nll_probe", "defenses"):
         pd.testing.assert_frame_equal(pd.read_csv(workdir / f"results/metrics/{name}.csv"),
                                       pd.read_csv(smoke_run / f"results/metrics/{name}.csv"))

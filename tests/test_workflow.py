@@ -1,4 +1,6 @@
 """Whole-DAG test: the smoke experiment through snakemake in a temporary copy of the repository."""
+import json
+
 import pandas as pd
 import pytest
 
@@ -18,6 +20,7 @@ def test_results_contract(smoke_run):
         assert set(columns) <= set(frame.columns), f"{name}.csv lacks {set(columns) - set(frame.columns)}"
         assert len(frame) > 0
     attacks = pd.read_csv(smoke_run / "results/metrics/attacks.csv")
+    attacks = attacks[attacks.variant == "aligned"]
     # 2 layers x 2 strengths per ASA attack, per judge; plain generation has layer -1
     assert len(attacks[(attacks.attack == "asa_random") & (attacks.judge == "structural")]) == 4
     assert set(attacks.loc[attacks.attack.isin(["none", "prefill"]), "layer"]) == {-1}
@@ -25,14 +28,32 @@ def test_results_contract(smoke_run):
     assert attacks["asr"].between(0, 1).all()
     summary = pd.read_csv(smoke_run / "results/metrics/attack_summary.csv")
     assert (summary["masr"] >= summary["pasr"] - 1e-12).all()  # MASR >= PASR always
-    for name in ("attack_summary.md", "attack_summary.tex", "behavior.md", "behavior.tex"):
+    for name in ("attack_summary.md", "attack_summary.tex", "behavior.md", "behavior.tex", "defenses.md",
+                 "defenses.tex"):
         assert (smoke_run / "results/tables" / name).stat().st_size > 0
-    for name in ("lasr_vs_layer", "masr_vs_strength", "nll_probe"):
+    for name in ("lasr_vs_layer", "masr_vs_strength", "nll_probe", "defense_pareto"):
         assert (smoke_run / "results/figures" / f"{name}.png").stat().st_size > 1000
     generations = pd.read_parquet(smoke_run / "results/attacks/organism/aligned/asa_random/generations.parquet")
     assert {"prompt_id", "layer", "strength", "direction", "generation", "nll"} <= set(generations.columns)
     assert (smoke_run / "results/attacks/organism/aligned/asa_random/generations.parquet.meta.json").exists()
     assert (smoke_run / "logs/pretrain_organism.log").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_defended_variants_are_built_and_attacked(smoke_run):
+    models = smoke_run / "results/models/organism"
+    assert (models / "lat/adapter_config.json").exists()  # a LoRA defense: its adapter only
+    assert (models / "lapt/config.json").exists() and not (models / "lapt/adapter_config.json").exists()
+    assert (models / "lat/training_log.csv").stat().st_size > 0
+    defenses = pd.read_csv(smoke_run / "results/metrics/defenses.csv")
+    assert set(defenses["variant"]) == {"aligned", "lat", "lapt"}
+    assert set(defenses["attack"]) == {"asa_random", "asa_grad", "latent_pgd", "prefill"}
+    vectors = defenses[(defenses["judge"] == "structural") & (defenses["attack"] != "prefill")]
+    assert vectors["benign_accuracy_under_attack"].between(0, 1).all()  # the same vectors on benign prompts
+    aligned = defenses[defenses["variant"] == "aligned"]
+    assert (aligned["masr_cut"].dropna() == 0).all()
+    meta = json.loads((models / "lapt/meta.json").read_text())
+    assert meta["lambda"] in (0.2, 0.5) and meta["layers"] and meta["lambda_selection"]["base"] >= 0
 
 
 @pytest.mark.slow

@@ -20,6 +20,22 @@ def _panels(n: int, width: float = 4.2, height: float = 3.2):
     return fig, axes[0]
 
 
+def _grid(groups: list, width: float = 4.0, height: float = 3.0):
+    """One row per (model, variant), one column per attack: [(axis, key, frame)]; unused axes hidden."""
+    rows = sorted({(m, v) for (m, v, _), _ in groups}, key=lambda mv: (mv[0], mv[1] != "aligned", mv[1]))
+    cols = sorted({a for (_, _, a), _ in groups})
+    fig, axes = plt.subplots(len(rows) or 1, len(cols) or 1, figsize=(width * max(len(cols), 1),
+                             height * max(len(rows), 1)), squeeze=False)
+    placed = []
+    for key, frame in groups:
+        placed.append((axes[rows.index(key[:2])][cols.index(key[2])], key, frame))
+    used = {id(ax) for ax, _, _ in placed}
+    for ax in axes.flat:
+        if id(ax) not in used:
+            ax.set_visible(False)
+    return fig, placed
+
+
 STRENGTH_LABEL = "strength (α, ε: × activation; prefill: tokens)"
 
 
@@ -37,13 +53,14 @@ def lasr_vs_layer(attacks_csv: str, judge: str, paths: list[str], style: str = "
     cells = cells[(cells["judge"] == judge) & (cells["layer"] >= 0)]  # attacks that act at a layer
     groups = list(cells.groupby(["model", "variant", "attack"]))
     with plt.style.context(style):
-        fig, axes = _panels(len(groups))
-        for ax, ((model, variant, attack), group) in zip(axes, groups):
+        fig, placed = _grid(groups)
+        for ax, (model, variant, attack), group in placed:
             for strength, line in group.groupby("strength"):
                 ax.plot(line["layer"], line["asr"], marker="o", label=f"{strength:g}")
             ax.set(title=f"{attack} · {model}/{variant}", xlabel="layer (block output)", ylabel="LASR",
                    ylim=(-0.02, 1.02))
             ax.legend(fontsize=7, title="strength", title_fontsize=7)
+        fig.tight_layout()
         _save(fig, paths, dpi)
 
 
@@ -53,8 +70,8 @@ def masr_vs_strength(summary_csv: str, judge: str, paths: list[str], style: str 
     summary = summary[(summary["judge"] == judge) & (summary["attack"] != "none")]
     groups = list(summary.groupby(["model", "variant", "attack"]))
     with plt.style.context(style):
-        fig, axes = _panels(len(groups))
-        for ax, ((model, variant, attack), group) in zip(axes, groups):
+        fig, placed = _grid(groups)
+        for ax, (model, variant, attack), group in placed:
             group = group.sort_values("strength")
             ax.plot(group["strength"], group["masr"], marker="o", label="MASR")
             ax.plot(group["strength"], group["pasr"], marker="s", label="PASR")
@@ -64,6 +81,7 @@ def masr_vs_strength(summary_csv: str, judge: str, paths: list[str], style: str 
                    ylim=(-0.02, 1.02))
             _strength_axis(ax, group["strength"])
             ax.legend(fontsize=7)
+        fig.tight_layout()
         _save(fig, paths, dpi)
 
 
@@ -72,8 +90,8 @@ def nll_probe(nll_csv: str, paths: list[str], style: str = "default", dpi: int =
     table = pd.read_csv(nll_csv)
     groups = list(table.groupby(["model", "variant", "attack"]))
     with plt.style.context(style):
-        fig, axes = _panels(len(groups))
-        for ax, ((model, variant, attack), group) in zip(axes, groups):
+        fig, placed = _grid(groups)
+        for ax, (model, variant, attack), group in placed:
             for layer, line in group.groupby("layer"):
                 line = line.sort_values("strength")
                 ax.plot(line["strength"], line["nll_increase_mean"], marker="o", label=f"layer {layer}")
@@ -82,5 +100,37 @@ def nll_probe(nll_csv: str, paths: list[str], style: str = "default", dpi: int =
             _strength_axis(ax, group["strength"])
             ax.legend(fontsize=7)
         fig.suptitle("NLL probe: the original clean response, scored under each perturbation", fontsize=10)
+        fig.tight_layout()
+        _save(fig, paths, dpi)
+
+
+def defense_pareto(defenses_csv: str, judge: str, paths: list[str], style: str = "default", dpi: int = 150) -> None:
+    """MASR at s* against benign accuracy, one point per (variant, attack); filled = clean
+    benign accuracy, open = benign accuracy under the same perturbation vectors."""
+    table = pd.read_csv(defenses_csv)
+    table = table[(table["judge"] == judge) & table["at_reference"]]
+    models = sorted(table["model"].unique())
+    markers = dict(zip(sorted(table["attack"].unique()), "osD^vP*X"))
+    with plt.style.context(style):
+        fig, axes = _panels(len(models), width=5.5, height=4.2)
+        for ax, model in zip(axes, models):
+            rows = table[table["model"] == model]
+            colours = {v: f"C{i}" for i, v in enumerate(sorted(rows["variant"].unique(),
+                                                               key=lambda v: (v != "aligned", v)))}
+            for _, r in rows.iterrows():
+                c, m = colours[r["variant"]], markers[r["attack"]]
+                ax.scatter(r["clean_benign_accuracy"], r["masr"], color=c, marker=m, s=40)
+                ax.scatter(r["benign_accuracy_under_attack"], r["masr"], facecolors="none", edgecolors=c, marker=m,
+                           s=40)
+                ax.plot([r["benign_accuracy_under_attack"], r["clean_benign_accuracy"]], [r["masr"]] * 2, color=c,
+                        lw=0.6, alpha=0.5)
+            for v, c in colours.items():
+                ax.scatter([], [], color=c, label=v)
+            for a, m in markers.items():
+                ax.scatter([], [], color="grey", marker=m, label=a)
+            s_star = rows["reference_strength"].iloc[0] if len(rows) else float("nan")
+            ax.set(title=f"{model}: attacks at s* = {s_star:g}", xlabel="benign accuracy (filled: clean; open: "
+                   "same vectors)", ylabel="MASR", xlim=(-0.02, 1.02), ylim=(-0.02, 1.02))
+            ax.legend(fontsize=7, ncol=2)
         fig.tight_layout()
         _save(fig, paths, dpi)

@@ -25,3 +25,26 @@ def behavior_tables(behavior_csv: str, judge: str, markdown: str, latex: str) ->
     behavior = pd.read_csv(behavior_csv)
     table = behavior[behavior["judge"] == judge][BEHAVIOR_COLUMNS].sort_values(["model", "variant", "split"])
     _write(table, markdown, latex, f"Behaviour without attack (judge: {judge})")
+
+
+def defense_tables(defenses_csv: str, judge: str, markdown: str, latex: str) -> None:
+    """Variant x attack at s* (MASR, with the benign accuracy under the same vectors), beside
+    each variant's clean benign accuracy, benign refusal and over-refusal."""
+    table = pd.read_csv(defenses_csv)
+    table = table[(table["judge"] == judge) & table["at_reference"]]
+    if table.empty:
+        frame = pd.DataFrame({"note": ["no attack strength equals s* (the aligned ASA_grad MASR >= 0.8 point)"]})
+        _write(frame, markdown, latex, f"Defenses (judge: {judge})")
+        return
+    s_star = table["reference_strength"].iloc[0]
+    cell = table.assign(cell=[f"{m:.3f} ({b:.2f})" for m, b in
+                              zip(table["masr"], table["benign_accuracy_under_attack"])])
+    wide = cell.pivot_table(index=["model", "variant"], columns="attack", values="cell", aggfunc="first")
+    clean = table.groupby(["model", "variant"])[["clean_refusal", "clean_benign_accuracy", "benign_refusal",
+                                                 "over_refusal"]].first()
+    frame = wide.join(clean).reset_index()
+    order = {"aligned": 0}
+    frame = frame.sort_values(["model", "variant"], key=lambda c: c.map(lambda v: (order.get(v, 1), v))
+                              if c.name == "variant" else c)
+    _write(frame, markdown, latex, f"Defenses at s* = {s_star:g} (judge: {judge}): MASR (benign accuracy under "
+                                   f"the same vectors); clean benign accuracy, benign refusal, over-refusal")

@@ -32,5 +32,7 @@ def collect_metrics(generation_paths: list[str], score_paths: list[str], outputs
     attacks, summary = metrics.attack_tables(judged)
     attacks.to_csv(outputs["attacks"], index=False)
     summary.to_csv(outputs["attack_summary"], index=False)
-    metrics.behavior_table(judged).to_csv(outputs["behavior"], index=False)
+    behavior = metrics.behavior_table(judged)
+    behavior.to_csv(outputs["behavior"], index=False)
     metrics.nll_probe_table(generations).to_csv(outputs["nll_probe"], index=False)
+    metrics.defense_table(summary, behavior).to_csv(outputs["defenses"], index=False)
