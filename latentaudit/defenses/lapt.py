@@ -2,12 +2,18 @@
 
 Full fine-tuning on (prompt, safe response) pairs (refusals for forbidden requests, answers
 for the rest), cross-entropy on the response with the prompt masked, while every row is pushed
-at one fragile layer by a fresh Eq. 1 perturbation (a new z each step, sized to the row's clean
+at one fragile layer, at the response positions, by a fresh Eq. 1 perturbation (a new z each step, sized to the row's clean
 last-prompt hidden state, as the ASA attack it patches). Fragile layers come from the aligned
 model's ASA sweep (the top-k layers by LASR) or from a config list. Afterwards the weights are
 interpolated, θ = λ·θ_LAPT + (1 − λ)·θ_orig, with λ the largest grid value whose benign
 accuracy stays within ``capability_tolerance`` of the original model's (the paper's rule), or
 a fixed λ.
+
+"Response positions" are read as the positions whose next-token predictions are the response:
+the last prompt token and the response tokens (``last_prompt+generated``), exactly where the ASA
+attack adds its vector. Perturbing the response tokens alone (``generated``) leaves the first
+response token's prediction, the refusal's opening, unperturbed; on the organism that patch
+cut ASA_grad MASR at s* by 39 % only (vs 100 %), see the README's defense search.
 """
 from __future__ import annotations
 
@@ -34,8 +40,9 @@ SCHEMA = {
         "fragile_from": {"type": "string", "default": "asa_random", "description": "the attack whose LASR ranks layers"},
         "top_k": {"type": "integer", "minimum": 1, "default": 1},
         "alpha": {"type": "number", "exclusiveMinimum": 0, "default": 1.0, "description": "Eq. 1 size (1 = paper)"},
-        "positions": {"type": "string", "default": "generated",
-                      "description": "where the perturbation acts: response positions (paper)"},
+        "positions": {"type": "string", "default": "last_prompt+generated",
+                      "description": "where the perturbation acts: the positions that predict the response "
+                                     "(last prompt token + response tokens), the sites ASA perturbs"},
         "interpolation": {"oneOf": [{"const": "auto"}, {"type": "number", "minimum": 0, "maximum": 1}],
                           "default": "auto", "description": "λ, or auto: largest grid λ within the tolerance"},
         "lambda_grid": {"type": "array", "items": {"type": "number", "minimum": 0, "maximum": 1}, "minItems": 1,
