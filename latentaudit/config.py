@@ -89,6 +89,11 @@ def validate_config(config: dict) -> dict:
         if settings.get("layers") == "fragile" and settings.get("fragile_from") not in config["attacks"]:
             raise ConfigError(f"config error at variants.{name}.fragile_from: {settings.get('fragile_from')!r} is "
                               f"not a configured attack; valid: {sorted(set(config['attacks']) - {'none'})}")
+    for name in config["variants"]:
+        missing = [r for r in VARIANTS[name].options.get("requires", ()) if r not in config["variants"]]
+        if missing:
+            raise ConfigError(f"config error at variants.{name}: it is built from the variant(s) {missing}, which "
+                              f"are not configured under `variants:`; configured: {sorted(config['variants'])}")
     uses_organism = any(m["source"] == "organism" for m in config["models"].values())
     for name, model in config["models"].items():
         # A hub/path model *is* its aligned variant; the organism also has its pretrained one.

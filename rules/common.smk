@@ -137,6 +137,13 @@ def fragile_inputs(wildcards):
             "fragile_scores": f"results/scores/{wildcards.model}/aligned/{attack}/{judge}.parquet"}
 
 
+def required_variant_inputs(wildcards):
+    """The built variants a variant declares with ``requires=(...)`` (the dissociated model reads
+    the harmful pole), as named inputs ``required_<name>`` of rule build_variant."""
+    return {f"required_{name}": variant_dir(wildcards.model, name)
+            for name in VARIANTS[wildcards.variant].options.get("requires", ())}
+
+
 def judge_names_pattern(gpu):
     """A wildcard pattern matching exactly the configured judges that do (or do not) need a GPU."""
     names = [j for j in config["judges"] if JUDGES[j].gpu == gpu]

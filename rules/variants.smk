@@ -2,6 +2,7 @@
 rule build_variant:
     input:
         unpack(fragile_inputs),
+        unpack(required_variant_inputs),
         script="workflow_scripts/build_variant.py",
         code=variant_code,
         base=lambda w: model_inputs(w.model, "aligned"),

@@ -32,22 +32,34 @@ def benign_accuracy_fn(tokenizer, records: list[dict], generation: dict):
 
 def build_variant(variant: str, settings: dict, model_spec: dict, base_path: str, records_path: str,
                   benign_path: str, fragile: tuple[str, str] | None, generation: dict, seed: int, device: str,
-                  out_dir: str) -> None:
+                  out_dir: str, required: dict[str, str] | None = None) -> None:
     """Train ``variant`` on top of the aligned model and save it with ``save_pretrained``: the
     adapter alone for LoRA methods (loadable with ``PeftModel.from_pretrained``), the whole model
-    for full fine-tunes. The training log goes beside it as ``training_log.csv``."""
+    for full fine-tunes. The training log goes beside it as ``training_log.csv``.
+
+    ``required``: {variant name: its built directory} for the variants this one declares with
+    ``requires=(...)`` (e.g. the dissociated model reads the harmful pole); each is loaded on
+    top of the same aligned weights and handed over as ``context["required_variants"]``."""
     load_all()
     entry = VARIANTS.get_entry(variant)
     torch.manual_seed(seed)
     model, tokenizer = load_variant(base_path, model_spec.get("adapter"), None, model_spec.get("dtype", "auto"),
                                     device, model_spec.get("trust_remote_code", False))
-    context = {"chat_template": generation["chat_template"]}
+    context = {"chat_template": generation["chat_template"], "generation": generation}
+    missing = sorted(set(entry.options.get("requires", ())) - set(required or {}))
+    if missing:
+        raise ValueError(f"variant {variant!r} requires the built variant(s) {missing}; got {sorted(required or {})}")
+    context["required_variants"] = {
+        name: load_variant(base_path, model_spec.get("adapter"), path, model_spec.get("dtype", "auto"), device,
+                           model_spec.get("trust_remote_code", False))[0].eval()
+        for name, path in (required or {}).items()}
     if fragile:  # (generations, scores) of the aligned model's attack sweep
         context["fragile_layers"] = lasr_by_layer(pd.read_parquet(fragile[0]), pd.read_parquet(fragile[1]))
         log.info("LASR by layer of the aligned model: %s", context["fragile_layers"])
     if "benign_accuracy" in entry.options.get("needs", ()):
         context["benign_accuracy"] = benign_accuracy_fn(tokenizer, read_jsonl(benign_path), generation)
     trained, report = entry.function(model, tokenizer, read_jsonl(records_path), settings, seed, context)
+    context.pop("required_variants")
     trained.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     history = pd.DataFrame(report.pop("history"))
