@@ -94,6 +94,11 @@ def validate_config(config: dict) -> dict:
         if missing:
             raise ConfigError(f"config error at variants.{name}: it is built from the variant(s) {missing}, which "
                               f"are not configured under `variants:`; configured: {sorted(config['variants'])}")
+    for name, settings in config["attacks"].items():
+        if "harmful_pole" in ATTACKS[name].options.get("needs", ()) and \
+                settings.get("direction", "harmful_pole") == "harmful_pole" and "harmful" not in config["variants"]:
+            raise ConfigError(f"config error at attacks.{name}.direction: 'harmful_pole' needs the `harmful` variant "
+                              f"configured under `variants:`; configure it or use direction: prompt_contrast")
     uses_organism = any(m["source"] == "organism" for m in config["models"].values())
     for name, model in config["models"].items():
         # A hub/path model *is* its aligned variant; the organism also has its pretrained one.

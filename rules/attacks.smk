@@ -1,6 +1,7 @@
 # One job per (model, variant, attack): the model is loaded once and the whole sweep runs in it.
 rule attack:
     input:
+        unpack(attack_extra_inputs),
         script="workflow_scripts/attack.py",
         code=attack_code,
         model=model_path_input,
@@ -11,6 +12,7 @@ rule attack:
         settings=attack_settings,
         spec=model_spec,
         load=model_load_params,
+        aligned=lambda w: base_path(w.model),
         generation=config["generation"],
         seed=config["seed"],
         device=config["device"],

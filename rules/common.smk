@@ -12,7 +12,8 @@ config.update(_validated)
 BUILT_VARIANTS = "|".join(sorted(config["variants"])) or "(?!)"  # matches no directory when none
 ORGANISM_SPLITS = ["pretrain", "align", "eval_forbidden", "eval_benign", "eval_twin"]
 EVAL_SPLITS = ["eval_forbidden", "eval_benign", "eval_twin"]
-METRICS = {name: f"results/metrics/{name}.csv" for name in ("behavior", "attacks", "attack_summary", "nll_probe", "defenses")}
+METRICS = {name: f"results/metrics/{name}.csv" for name in ("behavior", "attacks", "attack_summary", "nll_probe", "defenses",
+                                                                "lvs")}
 TABLES = expand("results/tables/{table}.{ext}", table=["attack_summary", "behavior", "defenses"], ext=["md", "tex"])
 FIGURES = expand("results/figures/{figure}.{ext}",
                  figure=["lasr_vs_layer", "masr_vs_strength", "nll_probe", "defense_pareto"],
@@ -142,6 +143,20 @@ def required_variant_inputs(wildcards):
     the harmful pole), as named inputs ``required_<name>`` of rule build_variant."""
     return {f"required_{name}": variant_dir(wildcards.model, name)
             for name in VARIANTS[wildcards.variant].options.get("requires", ())}
+
+
+def attack_extra_inputs(wildcards):
+    """What an attack registered with ``needs=(...)`` reads beyond the model: the steering attack's
+    direction is fitted on the training records (``direction_records``) and, with ``direction:
+    harmful_pole``, on the model's harmful pole beside its aligned weights."""
+    needs = ATTACKS[wildcards.attack].options.get("needs", ())
+    settings = config["attacks"][wildcards.attack]
+    extras = {}
+    if "direction_records" in needs:
+        extras["direction_records"] = variant_records(wildcards)
+    if "harmful_pole" in needs and settings.get("direction", "harmful_pole") == "harmful_pole":
+        extras["harmful_pole"] = variant_dir(wildcards.model, "harmful")
+    return extras
 
 
 def judge_names_pattern(gpu):

@@ -46,11 +46,14 @@ rule model_judge:
 rule metrics:
     input:
         script="workflow_scripts/metrics.py",
-        code=code("metrics.py", "io.py", "steps/scoring.py"),
+        code=code("metrics.py", "io.py", "steps/scoring.py", "registry.py"),
         generations=generation_outputs(),
         scores=score_outputs(),
     output:
         **METRICS,
+    params:
+        primary_judge=config["report"]["primary_judge"],
+        lvs=dict(config["report"]["lvs"], seed=config["seed"]),
     conda:
         "../envs/latentaudit.yaml"
     log:

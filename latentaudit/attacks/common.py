@@ -1,7 +1,7 @@
 """What every attack shares: the prompts it sees, layer lists, and the generations table."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 import torch
@@ -28,6 +28,9 @@ class AttackContext:
     chat_template: bool
     seed: int
     norm_model: PreTrainedModel | None = None  # whose activations relative budgets use (None: model's own)
+    # What an attack registered with ``needs=(...)`` asked for (e.g. steering: the training
+    # records its direction is fitted on, the harmful pole and the aligned model).
+    extras: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.norm_model is None:

@@ -1,2 +1,2 @@
 """Judges: label each stored generation without regenerating. Importing registers them."""
-from . import harmbench, keyword, llamaguard, structural  # noqa: F401
+from . import harmbench, harmlessness, keyword, llamaguard, structural  # noqa: F401

@@ -12,12 +12,17 @@ from ..registry import ATTACKS, load_all
 
 
 def run_attack(model_spec: dict, load: dict, eval_paths: dict[str, str], attack: str, settings: dict,
-               generation: dict, seed: int, device: str, out_path: str, labels: dict[str, str]) -> None:
+               generation: dict, seed: int, device: str, out_path: str, labels: dict[str, str],
+               extras: dict[str, str] | None = None) -> None:
     """Load the model once, run one attack's whole sweep, store every generation.
 
     ``load``: ``base`` (the aligned/pretrained weights), ``variant_dir`` (a built variant's
     directory or None) and ``norm_reference`` (None: relative budgets use the attacked model's
-    own activations; a base path: the aligned model's, loaded beside it)."""
+    own activations; a base path: the aligned model's, loaded beside it).
+
+    ``extras`` (for attacks registered with ``needs=(...)``): ``direction_records`` (a records
+    file, read), ``harmful_pole`` (the model's built harmful variant directory, loaded on the
+    aligned weights ``aligned``, which are loaded too)."""
     load_all()
     torch.manual_seed(seed)
     options = (model_spec.get("adapter"), model_spec.get("dtype", "auto"), device)
@@ -26,9 +31,17 @@ def run_attack(model_spec: dict, load: dict, eval_paths: dict[str, str], attack:
     norm_model = model
     if load.get("norm_reference"):
         norm_model, _ = load_variant(load["norm_reference"], options[0], None, *options[1:], trust)
+    loaded = {}
+    extras = extras or {}
+    if extras.get("direction_records"):
+        loaded["direction_records"] = read_jsonl(extras["direction_records"])
+    if extras.get("harmful_pole"):
+        loaded["harmful_pole"] = load_variant(extras["aligned"], options[0], extras["harmful_pole"], *options[1:],
+                                              trust)[0]
+        loaded["aligned"] = load_variant(extras["aligned"], options[0], None, *options[1:], trust)[0]
     context = AttackContext(model, tokenizer, {s: read_jsonl(eval_paths[s]) for s in EVAL_SPLITS},
                             generation["max_new_tokens"], generation["batch_size"], generation["chat_template"], seed,
-                            norm_model)
+                            norm_model, loaded)
     frame = ATTACKS.get_entry(attack).function(context, settings)
     frame.insert(0, "row_id", range(len(frame)))
     for column, value in labels.items():
@@ -39,4 +52,4 @@ def run_attack(model_spec: dict, load: dict, eval_paths: dict[str, str], attack:
     frame.to_parquet(out_path, index=False)
     write_meta(out_path, {"attack": settings, "generation": generation, "model": model_spec}, seed=seed,
                attack=attack, rows=len(frame), load=load,
-               norm_reference="aligned" if load.get("norm_reference") else "own")
+               norm_reference="aligned" if load.get("norm_reference") else "own", extras=extras)

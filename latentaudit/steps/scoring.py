@@ -24,11 +24,20 @@ def run_judge(generations_path: str, judge: str, settings: dict, out_path: str) 
     write_meta(out_path, settings, judge=judge, rows=len(scores), judge_provenance=provenance)
 
 
-def collect_metrics(generation_paths: list[str], score_paths: list[str], outputs: dict[str, str]) -> None:
-    """Join generations with every judge's scores and write the results-contract CSVs."""
+def collect_metrics(generation_paths: list[str], score_paths: list[str], outputs: dict[str, str],
+                    primary_judge: str = "structural", lvs_settings: dict | None = None) -> None:
+    """Join generations with every judge's scores and write the results-contract CSVs. Judges
+    that score rather than label (registered with ``scores=...``: harmlessness) feed ``lvs.csv``
+    only; attacks' random-control rows count as the attack ``<attack>_control``."""
+    load_all()
     generations = pd.concat([pd.read_parquet(p) for p in generation_paths], ignore_index=True)
     scores = pd.concat([pd.read_parquet(p) for p in score_paths], ignore_index=True)
     judged = generations.merge(scores, on=[*GENERATION_KEYS, "row_id"], how="inner", validate="one_to_many")
+    judged = metrics.split_controls(judged)
+    score_judges = [name for name, entry in JUDGES.items() if entry.options.get("scores")]
+    if "lvs" in outputs:
+        metrics.lvs_table(judged, primary_judge, lvs_settings).to_csv(outputs["lvs"], index=False)
+    judged = judged[~judged["judge"].isin(score_judges)]
     attacks, summary = metrics.attack_tables(judged)
     attacks.to_csv(outputs["attacks"], index=False)
     summary.to_csv(outputs["attack_summary"], index=False)

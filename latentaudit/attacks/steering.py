@@ -1,0 +1,111 @@
+"""Activation steering along the harmful direction (LVS paper, shared/papers/lvs_audit_gap.md):
+δ = α · n̄ · d̂ added at every position (prompt and generated) of one block, with α a fraction of
+the activation norm (paper: .03, .06, .12, .24) and n̄ the row's mean per-token activation norm at
+that block over its prompt. A matched-norm random direction is the control (``control`` True,
+``direction`` 1): a seeded Gaussian direction per row, scaled to the same ‖δ‖₂.
+
+d̂ (``direction``):
+- ``harmful_pole``: the normalised difference of means of the harmful pole's and the aligned
+  model's last-prompt-token activations on the training harmful prompts (the align split's
+  forbidden requests): the same direction the dissociated model's nudge uses. Needs the model's
+  ``harmful`` variant built (the rule adds it as an input).
+- ``prompt_contrast``: the attacked model's own last-prompt-token activations, mean over the
+  training harmful prompts minus mean over their harmless twins (same templates, entities
+  that may be answered). Needs no pole: the fallback for models without one.
+
+Layers: ``nudge`` (round(nudge_depth · L), the dissociated model's nudge layer), ``all``, or a list.
+"""
+from __future__ import annotations
+
+import pandas as pd
+import torch
+
+from ..batching import make_batch
+from ..defenses.dissociated import difference_of_means_direction, nudge_layer, prompt_activations
+from ..generation import model_device
+from ..hooks import hidden_index, n_layers, record_residual
+from ..registry import ATTACKS
+from .common import AttackContext, evaluate_vectors, resolve_layers
+
+DIRECTIONS = ("harmful_pole", "prompt_contrast")
+SCHEMA = {
+    "type": "object", "additionalProperties": False, "required": ["fractions"],
+    "properties": {
+        "fractions": {"type": "array", "items": {"type": "number", "exclusiveMinimum": 0}, "minItems": 1,
+                      "description": "α: steering size as a fraction of the activation norm"},
+        "layers": {"oneOf": [{"enum": ["nudge", "all"]},
+                             {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1}],
+                   "default": "nudge"},
+        "nudge_depth": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.5},
+        "direction": {"enum": list(DIRECTIONS), "default": "harmful_pole"},
+        "control": {"type": "boolean", "default": True, "description": "add the matched-norm random direction"},
+    },
+}
+
+
+def steering_vectors(direction: torch.Tensor, norms: torch.Tensor, fractions: torch.Tensor) -> torch.Tensor:
+    """[N, d] δ_i = fraction_i · norm_i · d̂."""
+    return (fractions * norms)[:, None] * direction[None, :]
+
+
+def matched_random_vectors(vectors: torch.Tensor, seed: int) -> torch.Tensor:
+    """A seeded random direction per row with the same ℓ2 norm as that row's vector."""
+    z = torch.randn(vectors.shape, generator=torch.Generator().manual_seed(seed))
+    return z / z.norm(dim=-1, keepdim=True) * vectors.norm(dim=-1, keepdim=True)
+
+
+@torch.no_grad()
+def mean_token_norms(model, prompts: list[list[int]], site: int, pad_id: int, batch_size: int = 256) -> torch.Tensor:
+    """[N] each prompt's mean per-token activation norm at hook ``site``."""
+    device, out = model_device(model), []
+    for start in range(0, len(prompts), batch_size):
+        batch = make_batch(prompts[start:start + batch_size], None, pad_id).to(device)
+        with record_residual(model) as residual:
+            model(**batch.model_inputs())
+        real = batch.attention_mask.float()
+        out.append(((residual[site].float().norm(dim=-1) * real).sum(1) / real.sum(1)).cpu())
+    return torch.cat(out)
+
+
+def steering_direction(context: AttackContext, settings: dict, site: int) -> torch.Tensor:
+    records = context.extras["direction_records"]
+    pad = context.tokenizer.pad_token_id
+    harmful = context.prompt_ids([r for r in records if r["kind"] == "forbidden"])
+    if settings.get("direction", "harmful_pole") == "harmful_pole":
+        pole, aligned = context.extras["harmful_pole"], context.extras["aligned"]
+        h_pole, _ = prompt_activations(pole, harmful, [site], pad, context.batch_size)
+        h_base, _ = prompt_activations(aligned, harmful, [site], pad, context.batch_size)
+        return difference_of_means_direction(h_pole[:, 0], h_base[:, 0])
+    harmless = context.prompt_ids([r for r in records if r["kind"] == "twin"])
+    h_harmful, _ = prompt_activations(context.model, harmful, [site], pad, context.batch_size)
+    h_harmless, _ = prompt_activations(context.model, harmless, [site], pad, context.batch_size)
+    return difference_of_means_direction(h_harmful[:, 0], h_harmless[:, 0])
+
+
+@ATTACKS.register("steering", SCHEMA, needs=("direction_records", "harmful_pole"))
+def attack_steering(context: AttackContext, settings: dict) -> pd.DataFrame:
+    forbidden = context.eval_records["eval_forbidden"]
+    f_ids = context.prompt_ids(forbidden)
+    L = n_layers(context.model)
+    spec = settings.get("layers", "nudge")
+    layers = [nudge_layer(L, settings.get("nudge_depth", 0.5))] if spec == "nudge" else resolve_layers(spec, L)
+    pad = context.tokenizer.pad_token_id
+    index, layer, strength, vectors = [], [], [], []
+    for block in layers:
+        site = hidden_index(block, L)
+        direction = steering_direction(context, settings, site)
+        norms = mean_token_norms(context.norm_model, f_ids, site, pad, context.batch_size)
+        for fraction in settings["fractions"]:
+            index += range(len(forbidden))
+            layer += [block] * len(forbidden)
+            strength += [float(fraction)] * len(forbidden)
+            vectors.append(steering_vectors(direction, norms, torch.full((len(forbidden),), float(fraction))))
+    vectors = torch.cat(vectors)
+    direction_id = [0] * len(index)
+    if settings.get("control", True):
+        vectors = torch.cat([vectors, matched_random_vectors(vectors, context.seed)])
+        index, layer, strength, direction_id = index * 2, layer * 2, strength * 2, direction_id + [1] * len(index)
+    frame = evaluate_vectors(context, index, layer, strength, direction_id, vectors, "all", "steering")
+    frame["control"] = [d == 1 for d in direction_id] * 2
+    frame["vector_l2"] = vectors.norm(dim=-1).tolist() * 2
+    return frame
