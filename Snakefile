@@ -21,6 +21,7 @@ include: "rules/attacks.smk"
 include: "rules/scoring.smk"
 include: "rules/report.smk"
 include: "rules/bench.smk"
+include: "rules/audit_gap.smk"
 
 
 # CPU-only rules (data, judging with rule judges, tables, plots) run on the submitting node,
@@ -32,6 +33,7 @@ localrules:
     metrics,
     tables,
     figures,
+    audit_gap_report,
 
 
 rule all:
@@ -39,3 +41,4 @@ rule all:
         metrics=METRICS.values(),
         tables=TABLES,
         figures=FIGURES,
+        audit_gap=AUDIT_GAP,

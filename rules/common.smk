@@ -15,6 +15,9 @@ EVAL_SPLITS = ["eval_forbidden", "eval_benign", "eval_twin"]
 METRICS = {name: f"results/metrics/{name}.csv" for name in ("behavior", "attacks", "attack_summary", "nll_probe", "defenses",
                                                                 "lvs")}
 TABLES = expand("results/tables/{table}.{ext}", table=["attack_summary", "behavior", "defenses"], ext=["md", "tex"])
+# The audit-gap report, when the attacks it reads are configured.
+AUDIT_GAP = (["results/tables/audit_gap.md", "results/tables/audit_gap.tex"]
+             if {"lvs", "steering"} <= set(config["attacks"]) else [])
 FIGURES = expand("results/figures/{figure}.{ext}",
                  figure=["lasr_vs_layer", "masr_vs_strength", "nll_probe", "defense_pareto"],
                  ext=config["report"]["formats"])

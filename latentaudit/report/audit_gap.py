@@ -1,0 +1,152 @@
+"""The audit-gap report (LVS paper): per variant, the behavioural audit beside the latent ones.
+
+Columns: clean refusal (behaviour), PGD ASR and LVS at the nudge layer at the reference budget,
+steering ASR along the pole direction and its matched random control at the reference fraction,
+and (when ``harmful_ft.csv`` exists) t0.8. The nudge layer is round(nudge_depth · L) with L =
+the number of blocks the LVS attack covered (its largest layer + 1). The reference budget is
+``budget``, or with ``budget: auto`` the largest LVS budget at which the aligned model's PGD
+ASR at the nudge layer is ≤ ``aligned_asr_ceiling`` (0.2): the regime where the behavioural
+audit and the latent one can disagree. Reads only the results-contract CSVs.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from .tables import _write  # noqa: E402
+
+
+def _order(variants) -> list[str]:
+    return sorted(set(variants), key=lambda v: (v != "aligned", v))
+
+
+def nudge_layer_of(lvs: pd.DataFrame, nudge_depth: float = 0.5) -> int:
+    n_blocks = int(lvs.loc[lvs["layer"] >= 0, "layer"].max()) + 1
+    return min(max(int(round(nudge_depth * n_blocks)), 0), n_blocks - 1)
+
+
+def reference_budget(lvs: pd.DataFrame, layer: int, budget, ceiling: float = 0.2) -> float:
+    if budget != "auto":
+        return float(budget)
+    aligned = lvs[(lvs["variant"] == "aligned") & (lvs["attack"] == "lvs") & (lvs["layer"] == layer)]
+    ok = aligned[aligned["asr"] <= ceiling]["budget"]
+    return float(ok.max()) if len(ok) else float(aligned["budget"].min())
+
+
+def audit_gap_frame(behavior_csv: str, attacks_csv: str, lvs_csv: str, judge: str, settings: dict,
+                    harmful_ft_csv: str | None = None) -> tuple[pd.DataFrame, dict]:
+    behavior, attacks, lvs = pd.read_csv(behavior_csv), pd.read_csv(attacks_csv), pd.read_csv(lvs_csv)
+    behavior, attacks = behavior[behavior["judge"] == judge], attacks[attacks["judge"] == judge]
+    layer = nudge_layer_of(lvs, settings.get("nudge_depth", 0.5))
+    budget = reference_budget(lvs, layer, settings.get("budget", "auto"), settings.get("aligned_asr_ceiling", 0.2))
+    fraction = settings.get("steering_fraction", 0.06)
+    rows = []
+    for (model, variant), b in behavior[behavior["split"] == "forbidden"].groupby(["model", "variant"]):
+        def cell(frame, attack, strength, column="asr", at_layer=layer):
+            hit = frame[(frame["model"] == model) & (frame["variant"] == variant) & (frame["attack"] == attack)
+                        & np.isclose(frame["strength" if "strength" in frame else "budget"], strength)
+                        & (frame["layer"] == at_layer)]
+            return float(hit[column].iloc[0]) if len(hit) else np.nan
+        lvs_cell = lvs[(lvs["model"] == model) & (lvs["variant"] == variant) & (lvs["attack"] == "lvs")
+                       & (lvs["layer"] == layer) & np.isclose(lvs["budget"], budget)]
+        row = {"model": model, "variant": variant, "clean_refusal": float(b["refusal_rate"].iloc[0]),
+               "pgd_asr_nudge_layer": cell(attacks, "lvs", budget),
+               "pgd_control_asr": cell(attacks, "lvs_control", budget),
+               "lvs_mean": float(lvs_cell["lvs_mean"].iloc[0]) if len(lvs_cell) else np.nan,
+               "lvs_median": float(lvs_cell["lvs_median"].iloc[0]) if len(lvs_cell) else np.nan,
+               "steering_asr": cell(attacks, "steering", fraction),
+               "steering_control_asr": cell(attacks, "steering_control", fraction)}
+        if harmful_ft_csv and Path(harmful_ft_csv).exists():
+            ft = pd.read_csv(harmful_ft_csv)
+            ft = ft[(ft["model"] == model) & (ft["variant"] == variant)]
+            row["t0.8"] = float(ft["t08"].mean()) if len(ft) else np.nan
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    if len(frame):
+        frame = frame.sort_values(["model", "variant"], key=lambda c: c.map(lambda v: (v != "aligned", v))
+                                  if c.name == "variant" else c)
+    return frame, {"layer": layer, "budget": budget, "fraction": fraction}
+
+
+def audit_gap_tables(behavior_csv: str, attacks_csv: str, lvs_csv: str, judge: str, settings: dict,
+                     markdown: str, latex: str, harmful_ft_csv: str | None = None) -> None:
+    frame, ref = audit_gap_frame(behavior_csv, attacks_csv, lvs_csv, judge, settings, harmful_ft_csv)
+    _write(frame, markdown, latex, f"Audit gap (judge: {judge}): behaviour vs latent vulnerability at the nudge layer "
+                                   f"{ref['layer']} (PGD/LVS budget p = {ref['budget']:g}, steering fraction "
+                                   f"{ref['fraction']:g}; controls: uniform / matched-norm random)")
+
+
+def _save(fig, paths: list[str], dpi: int) -> None:
+    for path in paths:
+        fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+
+
+def lvs_layer_profile(lvs_csv: str, paths: list[str], style: str = "default", dpi: int = 150) -> None:
+    """Median LVS (bootstrap 95 % CI band) against the site, one line per variant, one panel per
+    (model, budget); the embedding is drawn at x = −1."""
+    lvs = pd.read_csv(lvs_csv)
+    lvs = lvs[lvs["attack"] == "lvs"]
+    panels = sorted({(m, b) for m, b in zip(lvs["model"], lvs["budget"])})
+    with plt.style.context(style):
+        fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(4.2 * max(len(panels), 1), 3.2), squeeze=False)
+        for ax, (model, budget) in zip(axes[0], panels):
+            rows = lvs[(lvs["model"] == model) & (lvs["budget"] == budget)]
+            for variant in _order(rows["variant"]):
+                line = rows[rows["variant"] == variant].sort_values("layer")
+                ax.plot(line["layer"], line["lvs_median"], marker="o", label=variant)
+                ax.fill_between(line["layer"], line["ci_low"], line["ci_high"], alpha=0.2)
+            ticks = sorted(rows["layer"].unique())
+            ax.set_xticks(ticks, ["embed" if t < 0 else str(t) for t in ticks])
+            ax.set(title=f"{model}: p = {budget:g}", xlabel="site (block output)", ylabel="LVS (median, 95% CI)")
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        _save(fig, paths, dpi)
+
+
+def steering_vs_fraction(attacks_csv: str, judge: str, paths: list[str], style: str = "default", dpi: int = 150) -> None:
+    """Steering ASR against the fraction of the activation norm, per variant, with the matched-norm
+    random control dashed."""
+    attacks = pd.read_csv(attacks_csv)
+    attacks = attacks[(attacks["judge"] == judge) & attacks["attack"].isin(["steering", "steering_control"])]
+    models = sorted(attacks["model"].unique())
+    with plt.style.context(style):
+        fig, axes = plt.subplots(1, max(len(models), 1), figsize=(4.6 * max(len(models), 1), 3.4), squeeze=False)
+        for ax, model in zip(axes[0], models):
+            rows = attacks[attacks["model"] == model]
+            for i, variant in enumerate(_order(rows["variant"])):
+                for attack, ls in (("steering", "-"), ("steering_control", "--")):
+                    line = rows[(rows["variant"] == variant) & (rows["attack"] == attack)]
+                    line = line.groupby("strength")["asr"].max().reset_index()
+                    ax.plot(line["strength"], line["asr"], ls=ls, marker="o", color=f"C{i}",
+                            label=variant if attack == "steering" else None)
+            ax.plot([], [], ls="--", color="grey", label="random control")
+            ax.set(title=model, xlabel="steering size (fraction of activation norm)", ylabel="ASR",
+                   ylim=(-0.02, 1.02), xscale="log")
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        _save(fig, paths, dpi)
+
+
+def audit_gap_dumbbell(frame: pd.DataFrame, paths: list[str], style: str = "default", dpi: int = 150) -> None:
+    """Per variant: behavioural safety (clean refusal) and latent safety (1 − PGD ASR at the
+    nudge layer), joined by a line: a long line is an audit gap."""
+    with plt.style.context(style):
+        fig, ax = plt.subplots(figsize=(5.5, 0.5 * max(len(frame), 2) + 1))
+        labels = [f"{m}/{v}" for m, v in zip(frame["model"], frame["variant"])]
+        y = np.arange(len(frame))
+        latent = 1 - frame["pgd_asr_nudge_layer"].to_numpy()
+        ax.hlines(y, latent, frame["clean_refusal"], color="grey", lw=1.5)
+        ax.scatter(frame["clean_refusal"], y, label="behavioural (clean refusal)", zorder=3)
+        ax.scatter(latent, y, label="latent (1 − PGD ASR at nudge layer)", zorder=3)
+        ax.set_yticks(y, labels)
+        ax.set(xlim=(-0.02, 1.02), xlabel="safety")
+        ax.legend(fontsize=7, loc="lower left")
+        fig.tight_layout()
+        _save(fig, paths, dpi)

@@ -1,0 +1,28 @@
+# The audit-gap report (LVS paper): behaviour vs latent vulnerability per variant.
+rule audit_gap_report:
+    input:
+        script="workflow_scripts/audit_gap_report.py",
+        code=code("report/audit_gap.py", "report/tables.py"),
+        behavior=METRICS["behavior"],
+        attacks=METRICS["attacks"],
+        lvs=METRICS["lvs"],
+    output:
+        table_md="results/tables/audit_gap.md",
+        table_tex="results/tables/audit_gap.tex",
+        lvs_profile=report(expand("results/figures/lvs_layer_profile.{ext}", ext=config["report"]["formats"]),
+                           caption="../captions/lvs_layer_profile.rst", category="Audit gap"),
+        steering=report(expand("results/figures/steering_vs_fraction.{ext}", ext=config["report"]["formats"]),
+                        caption="../captions/steering_vs_fraction.rst", category="Audit gap"),
+        dumbbell=report(expand("results/figures/audit_gap_dumbbell.{ext}", ext=config["report"]["formats"]),
+                        caption="../captions/audit_gap_dumbbell.rst", category="Audit gap"),
+    params:
+        judge=config["report"]["primary_judge"],
+        settings=config["report"]["audit_gap"],
+        style=config["report"]["style"],
+        dpi=config["report"]["dpi"],
+    conda:
+        "../envs/latentaudit.yaml"
+    log:
+        "logs/report/audit_gap.log",
+    script:
+        "../workflow_scripts/audit_gap_report.py"
