@@ -97,9 +97,16 @@ def generation_outputs():
     return [f"results/attacks/{m}/{v}/{a}/generations.parquet" for m, v in model_variants() for a in config["attacks"]]
 
 
+def judges_for(attack):
+    """Label judges judge every attack; score judges (the LVS's harmlessness S) only the
+    attacks whose LVS they feed."""
+    return [j for j in config["judges"]
+            if not JUDGES[j].options.get("scores") or ATTACKS[attack].options.get("harmlessness_scored")]
+
+
 def score_outputs():
     return [f"results/scores/{m}/{v}/{a}/{j}.parquet" for m, v in model_variants() for a in config["attacks"]
-            for j in config["judges"]]
+            for j in judges_for(a)]
 
 
 def attack_code(wildcards):

@@ -62,7 +62,7 @@ def uniform_ball_deltas(prompts: list[list[int]], radius: torch.Tensor, width: i
     return [(torch.rand(len(p), width, generator=gen) * 2 - 1) * float(r) for p, r in zip(prompts, radius)]
 
 
-@ATTACKS.register("lvs", SCHEMA)
+@ATTACKS.register("lvs", SCHEMA, harmlessness_scored=True)
 def attack_lvs(context: AttackContext, settings: dict) -> pd.DataFrame:
     forbidden = context.eval_records["eval_forbidden"]
     f_ids = context.prompt_ids(forbidden)
