@@ -4,4 +4,5 @@ from latentaudit.steps.scoring import collect_metrics
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 start(smk)
-collect_metrics(list(smk.input.generations), list(smk.input.scores), dict(smk.output.items()))
+collect_metrics(list(smk.input.generations), list(smk.input.scores), dict(smk.output.items()),
+                list(smk.input.capability))
