@@ -51,7 +51,7 @@ REAL_DATA = "results/data/real"
 
 
 def real_split(split):
-    """A split the real_data rule writes from the config's `data:` section."""
+    """A split written by real_data (from the config's `data:` section)."""
     return f"{REAL_DATA}/{split}.jsonl"
 
 
