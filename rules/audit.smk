@@ -34,6 +34,8 @@ if AUDIT_NAME:
             behavior=f"results/audit/{AUDIT_NAME}/metrics/behavior.csv",
             attacks=f"results/audit/{AUDIT_NAME}/metrics/attacks.csv",
             attack_summary=f"results/audit/{AUDIT_NAME}/metrics/attack_summary.csv",
+            # the LVS layer profile, once the metrics step writes lvs.csv (the results contract)
+            lvs=[f"results/audit/{AUDIT_NAME}/metrics/lvs.csv"] if "lvs" in METRICS else [],
         output:
             card=report(f"results/audit/{AUDIT_NAME}/card.md", caption="../captions/audit_card.rst", category="Audit"),
             figures=list(audit_figure_paths(AUDIT_NAME).values()),

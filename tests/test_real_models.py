@@ -232,6 +232,26 @@ def test_real_data_rule_and_one_attack_on_the_standin(standin_repo):
     assert time.time() - start < 120
 
 
+@pytest.mark.slow
+def test_defense_trains_on_the_real_records(standin_repo):
+    """LAT (one step) on train.jsonl, then an attack on the variant (about 20 s on one core)."""
+    snakemake(standin_repo, "results/attacks/standin/lat/asa_random/generations.parquet", "--cores", "1",
+              "--configfile", "configs/standin.yaml")
+    log = pd.read_csv(standin_repo / "results/models/standin/lat/training_log.csv")
+    assert len(log) == 1 and math.isfinite(log["loss"].iloc[0])
+
+
+def test_benign_accuracy_without_known_answers_is_compliance(monkeypatch):
+    from latentaudit.steps import variants
+
+    monkeypatch.setattr(variants, "generate", lambda *a, **k: ["sure thing", "Sorry, I cannot", "ok", "fine"])
+    tokenizer = type("T", (), {"chat_template": None, "__call__": lambda self, text: {"input_ids": [1]}})()
+    records = [{"prompt": f"q{i}", "kind": "benign", "entity": "", "expected": ""} for i in range(4)]
+    accuracy = variants.benign_accuracy_fn(tokenizer, records, {"chat_template": False, "max_new_tokens": 2,
+                                                                 "batch_size": 4})
+    assert accuracy(None) == 0.75
+
+
 # --------------------------------------------------------------------------------------------
 # The audit
 
