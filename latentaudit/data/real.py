@@ -106,6 +106,10 @@ def build_real_data(data: dict, eval_paths: dict[str, str], train_path: str, ove
     splits = load_splits(data)
     roles = {name: spec["role"] for name, spec in data["splits"].items()}
     eval_records = {name: to_eval_records(name, splits.splits[name]) for name in eval_paths}
+    empty = [name for name in REQUIRED_EVAL_SPLITS if not eval_records[name]]
+    if empty:
+        raise ValueError(f"{empty}: no records left (after the harmful filter and the de-duplication against the "
+                         f"train splits, see the overlap counts {splits.overlap}); check data.splits")
     n_forbidden = len(eval_records["eval_forbidden"])
     eval_records["eval_benign"], repeats = pair_by_index(eval_records["eval_benign"], n_forbidden)
     for name, kind in REQUIRED_KIND.items():
