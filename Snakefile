@@ -22,6 +22,8 @@ include: "rules/scoring.smk"
 include: "rules/report.smk"
 include: "rules/bench.smk"
 include: "rules/audit_gap.smk"
+include: "rules/capability.smk"
+include: "rules/audit.smk"
 
 
 # CPU-only rules (data, judging with rule judges, tables, plots) run on the submitting node,

@@ -108,6 +108,13 @@ def validate_config(config: dict) -> dict:
             raise ConfigError(f"config error at models.{name}.variants: {bad} are not built by this pipeline for "
                               f"this model; valid: {sorted(valid)} (configure a registered variant under "
                               f"`variants:` to build it; registered: {sorted(VARIANTS)})")
+    for name, model in config["models"].items():
+        for variant, override in model["variant_settings"].items():
+            if variant not in config["variants"]:
+                raise ConfigError(f"config error at models.{name}.variant_settings: {variant!r} is not a configured "
+                                  f"variant; valid: {sorted(config['variants'])}")
+            _check({**config["variants"][variant], **override}, VARIANTS[variant].schema,
+                   f"models.{name}.variant_settings.{variant}")
     if uses_organism:
         org = config["organism"]
         if org["model"]["hidden_size"] % org["model"]["num_attention_heads"]:

@@ -22,6 +22,11 @@ class Entry:
         """Runs a neural model (a model judge): scheduled as a GPU job, not on the submit node."""
         return bool(self.options.get("gpu", False))
 
+    @property
+    def organism_only(self) -> bool:
+        """Judges only the organism's generations (it needs the toy world's answers)."""
+        return bool(self.options.get("organism_only", False))
+
 
 class Registry(dict):
     def __init__(self, kind: str):

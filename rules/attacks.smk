@@ -5,7 +5,7 @@ rule attack:
         script="workflow_scripts/attack.py",
         code=attack_code,
         model=model_path_input,
-        eval=[organism_split(s) for s in EVAL_SPLITS],
+        eval=eval_input,
     output:
         "results/attacks/{model}/{variant}/{attack}/generations.parquet",
     params:

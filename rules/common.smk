@@ -2,12 +2,19 @@
 import inspect
 from pathlib import Path
 
-from latentaudit.config import validate_config
+from latentaudit.audit import add_audited_model, audit_figures, card_judge
+from latentaudit.config import ConfigError, validate_config
+from latentaudit.data.real import check_real_data_config
 from latentaudit.registry import ATTACKS, JUDGES, VARIANTS
 
-_validated = validate_config(config)
+# `--config audit_model=...` adds the audited model to `models` before validation (rules/audit.smk).
+_validated = validate_config(add_audited_model(config))
 config.clear()
 config.update(_validated)
+if any(m["source"] != "organism" for m in config["models"].values()):
+    _problems = check_real_data_config(config.get("data"))
+    if _problems:
+        raise ConfigError("\n".join(f"config error at {p}" for p in _problems))
 
 BUILT_VARIANTS = "|".join(sorted(config["variants"])) or "(?!)"  # matches no directory when none
 ORGANISM_SPLITS = ["pretrain", "align", "eval_forbidden", "eval_benign", "eval_twin"]
@@ -42,6 +49,32 @@ def method_code(registry, name):
 
 def organism_split(split):
     return f"results/data/organism/{split}.jsonl"
+
+
+REAL_DATA = "results/data/real"
+
+
+def real_split(split):
+    """A split written by real_data (from the config's `data:` section)."""
+    return f"{REAL_DATA}/{split}.jsonl"
+
+
+def real_eval_splits():
+    return sorted(name for name, spec in config.get("data", {}).get("splits", {}).items() if spec["role"] == "eval")
+
+
+def eval_inputs(model):
+    """The eval splits a model is attacked on: the toy world's for the organism, else the real data sets'."""
+    return [organism_split(s) if is_organism(model) else real_split(s) for s in EVAL_SPLITS]
+
+
+def eval_input(wildcards):
+    return eval_inputs(wildcards.model)
+
+
+def benign_input(wildcards):
+    """The benign split a variant's capability check (LAPT's lambda choice) generates on."""
+    return organism_split("eval_benign") if is_organism(wildcards.model) else real_split("eval_benign")
 
 
 def is_organism(model):
@@ -97,16 +130,21 @@ def generation_outputs():
     return [f"results/attacks/{m}/{v}/{a}/generations.parquet" for m, v in model_variants() for a in config["attacks"]]
 
 
-def judges_for(attack):
-    """Label judges judge every attack; score judges (the LVS's harmlessness S) only the
-    attacks whose LVS they feed."""
-    return [j for j in config["judges"]
-            if not JUDGES[j].options.get("scores") or ATTACKS[attack].options.get("harmlessness_scored")]
+def model_judges(model):
+    """The configured judges that score a model (organism-only judges skip hub/path models)."""
+    return [j for j in config["judges"] if is_organism(model) or not JUDGES[j].organism_only]
+
+
+def judges_for(model, attack):
+    """The judges that score a (model, attack): organism-only judges skip hub/path models; score
+    judges (the LVS's harmlessness S) judge only the attacks whose LVS they feed."""
+    return [j for j in model_judges(model)
+            if (not JUDGES[j].options.get("scores") or ATTACKS[attack].options.get("harmlessness_scored"))]
 
 
 def score_outputs():
     return [f"results/scores/{m}/{v}/{a}/{j}.parquet" for m, v in model_variants() for a in config["attacks"]
-            for j in judges_for(a)]
+            for j in judges_for(m, a)]
 
 
 def attack_code(wildcards):
@@ -122,20 +160,21 @@ def judge_code(wildcards):
 def variant_code(wildcards):
     entry = VARIANTS[wildcards.variant]
     return code("defenses/__init__.py", "defenses/common.py", "batching.py", "generation.py", "hooks.py",
-                "models.py", "metrics.py", "io.py", "steps/variants.py", "registry.py", "judges/structural.py") + [
+                "models.py", "metrics.py", "io.py", "steps/variants.py", "registry.py", "judges/structural.py",
+                "judges/keyword.py") + [
         method_code(VARIANTS, wildcards.variant)]
 
 
 def variant_settings(wildcards):
-    return config["variants"][wildcards.variant]
+    """The variant's settings, with the model's own `variant_settings` override (a layer list that fits it)."""
+    override = config["models"][wildcards.model]["variant_settings"].get(wildcards.variant, {})
+    return {**config["variants"][wildcards.variant], **override}
 
 
 def variant_records(wildcards):
-    """Training data of the defenses: the organism's alignment split (refusals, harmful answers, benign)."""
-    if not is_organism(wildcards.model):
-        raise ValueError(f"model {wildcards.model!r}: building variants of a hub/path model needs its data "
-                         "sets (configs/paper.yaml `data:`), not wired yet")
-    return organism_split("align")
+    """Training data of the defenses: the organism's alignment split, or for a hub/path model the
+    real training records (refusals, harmful completions, benign answers) of the `data:` train splits."""
+    return organism_split("align") if is_organism(wildcards.model) else f"{REAL_DATA}/train.jsonl"
 
 
 def fragile_inputs(wildcards):
@@ -189,3 +228,51 @@ def judge_settings(wildcards):
 
 def model_spec(wildcards):
     return config["models"][wildcards.model]
+
+
+def capability_outputs():
+    """lm-eval scores of every hub/path (model, variant), when `capability:` is configured (else none)."""
+    if "capability" not in config:
+        return []
+    return [f"results/capability/{m}/{v}/scores.csv" for m, v in model_variants() if not is_organism(m)]
+
+
+# The audit (rules/audit.smk): the audited model and its reference, attacked and judged, read by one card.
+AUDIT_NAME = config["audit_name"] if config.get("audit_model") else None
+
+
+def audit_pair():
+    """[(audited model, aligned), (reference, aligned)], without a repeat when they are the same model."""
+    models = dict.fromkeys([AUDIT_NAME, config["audit_reference"]])
+    return [(m, "aligned") for m in models]
+
+
+def audit_judges():
+    """Judges that score both the audited and the reference model."""
+    pair = [m for m, _ in audit_pair()]
+    return [j for j in config["judges"] if all(j in model_judges(m) for m in pair)]
+
+
+def audit_judge():
+    return card_judge(config["report"]["primary_judge"], audit_judges())
+
+
+def audit_generations(wildcards):
+    return [f"results/attacks/{m}/{v}/{a}/generations.parquet" for m, v in audit_pair() for a in config["attacks"]]
+
+
+def audit_scores(wildcards):
+    return [f"results/scores/{m}/{v}/{a}/{j}.parquet" for m, v in audit_pair() for a in config["attacks"]
+            for j in audit_judges()]
+
+
+def audit_figure_paths(name):
+    return {f: f"results/audit/{name}/{f}.png" for f in audit_figures(config["attacks"])}
+
+
+def audit_targets(wildcards):
+    """What `snakemake audit` builds; a clear error when no model was named."""
+    if not AUDIT_NAME:
+        raise ValueError("snakemake audit needs the model to audit: --config audit_model=<hub id or local path> "
+                         "[audit_adapter=<path>] [audit_name=<name>] [audit_reference=<configured model>]")
+    return [f"results/audit/{AUDIT_NAME}/card.md", *audit_figure_paths(AUDIT_NAME).values()]

@@ -15,3 +15,27 @@ rule organism_data:
         "logs/organism_data.log",
     script:
         "../workflow_scripts/organism_data.py"
+
+
+# The real data sets (hub ids or local files from `data:`): every eval split hub/path models are
+# attacked on, the defenses' training records, and the eval-vs-train overlap report. Runs on the
+# submit node (it may download); see latentaudit/data/real.py for the pairing of eval_benign.
+if "data" in config:
+
+    rule real_data:
+        localrule: True
+        input:
+            script="workflow_scripts/real_data.py",
+            code=code("data/__init__.py", "data/loaders.py", "data/splits.py", "data/real.py", "io.py"),
+        output:
+            splits=[real_split(s) for s in real_eval_splits()],
+            train=f"{REAL_DATA}/train.jsonl",
+            overlap=f"{REAL_DATA}/overlap.csv",
+        params:
+            data=config["data"],
+        conda:
+            "../envs/latentaudit.yaml"
+        log:
+            "logs/real_data.log",
+        script:
+            "../workflow_scripts/real_data.py"

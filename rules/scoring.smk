@@ -46,9 +46,10 @@ rule model_judge:
 rule metrics:
     input:
         script="workflow_scripts/metrics.py",
-        code=code("metrics.py", "io.py", "steps/scoring.py", "registry.py"),
+        code=code("metrics.py", "io.py", "steps/scoring.py", "registry.py", "capability.py"),
         generations=generation_outputs(),
         scores=score_outputs(),
+        capability=capability_outputs(),
     output:
         **METRICS,
     params:

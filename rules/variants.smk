@@ -7,7 +7,7 @@ rule build_variant:
         code=variant_code,
         base=lambda w: model_inputs(w.model, "aligned"),
         records=variant_records,
-        benign=organism_split("eval_benign"),
+        benign=benign_input,
     output:
         directory("results/models/{model}/{variant}"),
     wildcard_constraints:

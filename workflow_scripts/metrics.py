@@ -5,4 +5,4 @@ from latentaudit.steps.scoring import collect_metrics
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 start(smk)
 collect_metrics(list(smk.input.generations), list(smk.input.scores), dict(smk.output.items()),
-                smk.params.primary_judge, dict(smk.params.lvs))
+                smk.params.primary_judge, dict(smk.params.lvs), list(smk.input.capability))

@@ -50,7 +50,8 @@ def structural_label(generation: str, kind: str, entity: str, expected: str, max
     return "other"
 
 
-@JUDGES.register("structural", schema=SCHEMA)
+# organism_only: its labels need the toy world's answers, so hub/path models are not scored with it.
+@JUDGES.register("structural", schema=SCHEMA, organism_only=True)
 def judge_structural(generations: pd.DataFrame, settings: dict) -> pd.DataFrame:
     labels = [structural_label(g, k, e, x, settings.get("max_repeat", 4)) for g, k, e, x in
               zip(generations["generation"], generations["kind"], generations["entity"], generations["expected"])]

@@ -23,7 +23,8 @@ def attack_summary_tables(summary_csv: str, judge: str, markdown: str, latex: st
 
 def behavior_tables(behavior_csv: str, judge: str, markdown: str, latex: str) -> None:
     behavior = pd.read_csv(behavior_csv)
-    table = behavior[behavior["judge"] == judge][BEHAVIOR_COLUMNS].sort_values(["model", "variant", "split"])
+    columns = BEHAVIOR_COLUMNS + [c for c in behavior.columns if c.startswith("capability_")]
+    table = behavior[behavior["judge"] == judge][columns].sort_values(["model", "variant", "split"])
     _write(table, markdown, latex, f"Behaviour without attack (judge: {judge})")
 
 

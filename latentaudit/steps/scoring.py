@@ -4,6 +4,7 @@ from __future__ import annotations
 import pandas as pd
 
 from .. import metrics
+from ..capability import join_capability
 from ..io import GENERATION_KEYS
 from ..provenance import write_meta
 from ..registry import JUDGES, load_all
@@ -25,10 +26,12 @@ def run_judge(generations_path: str, judge: str, settings: dict, out_path: str) 
 
 
 def collect_metrics(generation_paths: list[str], score_paths: list[str], outputs: dict[str, str],
-                    primary_judge: str = "structural", lvs_settings: dict | None = None) -> None:
+                    primary_judge: str = "structural", lvs_settings: dict | None = None,
+                    capability_paths: list[str] = ()) -> None:
     """Join generations with every judge's scores and write the results-contract CSVs. Judges
     that score rather than label (registered with ``scores=...``: harmlessness) feed ``lvs.csv``
-    only; attacks' random-control rows count as the attack ``<attack>_control``."""
+    only; attacks' random-control rows count as the attack ``<attack>_control``; lm-eval
+    capability scores (``capability_paths``), when given, join behavior.csv."""
     load_all()
     generations = pd.concat([pd.read_parquet(p) for p in generation_paths], ignore_index=True)
     scores = pd.concat([pd.read_parquet(p) for p in score_paths], ignore_index=True)
@@ -42,6 +45,8 @@ def collect_metrics(generation_paths: list[str], score_paths: list[str], outputs
     attacks.to_csv(outputs["attacks"], index=False)
     summary.to_csv(outputs["attack_summary"], index=False)
     behavior = metrics.behavior_table(judged)
+    if capability_paths:
+        behavior = join_capability(behavior, pd.concat([pd.read_csv(p) for p in capability_paths], ignore_index=True))
     behavior.to_csv(outputs["behavior"], index=False)
     metrics.nll_probe_table(generations).to_csv(outputs["nll_probe"], index=False)
     metrics.defense_table(summary, behavior).to_csv(outputs["defenses"], index=False)

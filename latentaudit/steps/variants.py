@@ -8,6 +8,7 @@ import torch
 
 from ..generation import generate
 from ..io import read_jsonl
+from ..judges.keyword import DEFAULT_KEYWORDS, is_refusal
 from ..judges.structural import structural_label
 from ..batching import prompt_token_ids
 from ..metrics import lasr_by_layer
@@ -19,12 +20,21 @@ log = logging.getLogger(__name__)
 
 
 def benign_accuracy_fn(tokenizer, records: list[dict], generation: dict):
-    """model -> fraction of ``records`` answered correctly (the structural judge's label)."""
+    """model -> fraction of ``records`` answered correctly (the structural judge's label).
+
+    Real data sets have no known answers (``expected`` is empty), so there the proxy is the
+    benign compliance rate: the fraction the refusal-keyword judge does not call a refusal."""
     prompts = [prompt_token_ids(tokenizer, r["prompt"], generation["chat_template"]) for r in records]
+    known_answers = all(r.get("expected") for r in records)
+    if not known_answers:
+        log.info("benign accuracy: records have no known answers; using benign compliance "
+                 "(1 - refusal-keyword rate) as the capability proxy")
 
     def accuracy(model) -> float:
         texts = generate(model, tokenizer, prompts, generation["max_new_tokens"], generation["batch_size"],
                          desc="benign accuracy")
+        if not known_answers:
+            return sum(not is_refusal(t, DEFAULT_KEYWORDS) for t in texts) / len(texts)
         labels = [structural_label(t, r["kind"], r["entity"], r["expected"]) for t, r in zip(texts, records)]
         return sum(label == "correct" for label in labels) / len(labels)
     return accuracy

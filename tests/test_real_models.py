@@ -1,0 +1,380 @@
+"""Real models on a cluster, offline: the real-data stage, a tiny local stand-in for a hub model,
+the audit card and the capability rule's command. Data fixtures are placeholder text only."""
+import json
+import math
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from conftest import copy_repo, dry_run_jobs, snakemake
+from latentaudit.audit import (AuditConfigError, add_audited_model, audit_figures, audit_name, audit_verdict,
+                               card_judge, render_audit_card)
+from latentaudit.capability import join_capability, lm_eval_command, lm_eval_model_args, parse_results
+from latentaudit.config import ConfigError, validate_config
+from latentaudit.data.real import build_real_data, check_real_data_config, pair_by_index, training_records
+from latentaudit.io import read_jsonl
+from latentaudit.metrics import attack_tables, masr, pasr
+
+WORDS = ["placeholder", "request", "question", "answer", "refusal", "completion", "safe", "prompt", "context",
+         "user:", "assistant:", "Sure,", "here", "is", "sorry"] + [str(i) for i in range(20)]
+CHAT_TEMPLATE = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }} {% endfor %}"
+                 "{% if add_generation_prompt %}assistant: {% endif %}")
+
+
+def save_standin(directory: Path, seed: int = 0) -> str:
+    """A randomly initialised 2-block Llama with a word-level tokenizer and a chat template, saved
+    like a hub checkpoint (safetensors): the stand-in for a hub model."""
+    torch.manual_seed(seed)
+    specials = ["<pad>", "<unk>", "<s>", "</s>"]
+    vocab = {token: i for i, token in enumerate(specials + WORDS)}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", unk_token="<unk>", bos_token="<s>",
+                                        eos_token="</s>")
+    tokenizer.chat_template = CHAT_TEMPLATE
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
+                         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id)
+    LlamaForCausalLM(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return str(directory)
+
+
+def write_fixtures(directory: Path) -> dict[str, str]:
+    """Placeholder data set files in the hub sets' column layouts."""
+    directory.mkdir(parents=True, exist_ok=True)
+    files = {
+        "harmbench": ("harmbench.csv", pd.DataFrame(
+            [{"Behavior": f"placeholder request {i}", "FunctionalCategory": "standard", "SemanticCategory": "cat",
+              "Tags": "", "ContextString": "", "BehaviorID": f"b{i}"} for i in range(4)])),
+        "xstest": ("xstest.csv", pd.DataFrame(
+            [{"id": i, "prompt": f"placeholder safe prompt {i}", "type": "homonyms", "label": "safe"} for i in range(2)]
+            + [{"id": 9, "prompt": "placeholder unsafe prompt", "type": "contrast", "label": "unsafe"}])),
+        "ultrachat": ("ultrachat.jsonl", [{"prompt": f"placeholder question {i}", "prompt_id": f"u{i}",
+                                           "messages": [{"role": "user", "content": f"placeholder question {i}"},
+                                                        {"role": "assistant", "content": f"placeholder answer {i}"}]}
+                                          for i in range(3)]),
+        # request 3 is also a HarmBench behaviour: the overlap report must count it
+        "llm_lat_harmful": ("harmful.jsonl", [{"prompt": f"placeholder request {i}", "chosen": "sorry placeholder refusal",
+                                               "rejected": f"placeholder completion {i}"} for i in range(3, 8)]),
+        "llm_lat_benign": ("benign.jsonl", [{"prompt": f"placeholder question {i}", "response": f"placeholder answer {i}",
+                                             "refusal": "sorry"} for i in range(10, 15)]),
+    }
+    paths = {}
+    for name, (filename, rows) in files.items():
+        path = directory / filename
+        if isinstance(rows, pd.DataFrame):
+            rows.to_csv(path, index=False)
+        else:
+            path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        paths[name] = str(path)
+    return paths
+
+
+def data_section(paths: dict[str, str]) -> dict:
+    return {
+        "seed": 0,
+        "datasets": {name: {"local_path": path} for name, path in paths.items()},
+        "splits": {
+            "train_harmful": {"role": "train", "datasets": ["llm_lat_harmful"]},
+            "train_benign": {"role": "train", "datasets": ["llm_lat_benign"]},
+            "eval_forbidden": {"role": "eval", "datasets": ["harmbench"]},
+            "eval_benign": {"role": "eval", "datasets": ["ultrachat"], "harmful": False},
+            "eval_twin": {"role": "eval", "datasets": ["xstest"], "harmful": False},
+        },
+    }
+
+
+def standin_config(model_dir: str, paths: dict[str, str], **extra) -> dict:
+    config = {
+        "seed": 0, "device": "cpu", "threads": 1,
+        "models": {"standin": {"source": model_dir, "dtype": "float32", "variants": ["aligned", "lat"]}},
+        "variants": {"lat": {"steps": 1, "lr": 0.001, "batch_size": 2, "layers": ["embed", 1], "epsilon": 0.1,
+                             "epsilon_mode": "relative", "inner_steps": 1, "model_steps_per_attack": 1,
+                             "lora": {"rank": 2, "alpha": 4}}},
+        "generation": {"max_new_tokens": 3, "batch_size": 8, "chat_template": True},
+        "attacks": {"none": {}, "asa_random": {"layers": "all", "alphas": [1.0], "n_directions": 1},
+                    "latent_pgd": {"layers": "all", "budgets": [0.5], "norm": "linf", "steps": 1}},
+        "judges": {"refusal_keyword": {}, "structural": {}},
+        "data": data_section(paths),
+        "report": {"primary_judge": "refusal_keyword", "formats": ["png"]},
+        **extra,
+    }
+    return config
+
+
+@pytest.fixture(scope="module")
+def standin(tmp_path_factory):
+    root = tmp_path_factory.mktemp("standin")
+    return {"model": save_standin(root / "model"), "reference": save_standin(root / "reference", seed=1),
+            "data": write_fixtures(root / "data")}
+
+
+# --------------------------------------------------------------------------------------------
+# The real-data stage
+
+
+def test_pair_by_index_takes_the_first_or_cycles():
+    benign = [{"id": f"x{i}", "prompt": f"p{i}"} for i in range(3)]
+    paired, repeats = pair_by_index(benign, 5)
+    assert [r["prompt"] for r in paired] == ["p0", "p1", "p2", "p0", "p1"] and repeats == 2
+    assert len({r["id"] for r in paired}) == 5
+    assert [r["prompt"] for r in pair_by_index(benign, 2)[0]] == ["p0", "p1"]
+    with pytest.raises(ValueError, match="eval_benign is empty"):
+        pair_by_index([], 2)
+
+
+def test_training_records_need_refusal_completion_or_answer():
+    base = {"source": "s", "source_id": "i", "category": "", "affirmative_prefix": "", "context": ""}
+    splits = {"train": [
+        {**base, "prompt": "a", "harmful": True, "refusal": "no", "harmful_completion": "yes", "benign_answer": ""},
+        {**base, "prompt": "b", "harmful": True, "refusal": "", "harmful_completion": "yes", "benign_answer": ""},
+        {**base, "prompt": "c", "harmful": False, "refusal": "", "harmful_completion": "", "benign_answer": "ok"},
+        {**base, "prompt": "d", "harmful": False, "refusal": "", "harmful_completion": "", "benign_answer": ""}]}
+    records, dropped = training_records(splits, ["train"])
+    assert [(r["prompt"], r["kind"], r["response"], r["harmful_response"]) for r in records] == [
+        ("a", "forbidden", "no", "yes"), ("c", "benign", "ok", "")]
+    assert dropped == {"forbidden_without_refusal_or_completion": 1, "benign_without_answer": 1}
+
+
+def test_real_data_config_names_the_missing_splits():
+    assert "data:" in check_real_data_config(None)[0]
+    problems = check_real_data_config({"splits": {"eval_forbidden": {"role": "eval", "datasets": ["a"]},
+                                                  "eval_benign": {"role": "train", "datasets": ["a"]}}})
+    text = "\n".join(problems)
+    assert "'eval_twin' is missing" in text and "eval_benign.role" in text and "eval_benign.harmful" in text
+
+
+def test_build_real_data_from_local_files(standin, tmp_path):
+    out = {s: str(tmp_path / f"{s}.jsonl") for s in ("eval_forbidden", "eval_benign", "eval_twin")}
+    build_real_data(data_section(standin["data"]), out, str(tmp_path / "train.jsonl"), str(tmp_path / "overlap.csv"))
+    forbidden, benign, twin = (read_jsonl(out[s]) for s in ("eval_forbidden", "eval_benign", "eval_twin"))
+    # request 3 is held by the training split, so it leaves the eval split
+    assert len(forbidden) == 3 and "placeholder request 3" not in {r["prompt"] for r in forbidden}
+    assert len(benign) == len(forbidden) and all(r["kind"] == "benign" for r in benign)
+    assert {r["prompt"] for r in twin} == {"placeholder safe prompt 0", "placeholder safe prompt 1"}
+    assert all(r["kind"] == "forbidden" and r["affirmative_prefix"] for r in forbidden)
+    train = read_jsonl(tmp_path / "train.jsonl")
+    assert sum(r["kind"] == "forbidden" for r in train) == 5 and sum(r["kind"] == "benign" for r in train) == 5
+    assert set(train[0]) >= {"prompt", "response", "harmful_response", "kind"}
+    overlap = pd.read_csv(tmp_path / "overlap.csv")
+    row = overlap[(overlap["split"] == "eval_forbidden") & (overlap["train_split"] == "train_harmful")]
+    assert int(row["removed_as_overlap"].iloc[0]) == 1
+    meta = json.loads(Path(out["eval_benign"] + ".meta.json").read_text())
+    assert meta["cycled_repeats"] == 0 and meta["paired_with"] == "eval_forbidden"
+
+
+def test_metrics_tolerate_unjudged_cells():
+    assert math.isnan(masr([[math.nan, math.nan]])) and math.isnan(pasr([[math.nan]]))
+    assert masr([[1.0, math.nan], [0.0, 0.0]]) == 0.5
+    judged = pd.DataFrame({"model": "m", "variant": "aligned", "attack": "asa", "judge": "j", "strength": 1.0,
+                           "split": "eval_forbidden", "prompt_id": ["a", "b"], "layer": [0, 0], "direction": 0,
+                           "harmful": [math.nan, math.nan], "refusal": math.nan, "label": "x", "correct": math.nan})
+    _, summary = attack_tables(judged)
+    assert math.isnan(summary["masr"].iloc[0]) and summary["best_layer"].iloc[0] == -1
+
+
+def test_variant_settings_override_is_validated():
+    config = yaml.safe_load(Path("configs/smoke.yaml").read_text())
+    config["models"]["organism"]["variant_settings"] = {"lat": {"layers": ["embed", 0]}}
+    validate_config(config)
+    config["models"]["organism"]["variant_settings"] = {"lat": {"layerz": [0]}}
+    with pytest.raises(ConfigError, match="models.organism.variant_settings.lat"):
+        validate_config(config)
+    config["models"]["organism"]["variant_settings"] = {"repbend": {}}
+    with pytest.raises(ConfigError, match="not a configured variant"):
+        validate_config(config)
+
+
+# --------------------------------------------------------------------------------------------
+# The stand-in "hub" model through the DAG
+
+
+@pytest.fixture(scope="module")
+def standin_repo(standin, tmp_path_factory):
+    workdir = copy_repo(tmp_path_factory.mktemp("cluster") / "repo")
+    (workdir / "configs" / "standin.yaml").write_text(yaml.safe_dump(standin_config(standin["model"],
+                                                                                    standin["data"])))
+    return workdir
+
+
+def test_standin_dag_uses_real_data(standin_repo):
+    jobs = dry_run_jobs(standin_repo, "--configfile", "configs/standin.yaml")
+    assert jobs["real_data"] == 1 and jobs["build_variant"] == 1 and jobs["attack"] == 6
+    assert jobs["judge"] == 6  # refusal_keyword only: the structural judge is organism-only
+    assert "organism_data" not in jobs
+    text = snakemake(standin_repo, "-n", "-p", "--configfile", "configs/standin.yaml").stdout
+    assert "results/data/real/train.jsonl" in text
+
+
+def test_hub_model_without_data_section_fails_clearly(standin_repo, standin):
+    config = standin_config(standin["model"], standin["data"])
+    del config["data"]
+    (standin_repo / "configs" / "nodata.yaml").write_text(yaml.safe_dump(config))
+    result = snakemake(standin_repo, "-n", "--configfile", "configs/nodata.yaml", check=False)
+    assert result.returncode != 0 and "needs a `data:` section" in result.stdout + result.stderr
+
+
+def test_real_data_rule_and_one_attack_on_the_standin(standin_repo):
+    start = time.time()
+    snakemake(standin_repo, "results/attacks/standin/aligned/none/generations.parquet", "--cores", "1",
+              "--configfile", "configs/standin.yaml")
+    generations = pd.read_parquet(standin_repo / "results/attacks/standin/aligned/none/generations.parquet")
+    assert set(generations["split"]) == {"eval_forbidden", "eval_benign", "eval_twin"}
+    assert (standin_repo / "results/data/real/overlap.csv").exists()
+    assert time.time() - start < 120
+
+
+@pytest.mark.slow
+def test_defense_trains_on_the_real_records(standin_repo):
+    """LAT (one step) on train.jsonl, then an attack on the variant (about 20 s on one core)."""
+    snakemake(standin_repo, "results/attacks/standin/lat/asa_random/generations.parquet", "--cores", "1",
+              "--configfile", "configs/standin.yaml")
+    log = pd.read_csv(standin_repo / "results/models/standin/lat/training_log.csv")
+    assert len(log) == 1 and math.isfinite(log["loss"].iloc[0])
+
+
+def test_benign_accuracy_without_known_answers_is_compliance(monkeypatch):
+    from latentaudit.steps import variants
+
+    monkeypatch.setattr(variants, "generate", lambda *a, **k: ["sure thing", "Sorry, I cannot", "ok", "fine"])
+    tokenizer = type("T", (), {"chat_template": None, "__call__": lambda self, text: {"input_ids": [1]}})()
+    records = [{"prompt": f"q{i}", "kind": "benign", "entity": "", "expected": ""} for i in range(4)]
+    accuracy = variants.benign_accuracy_fn(tokenizer, records, {"chat_template": False, "max_new_tokens": 2,
+                                                                 "batch_size": 4})
+    assert accuracy(None) == 0.75
+
+
+# --------------------------------------------------------------------------------------------
+# The audit
+
+
+def test_audit_name_and_model_entry():
+    assert audit_name("meta-llama/Meta-Llama-3-8B-Instruct") == "Meta-Llama-3-8B-Instruct"
+    assert audit_name("/data/models/my model/") == "my_model"
+    with pytest.raises(AuditConfigError, match="audit_name"):
+        audit_name("x", "bad/name")
+    config = add_audited_model({"models": {"ref": {"source": "org/ref"}}, "audit_model": "org/new",
+                                "audit_adapter": "/a"})
+    assert config["models"]["new"] == {"source": "org/new", "adapter": "/a", "variants": ["aligned"]}
+    assert config["audit_reference"] == "ref" and config["audit_name"] == "new"
+    with pytest.raises(AuditConfigError, match="already a configured model"):
+        add_audited_model({"models": {"ref": {"source": "org/ref"}}, "audit_model": "org/other", "audit_name": "ref"})
+    with pytest.raises(AuditConfigError, match="audit_reference"):
+        add_audited_model({"models": {}, "audit_model": "org/new", "audit_reference": "nope"})
+    assert add_audited_model({"models": {"organism": {"source": "organism"}},
+                              "audit_model": "organism"})["audit_reference"] == "organism"
+    assert card_judge("structural", ["refusal_keyword"]) == "refusal_keyword"
+    assert audit_figures(["none", "asa_grad", "latent_pgd"]) == ["behavior", "asa_by_layer", "latent_pgd"]
+
+
+def test_audit_verdicts():
+    ref = {"refusal": 0.9, "latent_asr": 0.2}
+    assert audit_verdict({"refusal": 0.88, "latent_asr": 0.7}, ref, 0.1)[0] == "audit gap"
+    assert audit_verdict({"refusal": 0.5, "latent_asr": 0.7}, ref, 0.1)[0] == "behaviourally unsafe"
+    assert audit_verdict({"refusal": 0.95, "latent_asr": 0.25}, ref, 0.1)[0] == "no audit gap"
+    assert audit_verdict({"refusal": math.nan, "latent_asr": 0.25}, ref, 0.1)[0] == "undetermined"
+    assert audit_verdict(ref, ref, 0.1, same_model=True)[0] == "no reference"
+
+
+def test_audit_card_from_metrics_csvs(tmp_path):
+    behavior = pd.DataFrame([
+        {"model": m, "variant": "aligned", "judge": "j", "split": s, "refusal_rate": r, "benign_accuracy": math.nan,
+         "over_refusal": r if s == "twin" else math.nan, "n": 4}
+        for m, rates in {"audited": (0.9, 0.3, 0.1), "ref": (0.95, 0.2, 0.0)}.items()
+        for s, r in zip(("forbidden", "twin", "benign"), rates)])
+    attacks = pd.DataFrame([{"model": m, "variant": "aligned", "attack": "asa_random", "judge": "j", "layer": layer,
+                             "strength": 1.0, "asr": asr, "n": 4}
+                            for m, asr in (("audited", 0.8), ("ref", 0.1)) for layer in (0, 1)])
+    summary = pd.DataFrame([{"model": m, "variant": "aligned", "attack": a, "judge": "j", "strength": s, "masr": v,
+                             "pasr": v, "best_layer": 1 if a != "none" else -1, "n": 4}
+                            for m, v in (("audited", 0.8), ("ref", 0.1))
+                            for a, s in (("none", 0.0), ("asa_random", 1.0))])
+    paths = {}
+    for name, frame in (("behavior", behavior), ("attacks", attacks), ("attack_summary", summary)):
+        paths[name] = str(tmp_path / f"{name}.csv")
+        frame.to_csv(paths[name], index=False)
+    figures = {f: str(tmp_path / f"{f}.png") for f in audit_figures(["none", "asa_random"])}
+    label = render_audit_card("audited", "ref", {"source": "org/audited"}, "j", paths, str(tmp_path / "card.md"),
+                              figures, 0.1)
+    card = (tmp_path / "card.md").read_text()
+    assert label == "audit gap" and "## Verdict: audit gap" in card
+    assert "Latent PGD" in card and "Skipped: no `latent_pgd` attack" in card
+    assert "Skipped: no `lvs` attack results" in card and "![behaviour](behavior.png)" in card
+    assert all(Path(p).stat().st_size > 0 for p in figures.values())
+
+
+def test_audit_dry_runs_on_the_organism_and_the_standin(standin_repo, standin):
+    jobs = dry_run_jobs(standin_repo, "audit", "--configfile", "configs/smoke.yaml", "--config", "audit_model=organism")
+    assert jobs["audit_card"] == 1 and jobs["audit_metrics"] == 1 and "build_variant" not in jobs
+    jobs = dry_run_jobs(standin_repo, "audit", "--forceall", "--configfile", "configs/standin.yaml", "--config",
+                        f"audit_model={standin['reference']}", "audit_name=candidate")
+    assert jobs["attack"] == 6 and jobs["audit_card"] == 1 and "build_variant" not in jobs
+    result = snakemake(standin_repo, "-n", "audit", "--configfile", "configs/smoke.yaml", check=False)
+    assert result.returncode != 0 and "audit_model=" in result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_audit_runs_on_the_standin(standin_repo, standin):
+    """The whole audit on two tiny stand-ins (about a minute on one core)."""
+    snakemake(standin_repo, "audit", "--cores", "1", "--configfile", "configs/standin.yaml", "--config",
+              f"audit_model={standin['reference']}", "audit_name=candidate")
+    card = (standin_repo / "results/audit/candidate/card.md").read_text()
+    assert "# Audit card: candidate" in card and "## Verdict:" in card and "Latent PGD" in card
+    assert (standin_repo / "results/audit/candidate/asa_by_layer.png").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# Capability (lm-eval-harness): command construction only
+
+
+def test_lm_eval_command_and_model_args(tmp_path):
+    args = lm_eval_model_args("org/model", None, None, "bfloat16", False)
+    assert args == "pretrained=org/model,dtype=bfloat16,trust_remote_code=False"
+    lora = tmp_path / "lora"
+    lora.mkdir()
+    (lora / "adapter_config.json").write_text("{}")
+    assert lm_eval_model_args("org/model", None, str(lora), "auto", False).endswith(f"peft={lora}")
+    full = tmp_path / "full"
+    full.mkdir()
+    assert lm_eval_model_args("org/model", None, str(full), "auto", False).startswith(f"pretrained={full},")
+    with pytest.raises(ValueError, match="one adapter"):
+        lm_eval_model_args("org/model", "/own/adapter", str(lora), "auto", False)
+    command = lm_eval_command(args, {"tasks": ["mmlu", "gsm8k", "arc_challenge"], "batch_size": "auto",
+                                     "num_fewshot": 5, "limit": 10}, "out")
+    assert command[:5] == ["lm_eval", "--model", "hf", "--model_args", args]
+    assert command[command.index("--tasks") + 1] == "mmlu,gsm8k,arc_challenge"
+    assert command[command.index("--num_fewshot") + 1] == "5" and command[command.index("--limit") + 1] == "10"
+
+
+def test_capability_results_join_behavior():
+    results = {"results": {"mmlu": {"acc,none": 0.6}, "gsm8k": {"exact_match,strict-match": 0.4}}}
+    scores = parse_results(results, ["mmlu", "gsm8k"])
+    assert scores == {"mmlu": ("acc,none", 0.6), "gsm8k": ("exact_match,strict-match", 0.4)}
+    with pytest.raises(ValueError, match="no task 'arc_challenge'"):
+        parse_results(results, ["arc_challenge"])
+    behavior = pd.DataFrame([{"model": "m", "variant": "aligned", "judge": "j", "split": s, "refusal_rate": 0.1,
+                              "benign_accuracy": math.nan, "over_refusal": math.nan, "n": 2}
+                             for s in ("forbidden", "benign")])
+    capability = pd.DataFrame([{"model": "m", "variant": "aligned", "task": t, "metric": m, "value": v}
+                               for t, (m, v) in scores.items()])
+    joined = join_capability(behavior, capability).set_index("split")
+    assert joined.loc["benign", "benign_accuracy"] == pytest.approx(0.5)
+    assert joined.loc["benign", "benign_accuracy_source"] == "capability"
+    assert math.isnan(joined.loc["forbidden", "benign_accuracy"]) and joined.loc["forbidden", "capability_mmlu"] == 0.6
+
+
+def test_capability_rule_only_when_configured(standin_repo, standin):
+    config = standin_config(standin["model"], standin["data"],
+                            capability={"tasks": ["mmlu", "gsm8k", "arc_challenge"]})
+    (standin_repo / "configs" / "capability.yaml").write_text(yaml.safe_dump(config))
+    jobs = dry_run_jobs(standin_repo, "--configfile", "configs/capability.yaml")
+    assert jobs["capability"] == 2  # standin aligned and lat
+    assert "capability" not in dry_run_jobs(standin_repo, "--configfile", "configs/standin.yaml")
