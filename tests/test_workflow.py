@@ -46,14 +46,28 @@ def test_defended_variants_are_built_and_attacked(smoke_run):
     assert (models / "lapt/config.json").exists() and not (models / "lapt/adapter_config.json").exists()
     assert (models / "lat/training_log.csv").stat().st_size > 0
     defenses = pd.read_csv(smoke_run / "results/metrics/defenses.csv")
-    assert set(defenses["variant"]) == {"aligned", "lat", "lapt"}
-    assert set(defenses["attack"]) == {"asa_random", "asa_grad", "latent_pgd", "prefill"}
+    assert set(defenses["variant"]) == {"aligned", "lat", "lapt", "dissociated"}
+    assert {"asa_random", "asa_grad", "latent_pgd", "prefill"} <= set(defenses["attack"])
     vectors = defenses[(defenses["judge"] == "structural") & (defenses["attack"] != "prefill")]
     assert vectors["benign_accuracy_under_attack"].between(0, 1).all()  # the same vectors on benign prompts
     aligned = defenses[defenses["variant"] == "aligned"]
     assert (aligned["masr_cut"].dropna() == 0).all()
     meta = json.loads((models / "lapt/meta.json").read_text())
     assert meta["lambda"] in (0.2, 0.5) and meta["layers"] and meta["lambda_selection"]["base"] >= 0
+
+
+@pytest.mark.slow
+def test_audit_gap_outputs(smoke_run):
+    models = smoke_run / "results/models/organism"
+    assert (models / "harmful/config.json").exists() and (models / "dissociated/config.json").exists()
+    lvs = pd.read_csv(smoke_run / "results/metrics/lvs.csv")
+    assert {"variant", "layer", "strength"} <= set(lvs.columns) and set(lvs["variant"]) >= {"aligned", "dissociated"}
+    attacks = pd.read_csv(smoke_run / "results/metrics/attacks.csv")
+    assert {"lvs", "lvs_control", "steering", "steering_control"} <= set(attacks["attack"])
+    for name in ("audit_gap.md", "audit_gap.tex"):
+        assert (smoke_run / "results/tables" / name).stat().st_size > 0
+    for name in ("lvs_layer_profile", "steering_vs_fraction", "audit_gap_dumbbell"):
+        assert (smoke_run / "results/figures" / f"{name}.png").stat().st_size > 1000
 
 
 @pytest.mark.slow
