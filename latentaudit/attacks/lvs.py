@@ -88,7 +88,7 @@ def attack_lvs(context: AttackContext, settings: dict) -> pd.DataFrame:
         strength = torch.cat([strength, strength])
     clean = generate(context.model, context.tokenizer, f_ids, context.max_new_tokens, context.batch_size,
                      desc="lvs clean")
-    frame = evaluate_vectors(context, index, site, strength.tolist(), direction, deltas, "prompt", "lvs")
+    frame = evaluate_vectors(context, index, site, [round(s, 9) for s in strength.tolist()], direction, deltas, "prompt", "lvs")
     half = len(index)  # forbidden rows first, then their paired benign rows
     frame["site"] = [str(s) for s in site] * 2
     frame["layer"] = [-1 if s == EMBED else int(s) for s in site] * 2
