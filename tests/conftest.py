@@ -80,3 +80,29 @@ def dry_run_jobs(workdir: Path, *args: str) -> dict[str, int]:
             elif parts and parts[0] == "total":
                 break
     return counts
+
+
+def save_tiny_llama(directory, tokenizer, num_hidden_layers: int = 1, max_position_embeddings: int = 2048,
+                    seed: int = 0) -> str:
+    """A randomly initialised hidden-16 Llama with ``tokenizer``, saved with save_pretrained: the
+    offline stand-in for a hub model or a judge."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32,
+                         num_hidden_layers=num_hidden_layers, num_attention_heads=2, num_key_value_heads=2,
+                         max_position_embeddings=max_position_embeddings, pad_token_id=tokenizer.pad_token_id,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    LlamaForCausalLM(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return str(directory)
+
+
+def config_error(base: dict, edit) -> str:
+    """The ConfigError message of ``base`` after ``edit`` (fails the test if it validates)."""
+    import copy
+    from latentaudit.config import ConfigError, validate_config
+    config = copy.deepcopy(base)
+    edit(config)
+    with pytest.raises(ConfigError) as error:
+        validate_config(config)
+    return str(error.value)

@@ -10,11 +10,11 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO
+from conftest import REPO, config_error
 from latentaudit import metrics
 from latentaudit.attacks.lvs import uniform_ball_deltas
 from latentaudit.attacks.steering import matched_random_vectors, steering_vectors
-from latentaudit.config import ConfigError, validate_config
+from latentaudit.config import validate_config
 from latentaudit.defenses import dissociated as D
 from latentaudit.defenses.harmful import harmful_records
 from latentaudit.judges.harmlessness import disclosure_harmlessness, judge_harmlessness, judge_harmlessness_reward
@@ -186,11 +186,7 @@ def test_steering_vectors_and_matched_random_control():
 
 # --- config ------------------------------------------------------------------------------------
 def _bad(edit):
-    config = copy.deepcopy(DEFAULT)
-    edit(config)
-    with pytest.raises(ConfigError) as error:
-        validate_config(config)
-    return str(error.value)
+    return config_error(DEFAULT, edit)
 
 
 def test_audit_gap_defaults_are_filled():

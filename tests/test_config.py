@@ -1,20 +1,15 @@
 import copy
 
-import pytest
 import yaml
 
-from latentaudit.config import ConfigError, validate_config
-from conftest import REPO
+from latentaudit.config import validate_config
+from conftest import REPO, config_error
 
 DEFAULT = yaml.safe_load((REPO / "config.yaml").read_text())
 
 
 def _bad(edit):
-    config = copy.deepcopy(DEFAULT)
-    edit(config)
-    with pytest.raises(ConfigError) as error:
-        validate_config(config)
-    return str(error.value)
+    return config_error(DEFAULT, edit)
 
 
 def _with(edit):

@@ -9,7 +9,9 @@ import pandas as pd
 import pytest
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast
+
+from conftest import save_tiny_llama
 
 from latentaudit.judges import classifier, harmbench, llamaguard
 from latentaudit.judges.harmbench import harmbench_prompt, parse_harmbench_verdict
@@ -39,15 +41,7 @@ def _tokenizer(chat_template: str | None = None) -> PreTrainedTokenizerFast:
 
 
 def _save_tiny_judge(directory, chat_template=None) -> str:
-    torch.manual_seed(0)
-    tokenizer = _tokenizer(chat_template)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=2048,
-                         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id)
-    LlamaForCausalLM(config).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return str(directory)
+    return save_tiny_llama(directory, _tokenizer(chat_template))
 
 
 @pytest.fixture(scope="module")

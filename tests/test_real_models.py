@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 import yaml
 from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast
 
-from conftest import copy_repo, dry_run_jobs, snakemake
+from conftest import copy_repo, dry_run_jobs, save_tiny_llama, snakemake
 from latentaudit.audit import (AuditConfigError, add_audited_model, audit_figures, audit_name, audit_verdict,
                                card_judge, render_audit_card)
 from latentaudit.capability import join_capability, lm_eval_command, lm_eval_model_args, parse_results
@@ -30,7 +29,6 @@ CHAT_TEMPLATE = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }} {% 
 def save_standin(directory: Path, seed: int = 0) -> str:
     """A randomly initialised 2-block Llama with a word-level tokenizer and a chat template, saved
     like a hub checkpoint (safetensors): the stand-in for a hub model."""
-    torch.manual_seed(seed)
     specials = ["<pad>", "<unk>", "<s>", "</s>"]
     vocab = {token: i for i, token in enumerate(specials + WORDS)}
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
@@ -38,13 +36,7 @@ def save_standin(directory: Path, seed: int = 0) -> str:
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", unk_token="<unk>", bos_token="<s>",
                                         eos_token="</s>")
     tokenizer.chat_template = CHAT_TEMPLATE
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
-                         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id)
-    LlamaForCausalLM(config).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return str(directory)
+    return save_tiny_llama(directory, tokenizer, num_hidden_layers=2, max_position_embeddings=256, seed=seed)
 
 
 def write_fixtures(directory: Path) -> dict[str, str]:
