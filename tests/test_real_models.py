@@ -305,7 +305,8 @@ def test_audit_card_from_metrics_csvs(tmp_path):
 
 def test_audit_dry_runs_on_the_organism_and_the_standin(standin_repo, standin):
     jobs = dry_run_jobs(standin_repo, "audit", "--configfile", "configs/smoke.yaml", "--config", "audit_model=organism")
-    assert jobs["audit_card"] == 1 and jobs["audit_metrics"] == 1 and "build_variant" not in jobs
+    # no defense is built for an audit; the steering attack reads the harmful pole's direction
+    assert jobs["audit_card"] == 1 and jobs["audit_metrics"] == 1 and jobs.get("build_variant", 0) == 1
     jobs = dry_run_jobs(standin_repo, "audit", "--forceall", "--configfile", "configs/standin.yaml", "--config",
                         f"audit_model={standin['reference']}", "audit_name=candidate")
     assert jobs["attack"] == 6 and jobs["audit_card"] == 1 and "build_variant" not in jobs
