@@ -9,7 +9,7 @@ import yaml
 from conftest import REPO, copy_repo, snakemake
 from slurm.cluster import Cluster, ensure_installed
 
-GPU_RULES = {"pretrain_organism", "align_organism", "attack"}
+GPU_RULES = {"pretrain_organism", "align_organism", "build_variant", "attack"}
 
 
 def _jobs(dry_run_output: str) -> list[tuple[str, str]]:
