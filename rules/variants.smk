@@ -27,6 +27,6 @@ rule build_variant:
     resources:
         gpu=1,
         runtime=240,
-        mem_mb=32000,
+        mem_mb=16000,
     script:
         "../workflow_scripts/build_variant.py"
