@@ -27,6 +27,6 @@ rule build_variant:
     resources:
         gpu=1,
         runtime=240,
-        mem_mb=16000,
+        mem_mb=lambda w: 16000 if is_organism(w.model) else 128000,  # a full fine-tune of a 7-8B model
     script:
         "../workflow_scripts/build_variant.py"
