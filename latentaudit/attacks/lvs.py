@@ -72,7 +72,8 @@ def attack_lvs(context: AttackContext, settings: dict) -> pd.DataFrame:
     grid = [(p, site, i) for p in settings["budgets"] for site in sites for i in range(len(forbidden))]
     index = [i for _, _, i in grid]
     site = [s for _, s, _ in grid]
-    strength = torch.tensor([float(p) for p, _, _ in grid])
+    budgets = [float(p) for p, _, _ in grid]  # the configured values, as stored (no float32 rounding)
+    strength = torch.tensor(budgets)
     hidden = torch.tensor([hidden_index(s, L) for s in site])
     pad = context.tokenizer.pad_token_id
     prompts = [f_ids[i] for i in index]
@@ -85,10 +86,10 @@ def attack_lvs(context: AttackContext, settings: dict) -> pd.DataFrame:
         width = deltas[0].shape[-1]
         deltas = deltas + uniform_ball_deltas(prompts, radius, width, context.seed)
         index, site, direction = index * 2, site * 2, direction + [1] * len(grid)
-        strength = torch.cat([strength, strength])
+        budgets = budgets * 2
     clean = generate(context.model, context.tokenizer, f_ids, context.max_new_tokens, context.batch_size,
                      desc="lvs clean")
-    frame = evaluate_vectors(context, index, site, [round(s, 9) for s in strength.tolist()], direction, deltas, "prompt", "lvs")
+    frame = evaluate_vectors(context, index, site, budgets, direction, deltas, "prompt", "lvs")
     half = len(index)  # forbidden rows first, then their paired benign rows
     frame["site"] = [str(s) for s in site] * 2
     frame["layer"] = [-1 if s == EMBED else int(s) for s in site] * 2
