@@ -13,12 +13,15 @@ if AUDIT_NAME:
         localrule: True
         input:
             script="workflow_scripts/metrics.py",
-            code=code("metrics.py", "io.py", "steps/scoring.py", "capability.py"),
+            code=code(*METRICS_CODE),
             generations=audit_generations,
             scores=audit_scores,
             capability=[],
         output:
             **{name: f"results/audit/{AUDIT_NAME}/metrics/{name}.csv" for name in METRICS},
+        params:
+            # LVS ASR from the judge the card reports
+            **dict(METRICS_PARAMS, primary_judge=audit_judge()),
         conda:
             "../envs/latentaudit.yaml"
         log:

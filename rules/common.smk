@@ -21,6 +21,10 @@ ORGANISM_SPLITS = ["pretrain", "align", "eval_forbidden", "eval_benign", "eval_t
 EVAL_SPLITS = ["eval_forbidden", "eval_benign", "eval_twin"]
 METRICS = {name: f"results/metrics/{name}.csv" for name in ("behavior", "attacks", "attack_summary", "nll_probe", "defenses",
                                                                 "lvs")}
+# What the metrics step needs besides its files (the results-contract rule and the audit's copy).
+METRICS_CODE = ("metrics.py", "io.py", "steps/scoring.py", "registry.py", "capability.py")
+METRICS_PARAMS = dict(primary_judge=config["report"]["primary_judge"],
+                      lvs=dict(config["report"]["lvs"], seed=config["seed"]))
 TABLES = expand("results/tables/{table}.{ext}", table=["attack_summary", "behavior", "defenses"], ext=["md", "tex"])
 # The audit-gap report, when the attacks it reads are configured.
 AUDIT_GAP = (["results/tables/audit_gap.md", "results/tables/audit_gap.tex"]

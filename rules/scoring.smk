@@ -46,15 +46,14 @@ rule model_judge:
 rule metrics:
     input:
         script="workflow_scripts/metrics.py",
-        code=code("metrics.py", "io.py", "steps/scoring.py", "registry.py", "capability.py"),
+        code=code(*METRICS_CODE),
         generations=generation_outputs(),
         scores=score_outputs(),
         capability=capability_outputs(),
     output:
         **METRICS,
     params:
-        primary_judge=config["report"]["primary_judge"],
-        lvs=dict(config["report"]["lvs"], seed=config["seed"]),
+        **METRICS_PARAMS,
     conda:
         "../envs/latentaudit.yaml"
     log:
