@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
-
-import torch
 
 
 def start(snakemake) -> None:
@@ -15,4 +14,10 @@ def start(snakemake) -> None:
         logging.basicConfig(stream=stream, level=logging.INFO, format="%(asctime)s %(name)s %(message)s", force=True)
     else:
         logging.basicConfig(level=logging.INFO, force=True)
-    torch.set_num_threads(max(1, int(snakemake.threads)))
+    threads = max(1, int(snakemake.threads))
+    # torch reads these when first imported; a script that imported it already is set directly,
+    # and one that never needs torch (a keyword judge) does not pay for importing it
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[variable] = str(threads)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)

@@ -226,3 +226,55 @@ def target_nll_sweep(model: PreTrainedModel, prompts: list[list[int]], targets: 
             row_logits[0, lo - begin:] = logits[j, lo - first:end - first]
             out[i] = target_nll(row_logits, labels[j:j + 1, begin:end]).item()
     return out
+
+
+def sweep_chunks(n: int, prompts: list[list[int]], hidden_index: torch.Tensor, batch_size: int,
+                 shared_prefix: bool) -> list[list[int]]:
+    """Row chunks of a sweep: grouped by prompt length and site for the shared-prefix path,
+    consecutive otherwise."""
+    if shared_prefix:
+        return _sweep_chunks(prompts, hidden_index, batch_size)
+    return [list(range(start, min(start + batch_size, n))) for start in range(0, n, batch_size)]
+
+
+class TargetObjective:
+    """Per-row summed NLL of ``targets`` after ``prompts`` with row i's perturbation (site
+    ``hidden_index[i]``, ``positions[i]``, a vector [R, d] or prompt deltas [R, P, d]) active,
+    differentiable in the perturbation: what a PGD attack calls at every step.
+
+    ``shared_prefix`` (where ``hooks.supports_shared_prefix``): the clean pass of each distinct
+    (prompt, target) is run once, without gradients, and every call runs only blocks site..L-1
+    from the first perturbed position on (earlier positions' keys and values are the clean
+    ones). Otherwise every call is the whole perturbed forward (the hooks), as the public codes."""
+
+    def __init__(self, model: PreTrainedModel, prompts: list[list[int]], targets: list[list[int]],
+                 hidden_index: torch.Tensor, positions: torch.Tensor, pad_id: int, shared_prefix: bool = True):
+        device = model_device(model)
+        self.model, self.shared = model, shared_prefix and supports_shared_prefix(model)
+        self.sites, self.positions = hidden_index.to(device), positions.to(device)
+        if not self.shared:
+            self.batch = make_batch(prompts, targets, pad_id).to(device)
+            self.prompt_end = self.batch.prompt_end
+            self.prompt_length = int(self.prompt_end[0])
+            return
+        # rows grouped by site, as _perturbed_prefill expects; results go back to the caller's order
+        self.order = torch.sort(self.sites.cpu(), stable=True).indices
+        self.inverse = torch.argsort(self.order).to(device)
+        distinct, self.unique = _unique_rows([(tuple(prompts[i]), tuple(targets[i])) for i in self.order.tolist()])
+        self.batch = make_batch([list(p) for p, _ in distinct], [list(t) for _, t in distinct], pad_id).to(device)
+        p_len = self.prompt_length = int(self.batch.prompt_end[0])  # the deltas' P (prompts are left-padded)
+        self.prompt_end = torch.full((len(prompts),), p_len, device=device)
+        self.first = _first_perturbed(self.positions, p_len)
+        self.cache = DynamicCache(config=unwrap(model).config) if self.first > 0 else None
+        self.residual = _clean_pass(model, self.batch, self.cache)
+        self.labels = self.batch.labels[self.unique.to(device)][:, self.first:]
+
+    def __call__(self, vector: torch.Tensor) -> torch.Tensor:
+        if not self.shared:
+            with intervene(self.model, Perturbation(self.sites, vector, self.positions, self.prompt_end)):
+                return target_nll(self.model(**self.batch.model_inputs()).logits, self.batch.labels)
+        order = self.order.to(vector.device)
+        perturbation = Perturbation(self.sites[order], vector[order], self.positions[order], self.prompt_end)
+        final, _ = _perturbed_prefill(self.model, self.residual, self.cache, self.unique, perturbation, self.batch,
+                                      self.first)
+        return target_nll(lm_head(self.model)(final), self.labels)[self.inverse]

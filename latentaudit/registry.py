@@ -5,6 +5,8 @@ validator, the Snakemake target lists and the report all read these registries.
 """
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -56,3 +58,11 @@ VARIANTS = Registry("variant")
 def load_all() -> None:
     """Import every built-in method module so it registers itself."""
     from . import attacks, defenses, judges  # noqa: F401
+    # judges load lazily (a judge job imports its own module only: a keyword judge needs no torch)
+    for module in pkgutil.iter_modules(judges.__path__):
+        importlib.import_module(f"{judges.__name__}.{module.name}")
+
+
+def load_module(module: str) -> None:
+    """Import the one module that registers a method (what a judge job needs, and no more)."""
+    importlib.import_module(module)

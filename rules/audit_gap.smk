@@ -6,6 +6,7 @@ rule audit_gap_report:
         behavior=METRICS["behavior"],
         attacks=METRICS["attacks"],
         lvs=METRICS["lvs"],
+        harmful_ft=METRICS["harmful_ft"],
     output:
         table_md="results/tables/audit_gap.md",
         table_tex="results/tables/audit_gap.tex",
@@ -15,6 +16,10 @@ rule audit_gap_report:
                         caption="../captions/steering_vs_fraction.rst", category="Audit gap"),
         dumbbell=report(expand("results/figures/audit_gap_dumbbell.{ext}", ext=config["report"]["formats"]),
                         caption="../captions/audit_gap_dumbbell.rst", category="Audit gap"),
+        # the harmful fine-tuning attack's compliance curves, when it is configured
+        **({"harmful_ft": report(expand("results/figures/harmful_ft_compliance.{ext}", ext=config["report"]["formats"]),
+                                 caption="../captions/harmful_ft_compliance.rst", category="Audit gap")}
+           if "harmful_ft" in config["attacks"] else {}),
     params:
         judge=config["report"]["primary_judge"],
         settings=config["report"]["audit_gap"],

@@ -20,7 +20,7 @@ BUILT_VARIANTS = "|".join(sorted(config["variants"])) or "(?!)"  # matches no di
 ORGANISM_SPLITS = ["pretrain", "align", "eval_forbidden", "eval_benign", "eval_twin"]
 EVAL_SPLITS = ["eval_forbidden", "eval_benign", "eval_twin"]
 METRICS = {name: f"results/metrics/{name}.csv" for name in ("behavior", "attacks", "attack_summary", "nll_probe", "defenses",
-                                                                "lvs")}
+                                                                "lvs", "harmful_ft")}
 # What the metrics step needs besides its files (the results-contract rule and the audit's copy).
 METRICS_CODE = ("metrics.py", "io.py", "steps/scoring.py", "registry.py", "capability.py")
 METRICS_PARAMS = dict(primary_judge=config["report"]["primary_judge"],
@@ -199,14 +199,15 @@ def required_variant_inputs(wildcards):
 
 
 def attack_extra_inputs(wildcards):
-    """What an attack registered with ``needs=(...)`` reads beyond the model: the steering attack's
-    direction is fitted on the training records (``direction_records``) and, with ``direction:
-    harmful_pole``, on the model's harmful pole beside its aligned weights."""
+    """What an attack registered with ``needs=(...)`` reads beyond the model: the model's training
+    records (``train_records``: the steering attack fits its direction on them, the harmful
+    fine-tuning attack trains on them) and, for steering with ``direction: harmful_pole``, the
+    model's harmful pole beside its aligned weights."""
     needs = ATTACKS[wildcards.attack].options.get("needs", ())
     settings = config["attacks"][wildcards.attack]
     extras = {}
-    if "direction_records" in needs:
-        extras["direction_records"] = variant_records(wildcards)
+    if "train_records" in needs:
+        extras["train_records"] = variant_records(wildcards)
     if "harmful_pole" in needs and settings.get("direction", "harmful_pole") == "harmful_pole":
         extras["harmful_pole"] = variant_dir(wildcards.model, "harmful")
     return extras
@@ -228,6 +229,11 @@ def attack_settings(wildcards):
 
 def judge_settings(wildcards):
     return config["judges"][wildcards.judge]
+
+
+def judge_module(wildcards):
+    """The module that registers the judge: the job imports it alone."""
+    return JUDGES[wildcards.judge].function.__module__
 
 
 def model_spec(wildcards):

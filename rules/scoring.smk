@@ -11,6 +11,7 @@ rule judge:
         "results/scores/{model}/{variant}/{attack}/{judge}.parquet",
     params:
         settings=judge_settings,
+        module=judge_module,
     conda:
         "../envs/latentaudit.yaml"
     log:
@@ -30,6 +31,7 @@ rule model_judge:
         "results/scores/{model}/{variant}/{attack}/{judge}.parquet",
     params:
         settings=judge_settings,
+        module=judge_module,
     threads: config["threads"]
     conda:
         "../envs/latentaudit.yaml"

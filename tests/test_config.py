@@ -27,7 +27,7 @@ def test_shipped_configs_are_valid_and_defaults_are_filled():
 
 def test_unknown_attack_lists_the_valid_ones():
     message = _bad(lambda c: c["attacks"].update(asa_magic={}))
-    assert "attacks" in message and "asa_magic" in message and "'asa_grad', 'asa_random', 'latent_pgd'" in message
+    assert "attacks" in message and "asa_magic" in message and "'asa_grad', 'asa_random', 'harmful_ft', 'latent_pgd'" in message
 
 
 def test_unknown_judge_lists_the_valid_ones():

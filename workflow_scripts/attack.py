@@ -5,7 +5,7 @@ from latentaudit.steps.attacks import run_attack
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 start(smk)
 w = smk.wildcards
-extras = {key: smk.input[key] for key in ("direction_records", "harmful_pole") if key in smk.input.keys()}
+extras = {key: smk.input[key] for key in ("train_records", "harmful_pole") if key in smk.input.keys()}
 extras["aligned"] = smk.params.aligned
 eval_paths = {p.rsplit("/", 1)[-1].removesuffix(".jsonl"): p for p in smk.input.eval}
 run_attack(dict(smk.params.spec), dict(smk.params.load), eval_paths, w.attack, dict(smk.params.settings),

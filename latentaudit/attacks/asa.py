@@ -16,9 +16,9 @@ import torch
 from tqdm import tqdm
 from transformers import PreTrainedModel
 
-from ..batching import make_batch, target_nll, target_token_ids
-from ..generation import model_device
-from ..hooks import Perturbation, frozen_weights, intervene, n_layers, position_code, record_residual
+from ..batching import make_batch, target_token_ids
+from ..generation import TargetObjective, model_device, sweep_chunks
+from ..hooks import frozen_weights, n_layers, position_code, record_residual
 from ..registry import ATTACKS
 from .common import AttackContext, evaluate_vectors, resolve_layers, site_indices
 
@@ -74,27 +74,26 @@ class GradientSettings:
 def asa_grad_vectors(model: PreTrainedModel, prompts: list[list[int]], targets: list[list[int]],
                      hidden_index: torch.Tensor, alpha: torch.Tensor, h_ref: torch.Tensor,
                      positions: torch.Tensor, settings: GradientSettings, pad_id: int,
-                     batch_size: int = 256, desc: str = "asa_grad") -> torch.Tensor:
+                     batch_size: int = 256, desc: str = "asa_grad", shared_prefix: bool = True) -> torch.Tensor:
     """Per-row gradient perturbations toward ``targets`` (affirmative prefixes).
 
     Row i perturbs site ``hidden_index[i]`` with size ``alpha[i]`` relative to ``h_ref[i]``
     (the clean last-prompt hidden state there). One step: δ = alpha · normalise(sign·sign(∇δ CE)).
     Several steps: L2 PGD on CE in the ball ‖δ‖ ≤ alpha · ‖h_ref‖, step ``step_size`` · radius.
+    ``shared_prefix``: each step runs only the blocks above the row's site (``TargetObjective``).
     """
     device = model_device(model)
     vectors = torch.zeros(len(prompts), h_ref.shape[-1])
     with frozen_weights(model):
-        for start in tqdm(range(0, len(prompts), batch_size), desc=desc, mininterval=5):
-            rows = slice(start, start + batch_size)
-            batch = make_batch(prompts[rows], targets[rows], pad_id).to(device)
+        for rows in tqdm(sweep_chunks(len(prompts), prompts, hidden_index, batch_size, shared_prefix), desc=desc,
+                         mininterval=5):
+            objective = TargetObjective(model, [prompts[i] for i in rows], [targets[i] for i in rows],
+                                        hidden_index[rows], positions[rows], pad_id, shared_prefix)
             ref = h_ref[rows].to(device)
             radius = alpha[rows].to(device)[:, None] * ref.norm(dim=-1, keepdim=True)
             delta = torch.zeros_like(ref, requires_grad=True)
             for _ in range(settings.steps):
-                perturbation = Perturbation(hidden_index[rows], delta, positions[rows], batch.prompt_end)
-                with intervene(model, perturbation):
-                    logits = model(**batch.model_inputs()).logits
-                loss = target_nll(logits, batch.labels).sum()
+                loss = objective(delta).sum()
                 (grad,) = torch.autograd.grad(loss, delta)
                 with torch.no_grad():
                     if settings.steps == 1:

@@ -14,9 +14,9 @@ import torch
 from tqdm import tqdm
 from transformers import PreTrainedModel
 
-from ..batching import make_batch, target_nll, target_token_ids
-from ..generation import model_device
-from ..hooks import POSITIONS, Perturbation, frozen_weights, PromptDeltas, intervene, n_layers, record_residual
+from ..batching import make_batch, target_token_ids
+from ..generation import TargetObjective, model_device, sweep_chunks
+from ..hooks import POSITIONS, PromptDeltas, frozen_weights, n_layers, record_residual
 from ..registry import ATTACKS
 from .common import AttackContext, evaluate_vectors, resolve_layers, site_indices
 
@@ -38,19 +38,23 @@ SCHEMA = {
 def latent_pgd_deltas(model: PreTrainedModel, prompts: list[list[int]], targets: list[list[int]],
                       hidden_index: torch.Tensor, budget: torch.Tensor, norm: str, steps: int, step_size: float,
                       pad_id: int, batch_size: int = 256, desc: str = "latent_pgd",
-                      norm_model: PreTrainedModel | None = None) -> PromptDeltas:
+                      norm_model: PreTrainedModel | None = None, shared_prefix: bool = True) -> PromptDeltas:
     """Per-row prompt deltas ([len(prompt_i), d] each) lowering the NLL of ``targets``; budgets
-    relative to ``norm_model``'s clean activations (default: the attacked model's own)."""
+    relative to ``norm_model``'s clean activations (default: the attacked model's own).
+    ``shared_prefix``: each step runs only the blocks above the row's site (``TargetObjective``)."""
     if norm not in NORMS:
         raise ValueError(f"unknown norm {norm!r}; valid: {list(NORMS)}")
     device = model_device(model)
-    deltas: PromptDeltas = []
+    deltas: PromptDeltas = [None] * len(prompts)
     with frozen_weights(model):
-        for start in tqdm(range(0, len(prompts), batch_size), desc=desc, mininterval=5):
-            rows = slice(start, start + batch_size)
-            batch = make_batch(prompts[rows], targets[rows], pad_id).to(device)
-            p_len = int(batch.prompt_end[0])
+        for rows in tqdm(sweep_chunks(len(prompts), prompts, hidden_index, batch_size, shared_prefix), desc=desc,
+                         mininterval=5):
             site = hidden_index[rows].to(device)
+            positions = torch.full((len(rows),), POSITIONS["prompt"], device=device)
+            objective = TargetObjective(model, [prompts[i] for i in rows], [targets[i] for i in rows], site,
+                                        positions, pad_id, shared_prefix)
+            p_len = objective.prompt_length
+            batch = make_batch([prompts[i] for i in rows], None, pad_id).to(device)
             with torch.no_grad(), record_residual(norm_model or model) as residual:
                 (norm_model or model)(**batch.model_inputs())
             stream = torch.stack(residual)[site, torch.arange(len(site), device=device), :p_len].float()  # [B, P, d]
@@ -60,11 +64,9 @@ def latent_pgd_deltas(model: PreTrainedModel, prompts: list[list[int]], targets:
                 radius = eps[:, None, None] * stream.norm(dim=-1, keepdim=True)
             else:
                 radius = eps[:, None, None] * (stream.abs() * real).amax(dim=(1, 2))[:, None, None]
-            positions = torch.full((len(site),), POSITIONS["prompt"], device=device)
             delta = torch.zeros_like(stream, requires_grad=True)
             for _ in range(steps):
-                with intervene(model, Perturbation(site, delta, positions, batch.prompt_end)):
-                    loss = target_nll(model(**batch.model_inputs()).logits, batch.labels).sum()
+                loss = objective(delta).sum()
                 (grad,) = torch.autograd.grad(loss, delta)
                 with torch.no_grad():
                     if norm == "l2_token":
@@ -76,8 +78,8 @@ def latent_pgd_deltas(model: PreTrainedModel, prompts: list[list[int]], targets:
                     delta = delta * real
                 delta.requires_grad_(True)
             delta = delta.detach().cpu()
-            for j, prompt in enumerate(prompts[rows]):
-                deltas.append(delta[j, p_len - len(prompt):])
+            for j, i in enumerate(rows):
+                deltas[i] = delta[j, p_len - len(prompts[i]):]
     return deltas
 
 

@@ -68,7 +68,7 @@ def mean_token_norms(model, prompts: list[list[int]], site: int, pad_id: int, ba
 
 
 def steering_direction(context: AttackContext, settings: dict, site: int) -> torch.Tensor:
-    records = context.extras["direction_records"]
+    records = context.extras["train_records"]
     pad = context.tokenizer.pad_token_id
     harmful = context.prompt_ids([r for r in records if r["kind"] == "forbidden"])
     if settings.get("direction", "harmful_pole") == "harmful_pole":
@@ -82,7 +82,7 @@ def steering_direction(context: AttackContext, settings: dict, site: int) -> tor
     return difference_of_means_direction(h_harmful[:, 0], h_harmless[:, 0])
 
 
-@ATTACKS.register("steering", SCHEMA, needs=("direction_records", "harmful_pole"))
+@ATTACKS.register("steering", SCHEMA, needs=("train_records", "harmful_pole"))
 def attack_steering(context: AttackContext, settings: dict) -> pd.DataFrame:
     forbidden = context.eval_records["eval_forbidden"]
     f_ids = context.prompt_ids(forbidden)

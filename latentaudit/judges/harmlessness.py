@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 
 import pandas as pd
-import torch
 
 from ..registry import JUDGES
 
@@ -72,19 +71,22 @@ def judge_harmlessness(generations: pd.DataFrame, settings: dict) -> pd.DataFram
     return _frame(generations, score)
 
 
-@torch.no_grad()
 def reward_scores(model, tokenizer, texts: list[str], batch_size: int, max_length: int, label_index: int = 0
                   ) -> list[float]:
     """The reward model's ``label_index`` logit for each text."""
+    import torch  # here, not at the top: the organism scorer's jobs never need it
+
     device, out = next(model.parameters()).device, []
-    for start in range(0, len(texts), batch_size):
-        batch = tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True, truncation=True,
-                          max_length=max_length).to(device)
-        out += model(**batch).logits[:, label_index].float().cpu().tolist()
+    with torch.no_grad():
+        for start in range(0, len(texts), batch_size):
+            batch = tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True, truncation=True,
+                              max_length=max_length).to(device)
+            out += model(**batch).logits[:, label_index].float().cpu().tolist()
     return out
 
 
 def load_reward_model(settings: dict):
+    import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from ..models import DTYPES, resolve_device

@@ -2,7 +2,8 @@
 
 Columns: clean refusal (behaviour), PGD ASR and LVS at the nudge layer at the reference budget,
 steering ASR along the pole direction and its matched random control at the reference fraction,
-and (when ``harmful_ft.csv`` exists) t0.8. The nudge layer is round(nudge_depth · L) with L =
+and (when ``harmful_ft.csv`` has rows) t0.8 per fine-tuning data set: the mean over the seeds that
+reached compliance 0.8, with the censored seeds (never reached) counted beside it. The nudge layer is round(nudge_depth · L) with L =
 the number of blocks the LVS attack covered (its largest layer + 1). The reference budget is
 ``budget``, or with ``budget: auto`` the largest LVS budget at which the aligned model's PGD
 ASR at the nudge layer is ≤ ``aligned_asr_ceiling`` (0.2): the regime where the behavioural
@@ -19,6 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from ..metrics import HARMFUL_FT_THRESHOLD, harmful_ft_summary  # noqa: E402
 from .tables import _write  # noqa: E402
 
 
@@ -63,9 +65,12 @@ def audit_gap_frame(behavior_csv: str, attacks_csv: str, lvs_csv: str, judge: st
                "steering_asr": cell(attacks, "steering", fraction),
                "steering_control_asr": cell(attacks, "steering_control", fraction)}
         if harmful_ft_csv and Path(harmful_ft_csv).exists():
-            ft = pd.read_csv(harmful_ft_csv)
-            ft = ft[(ft["model"] == model) & (ft["variant"] == variant)]
-            row["t0.8"] = float(ft["t08"].mean()) if len(ft) else np.nan
+            ft = harmful_ft_summary(pd.read_csv(harmful_ft_csv))
+            ft = ft[(ft["model"] == model) & (ft["variant"] == variant) & (ft["judge"] == judge)]
+            for data, run in ft.groupby("data"):
+                # mean over the seeds that reached 0.8; censored seeds counted beside it
+                row[f"t08_{data}"] = float(run["t08_mean"].iloc[0])
+                row[f"t08_{data}_censored"] = f"{int(run['n_censored'].iloc[0])}/{int(run['n_seeds'].iloc[0])}"
         rows.append(row)
     frame = pd.DataFrame(rows)
     if len(frame):
@@ -130,6 +135,29 @@ def steering_vs_fraction(attacks_csv: str, judge: str, paths: list[str], style: 
             ax.set(title=model, xlabel="steering size (fraction of activation norm)", ylabel="ASR",
                    ylim=(-0.02, 1.02), xscale="log")
             ax.legend(fontsize=7)
+        fig.tight_layout()
+        _save(fig, paths, dpi)
+
+
+def harmful_ft_curves(harmful_ft_csv: str, judge: str, paths: list[str], style: str = "default", dpi: int = 150
+                      ) -> None:
+    """Compliance against fine-tuning step, one panel per (model, data set), one line per variant
+    (mean over seeds, band = min..max over seeds), the 0.8 threshold dotted."""
+    ft = pd.read_csv(harmful_ft_csv)
+    ft = ft[ft["judge"] == judge]
+    panels = sorted({(m, d) for m, d in zip(ft["model"], ft["data"])}) or [("no harmful_ft rows", "")]
+    with plt.style.context(style):
+        fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.4), squeeze=False)
+        for ax, (model, data) in zip(axes[0], panels):
+            rows = ft[(ft["model"] == model) & (ft["data"] == data)]
+            for i, variant in enumerate(_order(rows["variant"])):
+                curve = rows[rows["variant"] == variant].groupby("step")["compliance"].agg(["mean", "min", "max"])
+                ax.plot(curve.index, curve["mean"], marker="o", ms=3, color=f"C{i}", label=variant)
+                ax.fill_between(curve.index, curve["min"], curve["max"], color=f"C{i}", alpha=0.15)
+            ax.axhline(HARMFUL_FT_THRESHOLD, ls=":", color="grey")
+            ax.set(title=f"{model}: {data}", xlabel="fine-tuning step", ylabel="compliance", ylim=(-0.02, 1.02))
+            if len(rows):
+                ax.legend(fontsize=7)
         fig.tight_layout()
         _save(fig, paths, dpi)
 

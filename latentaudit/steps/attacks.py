@@ -20,7 +20,7 @@ def run_attack(model_spec: dict, load: dict, eval_paths: dict[str, str], attack:
     directory or None) and ``norm_reference`` (None: relative budgets use the attacked model's
     own activations; a base path: the aligned model's, loaded beside it).
 
-    ``extras`` (for attacks registered with ``needs=(...)``): ``direction_records`` (a records
+    ``extras`` (for attacks registered with ``needs=(...)``): ``train_records`` (a records
     file, read), ``harmful_pole`` (the model's built harmful variant directory, loaded on the
     aligned weights ``aligned``, which are loaded too)."""
     load_all()
@@ -33,8 +33,8 @@ def run_attack(model_spec: dict, load: dict, eval_paths: dict[str, str], attack:
         norm_model, _ = load_variant(load["norm_reference"], options[0], None, *options[1:], trust)
     loaded = {}
     extras = extras or {}
-    if extras.get("direction_records"):
-        loaded["direction_records"] = read_jsonl(extras["direction_records"])
+    if extras.get("train_records"):
+        loaded["train_records"] = read_jsonl(extras["train_records"])
     if extras.get("harmful_pole"):
         loaded["harmful_pole"] = load_variant(extras["aligned"], options[0], extras["harmful_pole"], *options[1:],
                                               trust)[0]

@@ -7,14 +7,18 @@ from .. import metrics
 from ..capability import join_capability
 from ..io import GENERATION_KEYS
 from ..provenance import write_meta
-from ..registry import JUDGES, load_all
+from ..registry import JUDGES, load_all, load_module
 
 
-def run_judge(generations_path: str, judge: str, settings: dict, out_path: str) -> None:
+def run_judge(generations_path: str, judge: str, settings: dict, out_path: str, module: str | None = None) -> None:
     """Label stored generations; never regenerates. A judge returns its scores, or
     ``(scores, provenance)`` when a model judges (model id, revision, template hash, token
-    limit, unparseable count): that goes into the sidecar as ``judge_provenance``."""
-    load_all()
+    limit, unparseable count): that goes into the sidecar as ``judge_provenance``. ``module``,
+    the judge's own module, is all that is imported when given."""
+    if module:
+        load_module(module)
+    else:
+        load_all()
     generations = pd.read_parquet(generations_path)
     result = JUDGES.get_entry(judge).function(generations, settings)
     scores, provenance = result if isinstance(result, tuple) else (result, {})
@@ -30,7 +34,8 @@ def collect_metrics(generation_paths: list[str], score_paths: list[str], outputs
                     capability_paths: list[str] = ()) -> None:
     """Join generations with every judge's scores and write the results-contract CSVs. Judges
     that score rather than label (registered with ``scores=...``: harmlessness) feed ``lvs.csv``
-    only; attacks' random-control rows count as the attack ``<attack>_control``; lm-eval
+    only; attacks' random-control rows count as the attack ``<attack>_control``; the harmful
+    fine-tuning attack's steps and seeds go to ``harmful_ft.csv`` (and per-step rows to attacks.csv); lm-eval
     capability scores (``capability_paths``), when given, join behavior.csv."""
     load_all()
     generations = pd.concat([pd.read_parquet(p) for p in generation_paths], ignore_index=True)
@@ -41,7 +46,12 @@ def collect_metrics(generation_paths: list[str], score_paths: list[str], outputs
     if "lvs" in outputs:
         metrics.lvs_table(judged, primary_judge, lvs_settings).to_csv(outputs["lvs"], index=False)
     judged = judged[~judged["judge"].isin(score_judges)]
+    harmful_ft, harmful_ft_attacks = metrics.harmful_ft_tables(judged)
+    if "harmful_ft" in outputs:
+        harmful_ft.to_csv(outputs["harmful_ft"], index=False)
+    judged = judged[judged["attack"] != "harmful_ft"]  # steps and seeds, not layers and directions
     attacks, summary = metrics.attack_tables(judged)
+    attacks = pd.concat([attacks, harmful_ft_attacks], ignore_index=True) if len(harmful_ft_attacks) else attacks
     attacks.to_csv(outputs["attacks"], index=False)
     summary.to_csv(outputs["attack_summary"], index=False)
     behavior = metrics.behavior_table(judged)
