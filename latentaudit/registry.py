@@ -57,12 +57,17 @@ VARIANTS = Registry("variant")
 
 def load_all() -> None:
     """Import every built-in method module so it registers itself."""
-    from . import attacks, defenses, judges  # noqa: F401
-    # judges load lazily (a judge job imports its own module only: a keyword judge needs no torch)
-    for module in pkgutil.iter_modules(judges.__path__):
-        importlib.import_module(f"{judges.__name__}.{module.name}")
+    from . import attacks, defenses, judges
+    # The packages do not import their modules: a job imports only its method's (a keyword
+    # judge needs no torch, an attack no trl).
+    for package in (attacks, judges):
+        for module in pkgutil.iter_modules(package.__path__):
+            if module.name != "common":
+                importlib.import_module(f"{package.__name__}.{module.name}")
+    for module in defenses.MODULES:
+        importlib.import_module(f"{defenses.__name__}.{module}")
 
 
 def load_module(module: str) -> None:
-    """Import the one module that registers a method (what a judge job needs, and no more)."""
+    """Import the one module that registers a method (what a job needs, and no more)."""
     importlib.import_module(module)

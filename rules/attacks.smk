@@ -10,6 +10,7 @@ rule attack:
         "results/attacks/{model}/{variant}/{attack}/generations.parquet",
     params:
         settings=attack_settings,
+        module=lambda w: method_module(ATTACKS, w.attack),
         spec=model_spec,
         load=model_load_params,
         aligned=lambda w: base_path(w.model),

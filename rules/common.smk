@@ -46,6 +46,11 @@ def code(*modules):
     return [f"latentaudit/{module}" for module in ("__init__.py", *modules)]
 
 
+def method_module(registry, name):
+    """The module that registers a method: its job imports that module alone."""
+    return registry[name].function.__module__
+
+
 def method_code(registry, name):
     """The module file that implements a registered attack or judge."""
     return str(Path(inspect.getfile(registry[name].function)).relative_to(Path.cwd()))
@@ -229,11 +234,6 @@ def attack_settings(wildcards):
 
 def judge_settings(wildcards):
     return config["judges"][wildcards.judge]
-
-
-def judge_module(wildcards):
-    """The module that registers the judge: the job imports it alone."""
-    return JUDGES[wildcards.judge].function.__module__
 
 
 def model_spec(wildcards):

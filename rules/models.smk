@@ -12,7 +12,7 @@ rule pretrain_organism:
         seed=config["seed"],
         device=config["device"],
         checkpoint="results/checkpoints/organism/pretrained.pt",
-    threads: config["threads"]
+    threads: config["organism"]["threads"] or config["threads"]
     conda:
         "../envs/latentaudit.yaml"
     log:
@@ -39,7 +39,7 @@ rule align_organism:
         seed=config["seed"],
         device=config["device"],
         checkpoint="results/checkpoints/organism/aligned.pt",
-    threads: config["threads"]
+    threads: config["organism"]["threads"] or config["threads"]
     conda:
         "../envs/latentaudit.yaml"
     log:

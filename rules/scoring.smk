@@ -11,7 +11,7 @@ rule judge:
         "results/scores/{model}/{variant}/{attack}/{judge}.parquet",
     params:
         settings=judge_settings,
-        module=judge_module,
+        module=lambda w: method_module(JUDGES, w.judge),
     conda:
         "../envs/latentaudit.yaml"
     log:
@@ -31,7 +31,7 @@ rule model_judge:
         "results/scores/{model}/{variant}/{attack}/{judge}.parquet",
     params:
         settings=judge_settings,
-        module=judge_module,
+        module=lambda w: method_module(JUDGES, w.judge),
     threads: config["threads"]
     conda:
         "../envs/latentaudit.yaml"

@@ -10,4 +10,4 @@ extras["aligned"] = smk.params.aligned
 eval_paths = {p.rsplit("/", 1)[-1].removesuffix(".jsonl"): p for p in smk.input.eval}
 run_attack(dict(smk.params.spec), dict(smk.params.load), eval_paths, w.attack, dict(smk.params.settings),
            dict(smk.params.generation), smk.params.seed, smk.params.device, smk.output[0],
-           {"model": w.model, "variant": w.variant, "attack": w.attack}, extras)
+           {"model": w.model, "variant": w.variant, "attack": w.attack}, extras, smk.params.module)

@@ -1,2 +1,2 @@
-"""Attacks. Each module registers its attacks in ``registry.ATTACKS``; importing registers them."""
-from . import asa, clean, harmful_ft, latent_pgd, lvs, prefill, steering  # noqa: F401
+"""Attacks. Each module registers its attacks in ``registry.ATTACKS`` when imported;
+``registry.load_all`` imports them all, an attack job only its own."""

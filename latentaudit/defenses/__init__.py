@@ -1,4 +1,5 @@
 """Model variants built from a model's aligned weights: the defenses. Each module registers
 its builder in ``registry.VARIANTS``; importing registers them."""
-from . import harmful, lapt, lat, refusal_sft, repbend  # noqa: F401
-from . import dissociated  # noqa: F401  (after harmful: it reads the pole)
+# Imported by ``registry.load_all`` in this order (dissociated after harmful: it reads the pole);
+# an attack that borrows a helper imports only that module.
+MODULES = ("harmful", "lapt", "lat", "refusal_sft", "repbend", "dissociated")

@@ -8,12 +8,12 @@ from ..io import read_jsonl
 from ..models import load_variant
 from ..organism.data import EVAL_SPLITS
 from ..provenance import write_meta
-from ..registry import ATTACKS, load_all
+from ..registry import ATTACKS, load_all, load_module
 
 
 def run_attack(model_spec: dict, load: dict, eval_paths: dict[str, str], attack: str, settings: dict,
                generation: dict, seed: int, device: str, out_path: str, labels: dict[str, str],
-               extras: dict[str, str] | None = None) -> None:
+               extras: dict[str, str] | None = None, module: str | None = None) -> None:
     """Load the model once, run one attack's whole sweep, store every generation.
 
     ``load``: ``base`` (the aligned/pretrained weights), ``variant_dir`` (a built variant's
@@ -22,8 +22,12 @@ def run_attack(model_spec: dict, load: dict, eval_paths: dict[str, str], attack:
 
     ``extras`` (for attacks registered with ``needs=(...)``): ``train_records`` (a records
     file, read), ``harmful_pole`` (the model's built harmful variant directory, loaded on the
-    aligned weights ``aligned``, which are loaded too)."""
-    load_all()
+    aligned weights ``aligned``, which are loaded too). ``module``, the attack's own module, is all
+    that is imported when given."""
+    if module:
+        load_module(module)
+    else:
+        load_all()
     torch.manual_seed(seed)
     options = (model_spec.get("adapter"), model_spec.get("dtype", "auto"), device)
     trust = model_spec.get("trust_remote_code", False)
