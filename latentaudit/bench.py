@@ -69,14 +69,15 @@ class BenchSettings:
 
 @dataclass
 class SweepGrid:
-    """Rows of one sweep: each row is a prompt perturbed at one site; ``vectors(rows, batch_size)``
-    computes the rows' perturbations (cheap for ASA, latent PGD for LVS, timed with the sweep)."""
+    """Rows of one sweep: each row is a prompt perturbed at one site; ``vectors(rows, batch_size,
+    fast)`` computes the rows' perturbations (cheap for ASA, latent PGD for LVS, timed with the
+    sweep; ``fast`` False: the whole hooked forward at every PGD step, as the public codes)."""
     name: str
     prompts: list[list[int]]
     responses: list[list[int]]          # each row's clean response, for the NLL probe
     sites: torch.Tensor
     positions: torch.Tensor
-    vectors: Callable[[list[int], int], "torch.Tensor | PromptDeltas"]
+    vectors: Callable[[list[int], int, bool], "torch.Tensor | PromptDeltas"]
 
 
 # --- memory -----------------------------------------------------------------------------
@@ -126,7 +127,7 @@ def _sync(device: torch.device) -> None:
 
 def run_naive(model, tokenizer, grid: SweepGrid, rows: list[int], max_new_tokens: int):
     """One model.generate call and one NLL-probe forward per row, each with a single-row hook."""
-    vectors = grid.vectors(rows, 1)
+    vectors = grid.vectors(rows, 1, False)
     token_ids, nll = [], []
     pad = tokenizer.pad_token_id
     for j, i in enumerate(rows):
@@ -142,7 +143,7 @@ def run_naive(model, tokenizer, grid: SweepGrid, rows: list[int], max_new_tokens
 def run_fast(model, tokenizer, grid: SweepGrid, max_new_tokens: int, batch_size: int):
     """Every row of the grid through the shared-prefix batched path."""
     rows = list(range(len(grid.prompts)))
-    vectors = grid.vectors(rows, batch_size)
+    vectors = grid.vectors(rows, batch_size, True)
     _, token_ids = generate_sweep(model, tokenizer, grid.prompts, max_new_tokens, batch_size, grid.sites, vectors,
                                   grid.positions, desc=f"{grid.name} fast", return_token_ids=True)
     nll = target_nll_sweep(model, grid.prompts, grid.responses, grid.sites, vectors, grid.positions,
@@ -204,7 +205,7 @@ def asa_grid(model, tokenizer, prompts: list[list[int]], responses: list[list[in
     table = torch.cat(vectors)
     return SweepGrid("asa_random", [prompts[i] for i in index], [responses[i] for i in index],
                      site_indices(layer, n_blocks), torch.full((len(index),), position_code(settings.asa_positions)),
-                     lambda rows, _batch_size: table[torch.as_tensor(rows)])
+                     lambda rows, _batch_size, _fast: table[torch.as_tensor(rows)])
 
 
 def lvs_grid(model, tokenizer, prompts: list[list[int]], responses: list[list[int]], targets: list[list[int]],
@@ -218,11 +219,11 @@ def lvs_grid(model, tokenizer, prompts: list[list[int]], responses: list[list[in
     sites = site_indices([block for _, block, _ in grid], n_blocks)
     budgets = torch.tensor([float(eps) for eps, _, _ in grid])
 
-    def vectors(rows: list[int], batch_size: int) -> PromptDeltas:
+    def vectors(rows: list[int], batch_size: int, fast: bool) -> PromptDeltas:
         rows_t = torch.as_tensor(rows)
         return latent_pgd_deltas(model, [prompts[index[r]] for r in rows], [targets[index[r]] for r in rows],
                                  sites[rows_t], budgets[rows_t], "linf", settings.lvs_steps, settings.lvs_step_size,
-                                 tokenizer.pad_token_id, batch_size, desc="lvs pgd")
+                                 tokenizer.pad_token_id, batch_size, desc="lvs pgd", shared_prefix=fast)
 
     return SweepGrid("lvs_linf_pgd", [prompts[i] for i in index], [responses[i] for i in index], sites,
                      torch.full((len(index),), position_code("prompt")), vectors)

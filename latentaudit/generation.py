@@ -136,10 +136,16 @@ def generate_sweep(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, p
                    return_token_ids: bool = False) -> list[str] | tuple[list[str], list[list[int]]]:
     """``generate`` for sweeps (same arguments, same greedy results): rows that share a prompt
     share its clean prefill below their site; see the section comment above. Falls back to
-    ``generate`` for architectures ``hooks.supports_shared_prefix`` does not cover."""
-    if hidden_index is None or not supports_shared_prefix(model):
+    ``generate`` for architectures ``hooks.supports_shared_prefix`` does not cover. Without
+    ``hidden_index``, plain greedy generation on this loop (every row untouched): the same tokens
+    as ``model.generate``, without its per-step overhead."""
+    if not supports_shared_prefix(model):
         return generate(model, tokenizer, prompts, max_new_tokens, batch_size, hidden_index, vectors, positions,
                         desc, return_token_ids)
+    if hidden_index is None:
+        hidden_index = torch.full((len(prompts),), -1)
+        vectors = torch.zeros(len(prompts), unwrap(model).config.hidden_size)
+        positions = torch.zeros(len(prompts), dtype=torch.long)
     device, eos, pad = model_device(model), tokenizer.eos_token_id, tokenizer.pad_token_id
     head = lm_head(model)
     completions: list[str] = [""] * len(prompts)

@@ -36,6 +36,13 @@ def _one(vectors, i):
     return vectors[i:i + 1] if isinstance(vectors, torch.Tensor) else [vectors[i]]
 
 
+def test_sweep_loop_without_perturbations_is_plain_greedy_generation(tiny_model, tokenizer):
+    prompts = [prompt_token_ids(tokenizer, t) for t in TEXTS]
+    texts, ids = generate_sweep(tiny_model, tokenizer, prompts, 8, 3, return_token_ids=True)
+    assert (texts, ids) == generate(tiny_model, tokenizer, prompts, 8, 64, return_token_ids=True)
+    assert all(len(i) == 8 or i[-1] == tokenizer.eos_token_id for i in ids)
+
+
 @pytest.mark.parametrize("positions,per_token", [("last_prompt+generated", False), ("prompt", False),
                                                  ("all", False), ("prompt", True), ("generated", False)])
 def test_sweep_generation_equals_the_naive_loop_token_for_token(tiny_model, tokenizer, positions, per_token):

@@ -66,8 +66,16 @@ def test_audit_gap_outputs(smoke_run):
     assert {"lvs", "lvs_control", "steering", "steering_control"} <= set(attacks["attack"])
     for name in ("audit_gap.md", "audit_gap.tex"):
         assert (smoke_run / "results/tables" / name).stat().st_size > 0
-    for name in ("lvs_layer_profile", "steering_vs_fraction", "audit_gap_dumbbell"):
+    for name in ("lvs_layer_profile", "steering_vs_fraction", "audit_gap_dumbbell", "harmful_ft_compliance"):
         assert (smoke_run / "results/figures" / f"{name}.png").stat().st_size > 1000
+    # harmful fine-tuning: steps 0 and 2 of seed 0 on both data sets, for every attacked variant
+    ft = pd.read_csv(smoke_run / "results/metrics/harmful_ft.csv")
+    variants = set(attacks["variant"])
+    assert set(ft["variant"]) == variants and set(ft["data"]) == {"in_dist", "ood"}
+    assert ft.groupby(["variant", "judge", "data"])["step"].apply(sorted).map(tuple).eq((0, 2)).all()
+    assert ft["compliance"].between(0, 1).all() and (ft["n"] > 0).all()
+    assert {"harmful_ft_in_dist", "harmful_ft_ood"} <= set(attacks["attack"])
+    assert "t08_in_dist" in (smoke_run / "results/tables/audit_gap.md").read_text()
 
 
 @pytest.mark.slow

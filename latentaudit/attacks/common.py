@@ -8,7 +8,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..batching import make_batch, prompt_token_ids, target_nll
-from ..generation import generate, generate_sweep, model_device, target_nll_sweep
+from ..generation import generate_sweep, model_device, target_nll_sweep
 from ..hooks import Perturbation, PromptDeltas, batch_vectors, hidden_index, intervene, n_layers, position_code
 
 RECORD_COLUMNS = ["id", "split", "kind", "category", "entity", "expected", "prompt"]
@@ -105,8 +105,8 @@ def evaluate_vectors(context: AttackContext, prompt_index: list[int], layer: lis
                              desc=f"{name} benign control")
     # NLL probe: the original clean response, scored under each perturbation.
     pad = context.tokenizer.pad_token_id
-    _, clean_ids = generate(context.model, context.tokenizer, f_ids, context.max_new_tokens, context.batch_size,
-                            desc="clean", return_token_ids=True)
+    _, clean_ids = generate_sweep(context.model, context.tokenizer, f_ids, context.max_new_tokens, context.batch_size,
+                                  desc="clean", return_token_ids=True)
     nll_clean = nll_probe(context.model, f_ids, clean_ids, None, None, None, pad, context.batch_size)
     nll = target_nll_sweep(context.model, rows_f, [clean_ids[i] for i in prompt_index], sites, vectors, codes, pad,
                            context.batch_size)
