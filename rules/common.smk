@@ -51,9 +51,14 @@ def method_module(registry, name):
     return registry[name].function.__module__
 
 
+def unique(paths):
+    return list(dict.fromkeys(paths))
+
+
 def method_code(registry, name):
-    """The module file that implements a registered attack or judge."""
-    return str(Path(inspect.getfile(registry[name].function)).relative_to(Path.cwd()))
+    """The files of the module that implements a registered attack or judge and of the project
+    modules it imports from."""
+    return [str(Path(f).relative_to(Path.cwd())) for f in registry[name].source_files()]
 
 
 def organism_split(split):
@@ -157,21 +162,20 @@ def score_outputs():
 
 
 def attack_code(wildcards):
-    return code("attacks/__init__.py", "attacks/common.py", "batching.py", "generation.py", "hooks.py", "models.py",
-                "io.py", "steps/attacks.py", "registry.py") + [method_code(ATTACKS, wildcards.attack)]
+    return unique(code("attacks/__init__.py", "attacks/common.py", "batching.py", "generation.py", "hooks.py",
+                       "models.py", "io.py", "steps/attacks.py", "registry.py") + method_code(ATTACKS, wildcards.attack))
 
 
 def judge_code(wildcards):
-    return code("judges/__init__.py", "io.py", "steps/scoring.py", "registry.py", "organism/world.py") + [
-        method_code(JUDGES, wildcards.judge)]
+    return unique(code("judges/__init__.py", "io.py", "steps/scoring.py", "registry.py", "organism/world.py")
+                  + method_code(JUDGES, wildcards.judge))
 
 
 def variant_code(wildcards):
     entry = VARIANTS[wildcards.variant]
-    return code("defenses/__init__.py", "defenses/common.py", "batching.py", "generation.py", "hooks.py",
-                "models.py", "metrics.py", "io.py", "steps/variants.py", "registry.py", "judges/structural.py",
-                "judges/keyword.py") + [
-        method_code(VARIANTS, wildcards.variant)]
+    return unique(code("defenses/__init__.py", "defenses/common.py", "batching.py", "generation.py", "hooks.py",
+                       "models.py", "metrics.py", "io.py", "steps/variants.py", "registry.py", "judges/structural.py",
+                       "judges/keyword.py") + method_code(VARIANTS, wildcards.variant))
 
 
 def variant_settings(wildcards):
