@@ -20,7 +20,7 @@ rule bench_sweep:
     output:
         csv="results/bench/sweep.csv",
         md="results/bench/sweep.md",
-    threads: config["threads"]
+    threads: config["organism"]["threads"] or config["threads"]  # timed alone: the whole machine
     conda:
         "../envs/latentaudit.yaml"
     log:
@@ -43,7 +43,7 @@ rule bench_gpu:
     output:
         csv="results/bench/gpu/sweep.csv",
         md="results/bench/gpu/sweep.md",
-    threads: config["threads"]
+    threads: config["organism"]["threads"] or config["threads"]  # timed alone: the whole machine
     conda:
         "../envs/latentaudit.yaml"
     log:
