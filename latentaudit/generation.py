@@ -273,7 +273,10 @@ class TargetObjective:
         self.first = _first_perturbed(self.positions, p_len)
         self.cache = DynamicCache(config=unwrap(model).config) if self.first > 0 else None
         self.residual = _clean_pass(model, self.batch, self.cache)
-        self.labels = self.batch.labels[self.unique.to(device)][:, self.first:]
+        # logits only from the position before the first target token on (the head is not free)
+        labelled = (self.batch.labels != -100).any(0).nonzero()
+        self.scored = max(0, int(labelled[0]) - 1 - self.first) if len(labelled) else 0
+        self.labels = self.batch.labels[self.unique.to(device)][:, self.first + self.scored:]
 
     def __call__(self, vector: torch.Tensor) -> torch.Tensor:
         if not self.shared:
@@ -283,4 +286,4 @@ class TargetObjective:
         perturbation = Perturbation(self.sites[order], vector[order], self.positions[order], self.prompt_end)
         final, _ = _perturbed_prefill(self.model, self.residual, self.cache, self.unique, perturbation, self.batch,
                                       self.first)
-        return target_nll(lm_head(self.model)(final), self.labels)[self.inverse]
+        return target_nll(lm_head(self.model)(final[:, self.scored:]), self.labels)[self.inverse]
