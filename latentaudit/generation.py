@@ -278,6 +278,14 @@ class TargetObjective:
         self.scored = max(0, int(labelled[0]) - 1 - self.first) if len(labelled) else 0
         self.labels = self.batch.labels[self.unique.to(device)][:, self.first + self.scored:]
 
+    def clean_prompt_residual(self) -> torch.Tensor | None:
+        """[R, P, d] each row's clean residual at its site over the (left-padded) prompt
+        positions, from the shared clean pass (None without one)."""
+        if not self.shared:
+            return None
+        distinct = self.unique.to(self.sites.device)[self.inverse]
+        return torch.stack(self.residual)[self.sites, distinct, :self.prompt_length]
+
     def __call__(self, vector: torch.Tensor) -> torch.Tensor:
         if not self.shared:
             with intervene(self.model, Perturbation(self.sites, vector, self.positions, self.prompt_end)):

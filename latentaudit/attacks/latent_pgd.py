@@ -55,9 +55,14 @@ def latent_pgd_deltas(model: PreTrainedModel, prompts: list[list[int]], targets:
                                         positions, pad_id, shared_prefix)
             p_len = objective.prompt_length
             batch = make_batch([prompts[i] for i in rows], None, pad_id).to(device)
-            with torch.no_grad(), record_residual(norm_model or model) as residual:
-                (norm_model or model)(**batch.model_inputs())
-            stream = torch.stack(residual)[site, torch.arange(len(site), device=device), :p_len].float()  # [B, P, d]
+            # the clean activations the budgets are relative to: the objective's own clean pass
+            # when they are the attacked model's, else a forward of the reference model
+            stream = objective.clean_prompt_residual() if norm_model in (None, model) else None
+            if stream is None:
+                with torch.no_grad(), record_residual(norm_model or model) as residual:
+                    (norm_model or model)(**batch.model_inputs())
+                stream = torch.stack(residual)[site, torch.arange(len(site), device=device), :p_len]
+            stream = stream.float()  # [B, P, d]
             real = batch.attention_mask[:, :p_len, None].float()
             eps = budget[rows].to(device)
             if norm == "l2_token":
