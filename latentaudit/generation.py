@@ -88,7 +88,8 @@ def _first_perturbed(positions: torch.Tensor, length: int) -> int:
 
 
 def _perturbed_prefill(model, residual: list[torch.Tensor], clean_cache, unique: torch.Tensor,
-                       perturbation: Perturbation, batch, first: int) -> tuple[torch.Tensor, DynamicCache | None]:
+                       perturbation: Perturbation, batch, first: int, outputs_from: int = 0
+                       ) -> tuple[torch.Tensor, DynamicCache | None]:
     """Final hidden states [R, T - first, d] of every row's perturbed prefill from position
     ``first`` on, and (with ``clean_cache``) the rows' KV cache, from the clean pass of their
     distinct sequences (``unique`` maps row -> sequence). Rows are grouped by site (contiguous),
@@ -114,7 +115,7 @@ def _perturbed_prefill(model, residual: list[torch.Tensor], clean_cache, unique:
                     cache.update(clean_cache.layers[layer].keys[source, :, keep],
                                  clean_cache.layers[layer].values[source, :, keep], layer)
         hidden = run_blocks_from(model, hidden, start, batch.attention_mask[source],
-                                 batch.position_ids[source][:, first:], cache, first)
+                                 batch.position_ids[source][:, first:], cache, first, outputs_from)
         outputs.append(hidden)
         if cache is not None:
             for layer in range(n_blocks):
@@ -292,6 +293,8 @@ class TargetObjective:
                 return target_nll(self.model(**self.batch.model_inputs()).logits, self.batch.labels)
         order = self.order.to(vector.device)
         perturbation = Perturbation(self.sites[order], vector[order], self.positions[order], self.prompt_end)
+        # without a cache (prompt perturbations) the last block skips the unscored positions' outputs
+        trim = self.scored if self.cache is None else 0
         final, _ = _perturbed_prefill(self.model, self.residual, self.cache, self.unique, perturbation, self.batch,
-                                      self.first)
-        return target_nll(lm_head(self.model)(final[:, self.scored:]), self.labels)[self.inverse]
+                                      self.first, trim)
+        return target_nll(lm_head(self.model)(final[:, self.scored - trim:]), self.labels)[self.inverse]

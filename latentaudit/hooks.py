@@ -230,7 +230,7 @@ def supports_shared_prefix(model: nn.Module) -> bool:
 
 
 def run_blocks_from(model: nn.Module, hidden: torch.Tensor, site: int, attention_mask: torch.Tensor,
-                    position_ids: torch.Tensor, cache=None, past: int = 0) -> torch.Tensor:
+                    position_ids: torch.Tensor, cache=None, past: int = 0, outputs_from: int = 0) -> torch.Tensor:
     """Continue a prefill from the residual stream at ``site`` (hidden [B, T, d], the state after
     the site's perturbation, at absolute positions past..past+T-1): run blocks site..L-1 and the
     final norm; returns [B, T, d].
@@ -239,20 +239,58 @@ def run_blocks_from(model: nn.Module, hidden: torch.Tensor, site: int, attention
     DynamicCache) receives the keys/values of blocks site..L-1; the caller fills its layers below
     ``site`` (all positions) and, when ``past`` > 0, layers site.. with the first ``past``
     positions (the clean ones, shared by every setting).
+
+    ``outputs_from`` > 0 (no ``cache``, no ``past``): only positions ``outputs_from``.. are
+    returned ([B, T - outputs_from, d]); the last block computes just the keys and values of the
+    earlier positions (their queries, attention outputs and MLP feed nothing that is returned).
     """
     from transformers.masking_utils import create_causal_mask
 
     decoder, _, blocks = decoder_parts(model)
+    if outputs_from:
+        if cache is not None or past:
+            raise ValueError("run_blocks_from: outputs_from needs cache=None and past=0")
+        if site >= len(blocks):
+            return decoder.norm(hidden[:, outputs_from:])
     # Sized against layer `site`: lower layers already hold every prompt position.
     mask = create_causal_mask(config=decoder.config, inputs_embeds=hidden, attention_mask=attention_mask,
                               past_key_values=cache if past else None, position_ids=position_ids,
                               layer_idx=site if past else None)
     position_embeddings = decoder.rotary_emb(hidden, position_ids=position_ids)
-    for block in blocks[site:]:
+    for block in blocks[site:len(blocks) - 1 if outputs_from else None]:
         hidden = block(hidden, attention_mask=mask, position_embeddings=position_embeddings,
                        position_ids=position_ids, past_key_values=cache, use_cache=cache is not None)
         hidden = hidden[0] if isinstance(hidden, tuple) else hidden
+    if outputs_from:
+        hidden = _last_block_suffix(decoder, blocks[-1], len(blocks) - 1, hidden, outputs_from, attention_mask,
+                                    position_ids, position_embeddings)
     return decoder.norm(hidden)
+
+
+def _last_block_suffix(decoder, block, layer: int, hidden: torch.Tensor, start: int, attention_mask: torch.Tensor,
+                       position_ids: torch.Tensor, position_embeddings) -> torch.Tensor:
+    """The last block's output at positions ``start``.. of ``hidden``: the earlier positions'
+    keys and values (this block's projections of its own input, rotated) go in a cache, and the
+    block runs on the later positions only, as a decoding step would."""
+    from transformers import DynamicCache
+    from transformers.masking_utils import create_causal_mask
+
+    attention = block.self_attn
+    prefix = block.input_layernorm(hidden[:, :start])
+    shape = (*prefix.shape[:-1], -1, attention.head_dim)
+    keys = attention.k_proj(prefix).view(shape).transpose(1, 2)
+    values = attention.v_proj(prefix).view(shape).transpose(1, 2)
+    cos, sin = (e[:, :start].unsqueeze(1) for e in position_embeddings)
+    half = keys.shape[-1] // 2
+    keys = keys * cos + torch.cat((-keys[..., half:], keys[..., :half]), dim=-1) * sin  # rotary, as the block does
+    cache = DynamicCache(config=decoder.config)
+    cache.update(keys, values, layer)
+    suffix, suffix_ids = hidden[:, start:], position_ids[:, start:]
+    mask = create_causal_mask(config=decoder.config, inputs_embeds=suffix, attention_mask=attention_mask,
+                              past_key_values=cache, position_ids=suffix_ids, layer_idx=layer)
+    out = block(suffix, attention_mask=mask, position_embeddings=tuple(e[:, start:] for e in position_embeddings),
+                position_ids=suffix_ids, past_key_values=cache, use_cache=True)
+    return out[0] if isinstance(out, tuple) else out
 
 
 def lm_head(model: nn.Module) -> nn.Module:
