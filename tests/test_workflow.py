@@ -72,7 +72,7 @@ def test_audit_gap_outputs(smoke_run):
     ft = pd.read_csv(smoke_run / "results/metrics/harmful_ft.csv")
     variants = set(attacks["variant"])
     assert set(ft["variant"]) == variants and set(ft["data"]) == {"in_dist", "ood"}
-    assert ft.groupby(["variant", "judge", "data"])["step"].apply(sorted).map(tuple).eq((0, 2)).all()
+    assert all(steps == [0, 2] for steps in ft.groupby(["variant", "judge", "data"])["step"].apply(sorted))
     assert ft["compliance"].between(0, 1).all() and (ft["n"] > 0).all()
     assert {"harmful_ft_in_dist", "harmful_ft_ood"} <= set(attacks["attack"])
     assert "t08_in_dist" in (smoke_run / "results/tables/audit_gap.md").read_text()
