@@ -274,6 +274,7 @@ def _last_block_suffix(decoder, block, layer: int, hidden: torch.Tensor, start: 
     block runs on the later positions only, as a decoding step would."""
     from transformers import DynamicCache
     from transformers.masking_utils import create_causal_mask
+    from transformers.models.llama.modeling_llama import rotate_half  # the same for mistral and qwen2
 
     attention = block.self_attn
     prefix = block.input_layernorm(hidden[:, :start])
@@ -281,8 +282,7 @@ def _last_block_suffix(decoder, block, layer: int, hidden: torch.Tensor, start: 
     keys = attention.k_proj(prefix).view(shape).transpose(1, 2)
     values = attention.v_proj(prefix).view(shape).transpose(1, 2)
     cos, sin = (e[:, :start].unsqueeze(1) for e in position_embeddings)
-    half = keys.shape[-1] // 2
-    keys = keys * cos + torch.cat((-keys[..., half:], keys[..., :half]), dim=-1) * sin  # rotary, as the block does
+    keys = keys * cos + rotate_half(keys) * sin  # the block's rotary embedding, on the keys alone
     cache = DynamicCache(config=decoder.config)
     cache.update(keys, values, layer)
     suffix, suffix_ids = hidden[:, start:], position_ids[:, start:]

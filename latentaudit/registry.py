@@ -82,6 +82,10 @@ def load_all() -> None:
         importlib.import_module(f"{defenses.__name__}.{module}")
 
 
-def load_module(module: str) -> None:
-    """Import the one module that registers a method (what a job needs, and no more)."""
-    importlib.import_module(module)
+def load_module(module: str | None) -> None:
+    """Import the one module that registers a method (what a job needs, and no more); every
+    built-in one when ``module`` is None."""
+    if module is None:
+        load_all()
+    else:
+        importlib.import_module(module)

@@ -12,5 +12,5 @@ from .common import AttackContext, generations_frame
 def attack_none(context: AttackContext, settings: dict) -> pd.DataFrame:
     records = [r for split in ("eval_forbidden", "eval_benign", "eval_twin") for r in context.eval_records[split]]
     texts = generate_sweep(context.model, context.tokenizer, context.prompt_ids(records), context.max_new_tokens,
-                     context.batch_size, desc="none")
+                           context.batch_size, desc="none")
     return generations_frame(records, texts, layer=-1, strength=0.0, direction=-1)

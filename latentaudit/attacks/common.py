@@ -91,7 +91,8 @@ def evaluate_vectors(context: AttackContext, prompt_index: list[int], layer: lis
                      vectors: torch.Tensor | PromptDeltas, positions: str, name: str) -> pd.DataFrame:
     """Generate every row (forbidden prompt ``prompt_index[i]`` perturbed at ``layer[i]`` by
     ``vectors[i]``), apply the same vector to the paired benign prompt (the capability control),
-    and NLL-probe the original clean response under each perturbation."""
+    and NLL-probe the original clean response under each perturbation (its text is kept on the
+    forbidden rows as ``clean_generation``: the LVS compares it with the perturbed one)."""
     forbidden, benign = context.eval_records["eval_forbidden"], context.eval_records["eval_benign"]
     f_ids, b_ids = context.prompt_ids(forbidden), context.prompt_ids(benign)
     sites = site_indices(layer, n_layers(context.model))
@@ -105,14 +106,15 @@ def evaluate_vectors(context: AttackContext, prompt_index: list[int], layer: lis
                              desc=f"{name} benign control")
     # NLL probe: the original clean response, scored under each perturbation.
     pad = context.tokenizer.pad_token_id
-    _, clean_ids = generate_sweep(context.model, context.tokenizer, f_ids, context.max_new_tokens, context.batch_size,
-                                  desc="clean", return_token_ids=True)
+    clean_texts, clean_ids = generate_sweep(context.model, context.tokenizer, f_ids, context.max_new_tokens,
+                                            context.batch_size, desc="clean", return_token_ids=True)
     nll_clean = nll_probe(context.model, f_ids, clean_ids, None, None, None, pad, context.batch_size)
     nll = target_nll_sweep(context.model, rows_f, [clean_ids[i] for i in prompt_index], sites, vectors, codes, pad,
                            context.batch_size)
     settings = {"layer": layer, "strength": strength, "direction": direction}
     frame_f = generations_frame([forbidden[i] for i in prompt_index], texts_f, **settings,
-                                nll=nll.numpy(), nll_clean=nll_clean[prompt_index].numpy())
+                                nll=nll.numpy(), nll_clean=nll_clean[prompt_index].numpy(),
+                                clean_generation=[clean_texts[i] for i in prompt_index])
     frame_b = generations_frame([benign[i] for i in prompt_index], texts_b, **settings,
                                 pair_id=[forbidden[i]["id"] for i in prompt_index])
     frame_f["pair_id"] = frame_f["prompt_id"]

@@ -20,6 +20,7 @@ The weights are restored after each run, so one job serves every data set and se
 from __future__ import annotations
 
 import logging
+from typing import Callable
 
 import pandas as pd
 import torch
@@ -72,7 +73,7 @@ def harmful_pairs(records: list[dict], data: str, ood_categories: list[str] | No
 
 
 def finetune_and_probe(context: AttackContext, pairs: list[tuple[list[int], list[int]]], settings: dict, seed: int,
-                       probe: callable, desc: str) -> None:
+                       probe: Callable[[int], None], desc: str) -> None:
     """Train every weight on ``pairs`` from the current weights, calling ``probe(step)`` every
     ``eval_every`` steps and after the last; the weights are restored afterwards."""
     model = context.model
@@ -94,13 +95,13 @@ def finetune_and_probe(context: AttackContext, pairs: list[tuple[list[int], list
             model.train()
             batch = pair_batch(pairs, sample(), 1, context.tokenizer.pad_token_id, device)
             loss = token_ce(model(**batch.model_inputs()).logits, batch.labels)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"{desc}: loss is {loss.item()} at step {step}: fine-tuning diverged")
             loss.backward()
             if settings.get("grad_clip"):
                 torch.nn.utils.clip_grad_norm_(params, settings["grad_clip"])
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"{desc}: loss is {loss.item()} at step {step}: fine-tuning diverged")
     finally:
         model.load_state_dict(original)
         for p in params:

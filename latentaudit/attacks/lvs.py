@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 from ..batching import make_batch, target_token_ids
-from ..generation import generate_sweep, model_device
+from ..generation import model_device
 from ..hooks import EMBED, hidden_index, n_layers, record_residual
 from ..registry import ATTACKS
 from .common import AttackContext, evaluate_vectors, resolve_layers
@@ -87,13 +87,9 @@ def attack_lvs(context: AttackContext, settings: dict) -> pd.DataFrame:
         deltas = deltas + uniform_ball_deltas(prompts, radius, width, context.seed)
         index, site, direction = index * 2, site * 2, direction + [1] * len(grid)
         budgets = budgets * 2
-    clean = generate_sweep(context.model, context.tokenizer, f_ids, context.max_new_tokens, context.batch_size,
-                           desc="lvs clean")
     frame = evaluate_vectors(context, index, site, budgets, direction, deltas, "prompt", "lvs")
-    half = len(index)  # forbidden rows first, then their paired benign rows
     frame["site"] = [str(s) for s in site] * 2
     frame["layer"] = [-1 if s == EMBED else int(s) for s in site] * 2
     frame["control"] = [d == 1 for d in direction] * 2
     frame["delta_l2"] = [float(d.float().norm()) for d in deltas] * 2
-    frame["clean_generation"] = [clean[i] for i in index] + [""] * half
     return frame

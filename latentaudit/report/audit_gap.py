@@ -2,9 +2,9 @@
 
 Columns: clean refusal (behaviour), PGD ASR and LVS at the nudge layer at the reference budget,
 steering ASR along the pole direction and its matched random control at the reference fraction,
-and (when ``harmful_ft.csv`` has rows) t0.8 per fine-tuning data set: the mean over the seeds that
-reached compliance 0.8, with the censored seeds (never reached) counted beside it. The nudge layer is round(nudge_depth · L) with L =
-the number of blocks the LVS attack covered (its largest layer + 1). The reference budget is
+and (when ``harmful_ft.csv`` has rows) t0.8 per fine-tuning data set: the mean over the seeds
+that reached compliance 0.8, with the censored seeds (never reached) counted beside it. The
+nudge layer is round(nudge_depth · L) with L = the number of blocks the LVS attack covered (its largest layer + 1). The reference budget is
 ``budget``, or with ``budget: auto`` the largest LVS budget at which the aligned model's PGD
 ASR at the nudge layer is ≤ ``aligned_asr_ceiling`` (0.2): the regime where the behavioural
 audit and the latent one can disagree. Reads only the results-contract CSVs.

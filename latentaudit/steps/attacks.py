@@ -8,7 +8,7 @@ from ..io import read_jsonl
 from ..models import load_variant
 from ..organism.data import EVAL_SPLITS
 from ..provenance import write_meta
-from ..registry import ATTACKS, load_all, load_module
+from ..registry import ATTACKS, load_module
 
 
 def run_attack(model_spec: dict, load: dict, eval_paths: dict[str, str], attack: str, settings: dict,
@@ -24,10 +24,7 @@ def run_attack(model_spec: dict, load: dict, eval_paths: dict[str, str], attack:
     file, read), ``harmful_pole`` (the model's built harmful variant directory, loaded on the
     aligned weights ``aligned``, which are loaded too). ``module``, the attack's own module, is all
     that is imported when given."""
-    if module:
-        load_module(module)
-    else:
-        load_all()
+    load_module(module)
     torch.manual_seed(seed)
     options = (model_spec.get("adapter"), model_spec.get("dtype", "auto"), device)
     trust = model_spec.get("trust_remote_code", False)

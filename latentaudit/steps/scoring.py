@@ -15,10 +15,7 @@ def run_judge(generations_path: str, judge: str, settings: dict, out_path: str, 
     ``(scores, provenance)`` when a model judges (model id, revision, template hash, token
     limit, unparseable count): that goes into the sidecar as ``judge_provenance``. ``module``,
     the judge's own module, is all that is imported when given."""
-    if module:
-        load_module(module)
-    else:
-        load_all()
+    load_module(module)
     generations = pd.read_parquet(generations_path)
     result = JUDGES.get_entry(judge).function(generations, settings)
     scores, provenance = result if isinstance(result, tuple) else (result, {})
