@@ -6,8 +6,8 @@ from tqdm import tqdm
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from .batching import make_batch, target_nll
-from .hooks import (PROMPT, Perturbation, PromptDeltas, batch_vectors, decoder_parts, intervene, lm_head, record_residual,
-                    run_blocks_from, supports_shared_prefix, unwrap)
+from .hooks import (PROMPT, Perturbation, PromptDeltas, batch_vectors, cache_kwargs, decoder_parts, intervene, lm_head,
+                    record_residual, run_blocks_from, supports_shared_prefix, unwrap)
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
@@ -77,7 +77,7 @@ def _clean_pass(model, batch, cache) -> list[torch.Tensor]:
     """Residual at every site of a clean forward of ``batch``, filling ``cache`` if given."""
     decoder = decoder_parts(model)[0]
     with record_residual(model) as residual:
-        decoder(**batch.model_inputs(), past_key_values=cache, use_cache=cache is not None)
+        decoder(**batch.model_inputs(), use_cache=cache is not None, **cache_kwargs(decoder, cache))
     return residual
 
 
@@ -182,7 +182,7 @@ def generate_sweep(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, p
             mask = torch.cat([mask, mask.new_ones(len(active), 1)], dim=1)
             with intervene(model, perturbation):
                 logits = model(input_ids=token[:, None], attention_mask=mask, position_ids=mask.sum(-1, keepdim=True) - 1,
-                               past_key_values=cache, use_cache=True, logits_to_keep=1).logits
+                               use_cache=True, logits_to_keep=1, **cache_kwargs(unwrap(model), cache)).logits
             token = logits[:, -1].argmax(-1)
             new[active, step] = token
         texts = tokenizer.batch_decode(new, skip_special_tokens=True)

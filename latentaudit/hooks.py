@@ -12,6 +12,8 @@ prefill and every cached decoding step.
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -129,8 +131,21 @@ def batch_vectors(vectors: "torch.Tensor | PromptDeltas", rows: Sequence[int], p
     return out
 
 
+@functools.lru_cache(maxsize=None)
+def _cache_name(function) -> str:
+    """The name ``function`` takes its KV cache under: transformers 5.24 renamed
+    ``past_key_values`` to ``cache`` (the old name is deprecated, removed in 5.40)."""
+    return "cache" if "cache" in inspect.signature(function).parameters else "past_key_values"
+
+
+def cache_kwargs(callee, cache) -> dict:
+    """``{name: cache}`` for a module (its ``forward``) or function, under the name it takes."""
+    function = type(callee).forward if isinstance(callee, nn.Module) else callee
+    return {_cache_name(function): cache}
+
+
 def _cache_length(kwargs: dict) -> int:
-    cache = kwargs.get("past_key_values")
+    cache = kwargs.get("cache", kwargs.get("past_key_values"))
     if cache is None or not hasattr(cache, "get_seq_length"):
         return 0
     return int(cache.get_seq_length())
@@ -254,12 +269,12 @@ def run_blocks_from(model: nn.Module, hidden: torch.Tensor, site: int, attention
             return decoder.norm(hidden[:, outputs_from:])
     # Sized against layer `site`: lower layers already hold every prompt position.
     mask = create_causal_mask(config=decoder.config, inputs_embeds=hidden, attention_mask=attention_mask,
-                              past_key_values=cache if past else None, position_ids=position_ids,
-                              layer_idx=site if past else None)
+                              position_ids=position_ids, layer_idx=site if past else None,
+                              **cache_kwargs(create_causal_mask, cache if past else None))
     position_embeddings = decoder.rotary_emb(hidden, position_ids=position_ids)
     for block in blocks[site:len(blocks) - 1 if outputs_from else None]:
         hidden = block(hidden, attention_mask=mask, position_embeddings=position_embeddings,
-                       position_ids=position_ids, past_key_values=cache, use_cache=cache is not None)
+                       position_ids=position_ids, use_cache=cache is not None, **cache_kwargs(block, cache))
         hidden = hidden[0] if isinstance(hidden, tuple) else hidden
     if outputs_from:
         hidden = _last_block_suffix(decoder, blocks[-1], len(blocks) - 1, hidden, outputs_from, attention_mask,
@@ -287,9 +302,9 @@ def _last_block_suffix(decoder, block, layer: int, hidden: torch.Tensor, start: 
     cache.update(keys, values, layer)
     suffix, suffix_ids = hidden[:, start:], position_ids[:, start:]
     mask = create_causal_mask(config=decoder.config, inputs_embeds=suffix, attention_mask=attention_mask,
-                              past_key_values=cache, position_ids=suffix_ids, layer_idx=layer)
+                              position_ids=suffix_ids, layer_idx=layer, **cache_kwargs(create_causal_mask, cache))
     out = block(suffix, attention_mask=mask, position_embeddings=tuple(e[:, start:] for e in position_embeddings),
-                position_ids=suffix_ids, past_key_values=cache, use_cache=True)
+                position_ids=suffix_ids, use_cache=True, **cache_kwargs(block, cache))
     return out[0] if isinstance(out, tuple) else out
 
 

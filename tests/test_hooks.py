@@ -92,6 +92,26 @@ def test_cached_generation_equals_full_recomputation(tiny_model, tokenizer):
         assert tokenizer.decode(ids[len(prompts[row]):], skip_special_tokens=True).strip() == cached[row]
 
 
+def test_decoding_steps_see_their_absolute_positions(tiny_model, tokenizer, monkeypatch):
+    """Each cached decoding step is perturbed at its absolute position: the hook reads the cache
+    length under either name transformers passes it by (``past_key_values``, ``cache`` from 5.24)."""
+    seen = []
+    original = Perturbation.delta
+
+    def spy(self, site, offset, length, like):
+        if site == 0:
+            seen.append((offset, length))
+        return original(self, site, offset, length, like)
+
+    monkeypatch.setattr(Perturbation, "delta", spy)
+    prompt = prompt_token_ids(tokenizer, "what is 2 plus 3 ?")
+    generate(tiny_model, tokenizer, [prompt], 5, hidden_index=torch.tensor([0]), vectors=torch.zeros(1, 32),
+             positions=torch.tensor([position_code("generated")]))
+    n = len(prompt)
+    assert len(seen) >= 2
+    assert seen == [(0, n)] + [(n + k, 1) for k in range(len(seen) - 1)]
+
+
 def test_bad_positions_and_layers_are_named():
     with pytest.raises(ValueError, match="unknown position 'middle'"):
         position_code("last_prompt+middle")
