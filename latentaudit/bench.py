@@ -23,7 +23,7 @@ from .attacks.asa import asa_random_vectors, last_prompt_hidden, random_directio
 from .attacks.common import nll_probe, resolve_layers, site_indices
 from .attacks.latent_pgd import latent_pgd_deltas
 from .batching import prompt_token_ids, target_token_ids
-from .generation import generate, generate_sweep, model_device, target_nll_sweep
+from .generation import Sampling, generate, generate_sweep, model_device, target_nll_sweep
 from .hooks import PromptDeltas, n_layers, position_code
 from .io import read_jsonl
 from .provenance import write_meta
@@ -53,10 +53,15 @@ class BenchSettings:
     lvs_steps: int = 10
     lvs_step_size: float = 0.25
     max_new_tokens: int = 20
+    temperature: float = 0.0            # 0: greedy; > 0: both paths sample (generation.Sampling, seed `seed`)
     batch_size: int = 256
     naive_sample: int = 256             # grid rows the naive loop runs; 0 = the whole grid
     tolerance: float = 1e-5             # max |NLL naive - NLL fast|
     seed: int = 0
+
+    @property
+    def sampling(self) -> Sampling | None:
+        return Sampling.from_config({"temperature": self.temperature, "sample_seed": self.seed})
 
     @classmethod
     def from_dict(cls, values: dict) -> "BenchSettings":
@@ -125,8 +130,10 @@ def _sync(device: torch.device) -> None:
 
 # --- the two paths ----------------------------------------------------------------------
 
-def run_naive(model, tokenizer, grid: SweepGrid, rows: list[int], max_new_tokens: int):
-    """One model.generate call and one NLL-probe forward per row, each with a single-row hook."""
+def run_naive(model, tokenizer, grid: SweepGrid, rows: list[int], max_new_tokens: int,
+              sampling: Sampling | None = None):
+    """One model.generate call and one NLL-probe forward per row, each with a single-row hook.
+    Returns (token ids, NLLs, the rows' perturbation vectors)."""
     vectors = grid.vectors(rows, 1, False)
     token_ids, nll = [], []
     pad = tokenizer.pad_token_id
@@ -134,21 +141,49 @@ def run_naive(model, tokenizer, grid: SweepGrid, rows: list[int], max_new_tokens
         vector = vectors[j:j + 1] if isinstance(vectors, torch.Tensor) else [vectors[j]]
         site, code = grid.sites[i:i + 1], grid.positions[i:i + 1]
         _, ids = generate(model, tokenizer, [grid.prompts[i]], max_new_tokens, 1, site, vector, code,
-                          desc="naive", return_token_ids=True)
+                          desc="naive", return_token_ids=True, sampling=sampling)
         token_ids.append(ids[0])
         nll.append(nll_probe(model, [grid.prompts[i]], [grid.responses[i]], site, vector, code, pad, 1))
-    return token_ids, torch.cat(nll)
+    return token_ids, torch.cat(nll), vectors
 
 
-def run_fast(model, tokenizer, grid: SweepGrid, max_new_tokens: int, batch_size: int):
-    """Every row of the grid through the shared-prefix batched path."""
-    rows = list(range(len(grid.prompts)))
-    vectors = grid.vectors(rows, batch_size, True)
-    _, token_ids = generate_sweep(model, tokenizer, grid.prompts, max_new_tokens, batch_size, grid.sites, vectors,
-                                  grid.positions, desc=f"{grid.name} fast", return_token_ids=True)
-    nll = target_nll_sweep(model, grid.prompts, grid.responses, grid.sites, vectors, grid.positions,
+def fast_outputs(model, tokenizer, grid: SweepGrid, rows: list[int], vectors, max_new_tokens: int,
+                 batch_size: int, sampling: Sampling | None = None):
+    """(token ids, NLLs) of ``rows`` perturbed by ``vectors`` (one per row, in ``rows`` order)
+    through the shared-prefix batched path."""
+    index = torch.as_tensor(rows)
+    prompts = [grid.prompts[i] for i in rows]
+    sites, positions = grid.sites[index], grid.positions[index]
+    _, token_ids = generate_sweep(model, tokenizer, prompts, max_new_tokens, batch_size, sites, vectors, positions,
+                                  desc=f"{grid.name} fast", return_token_ids=True, sampling=sampling)
+    nll = target_nll_sweep(model, prompts, [grid.responses[i] for i in rows], sites, vectors, positions,
                            tokenizer.pad_token_id, batch_size)
     return token_ids, nll
+
+
+def run_fast(model, tokenizer, grid: SweepGrid, max_new_tokens: int, batch_size: int,
+             sampling: Sampling | None = None):
+    """Every row of the grid through the shared-prefix batched path (vectors computed batched)."""
+    rows = list(range(len(grid.prompts)))
+    vectors = grid.vectors(rows, batch_size, True)
+    return (*fast_outputs(model, tokenizer, grid, rows, vectors, max_new_tokens, batch_size, sampling), vectors)
+
+
+def _take(vectors, rows: list[int]):
+    return vectors[torch.as_tensor(rows)] if isinstance(vectors, torch.Tensor) else [vectors[i] for i in rows]
+
+
+def vector_agreement(a, b) -> float:
+    """Fraction of perturbation coordinates that are exactly equal in ``a`` and ``b``."""
+    flat = [torch.cat([v.flatten() for v in x]) if not isinstance(x, torch.Tensor) else x.flatten() for x in (a, b)]
+    return float((flat[0] == flat[1]).float().mean())
+
+
+def _agree(naive_ids, naive_nll, fast_ids, fast_nll, tolerance: float) -> tuple[int, float, bool]:
+    """(rows with equal greedy tokens, max |ΔNLL|, identical)."""
+    tokens_equal = sum(a == b for a, b in zip(naive_ids, fast_ids))
+    nll_diff = float((fast_nll - naive_nll).abs().max())
+    return tokens_equal, nll_diff, tokens_equal == len(naive_ids) and nll_diff <= tolerance
 
 
 def compare_sweep(model, tokenizer, grid: SweepGrid, settings: BenchSettings) -> dict:
@@ -161,25 +196,36 @@ def compare_sweep(model, tokenizer, grid: SweepGrid, settings: BenchSettings) ->
     with PeakMemory(device) as naive_memory:
         _sync(device)
         start = time.perf_counter()
-        naive_ids, naive_nll = run_naive(model, tokenizer, grid, sample, settings.max_new_tokens)
+        naive_ids, naive_nll, naive_vectors = run_naive(model, tokenizer, grid, sample, settings.max_new_tokens,
+                                                        settings.sampling)
         _sync(device)
         naive_measured = time.perf_counter() - start
     with PeakMemory(device) as fast_memory:
         _sync(device)
         start = time.perf_counter()
-        fast_ids, fast_nll = run_fast(model, tokenizer, grid, settings.max_new_tokens, settings.batch_size)
+        fast_ids, fast_nll, fast_vectors = run_fast(model, tokenizer, grid, settings.max_new_tokens,
+                                                    settings.batch_size, settings.sampling)
         _sync(device)
         fast_s = time.perf_counter() - start
     naive_s = naive_measured / len(sample) * n
-    tokens_equal = sum(fast_ids[i] == ids for i, ids in zip(sample, naive_ids))
-    nll_diff = float((fast_nll[sample] - naive_nll).abs().max())
+    tokens_equal, nll_diff, identical = _agree(naive_ids, naive_nll, [fast_ids[i] for i in sample],
+                                               fast_nll[sample], settings.tolerance)
+    # Where the vectors are computed (LVS's sign-PGD), the paths' vectors can differ: the sign of
+    # a near-zero gradient coordinate follows float rounding, which batching changes. So, apart
+    # from the end-to-end check: how many coordinates agree, and whether the fast path given the
+    # naive path's own vectors reproduces its tokens and NLLs (untimed).
+    agreement = vector_agreement(naive_vectors, _take(fast_vectors, sample))
+    given = fast_outputs(model, tokenizer, grid, sample, naive_vectors, settings.max_new_tokens, settings.batch_size,
+                         settings.sampling)
+    _, nll_diff_given, identical_given = _agree(naive_ids, naive_nll, *given, settings.tolerance)
     naive_tokens = sum(len(ids) for ids in naive_ids)
     fast_tokens = sum(len(ids) for ids in fast_ids)
     row = {"setting": grid.name, "n_generations": n, "naive_s": naive_s, "fast_s": fast_s,
-           "speedup": naive_s / fast_s, "identical": tokens_equal == len(sample) and nll_diff <= settings.tolerance,
+           "speedup": naive_s / fast_s, "identical": identical,
            "naive_peak_mb": naive_memory.peak_mb, "fast_peak_mb": fast_memory.peak_mb,
            "naive_measured": len(sample), "naive_extrapolated": len(sample) < n, "naive_measured_s": naive_measured,
-           "tokens_equal": tokens_equal, "max_nll_diff": nll_diff,
+           "tokens_equal": tokens_equal, "max_nll_diff": nll_diff, "vector_agreement": agreement,
+           "identical_given_vectors": identical_given, "max_nll_diff_given_vectors": nll_diff_given,
            "naive_tokens_per_s": naive_tokens / naive_measured, "fast_tokens_per_s": fast_tokens / fast_s,
            "device": device.type}
     log.info("%s", row)
@@ -283,11 +329,14 @@ def render_markdown(frame: pd.DataFrame, settings: BenchSettings) -> str:
     shown["speedup"] = shown["speedup"].map(lambda s: f"{s:.1f}x")
     for column in ("naive_peak_mb", "fast_peak_mb", "naive_tokens_per_s", "fast_tokens_per_s"):
         shown[column] = shown[column].map(lambda v: f"{v:.0f}")
-    shown["max_nll_diff"] = shown["max_nll_diff"].map(lambda v: f"{v:.1e}")
+    for column in ("max_nll_diff", "max_nll_diff_given_vectors"):
+        shown[column] = shown[column].map(lambda v: f"{v:.1e}")
+    shown["vector_agreement"] = shown["vector_agreement"].map(lambda v: f"{v:.5f}")
     notes = [
         "# Sweep benchmark: naive loop vs shared-prefix batched path", "",
         f"Model: {settings.model} ({settings.dtype}) on {frame['device'].iloc[0]}; "
-        f"max_new_tokens {settings.max_new_tokens}, batch size {settings.batch_size}.", "",
+        f"max_new_tokens {settings.max_new_tokens}, batch size {settings.batch_size}, "
+        f"{'greedy decoding' if settings.sampling is None else f'sampled at T = {settings.temperature:g}'}.", "",
         shown.to_markdown(index=False), "",
         "- naive: one `model.generate` call and one NLL-probe forward per grid row, single-row hook "
         "(LVS: latent PGD with batch size 1 as well).",
@@ -296,6 +345,10 @@ def render_markdown(frame: pd.DataFrame, settings: BenchSettings) -> str:
         f"- naive_s is extrapolated from `naive_measured` rows (seeded random subsample, seed {settings.seed}) "
         "where `naive_extrapolated` is true; `identical` (greedy tokens equal and |ΔNLL| ≤ "
         f"{settings.tolerance:g}) is checked on those rows.",
+        "- `vector_agreement`: fraction of perturbation coordinates equal in both paths (ASA: one shared "
+        "table; LVS: each path's own sign-PGD, where a near-zero gradient coordinate's sign follows float "
+        "rounding and batching changes the rounding). `identical_given_vectors`: the fast path given the "
+        "naive path's vectors reproduces its tokens and NLLs (max |ΔNLL| in `max_nll_diff_given_vectors`).",
         "- peak memory: MB above the phase's start (CUDA allocator peak on a GPU, peak RSS on a CPU).",
     ]
     return "\n".join(notes) + "\n"

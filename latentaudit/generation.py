@@ -1,9 +1,13 @@
-"""Batched greedy generation with per-row latent perturbations, on the KV cache."""
+"""Batched generation (greedy, or sampled independently of the batch layout) with per-row
+latent perturbations, on the KV cache."""
 from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
 
 import torch
 from tqdm import tqdm
-from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import DynamicCache, LogitsProcessor, LogitsProcessorList, PreTrainedModel, PreTrainedTokenizerBase
 
 from .batching import make_batch, target_nll
 from .hooks import (PROMPT, Perturbation, PromptDeltas, batch_vectors, cache_kwargs, decoder_parts, intervene, lm_head,
@@ -14,15 +18,102 @@ def model_device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+# ---------------------------------------------------------------------------------------
+# Sampling. torch.multinomial draws from one RNG stream for the whole batch, so a row's sample
+# would depend on which rows share its batch, and a sweep could never match the one-row loop.
+# Here a row's token at step t is argmax(logits / T + g) (the Gumbel-max trick: an exact draw
+# from softmax(logits / T)), with g[v] a Gumbel variate hashed from (seed, the row's prompt,
+# t, v): the same prompt draws the same noise alone, in any batch, under any perturbation
+# (common random numbers: a setting's effect is not confounded with sampling noise).
+
+_MASK64 = (1 << 64) - 1
+
+
+def _signed(value: int) -> int:
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+_GOLDEN, _MIX1, _MIX2 = (_signed(c) for c in (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB))
+
+
+def _shift_right(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """Logical right shift of int64 (torch's >> is arithmetic on negative values)."""
+    return (x >> bits) & ((1 << (64 - bits)) - 1)
+
+
+def _splitmix64(x: torch.Tensor) -> torch.Tensor:
+    """The splitmix64 finaliser on int64 (multiplication wraps modulo 2^64)."""
+    x = (x ^ _shift_right(x, 30)) * _MIX1
+    x = (x ^ _shift_right(x, 27)) * _MIX2
+    return x ^ _shift_right(x, 31)
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Temperature sampling (``generation.temperature`` > 0; 0 is greedy decoding, ``None`` here).
+    ``seed`` picks the noise: draw k of a prompt is ``seed = k``."""
+    temperature: float
+    seed: int = 0
+
+    def __post_init__(self):
+        if not self.temperature > 0:
+            raise ValueError(f"sampling temperature must be > 0 (0 means greedy: no Sampling), got {self.temperature}")
+
+    @classmethod
+    def from_config(cls, generation: dict) -> "Sampling | None":
+        temperature = float(generation.get("temperature", 0.0))
+        return cls(temperature, int(generation.get("sample_seed", 0))) if temperature > 0 else None
+
+    def keys(self, prompts: list[list[int]]) -> torch.Tensor:
+        """One int64 key per prompt, from the seed and the prompt's token ids."""
+        out = []
+        for prompt in prompts:
+            digest = hashlib.blake2b(repr((self.seed, list(prompt))).encode(), digest_size=8).digest()
+            out.append(_signed(int.from_bytes(digest, "little")))
+        return torch.tensor(out, dtype=torch.long)
+
+    def gumbel(self, keys: torch.Tensor, step: int, vocab: int) -> torch.Tensor:
+        """[B, vocab] float32 Gumbel noise of rows ``keys`` at decoding step ``step``."""
+        token = torch.arange(vocab, device=keys.device, dtype=torch.long)
+        step_term = torch.tensor(step, device=keys.device, dtype=torch.long) * _GOLDEN  # int64 products wrap
+        x = _splitmix64(_splitmix64(keys[:, None] + step_term) + token[None, :] * _GOLDEN)
+        uniform = (_shift_right(x, 11).double() + 0.5) / float(1 << 53)  # in (0, 1)
+        return (-torch.log(-torch.log(uniform))).float()
+
+    def pick(self, logits: torch.Tensor, keys: torch.Tensor, step: int) -> torch.Tensor:
+        """Each row's sampled token from its last-position ``logits`` [B, V]."""
+        return self.scores(logits, keys, step).argmax(-1)
+
+    def scores(self, logits: torch.Tensor, keys: torch.Tensor, step: int) -> torch.Tensor:
+        return logits.float() / self.temperature + self.gumbel(keys.to(logits.device), step, logits.shape[-1])
+
+
+class _GumbelScores(LogitsProcessor):
+    """``Sampling`` inside ``model.generate`` (run greedy on the noised scores)."""
+
+    def __init__(self, sampling: Sampling, keys: torch.Tensor, prompt_length: int):
+        self.sampling, self.keys, self.prompt_length = sampling, keys, prompt_length
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        return self.sampling.scores(scores, self.keys, input_ids.shape[1] - self.prompt_length)
+
+
+def next_tokens(logits: torch.Tensor, sampling: Sampling | None, keys: torch.Tensor | None, step: int) -> torch.Tensor:
+    """Greedy (``sampling`` None) or sampled next tokens from last-position ``logits`` [B, V]."""
+    return logits.argmax(-1) if sampling is None else sampling.pick(logits, keys, step)
+
+
 @torch.no_grad()
 def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[list[int]],
              max_new_tokens: int, batch_size: int = 256, hidden_index: torch.Tensor | None = None,
              vectors: torch.Tensor | PromptDeltas | None = None, positions: torch.Tensor | None = None,
-             desc: str = "generate", return_token_ids: bool = False) -> list[str] | tuple[list[str], list[list[int]]]:
-    """Greedy completions of token-id ``prompts``; row i optionally perturbed at site
-    ``hidden_index[i]`` by ``vectors[i]`` at ``positions[i]`` (see ``hooks.batch_vectors``).
-    With ``return_token_ids``, also the generated ids (through the first EOS, padding dropped),
-    so a response can be re-scored exactly as generated rather than re-tokenized from text."""
+             desc: str = "generate", return_token_ids: bool = False,
+             sampling: Sampling | None = None) -> list[str] | tuple[list[str], list[list[int]]]:
+    """Greedy (or, with ``sampling``, sampled) completions of token-id ``prompts``; row i
+    optionally perturbed at site ``hidden_index[i]`` by ``vectors[i]`` at ``positions[i]`` (see
+    ``hooks.batch_vectors``). With ``return_token_ids``, also the generated ids (through the
+    first EOS, padding dropped), so a response can be re-scored exactly as generated rather than
+    re-tokenized from text."""
     device = model_device(model)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # less padding per batch
     completions: list[str] = [""] * len(prompts)
@@ -35,9 +126,13 @@ def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts
             idx = torch.tensor(rows)
             perturbation = Perturbation(hidden_index[idx], batch_vectors(vectors, rows, int(batch.prompt_end[0])),
                                         positions[idx], batch.prompt_end)
+        processors = LogitsProcessorList()
+        if sampling is not None:
+            keys = sampling.keys([prompts[i] for i in rows]).to(device)
+            processors.append(_GumbelScores(sampling, keys, batch.input_ids.shape[1]))
         with intervene(model, perturbation):
             out = model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                                 max_new_tokens=max_new_tokens, do_sample=False,
+                                 max_new_tokens=max_new_tokens, do_sample=False, logits_processor=processors,
                                  pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
         new = out[:, batch.input_ids.shape[1]:]
         texts = tokenizer.batch_decode(new, skip_special_tokens=True)
@@ -133,16 +228,16 @@ def _perturbed_prefill(model, residual: list[torch.Tensor], clean_cache, unique:
 def generate_sweep(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[list[int]],
                    max_new_tokens: int, batch_size: int = 256, hidden_index: torch.Tensor | None = None,
                    vectors: torch.Tensor | PromptDeltas | None = None, positions: torch.Tensor | None = None,
-                   desc: str = "generate_sweep",
-                   return_token_ids: bool = False) -> list[str] | tuple[list[str], list[list[int]]]:
-    """``generate`` for sweeps (same arguments, same greedy results): rows that share a prompt
+                   desc: str = "generate_sweep", return_token_ids: bool = False,
+                   sampling: Sampling | None = None) -> list[str] | tuple[list[str], list[list[int]]]:
+    """``generate`` for sweeps (same arguments, same results): rows that share a prompt
     share its clean prefill below their site; see the section comment above. Falls back to
     ``generate`` for architectures ``hooks.supports_shared_prefix`` does not cover. Without
     ``hidden_index``, plain greedy generation on this loop (every row untouched): the same tokens
     as ``model.generate``, without its per-step overhead."""
     if not supports_shared_prefix(model):
         return generate(model, tokenizer, prompts, max_new_tokens, batch_size, hidden_index, vectors, positions,
-                        desc, return_token_ids)
+                        desc, return_token_ids, sampling)
     if hidden_index is None:
         hidden_index = torch.full((len(prompts),), -1)
         vectors = torch.zeros(len(prompts), unwrap(model).config.hidden_size)
@@ -163,7 +258,8 @@ def generate_sweep(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, p
         final, cache = _perturbed_prefill(model, residual, clean_cache, unique, perturbation, clean_batch,
                                           _first_perturbed(perturbation.positions, p_len))
         del residual, clean_cache
-        token = head(final[:, -1]).argmax(-1)
+        keys = sampling.keys([prompts[i] for i in rows]).to(device) if sampling is not None else None
+        token = next_tokens(head(final[:, -1]), sampling, keys, 0)
         new = torch.full((len(rows), max_new_tokens), pad, dtype=torch.long, device=device)
         new[:, 0] = token
         mask = clean_batch.attention_mask[unique.to(device)]
@@ -177,13 +273,14 @@ def generate_sweep(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, p
                     break
                 kept = keep.nonzero()[:, 0]
                 active, token, mask = active[kept], token[kept], mask[kept]
+                keys = keys[kept] if keys is not None else None
                 perturbation = perturbation.select(kept)
                 cache.batch_select_indices(kept)
             mask = torch.cat([mask, mask.new_ones(len(active), 1)], dim=1)
             with intervene(model, perturbation):
                 logits = model(input_ids=token[:, None], attention_mask=mask, position_ids=mask.sum(-1, keepdim=True) - 1,
                                use_cache=True, logits_to_keep=1, **cache_kwargs(unwrap(model), cache)).logits
-            token = logits[:, -1].argmax(-1)
+            token = next_tokens(logits[:, -1], sampling, keys, step)
             new[active, step] = token
         texts = tokenizer.batch_decode(new, skip_special_tokens=True)
         for i, text, ids in zip(rows, texts, new.tolist()):

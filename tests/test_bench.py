@@ -68,14 +68,15 @@ def test_sweep_nll_equals_the_naive_probe(tiny_model, tokenizer, positions, per_
         assert abs(float(fast[i]) - float(naive[0])) <= 1e-5, f"row {i}"
 
 
-def test_bench_writes_the_contract_columns(tiny_model, tokenizer, splits, tmp_path):
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_bench_writes_the_contract_columns(tiny_model, tokenizer, splits, tmp_path, temperature):
     model_dir = tmp_path / "model"
     tiny_model.save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
     forbidden = tmp_path / "eval_forbidden.jsonl"
     write_jsonl(splits["eval_forbidden"], forbidden)
     settings = BenchSettings(n_prompts=3, alphas=[1.0, 4.0], n_directions=2, lvs_budgets=[0.5], lvs_steps=2,
-                             max_new_tokens=5, batch_size=16, naive_sample=5)
+                             max_new_tokens=5, batch_size=16, naive_sample=5, temperature=temperature)
     frame = run_bench(str(model_dir), str(forbidden), settings)
     write_results(frame, settings, str(tmp_path / "sweep.csv"), str(tmp_path / "sweep.md"))
     table = pd.read_csv(tmp_path / "sweep.csv")
@@ -83,7 +84,11 @@ def test_bench_writes_the_contract_columns(tiny_model, tokenizer, splits, tmp_pa
     assert list(table["setting"]) == ["asa_random", "lvs_linf_pgd"]
     assert list(table["n_generations"]) == [3 * 2 * 2 * 2, 3 * 2]   # prompts x layers x alphas x directions; x budgets
     assert table["identical"].all() and (table["naive_measured"] == 5).all()
-    assert "asa_random" in (tmp_path / "sweep.md").read_text()
+    assert table["identical_given_vectors"].all() and (table["max_nll_diff_given_vectors"] <= 1e-5).all()
+    assert table["vector_agreement"].iloc[0] == 1.0                    # ASA: one vector table for both paths
+    assert 0.9 < table["vector_agreement"].iloc[1] <= 1.0              # LVS: each path's own PGD
+    markdown = (tmp_path / "sweep.md").read_text()
+    assert "asa_random" in markdown and ("sampled at T = 1" in markdown) == (temperature > 0)
 
 
 def test_random_llama_option_builds_at_tiny_size(tokenizer):

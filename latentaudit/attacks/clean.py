@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..generation import generate_sweep
 from ..registry import ATTACKS
 from .common import AttackContext, generations_frame
 
@@ -11,6 +10,5 @@ from .common import AttackContext, generations_frame
 @ATTACKS.register("none", schema={"type": "object", "additionalProperties": False, "properties": {}})
 def attack_none(context: AttackContext, settings: dict) -> pd.DataFrame:
     records = [r for split in ("eval_forbidden", "eval_benign", "eval_twin") for r in context.eval_records[split]]
-    texts = generate_sweep(context.model, context.tokenizer, context.prompt_ids(records), context.max_new_tokens,
-                           context.batch_size, desc="none")
+    texts = context.generate(context.prompt_ids(records), desc="none")
     return generations_frame(records, texts, layer=-1, strength=0.0, direction=-1)

@@ -8,7 +8,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..batching import make_batch, prompt_token_ids, target_nll
-from ..generation import generate_sweep, model_device, target_nll_sweep
+from ..generation import Sampling, generate_sweep, model_device, target_nll_sweep
 from ..hooks import Perturbation, PromptDeltas, batch_vectors, hidden_index, intervene, n_layers, position_code
 
 RECORD_COLUMNS = ["id", "split", "kind", "category", "entity", "expected", "prompt"]
@@ -31,6 +31,7 @@ class AttackContext:
     # What an attack registered with ``needs=(...)`` asked for (e.g. steering: the training
     # records its direction is fitted on, the harmful pole and the aligned model).
     extras: dict = field(default_factory=dict)
+    sampling: Sampling | None = None            # None: greedy decoding (generation.temperature 0)
 
     def __post_init__(self):
         if self.norm_model is None:
@@ -38,6 +39,13 @@ class AttackContext:
 
     def prompt_ids(self, records: list[dict]) -> list[list[int]]:
         return [prompt_token_ids(self.tokenizer, r["prompt"], self.chat_template) for r in records]
+
+    def generate(self, prompts: list[list[int]], hidden_index: torch.Tensor | None = None,
+                 vectors: torch.Tensor | PromptDeltas | None = None, positions: torch.Tensor | None = None,
+                 desc: str = "generate", return_token_ids: bool = False):
+        """Every attack's generations: the sweep path with the run's length, batch size and decoding."""
+        return generate_sweep(self.model, self.tokenizer, prompts, self.max_new_tokens, self.batch_size, hidden_index,
+                              vectors, positions, desc, return_token_ids, self.sampling)
 
 
 def site_indices(layers: list[int], n_layers: int) -> torch.Tensor:
@@ -99,15 +107,11 @@ def evaluate_vectors(context: AttackContext, prompt_index: list[int], layer: lis
     codes = torch.full((len(layer),), position_code(positions))
     rows_f = [f_ids[i] for i in prompt_index]
     # The sweep path: one clean prefill per prompt below each row's site (same greedy tokens).
-    texts_f = generate_sweep(context.model, context.tokenizer, rows_f, context.max_new_tokens, context.batch_size,
-                             sites, vectors, codes, desc=f"{name} forbidden")
-    texts_b = generate_sweep(context.model, context.tokenizer, [b_ids[i] for i in prompt_index],
-                             context.max_new_tokens, context.batch_size, sites, vectors, codes,
-                             desc=f"{name} benign control")
+    texts_f = context.generate(rows_f, sites, vectors, codes, desc=f"{name} forbidden")
+    texts_b = context.generate([b_ids[i] for i in prompt_index], sites, vectors, codes, desc=f"{name} benign control")
     # NLL probe: the original clean response, scored under each perturbation.
     pad = context.tokenizer.pad_token_id
-    clean_texts, clean_ids = generate_sweep(context.model, context.tokenizer, f_ids, context.max_new_tokens,
-                                            context.batch_size, desc="clean", return_token_ids=True)
+    clean_texts, clean_ids = context.generate(f_ids, desc="clean", return_token_ids=True)
     nll_clean = nll_probe(context.model, f_ids, clean_ids, None, None, None, pad, context.batch_size)
     nll = target_nll_sweep(context.model, rows_f, [clean_ids[i] for i in prompt_index], sites, vectors, codes, pad,
                            context.batch_size)

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from ..batching import prompt_token_ids, target_token_ids
 from ..defenses.common import Sampler, pair_batch, token_ce
-from ..generation import generate_sweep, model_device
+from ..generation import model_device
 from ..registry import ATTACKS
 from .common import AttackContext, generations_frame
 
@@ -123,8 +123,7 @@ def attack_harmful_ft(context: AttackContext, settings: dict) -> pd.DataFrame:
         log.info("harmful_ft %s: %d pairs over categories %s", data, len(pairs), sorted(trained))
         for seed in settings.get("seeds", [0, 1, 2]):
             def probe(step: int) -> None:
-                texts = generate_sweep(context.model, context.tokenizer, eval_ids, context.max_new_tokens,
-                                       context.batch_size, desc=f"harmful_ft {data} seed {seed} step {step}")
+                texts = context.generate(eval_ids, desc=f"harmful_ft {data} seed {seed} step {step}")
                 frame = generations_frame(eval_records, texts, layer=-1, strength=float(step), direction=seed)
                 frame["ft_data"] = data
                 frame["trained_category"] = [data == "in_dist" or r["category"] in trained for r in eval_records]

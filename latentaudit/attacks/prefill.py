@@ -7,7 +7,6 @@ from __future__ import annotations
 import pandas as pd
 
 from ..batching import target_token_ids
-from ..generation import generate_sweep
 from ..registry import ATTACKS
 from .common import AttackContext, generations_frame
 
@@ -25,8 +24,7 @@ def attack_prefill(context: AttackContext, settings: dict) -> pd.DataFrame:
     frames = []
     for k in settings["prefill_tokens"]:
         forced = [prefix[:k] for prefix in prefixes]
-        texts = generate_sweep(context.model, context.tokenizer, [p + f for p, f in zip(f_ids, forced)],
-                               context.max_new_tokens, context.batch_size, desc=f"prefill {k}")
+        texts = context.generate([p + f for p, f in zip(f_ids, forced)], desc=f"prefill {k}")
         full = [f"{context.tokenizer.decode(f, skip_special_tokens=True)} {t}".strip() for f, t in zip(forced, texts)]
         frames.append(generations_frame(forbidden, full, layer=-1, strength=float(k), direction=0,
                                         forced_tokens=[len(f) for f in forced]))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from ..attacks.common import AttackContext
+from ..generation import Sampling
 from ..io import read_jsonl
 from ..models import load_variant
 from ..organism.data import EVAL_SPLITS
@@ -42,7 +43,7 @@ def run_attack(model_spec: dict, load: dict, eval_paths: dict[str, str], attack:
         loaded["aligned"] = load_variant(extras["aligned"], options[0], None, *options[1:], trust)[0]
     context = AttackContext(model, tokenizer, {s: read_jsonl(eval_paths[s]) for s in EVAL_SPLITS},
                             generation["max_new_tokens"], generation["batch_size"], generation["chat_template"], seed,
-                            norm_model, loaded)
+                            norm_model, loaded, Sampling.from_config(generation))
     frame = ATTACKS.get_entry(attack).function(context, settings)
     frame.insert(0, "row_id", range(len(frame)))
     for column, value in labels.items():
