@@ -177,5 +177,5 @@ def attack_asa_grad(context: AttackContext, settings: dict) -> pd.DataFrame:
         site_indices(layer, n_layers(context.model)), torch.tensor(strength),
         torch.stack([h_last[i, b + 1] for b, i in zip(layer, index)]),
         torch.full((len(grid),), position_code(positions)), gradient, context.tokenizer.pad_token_id,
-        context.batch_size)
+        context.grad_batch_size)
     return evaluate_vectors(context, index, layer, strength, [0] * len(grid), vectors, positions, "asa_grad")

@@ -32,10 +32,13 @@ class AttackContext:
     # records its direction is fitted on, the harmful pole and the aligned model).
     extras: dict = field(default_factory=dict)
     sampling: Sampling | None = None            # None: greedy decoding (generation.temperature 0)
+    grad_batch_size: int | None = None          # rows per PGD step (None: batch_size)
 
     def __post_init__(self):
         if self.norm_model is None:
             self.norm_model = self.model
+        if self.grad_batch_size is None:
+            self.grad_batch_size = self.batch_size
 
     def prompt_ids(self, records: list[dict]) -> list[list[int]]:
         return [prompt_token_ids(self.tokenizer, r["prompt"], self.chat_template) for r in records]

@@ -101,6 +101,6 @@ def attack_latent_pgd(context: AttackContext, settings: dict) -> pd.DataFrame:
     deltas = latent_pgd_deltas(context.model, [f_ids[i] for i in index], [targets[i] for i in index],
                                site_indices(layer, n_layers(context.model)), torch.tensor(strength),
                                settings.get("norm", "l2_token"), settings.get("steps", 20),
-                               settings.get("step_size", 0.25), context.tokenizer.pad_token_id, context.batch_size,
+                               settings.get("step_size", 0.25), context.tokenizer.pad_token_id, context.grad_batch_size,
                                norm_model=context.norm_model)
     return evaluate_vectors(context, index, layer, strength, [0] * len(grid), deltas, "prompt", "latent_pgd")

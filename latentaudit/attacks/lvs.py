@@ -78,7 +78,7 @@ def attack_lvs(context: AttackContext, settings: dict) -> pd.DataFrame:
     pad = context.tokenizer.pad_token_id
     prompts = [f_ids[i] for i in index]
     deltas = latent_pgd_deltas(context.model, prompts, [targets[i] for i in index], hidden, strength, "linf",
-                               settings.get("steps", 10), settings.get("step_size", 0.25), pad, context.batch_size,
+                               settings.get("steps", 10), settings.get("step_size", 0.25), pad, context.grad_batch_size,
                                desc="lvs pgd", norm_model=context.norm_model)
     direction = [0] * len(grid)
     if settings.get("control", True):

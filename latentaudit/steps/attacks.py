@@ -4,8 +4,10 @@ from __future__ import annotations
 import torch
 
 from ..attacks.common import AttackContext
+from ..batching import prompt_token_ids
 from ..generation import Sampling
 from ..io import read_jsonl
+from ..memory import AUTO, resolve_batch_sizes
 from ..models import load_variant
 from ..organism.data import EVAL_SPLITS
 from ..provenance import write_meta
@@ -41,9 +43,15 @@ def run_attack(model_spec: dict, load: dict, eval_paths: dict[str, str], attack:
         loaded["harmful_pole"] = load_variant(extras["aligned"], options[0], extras["harmful_pole"], *options[1:],
                                               trust)[0]
         loaded["aligned"] = load_variant(extras["aligned"], options[0], None, *options[1:], trust)[0]
-    context = AttackContext(model, tokenizer, {s: read_jsonl(eval_paths[s]) for s in EVAL_SPLITS},
-                            generation["max_new_tokens"], generation["batch_size"], generation["chat_template"], seed,
-                            norm_model, loaded, Sampling.from_config(generation))
+    records = {s: read_jsonl(eval_paths[s]) for s in EVAL_SPLITS}
+    batch_size, grad_batch_size = generation["batch_size"], None
+    if batch_size == AUTO:  # sized from the memory left once every model this job needs is loaded
+        prompt_len = max(len(prompt_token_ids(tokenizer, r["prompt"], generation["chat_template"]))
+                         for split in records.values() for r in split)
+        batch_size, grad_batch_size = resolve_batch_sizes(AUTO, model, prompt_len, generation["max_new_tokens"])
+    context = AttackContext(model, tokenizer, records, generation["max_new_tokens"], batch_size,
+                            generation["chat_template"], seed, norm_model, loaded, Sampling.from_config(generation),
+                            grad_batch_size)
     frame = ATTACKS.get_entry(attack).function(context, settings)
     frame.insert(0, "row_id", range(len(frame)))
     for column, value in labels.items():

@@ -10,6 +10,7 @@ from ..generation import generate
 from ..io import read_jsonl
 from ..judges.keyword import DEFAULT_KEYWORDS, is_refusal
 from ..judges.structural import structural_label
+from ..memory import AUTO, auto_batch_size
 from ..batching import prompt_token_ids
 from ..metrics import lasr_by_layer
 from ..models import load_variant
@@ -55,6 +56,11 @@ def build_variant(variant: str, settings: dict, model_spec: dict, base_path: str
     torch.manual_seed(seed)
     model, tokenizer = load_variant(base_path, model_spec.get("adapter"), None, model_spec.get("dtype", "auto"),
                                     device, model_spec.get("trust_remote_code", False))
+    records = read_jsonl(records_path)
+    if generation["batch_size"] == AUTO:  # the training's own tensors come later: a quarter of what is free now
+        prompt_len = max(len(prompt_token_ids(tokenizer, r["prompt"], generation["chat_template"])) for r in records)
+        generation = {**generation, "batch_size": auto_batch_size(model, prompt_len, generation["max_new_tokens"],
+                                                                  with_grad=False, fraction=0.25)}
     context = {"chat_template": generation["chat_template"], "generation": generation}
     missing = sorted(set(entry.options.get("requires", ())) - set(required or {}))
     if missing:
@@ -68,7 +74,7 @@ def build_variant(variant: str, settings: dict, model_spec: dict, base_path: str
         log.info("LASR by layer of the aligned model: %s", context["fragile_layers"])
     if "benign_accuracy" in entry.options.get("needs", ()):
         context["benign_accuracy"] = benign_accuracy_fn(tokenizer, read_jsonl(benign_path), generation)
-    trained, report = entry.function(model, tokenizer, read_jsonl(records_path), settings, seed, context)
+    trained, report = entry.function(model, tokenizer, records, settings, seed, context)
     context.pop("required_variants")
     trained.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
