@@ -6,7 +6,7 @@ import torch
 
 from latentaudit.attacks.common import nll_probe
 from latentaudit.batching import prompt_token_ids
-from latentaudit.bench import COLUMNS, BenchSettings, run_bench, write_results
+from latentaudit.bench import COLUMNS, BenchSettings, run_bench, vector_agreement, write_results
 from latentaudit.generation import generate, generate_sweep, target_nll_sweep
 from latentaudit.hooks import position_code
 from latentaudit.io import write_jsonl
@@ -85,7 +85,7 @@ def test_bench_writes_the_contract_columns(tiny_model, tokenizer, splits, tmp_pa
     assert list(table["n_generations"]) == [3 * 2 * 2 * 2, 3 * 2]   # prompts x layers x alphas x directions; x budgets
     assert table["identical"].all() and (table["naive_measured"] == 5).all()
     assert table["identical_given_vectors"].all() and (table["max_nll_diff_given_vectors"] <= 1e-5).all()
-    assert table["vector_agreement"].iloc[0] == 1.0                    # ASA: one vector table for both paths
+    assert table["vector_agreement"].iloc[0] == 1.0 and table["vector_rows_equal"].iloc[0] == 5  # ASA: one table
     assert 0.9 < table["vector_agreement"].iloc[1] <= 1.0              # LVS: each path's own PGD
     markdown = (tmp_path / "sweep.md").read_text()
     assert "asa_random" in markdown and ("sampled at T = 1" in markdown) == (temperature > 0)
@@ -130,3 +130,12 @@ def test_unsupported_architectures_fall_back_to_the_plain_path(tiny_model, token
     torch.testing.assert_close(plain, expected, rtol=0, atol=1e-5)
     assert generation.generate_sweep(tiny_model, tokenizer, rows, 6, 8, sites, vectors, codes) == \
         generate(tiny_model, tokenizer, rows, 6, 8, sites, vectors, codes)
+
+
+def test_vector_agreement_tolerates_rounding_not_a_flipped_step():
+    base = [torch.tensor([[0.25, -0.25], [0.5, 0.0]]), torch.tensor([[0.5, 0.25]])]
+    rounded = [v * (1 + 1e-7) for v in base]
+    flipped = [base[0], torch.tensor([[0.5, -0.25]])]
+    assert vector_agreement(base, rounded) == (1.0, 2)
+    assert vector_agreement(base, flipped) == (pytest.approx(5 / 6), 1)
+    assert vector_agreement(torch.ones(3, 2), torch.ones(3, 2)) == (1.0, 3)
