@@ -22,6 +22,11 @@ def prompt_token_ids(tokenizer: PreTrainedTokenizerBase, prompt: str, chat_templ
     return tokenizer(prompt)["input_ids"]
 
 
+def longest_prompt(tokenizer: PreTrainedTokenizerBase, records: list[dict], chat_template: bool = True) -> int:
+    """Token length of the longest ``prompt`` in ``records`` (what a batch row is sized for)."""
+    return max(len(prompt_token_ids(tokenizer, r["prompt"], chat_template)) for r in records)
+
+
 def target_token_ids(tokenizer: PreTrainedTokenizerBase, target: str, eos: bool = False) -> list[int]:
     ids = tokenizer(target, add_special_tokens=False)["input_ids"] if target else []
     return ids + [tokenizer.eos_token_id] if eos else ids

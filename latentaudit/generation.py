@@ -26,9 +26,6 @@ def model_device(model: torch.nn.Module) -> torch.device:
 # t, v): the same prompt draws the same noise alone, in any batch, under any perturbation
 # (common random numbers: a setting's effect is not confounded with sampling noise).
 
-_MASK64 = (1 << 64) - 1
-
-
 def _signed(value: int) -> int:
     return value - (1 << 64) if value >= 1 << 63 else value
 
@@ -80,11 +77,8 @@ class Sampling:
         uniform = (_shift_right(x, 11).double() + 0.5) / float(1 << 53)  # in (0, 1)
         return (-torch.log(-torch.log(uniform))).float()
 
-    def pick(self, logits: torch.Tensor, keys: torch.Tensor, step: int) -> torch.Tensor:
-        """Each row's sampled token from its last-position ``logits`` [B, V]."""
-        return self.scores(logits, keys, step).argmax(-1)
-
     def scores(self, logits: torch.Tensor, keys: torch.Tensor, step: int) -> torch.Tensor:
+        """Noised scores of last-position ``logits`` [B, V]: their argmax is each row's draw."""
         return logits.float() / self.temperature + self.gumbel(keys.to(logits.device), step, logits.shape[-1])
 
 
@@ -100,7 +94,7 @@ class _GumbelScores(LogitsProcessor):
 
 def next_tokens(logits: torch.Tensor, sampling: Sampling | None, keys: torch.Tensor | None, step: int) -> torch.Tensor:
     """Greedy (``sampling`` None) or sampled next tokens from last-position ``logits`` [B, V]."""
-    return logits.argmax(-1) if sampling is None else sampling.pick(logits, keys, step)
+    return (logits if sampling is None else sampling.scores(logits, keys, step)).argmax(-1)
 
 
 @torch.no_grad()

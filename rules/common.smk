@@ -163,7 +163,8 @@ def score_outputs():
 
 def attack_code(wildcards):
     return unique(code("attacks/__init__.py", "attacks/common.py", "batching.py", "generation.py", "hooks.py",
-                       "models.py", "io.py", "steps/attacks.py", "registry.py") + method_code(ATTACKS, wildcards.attack))
+                       "memory.py", "models.py", "io.py", "steps/attacks.py", "registry.py")
+                  + method_code(ATTACKS, wildcards.attack))
 
 
 def judge_code(wildcards):
@@ -174,8 +175,8 @@ def judge_code(wildcards):
 def variant_code(wildcards):
     entry = VARIANTS[wildcards.variant]
     return unique(code("defenses/__init__.py", "defenses/common.py", "batching.py", "generation.py", "hooks.py",
-                       "models.py", "metrics.py", "io.py", "steps/variants.py", "registry.py", "judges/structural.py",
-                       "judges/keyword.py") + method_code(VARIANTS, wildcards.variant))
+                       "memory.py", "models.py", "metrics.py", "io.py", "steps/variants.py", "registry.py",
+                       "judges/structural.py", "judges/keyword.py") + method_code(VARIANTS, wildcards.variant))
 
 
 def variant_settings(wildcards):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from latentaudit.batching import prompt_token_ids
-from latentaudit.generation import Sampling, generate, generate_sweep
+from latentaudit.generation import Sampling, generate, generate_sweep, next_tokens
 
 from test_bench import _grid, _one
 
@@ -15,7 +15,7 @@ def test_gumbel_max_draws_follow_the_softmax():
     logits = torch.tensor([2.0, 1.0, 0.0, -1.0, 0.5])
     sampling = Sampling(temperature=0.7, seed=3)
     keys = sampling.keys([[k] for k in range(40_000)])
-    draws = sampling.pick(logits.expand(len(keys), -1), keys, step=2)
+    draws = next_tokens(logits.expand(len(keys), -1), sampling, keys, step=2)
     frequency = torch.bincount(draws, minlength=5).float() / len(draws)
     # 40k draws: the binomial standard error is <= .0025 per token.
     torch.testing.assert_close(frequency, torch.softmax(logits / 0.7, -1), rtol=0, atol=0.01)

@@ -4,10 +4,10 @@ from __future__ import annotations
 import torch
 
 from ..attacks.common import AttackContext
-from ..batching import prompt_token_ids
+from ..batching import longest_prompt
 from ..generation import Sampling
 from ..io import read_jsonl
-from ..memory import AUTO, resolve_batch_sizes
+from ..memory import resolve_batch_sizes
 from ..models import load_variant
 from ..organism.data import EVAL_SPLITS
 from ..provenance import write_meta
@@ -44,11 +44,10 @@ def run_attack(model_spec: dict, load: dict, eval_paths: dict[str, str], attack:
                                               trust)[0]
         loaded["aligned"] = load_variant(extras["aligned"], options[0], None, *options[1:], trust)[0]
     records = {s: read_jsonl(eval_paths[s]) for s in EVAL_SPLITS}
-    batch_size, grad_batch_size = generation["batch_size"], None
-    if batch_size == AUTO:  # sized from the memory left once every model this job needs is loaded
-        prompt_len = max(len(prompt_token_ids(tokenizer, r["prompt"], generation["chat_template"]))
-                         for split in records.values() for r in split)
-        batch_size, grad_batch_size = resolve_batch_sizes(AUTO, model, prompt_len, generation["max_new_tokens"])
+    # `auto`: sized from the memory left once every model this job needs is loaded
+    prompt_len = longest_prompt(tokenizer, [r for split in records.values() for r in split], generation["chat_template"])
+    batch_size, grad_batch_size = resolve_batch_sizes(generation["batch_size"], model, prompt_len,
+                                                      generation["max_new_tokens"])
     context = AttackContext(model, tokenizer, records, generation["max_new_tokens"], batch_size,
                             generation["chat_template"], seed, norm_model, loaded, Sampling.from_config(generation),
                             grad_batch_size)

@@ -11,7 +11,7 @@ from ..io import read_jsonl
 from ..judges.keyword import DEFAULT_KEYWORDS, is_refusal
 from ..judges.structural import structural_label
 from ..memory import AUTO, auto_batch_size
-from ..batching import prompt_token_ids
+from ..batching import longest_prompt, prompt_token_ids
 from ..metrics import lasr_by_layer
 from ..models import load_variant
 from ..provenance import write_meta
@@ -58,7 +58,7 @@ def build_variant(variant: str, settings: dict, model_spec: dict, base_path: str
                                     device, model_spec.get("trust_remote_code", False))
     records = read_jsonl(records_path)
     if generation["batch_size"] == AUTO:  # the training's own tensors come later: a quarter of what is free now
-        prompt_len = max(len(prompt_token_ids(tokenizer, r["prompt"], generation["chat_template"])) for r in records)
+        prompt_len = longest_prompt(tokenizer, records, generation["chat_template"])
         generation = {**generation, "batch_size": auto_batch_size(model, prompt_len, generation["max_new_tokens"],
                                                                   with_grad=False, fraction=0.25)}
     context = {"chat_template": generation["chat_template"], "generation": generation}
