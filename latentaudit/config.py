@@ -4,6 +4,7 @@ the bad value and the valid choices in the message. Defaults from the schemas ar
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 
 import jsonschema
@@ -43,10 +44,27 @@ def _location(prefix: str, path) -> str:
     return ".".join(parts).replace(".[", "[") or "<config>"
 
 
+def _non_finite_numbers(value, path=()):
+    """(path, value) of every NaN or infinite number in ``value``: JSON Schema's ``minimum`` and
+    ``maximum`` let NaN through (every comparison with it is false), and YAML reads ``.nan``/``.inf``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        yield path, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _non_finite_numbers(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _non_finite_numbers(item, (*path, index))
+
+
 def _check(instance: dict, schema: dict, prefix: str) -> None:
-    errors = sorted(_Validator(schema).iter_errors(instance), key=lambda e: list(e.absolute_path))
-    if errors:
-        lines = []
+    non_finite = dict(_non_finite_numbers(instance))
+    lines = [f"config error at {_location(prefix, path)}: {value} is not a finite number"
+             for path, value in non_finite.items()]
+    # A non-finite value's own schema errors ("inf is greater than the maximum of 1") only repeat it.
+    errors = sorted((error for error in _Validator(schema).iter_errors(instance)
+                     if tuple(error.absolute_path) not in non_finite), key=lambda e: list(e.absolute_path))
+    if errors or lines:
         for error in errors:
             message = error.message
             if error.validator == "additionalProperties":

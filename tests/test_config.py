@@ -1,5 +1,6 @@
 import copy
 
+import pytest
 import yaml
 
 from latentaudit.config import validate_config
@@ -95,3 +96,32 @@ def test_hub_model_may_list_built_variants():
 
 def test_negative_training_steps():
     assert "organism.pretrain.steps" in _bad(lambda c: c["organism"]["pretrain"].update(steps=0))
+
+
+# Every numeric setting, wherever it sits: an attack's list element, a defense's optimiser, a judge,
+# the top level, a per-model override. JSON Schema's `minimum` lets NaN through on its own.
+NON_FINITE_EDITS = {
+    "attacks.asa_grad.alphas[1]": lambda c, v: c["attacks"]["asa_grad"]["alphas"].__setitem__(1, v),
+    "attacks.latent_pgd.budgets[0]": lambda c, v: c["attacks"]["latent_pgd"].update(budgets=[v, 0.5]),
+    "variants.lat.lr": lambda c, v: c["variants"]["lat"].update(lr=v),
+    "variants.lapt.capability_tolerance": lambda c, v: c["variants"]["lapt"].update(capability_tolerance=v),
+    "judges.structural.max_repeat": lambda c, v: c["judges"]["structural"].update(max_repeat=v),
+    "generation.temperature": lambda c, v: c["generation"].update(temperature=v),
+    "models.organism.variant_settings.lat.epsilon":
+        lambda c, v: c["models"]["organism"].update(variant_settings={"lat": {"epsilon": v}}),
+}
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")], ids=["nan", "inf", "-inf"])
+@pytest.mark.parametrize("key", sorted(NON_FINITE_EDITS))
+def test_non_finite_number_names_the_key(key, value):
+    message = _bad(lambda c: NON_FINITE_EDITS[key](c, value))
+    assert message == f"config error at {key}: {value} is not a finite number"
+
+
+def test_yaml_nan_and_infinities_are_rejected_together():
+    settings = yaml.safe_load("{capability_tolerance: .nan, alpha: .inf, lambda_grid: [0.1, -.inf]}")
+    message = _bad(lambda c: c["variants"]["lapt"].update(settings))
+    assert "variants.lapt.capability_tolerance: nan is not a finite number" in message
+    assert "variants.lapt.alpha: inf is not a finite number" in message
+    assert "variants.lapt.lambda_grid[1]: -inf is not a finite number" in message
