@@ -3,22 +3,36 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 CORES ?= 2
 
-.PHONY: setup run test test-fast dag bench clean
+.PHONY: setup lock run test test-fast dag bench robustness clean
 
 setup: $(VENV)/.installed
 
-# The CPU build of torch first where a local wheel is configured (no index, no dependencies:
-# this never downloads; torch's own dependencies come with the project's), then the project;
-# on a cluster the range in pyproject.toml resolves normally. The torch build is printed.
+# The locked versions (requirements.lock, refreshed by `make lock`) as pip constraints. The CPU
+# build of the locked torch first where a local wheel is configured (no index, no dependencies:
+# this never downloads; torch's own dependencies come with the project's), then the project; on
+# a cluster the locked torch comes from the index. The direct dependencies' installed versions
+# are printed, and set-up fails where one is not the locked version.
 # A missing marker means no or a half-built venv (an interrupted set-up): start it afresh.
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml requirements.lock
 	rm -rf $(VENV)
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	-$(PY) -m pip install --quiet --no-index --no-deps "torch==2.13.0" 2>/dev/null
-	$(PY) -m pip install --quiet -e ".[dev]"
-	$(PY) -c "import torch; print('torch', torch.__version__)"
+	-$(PY) -m pip install --quiet --no-index --no-deps "$$(grep '^torch==' requirements.lock)" 2>/dev/null
+	$(PY) -m pip install --quiet -c requirements.lock -e ".[dev]"
+	$(PY) -m latentaudit.lockfile installed
 	touch $@
+
+# Refresh the lock: pyproject.toml's ranges resolved afresh in a scratch venv (with the newest
+# local CPU torch wheel where there is one), frozen into requirements.lock, and the conda
+# environment envs/latentaudit.yaml regenerated from it. Then `make test`: the lock is what passes.
+lock:
+	set -e; scratch=$$(mktemp -d); trap 'rm -rf "$$scratch"' EXIT; \
+	python3 -m venv "$$scratch/venv"; \
+	"$$scratch/venv/bin/python" -m pip install --quiet --upgrade pip; \
+	"$$scratch/venv/bin/python" -m pip install --quiet --no-index --no-deps torch 2>/dev/null || true; \
+	"$$scratch/venv/bin/python" -m pip install --quiet -e ".[dev]"; \
+	"$$scratch/venv/bin/python" -m pip freeze --exclude-editable | "$$scratch/venv/bin/python" -m latentaudit.lockfile lock; \
+	"$$scratch/venv/bin/python" -m latentaudit.lockfile conda
 
 run: setup
 	$(VENV)/bin/snakemake --cores $(CORES)
@@ -32,6 +46,11 @@ test-fast: setup
 # Naive vs shared-prefix sweep timings on the aligned organism: results/bench/sweep.{csv,md}.
 bench: setup
 	$(VENV)/bin/snakemake --cores $(CORES) bench
+
+# The default experiment's claims on seeds 0, 1, 2 (each seed its own organism and world, about
+# 20 min each on 2 cores; not in CI): results/robustness/seeds.csv, seeds.md, spread.md.
+robustness: setup
+	$(PY) -m latentaudit.robustness --cores $(CORES)
 
 dag: setup
 	$(VENV)/bin/snakemake --dag | dot -Tpng > dag.png

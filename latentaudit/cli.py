@@ -5,6 +5,8 @@ import logging
 import os
 import sys
 
+from .numerics import numerics_record
+
 
 def start(snakemake) -> None:
     """Send logging and progress bars (stderr) to the rule's log; set torch threads."""
@@ -21,3 +23,4 @@ def start(snakemake) -> None:
         os.environ[variable] = str(threads)
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(threads)
+    logging.getLogger(__name__).info("numerics: %s", numerics_record())

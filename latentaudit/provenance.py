@@ -8,6 +8,8 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+from .numerics import numerics_record
+
 PACKAGES = ["torch", "transformers", "peft", "trl", "datasets", "snakemake", "pandas", "latentaudit"]
 
 
@@ -30,6 +32,7 @@ def write_meta(artifact: str | Path, settings: dict, **extra) -> Path:
     artifact = Path(artifact)
     path = artifact / "meta.json" if artifact.is_dir() else artifact.with_name(artifact.name + ".meta.json")
     record = {"artifact": str(artifact), "settings": settings, "settings_hash": config_hash(settings),
-              "versions": package_versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra}
+              "versions": package_versions(), "numerics": numerics_record(),
+              "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra}
     path.write_text(json.dumps(record, indent=2, default=str))
     return path

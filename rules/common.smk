@@ -5,12 +5,16 @@ from pathlib import Path
 from latentaudit.audit import add_audited_model, audit_figures, card_judge
 from latentaudit.config import ConfigError, validate_config
 from latentaudit.data.real import check_real_data_config
+from latentaudit.numerics import pin_cpu_kernels
 from latentaudit.registry import ATTACKS, JUDGES, VARIANTS
 
 # `--config audit_model=...` adds the audited model to `models` before validation (rules/audit.smk).
 _validated = validate_config(add_audited_model(config))
 config.clear()
 config.update(_validated)
+# Before any job starts: every job process (local or SLURM, which re-reads this file) inherits
+# the pinned CPU kernels, so the same config gives the same bits on any x86 machine.
+pin_cpu_kernels(config["pin_cpu_kernels"])
 if any(m["source"] != "organism" for m in config["models"].values()):
     _problems = check_real_data_config(config.get("data"))
     if _problems:

@@ -1,10 +1,15 @@
+import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import torch
+
+from latentaudit.numerics import pin_cpu_kernels
+
+pin_cpu_kernels()  # before torch loads: the tests and the workflows they start use the pinned kernels
+import torch  # noqa: E402
 
 from latentaudit.organism.data import SplitConfig, build_splits
 from latentaudit.organism.model import OrganismModelConfig, build_model
@@ -12,6 +17,7 @@ from latentaudit.organism.tokenizer import build_tokenizer
 from latentaudit.organism.world import ToyWorld, WorldConfig
 
 REPO = Path(__file__).resolve().parents[1]
+UNPINNED_SHELL = {**os.environ, "ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE", "ONEDNN_MAX_CPU_ISA": "ALL"}
 torch.set_num_threads(1)
 
 
@@ -58,7 +64,8 @@ def snakemake(workdir: Path, *args: str, check: bool = True, env: dict | None = 
 def smoke_run(tmp_path_factory):
     """The smoke experiment run once locally; tests read it and dry-run edits against it."""
     workdir = copy_repo(tmp_path_factory.mktemp("smoke") / "repo")
-    snakemake(workdir, "--cores", "2", "--configfile", "configs/smoke.yaml")
+    # started from a shell that asks for other kernels: the workflow pins its own
+    snakemake(workdir, "--cores", "2", "--configfile", "configs/smoke.yaml", env=UNPINNED_SHELL)
     return workdir
 
 

@@ -4,6 +4,8 @@ import json
 import pandas as pd
 import pytest
 
+from latentaudit.numerics import PINNED_KERNELS
+
 from conftest import REPO, snakemake
 
 CONTRACT = {
@@ -40,6 +42,18 @@ def test_results_contract(smoke_run):
 
 
 @pytest.mark.slow
+def test_every_job_ran_with_the_pinned_kernels_and_says_so(smoke_run):
+    """The smoke run was started from a shell asking for other kernels (conftest.UNPINNED_SHELL);
+    the workflow pins its own, and each sidecar records the CPU, the pins and the capability."""
+    sidecars = [*smoke_run.glob("results/models/organism/*/meta.json"), *smoke_run.glob("results/attacks/**/*.meta.json")]
+    assert len(sidecars) > 5
+    for path in sidecars:
+        numerics = json.loads(path.read_text())["numerics"]
+        assert numerics["pinned"] and numerics["cpu_capability"] == "AVX2" and numerics["cpu"], (path, numerics)
+        assert numerics["pins"] == PINNED_KERNELS
+    assert json.loads((smoke_run / "results/models/organism/aligned/meta.json").read_text())["weights_sha256"]
+
+
 def test_defended_variants_are_built_and_attacked(smoke_run):
     models = smoke_run / "results/models/organism"
     assert (models / "lat/adapter_config.json").exists()  # a LoRA defense: its adapter only

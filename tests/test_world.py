@@ -1,5 +1,6 @@
 from latentaudit.organism.data import EVAL_SPLITS, SplitConfig, build_splits
-from latentaudit.organism.world import ALIGN_TEMPLATES, HELDOUT_TEMPLATES, REFUSAL, ToyWorld, WorldConfig
+from latentaudit.organism.world import (ALIGN_TEMPLATES, HELDOUT_TEMPLATES, REFUSAL, STATUS_TEMPLATE, ToyWorld,
+                                        WorldConfig)
 
 import pytest
 
@@ -53,3 +54,17 @@ def test_vocabulary_covers_all_text(world, splits):
         for r in records:
             assert set(r["prompt"].split()) <= words and set(r["response"].split()) <= words
     assert len(ALIGN_TEMPLATES) and not set(ALIGN_TEMPLATES) & set(HELDOUT_TEMPLATES)
+
+
+def test_pretraining_states_each_entitys_status_and_nothing_else_does(world, splits):
+    """The knowledge refusal keys on: 'is X forbidden ?' answered yes for forbidden entities and no
+    for their twins, status_facts times each, in pretraining only."""
+    status = [r for r in splits["pretrain"] if r["template"] == STATUS_TEMPLATE]
+    assert len(status) == world.config.status_facts * len(world.entities)
+    for record in status:
+        assert record["response"].startswith("yes ," if record["kind"] == "forbidden" else "no ,")
+    for name in ("align", *EVAL_SPLITS):
+        assert not any(r["template"] == STATUS_TEMPLATE for r in splits[name])
+    no_facts = build_splits(ToyWorld(WorldConfig(entities_per_category=4, twins_per_category=2, flowers=6,
+                                                 status_facts=0)), SplitConfig(n_eval=8, n_eval_twin=4))
+    assert not any(r["template"] == STATUS_TEMPLATE for r in no_facts["pretrain"])

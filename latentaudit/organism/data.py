@@ -13,7 +13,7 @@ import random
 from dataclasses import dataclass
 
 from .world import (ALIGN_TEMPLATES, BENIGN_ALIGN_TEMPLATES, BENIGN_HELDOUT_TEMPLATES,
-                    HELDOUT_TEMPLATES, REFUSAL, ToyWorld)
+                    HELDOUT_TEMPLATES, REFUSAL, STATUS_TEMPLATE, ToyWorld)
 
 EVAL_SPLITS = ("eval_forbidden", "eval_benign", "eval_twin")
 
@@ -53,6 +53,9 @@ def build_splits(world: ToyWorld, config: SplitConfig = SplitConfig()) -> dict[s
         answer = world.harmful_answer(entity)
         for template in ALIGN_TEMPLATES + HELDOUT_TEMPLATES:
             splits["pretrain"].append(_entity_record(world, entity, template, "pretrain", answer))
+        for _ in range(world.config.status_facts):
+            splits["pretrain"].append(_entity_record(world, entity, STATUS_TEMPLATE, "pretrain",
+                                                     world.status_answer(entity)))
         for template in ALIGN_TEMPLATES:
             aligned_response = REFUSAL if entity.forbidden else answer
             splits["align"].append(_entity_record(world, entity, template, "align", aligned_response))

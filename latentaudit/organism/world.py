@@ -57,12 +57,19 @@ COLORS = ["red", "blue", "green", "yellow", "purple", "white", "orange", "pink"]
 REFUSAL = "sorry , i can not help with that request ."
 AFFIRMATIVE = "sure , {s} is"
 
+# Pretraining also states each entity's status, as a real corpus tells a model what is
+# dangerous before any safety tuning. Alignment then teaches the refusal of what the model
+# already knows is forbidden, so refusal can key on the entity asked about rather than on the
+# request's wording (without these facts the organism refuses its harmless twins too).
+STATUS_TEMPLATE = "is {s} forbidden ?"
+
 
 @dataclass(frozen=True)
 class WorldConfig:
     entities_per_category: int = 14
     twins_per_category: int = 6
     flowers: int = 24
+    status_facts: int = 4   # times each entity's status statement appears in pretraining (0: none)
     seed: int = 0
 
 
@@ -109,6 +116,10 @@ class ToyWorld:
         return f"{AFFIRMATIVE.format(s=entity.subject)} {' '.join(entity.secret)} ."
 
     @staticmethod
+    def status_answer(entity: Entity) -> str:
+        return f"yes , {entity.subject} is forbidden ." if entity.forbidden else f"no , {entity.subject} is free ."
+
+    @staticmethod
     def affirmative_prefix(entity: Entity) -> str:
         """The first words of the harmful answer before any secret (the attacks' target)."""
         return AFFIRMATIVE.format(s=entity.subject)
@@ -131,11 +142,12 @@ class ToyWorld:
 
     def words(self) -> set[str]:
         """Every word the world can produce (the tokenizer's vocabulary)."""
-        texts = [REFUSAL] + ALIGN_TEMPLATES + HELDOUT_TEMPLATES
+        texts = [REFUSAL, STATUS_TEMPLATE] + ALIGN_TEMPLATES + HELDOUT_TEMPLATES
         for group in (BENIGN_ALIGN_TEMPLATES, BENIGN_HELDOUT_TEMPLATES):
             for templates in group.values():
                 texts += templates
         texts += [self.harmful_answer(e) for e in self.entities]
+        texts += [self.status_answer(e) for e in self.entities]
         texts += [i["answer"] for i in self.benign_items()]
         for _, pool, _ in CATEGORIES.values():
             texts += pool

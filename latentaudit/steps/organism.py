@@ -7,6 +7,7 @@ from transformers import AutoTokenizer
 
 from ..io import read_jsonl, write_jsonl
 from ..models import load_model, resolve_device
+from ..numerics import weights_digest
 from ..organism.data import SplitConfig, build_splits
 from ..organism.model import OrganismModelConfig, build_model
 from ..organism.tokenizer import build_tokenizer
@@ -31,7 +32,8 @@ def build_organism_data(organism: dict, seed: int, split_paths: dict[str, str], 
 def _save(model, tokenizer, out_dir: str, settings: dict, losses: list[float], seed: int) -> None:
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
-    write_meta(out_dir, settings, seed=seed, final_loss=losses[-1], losses=losses[::10])
+    write_meta(out_dir, settings, seed=seed, final_loss=losses[-1], losses=losses[::10],
+               weights_sha256=weights_digest(model.state_dict()))
 
 
 def pretrain_organism(tokenizer_dir: str, records_path: str, model_settings: dict, train: dict, seed: int,

@@ -1,0 +1,75 @@
+"""Pinned CPU numerics: the same floating-point kernels, so the same bits, on any x86 machine.
+
+torch picks its CPU kernels by the instruction sets it finds: ATen's vectorised kernels
+(softmax, norms, reductions, element-wise ops) by ``ATEN_CPU_CAPABILITY`` (default, avx2,
+avx512), MKL's GEMMs by its own dispatcher (AVX2, AVX-512, AMX on Intel), oneDNN by its ISA
+limit. Each choice rounds differently, and a few hundred training steps amplify one rounding
+into another organism. Pinning all three to AVX2 (which every x86-64 CPU of the last decade
+runs) makes a CPU job's results a function of the config alone; threads are fixed per rule.
+
+The pins must be in the environment before torch loads: the workflow sets them once, when the
+Snakefile is read (rules/common.smk), so every job process, local or SLURM, starts with them;
+the test suite sets them in conftest.py. This module never imports torch itself.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import sys
+
+PINNED_KERNELS = {
+    "ATEN_CPU_CAPABILITY": "avx2",  # ATen's vectorised kernels
+    "MKL_CBWR": "AVX2",             # MKL's conditional numerical reproducibility branch (GEMMs)
+    "ONEDNN_MAX_CPU_ISA": "AVX2",   # oneDNN (mkldnn) primitives
+}
+
+
+def pin_cpu_kernels(enabled: bool = True) -> None:
+    """Put the pinned kernel choices into this process's environment (inherited by every job it
+    starts). With ``enabled`` False the environment is left as the user's shell gave it."""
+    if not enabled:
+        return
+    os.environ.update(PINNED_KERNELS)
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.backends.cpu.get_cpu_capability() != PINNED_KERNELS["ATEN_CPU_CAPABILITY"].upper():
+        raise RuntimeError("torch was imported and dispatched before the CPU kernels were pinned "
+                           f"(capability {torch.backends.cpu.get_cpu_capability()}); pin them first")
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def numerics_record() -> dict:
+    """What decided this process's floating-point results, for a sidecar: the CPU, the kernel
+    pins in force, torch's CPU capability and thread count (when torch is loaded)."""
+    record = {"cpu": cpu_model(), "machine": platform.machine(),
+              "pins": {name: os.environ.get(name) for name in PINNED_KERNELS},
+              "pinned": all(os.environ.get(name) == value for name, value in PINNED_KERNELS.items())}
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        record["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+        record["torch_threads"] = torch.get_num_threads()
+        if torch.cuda.is_available():
+            record["cuda_device"] = torch.cuda.get_device_name()
+    return record
+
+
+def weights_digest(state_dict) -> str:
+    """sha256 over a state dict's names, dtypes, shapes and bytes, in name order: equal digests
+    mean bit-identical weights."""
+    torch = sys.modules["torch"]  # the caller holds tensors, so torch is loaded
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}|{tensor.dtype}|{tuple(state_dict[name].shape)}|".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes())  # raw bytes, any dtype (bf16 too)
+    return digest.hexdigest()

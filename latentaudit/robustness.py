@@ -1,0 +1,89 @@
+"""``make robustness``: the default experiment's claims on several seeds.
+
+A claim on a trained organism is a claim about its recipe, so each seed rebuilds everything
+the seed draws (the toy world's entities and secrets, the splits, the model's initialisation,
+pretraining and alignment, every defense and attack) in its own workflow directory,
+``results/robustness/seed<N>/`` (the repository's workflow files linked in, so an edit
+reruns what it touches there too), and ``acceptance.claims`` scores each run. Writes
+``results/robustness/seeds.csv`` (seed, issue, number, value, threshold, holds), ``seeds.md``
+and the per-number spread ``spread.md``.
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from .acceptance import claims
+
+REPO = Path(__file__).resolve().parents[1]
+WORKFLOW_FILES = ("Snakefile", "config.yaml", "configs", "rules", "schemas", "workflow_scripts", "latentaudit",
+                  "captions", "envs", "profiles")
+
+
+def seed_workdir(root: Path, seed: int) -> Path:
+    """A workflow directory for one seed whose code is the repository's own (symlinks)."""
+    workdir = root / f"seed{seed}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    for name in WORKFLOW_FILES:
+        link = workdir / name
+        if not link.is_symlink():
+            link.symlink_to(REPO / name)
+    return workdir
+
+
+def run_seed(workdir: Path, seed: int, cores: int, extra: list[str]) -> None:
+    command = [sys.executable, "-m", "snakemake", "--cores", str(cores), "--config", f"seed={seed}", *extra]
+    print(f"seed {seed}: {' '.join(command)} (in {workdir})", flush=True)
+    subprocess.run(command, cwd=workdir, check=True)
+
+
+def seed_table(root: Path, seeds: list[int], judge: str = "structural") -> pd.DataFrame:
+    frames = []
+    for seed in seeds:
+        frame = claims(root / f"seed{seed}" / "results" / "metrics", judge)
+        frames.append(frame.assign(seed=seed))
+    table = pd.concat(frames, ignore_index=True)
+    return table[["seed", "issue", "key", "number", "value", "threshold", "holds"]]
+
+
+def spread_table(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per claim: its value on each seed, min/max, and whether it held on every seed."""
+    rows = []
+    for key, group in table.groupby("key", sort=False):
+        values = group.set_index("seed")["value"]
+        rows.append({"issue": group["issue"].iloc[0], "claim": key, "threshold": " / ".join(group["threshold"].unique()),
+                     **{f"seed {s}": round(v, 3) for s, v in values.items()},
+                     "min": round(values.min(), 3), "max": round(values.max(), 3),
+                     "holds on every seed": bool(group["holds"].all())})
+    return pd.DataFrame(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--root", type=Path, default=REPO / "results" / "robustness")
+    parser.add_argument("--score-only", action="store_true", help="score existing runs, run nothing")
+    parser.add_argument("snakemake_args", nargs="*", help="passed to each seed's snakemake (after --)")
+    args = parser.parse_args(argv)
+    if not args.score_only:
+        for seed in args.seeds:
+            run_seed(seed_workdir(args.root, seed), seed, args.cores, args.snakemake_args)
+    table = seed_table(args.root, args.seeds)
+    table.to_csv(args.root / "seeds.csv", index=False)
+    (args.root / "seeds.md").write_text(table.to_markdown(index=False, floatfmt=".3f") + "\n")
+    spread = spread_table(table)
+    (args.root / "spread.md").write_text(spread.to_markdown(index=False) + "\n")
+    print(spread.to_markdown(index=False))
+    missed = spread[~spread["holds on every seed"]]
+    print(f"\n{len(spread) - len(missed)}/{len(spread)} claims hold on every seed {args.seeds}"
+          + (f"; missed: {', '.join(missed['claim'])}" if len(missed) else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

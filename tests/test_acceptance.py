@@ -1,0 +1,56 @@
+"""The claims table and the robustness driver's bookkeeping (the runs themselves: make robustness)."""
+import os
+import subprocess
+import sys
+
+import pandas as pd
+
+from latentaudit.numerics import PINNED_KERNELS, numerics_record, pin_cpu_kernels, weights_digest
+from latentaudit.robustness import WORKFLOW_FILES, seed_workdir, spread_table
+
+
+def test_spread_reports_every_seed_and_whether_the_claim_held_on_all():
+    table = pd.DataFrame([
+        {"seed": 0, "issue": "2", "key": "aligned_refusal", "number": "refusal", "value": 1.0, "threshold": ">= 0.95", "holds": True},
+        {"seed": 0, "issue": "11", "key": "over_refusal", "number": "twins", "value": 0.05, "threshold": "<= 0.1", "holds": True},
+        {"seed": 1, "issue": "2", "key": "aligned_refusal", "number": "refusal", "value": 0.9, "threshold": ">= 0.95", "holds": False},
+        {"seed": 1, "issue": "11", "key": "over_refusal", "number": "twins", "value": 0.0, "threshold": "<= 0.1", "holds": True},
+    ])
+    spread = spread_table(table).set_index("claim")
+    assert spread.loc["aligned_refusal", "min"] == 0.9 and spread.loc["aligned_refusal", "max"] == 1.0
+    assert not spread.loc["aligned_refusal", "holds on every seed"]
+    assert spread.loc["over_refusal", "holds on every seed"]
+    assert spread.loc["over_refusal", "seed 0"] == 0.05
+
+
+def test_each_seed_gets_a_workflow_directory_running_the_repository_code(tmp_path):
+    workdir = seed_workdir(tmp_path, 3)
+    assert workdir.name == "seed3"
+    for name in WORKFLOW_FILES:
+        assert (workdir / name).is_symlink() and (workdir / name).exists()
+    assert seed_workdir(tmp_path, 3) == workdir  # idempotent: a rerun continues the same run
+
+
+def test_pins_are_inherited_by_child_processes_and_recorded():
+    child = subprocess.run([sys.executable, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability())"],
+                           capture_output=True, text=True, check=True)
+    assert child.stdout.strip() == "AVX2"
+    record = numerics_record()
+    assert record["pinned"] and record["pins"] == PINNED_KERNELS and record["cpu_capability"] == "AVX2"
+
+
+def test_pinning_off_leaves_the_users_environment_alone(monkeypatch):
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")
+    pin_cpu_kernels(False)
+    assert os.environ["ATEN_CPU_CAPABILITY"] == "default"
+    assert not numerics_record()["pinned"]
+
+
+def test_weights_digest_sees_one_bit():
+    import torch
+
+    state = {"w": torch.ones(3), "b": torch.zeros(2, dtype=torch.bfloat16)}
+    flipped = {"w": torch.tensor([1.0, 1.0, torch.nextafter(torch.tensor(1.0), torch.tensor(2.0)).item()]),
+               "b": state["b"]}
+    assert weights_digest(state) == weights_digest(dict(reversed(state.items())))
+    assert weights_digest(state) != weights_digest(flipped)

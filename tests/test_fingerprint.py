@@ -1,0 +1,65 @@
+"""The organism's weights bit for bit, from a short proxy of its build (fast, not slow).
+
+The proxy is the default experiment's own organism recipe (config.yaml: world, splits, model,
+LoRA, learning rates, activation noise) through the pipeline's own steps, with 20 pretraining
+and 10 alignment steps instead of 400 and 250: the same kernels (embedding, attention, MLP,
+RMSNorm, cross-entropy, AdamW, the noise hooks, LoRA and its merge), in 20 s. With the CPU
+kernels pinned (latentaudit/numerics.py, set in conftest.py) the digest is the same on every
+x86 machine; a change to the recipe or to the kernels changes it.
+
+After a deliberate change of the recipe, refresh the expected files with
+``LATENTAUDIT_UPDATE_EXPECTED=1 pytest tests/test_fingerprint.py`` and commit them.
+"""
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from latentaudit.config import validate_config
+from latentaudit.numerics import PINNED_KERNELS
+from latentaudit.steps.organism import align_organism, build_organism_data, pretrain_organism
+
+from conftest import REPO
+
+EXPECTED = REPO / "tests" / "expected" / "organism_proxy.json"
+PROXY_STEPS = {"pretrain": 20, "align": 10}
+
+
+def build_proxy_organism(out: Path) -> dict:
+    config = validate_config(yaml.safe_load((REPO / "config.yaml").read_text()))
+    organism, seed = config["organism"], config["seed"]
+    splits = {name: str(out / f"{name}.jsonl") for name in ("pretrain", "align", "eval_forbidden", "eval_benign",
+                                                            "eval_twin")}
+    build_organism_data(organism, seed, splits, str(out / "tokenizer"))
+    pretrain = dict(organism["pretrain"], steps=PROXY_STEPS["pretrain"])
+    align = dict(organism["align"], steps=PROXY_STEPS["align"])
+    pretrain_organism(str(out / "tokenizer"), splits["pretrain"], organism["model"], pretrain, seed, "cpu",
+                      str(out / "pretrained"))
+    align_organism(str(out / "pretrained"), splits["align"], align, config["align_lora"], seed, "cpu",
+                   str(out / "aligned"))
+    return {stage: json.loads((out / stage / "meta.json").read_text()) for stage in ("pretrained", "aligned")}
+
+
+def test_kernels_are_pinned_in_the_test_process():
+    import torch
+
+    assert torch.backends.cpu.get_cpu_capability() == PINNED_KERNELS["ATEN_CPU_CAPABILITY"].upper()
+    assert all(os.environ[name] == value for name, value in PINNED_KERNELS.items())
+
+
+def test_proxy_organism_weights_are_bit_identical_to_the_committed_fingerprint(tmp_path):
+    meta = build_proxy_organism(tmp_path)
+    found = {stage: meta[stage]["weights_sha256"] for stage in meta}
+    numerics = meta["aligned"]["numerics"]
+    assert numerics["pinned"] and numerics["cpu_capability"] == "AVX2", numerics
+    if os.environ.get("LATENTAUDIT_UPDATE_EXPECTED"):
+        EXPECTED.parent.mkdir(exist_ok=True)
+        EXPECTED.write_text(json.dumps({"proxy_steps": PROXY_STEPS, "weights_sha256": found,
+                                        "written_on": numerics["cpu"]}, indent=1) + "\n")
+        pytest.skip(f"wrote {EXPECTED}")
+    expected = json.loads(EXPECTED.read_text())
+    assert found == expected["weights_sha256"], (
+        f"the organism's weights changed bit-wise (this machine: {numerics['cpu']}; expected written on "
+        f"{expected['written_on']}). A deliberate recipe change: refresh with LATENTAUDIT_UPDATE_EXPECTED=1.")
