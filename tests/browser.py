@@ -5,11 +5,11 @@ each result in it viewed with its eye button; the browser's own decoding says wh
 """
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from debian import ensure_debian_packages
 
 PACKAGES = ["chromium", "chromium-driver"]
 COMMANDS = ["chromium", "chromedriver"]
@@ -18,17 +18,7 @@ WAIT_SECONDS = 60  # the report is an 11 MB page of inlined figures; parsing it 
 
 def ensure_installed() -> str | None:
     """Install Debian's chromium and chromium-driver if missing; return a reason string when impossible."""
-    if all(shutil.which(c) for c in COMMANDS):
-        return None
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        return "chromium/chromium-driver are not installed and apt-get as root is not available"
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (["apt-get", "install", "-y", "-q", *PACKAGES], ["apt-get", "update", "-q"],
-                    ["apt-get", "install", "-y", "-q", *PACKAGES]):
-        subprocess.run(command, env=env, capture_output=True)
-        if all(shutil.which(c) for c in COMMANDS):
-            return None
-    return "apt-get could not install chromium and chromium-driver"
+    return ensure_debian_packages(PACKAGES, COMMANDS)
 
 
 def start_chromium(width: int = 1400, height: int = 1000):

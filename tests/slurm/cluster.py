@@ -8,12 +8,13 @@ daemon: job status comes from squeue. The node declares one stand-in GPU (``gres
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
+
+from debian import ensure_debian_packages
 
 PACKAGES = ["slurm-wlm", "munge"]
 # The executor's job-step plugin strips SLURM_* variables (SLURM_CONF included) before its inner
@@ -25,17 +26,7 @@ DAEMONS = ["munged", "slurmctld", "slurmd"]
 
 def ensure_installed() -> str | None:
     """Install Debian's slurm-wlm and munge if missing; return a reason string when impossible."""
-    if all(shutil.which(d) for d in DAEMONS + ["sbatch", "squeue"]):
-        return None
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        return "slurm-wlm/munge are not installed and apt-get as root is not available"
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (["apt-get", "install", "-y", "-q", *PACKAGES], ["apt-get", "update", "-q"],
-                    ["apt-get", "install", "-y", "-q", *PACKAGES]):
-        subprocess.run(command, env=env, capture_output=True)
-        if all(shutil.which(d) for d in DAEMONS):
-            return None
-    return "apt-get could not install slurm-wlm and munge"
+    return ensure_debian_packages(PACKAGES, DAEMONS + ["sbatch", "squeue"])
 
 
 def _real_memory_mb() -> int:
