@@ -125,3 +125,8 @@ def test_yaml_nan_and_infinities_are_rejected_together():
     assert "variants.lapt.capability_tolerance: nan is not a finite number" in message
     assert "variants.lapt.alpha: inf is not a finite number" in message
     assert "variants.lapt.lambda_grid[1]: -inf is not a finite number" in message
+
+
+def test_a_tolerance_on_a_rate_cannot_exceed_one():
+    message = _bad(lambda c: c["variants"]["lapt"].update(capability_tolerance=1e12))
+    assert message.startswith("config error at variants.lapt.capability_tolerance: 1000000000000.0 is greater than")

@@ -47,7 +47,7 @@ SCHEMA = {
                           "default": "auto", "description": "λ, or auto: largest grid λ within the tolerance"},
         "lambda_grid": {"type": "array", "items": {"type": "number", "minimum": 0, "maximum": 1}, "minItems": 1,
                         "default": [0.1, 0.2, 0.3, 0.4, 0.5]},
-        "capability_tolerance": {"type": "number", "minimum": 0, "default": 0.05},
+        "capability_tolerance": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.05},
     },
 }
 
