@@ -73,14 +73,17 @@ def main(argv: list[str] | None = None) -> int:
     if not args.score_only:
         for seed in args.seeds:
             run_seed(seed_workdir(args.root, seed), seed, args.cores, args.snakemake_args)
-    table = seed_table(args.root, args.seeds)
+    # every seed run so far under root, so a later run of one more seed adds a column, not a new table
+    finished = {int(d.name[4:]) for d in args.root.glob("seed*") if (d / "results/metrics/behavior.csv").exists()}
+    seeds = sorted(finished | set(args.seeds))
+    table = seed_table(args.root, seeds)
     table.to_csv(args.root / "seeds.csv", index=False)
     (args.root / "seeds.md").write_text(table.to_markdown(index=False, floatfmt=".3f") + "\n")
     spread = spread_table(table)
     (args.root / "spread.md").write_text(spread.to_markdown(index=False) + "\n")
     print(spread.to_markdown(index=False))
     missed = spread[~spread["holds on every seed"]]
-    print(f"\n{len(spread) - len(missed)}/{len(spread)} claims hold on every seed {args.seeds}"
+    print(f"\n{len(spread) - len(missed)}/{len(spread)} claims hold on every seed {seeds}"
           + (f"; missed: {', '.join(missed['claim'])}" if len(missed) else ""))
     return 0
 
