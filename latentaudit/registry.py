@@ -6,9 +6,7 @@ validator, the Snakemake target lists and the report all read these registries.
 from __future__ import annotations
 
 import importlib
-import inspect
 import pkgutil
-import sys
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -25,18 +23,6 @@ class Entry:
     def gpu(self) -> bool:
         """Runs a neural model (a model judge): scheduled as a GPU job, not on the submit node."""
         return bool(self.options.get("gpu", False))
-
-    def source_files(self) -> list[str]:
-        """The implementing module's file and those of the project modules it imports from
-        (one level: a Snakemake rule lists them as inputs so that editing one reruns the jobs)."""
-        module = sys.modules[self.function.__module__]
-        package = module.__name__.split(".")[0]
-        files = {inspect.getfile(module)}
-        for value in vars(module).values():
-            source = value if inspect.ismodule(value) else inspect.getmodule(value)
-            if source is not None and source.__name__.split(".")[0] == package and hasattr(source, "__file__"):
-                files.add(inspect.getfile(source))
-        return sorted(files)
 
     @property
     def organism_only(self) -> bool:

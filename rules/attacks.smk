@@ -3,7 +3,7 @@ rule attack:
     input:
         unpack(attack_extra_inputs),
         script="workflow_scripts/attack.py",
-        code=attack_code,
+        code=method_code_inputs("workflow_scripts/attack.py", ATTACKS, "attack"),
         model=model_path_input,
         eval=eval_input,
     output:

@@ -13,7 +13,7 @@ if AUDIT_NAME:
         localrule: True
         input:
             script="workflow_scripts/metrics.py",
-            code=code(*METRICS_CODE),
+            code=code_inputs("workflow_scripts/metrics.py"),
             generations=audit_generations,
             scores=audit_scores,
             capability=[],
@@ -33,7 +33,7 @@ if AUDIT_NAME:
         localrule: True
         input:
             script="workflow_scripts/audit_card.py",
-            code=code("audit.py"),
+            code=code_inputs("workflow_scripts/audit_card.py"),
             behavior=f"results/audit/{AUDIT_NAME}/metrics/behavior.csv",
             attacks=f"results/audit/{AUDIT_NAME}/metrics/attacks.csv",
             attack_summary=f"results/audit/{AUDIT_NAME}/metrics/attack_summary.csv",

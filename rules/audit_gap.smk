@@ -2,7 +2,7 @@
 rule audit_gap_report:
     input:
         script="workflow_scripts/audit_gap_report.py",
-        code=code("report/audit_gap.py", "report/tables.py"),
+        code=code_inputs("workflow_scripts/audit_gap_report.py"),
         behavior=METRICS["behavior"],
         attacks=METRICS["attacks"],
         lvs=METRICS["lvs"],

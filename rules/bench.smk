@@ -1,9 +1,5 @@
 # Speed of the attack sweeps: naive per-row loop vs the shared-prefix batched path (issue 7).
 # Not part of `rule all`: run with `make bench` or `snakemake bench`.
-BENCH_CODE = code("bench.py", "generation.py", "hooks.py", "batching.py", "models.py", "io.py", "attacks/asa.py",
-                  "attacks/common.py", "attacks/latent_pgd.py")
-
-
 rule bench:
     input:
         "results/bench/sweep.csv",
@@ -13,7 +9,7 @@ rule bench:
 rule bench_sweep:
     input:
         script="workflow_scripts/bench.py",
-        code=BENCH_CODE,
+        code=code_inputs("workflow_scripts/bench.py"),
         settings="configs/bench/cpu.yaml",
         model="results/models/organism/aligned",
         forbidden=organism_split("eval_forbidden"),
@@ -36,7 +32,7 @@ rule bench_sweep:
 rule bench_gpu:
     input:
         script="workflow_scripts/bench.py",
-        code=BENCH_CODE,
+        code=code_inputs("workflow_scripts/bench.py"),
         settings="configs/bench/gpu.yaml",
         model="results/models/organism/aligned",
         forbidden=organism_split("eval_forbidden"),

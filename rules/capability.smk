@@ -5,7 +5,7 @@ if "capability" in config:
     rule capability:
         input:
             script="workflow_scripts/capability.py",
-            code=code("capability.py"),
+            code=code_inputs("workflow_scripts/capability.py"),
             model=model_path_input,
         output:
             scores="results/capability/{model}/{variant}/scores.csv",

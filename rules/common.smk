@@ -1,11 +1,12 @@
 # Config validation, target lists and path helpers. No method logic here.
-import inspect
+from functools import cache
 from pathlib import Path
 
 from latentaudit.audit import add_audited_model, audit_figures, card_judge
 from latentaudit.config import ConfigError, validate_config
 from latentaudit.data.real import check_real_data_config
 from latentaudit.numerics import pin_cpu_kernels
+from latentaudit.project_imports import imported_project_files
 from latentaudit.registry import ATTACKS, JUDGES, VARIANTS
 
 # `--config audit_model=...` adds the audited model to `models` before validation (rules/audit.smk).
@@ -25,8 +26,6 @@ ORGANISM_SPLITS = ["pretrain", "align", "eval_forbidden", "eval_benign", "eval_t
 EVAL_SPLITS = ["eval_forbidden", "eval_benign", "eval_twin"]
 METRICS = {name: f"results/metrics/{name}.csv" for name in ("behavior", "attacks", "attack_summary", "nll_probe", "defenses",
                                                                 "lvs", "harmful_ft")}
-# What the metrics step needs besides its files (the results-contract rule and the audit's copy).
-METRICS_CODE = ("metrics.py", "io.py", "steps/scoring.py", "registry.py", "capability.py")
 METRICS_PARAMS = dict(primary_judge=config["report"]["primary_judge"],
                       lvs=dict(config["report"]["lvs"], seed=config["seed"]))
 TABLES = expand("results/tables/{table}.{ext}", table=["attack_summary", "behavior", "defenses"], ext=["md", "tex"])
@@ -45,9 +44,11 @@ wildcard_constraints:
     judge=r"[a-z][a-z0-9_]*",
 
 
-def code(*modules):
-    """Library files a rule imports, as inputs, so editing them reruns the rule."""
-    return [f"latentaudit/{module}" for module in ("__init__.py", *modules)]
+@cache
+def code_inputs(script, *modules):
+    """The project's Python files a rule's workflow `script` imports, transitively, and those of the
+    `modules` its job imports by name: the rule's `code=` input, so editing any of them reruns it."""
+    return imported_project_files(Path(workflow.basedir, script), workflow.basedir, also_imports=modules)
 
 
 def method_module(registry, name):
@@ -55,14 +56,14 @@ def method_module(registry, name):
     return registry[name].function.__module__
 
 
-def unique(paths):
-    return list(dict.fromkeys(paths))
+def method_code_inputs(script, registry, wildcard):
+    """An input function: `code_inputs` of `script` and of the module that registers the job's
+    method (an attack, judge or variant, named by the job's `wildcard`), which the job imports by name."""
 
+    def inputs(wildcards):
+        return code_inputs(script, method_module(registry, wildcards[wildcard]))
 
-def method_code(registry, name):
-    """The files of the module that implements a registered attack or judge and of the project
-    modules it imports from."""
-    return [str(Path(f).relative_to(Path.cwd())) for f in registry[name].source_files()]
+    return inputs
 
 
 def organism_split(split):
@@ -165,24 +166,6 @@ def score_outputs():
             for j in judges_for(m, a)]
 
 
-def attack_code(wildcards):
-    return unique(code("attacks/__init__.py", "attacks/common.py", "batching.py", "generation.py", "hooks.py",
-                       "memory.py", "models.py", "io.py", "steps/attacks.py", "registry.py")
-                  + method_code(ATTACKS, wildcards.attack))
-
-
-def judge_code(wildcards):
-    return unique(code("judges/__init__.py", "io.py", "steps/scoring.py", "registry.py", "organism/world.py")
-                  + method_code(JUDGES, wildcards.judge))
-
-
-def variant_code(wildcards):
-    entry = VARIANTS[wildcards.variant]
-    return unique(code("defenses/__init__.py", "defenses/common.py", "batching.py", "generation.py", "hooks.py",
-                       "memory.py", "models.py", "metrics.py", "io.py", "steps/variants.py", "registry.py",
-                       "judges/structural.py", "judges/keyword.py") + method_code(VARIANTS, wildcards.variant))
-
-
 def variant_settings(wildcards):
     """The variant's settings, with the model's own `variant_settings` override (a layer list that fits it)."""
     override = config["models"][wildcards.model]["variant_settings"].get(wildcards.variant, {})
@@ -231,10 +214,6 @@ def judge_names_pattern(gpu):
     """A wildcard pattern matching exactly the configured judges that do (or do not) need a GPU."""
     names = [j for j in config["judges"] if JUDGES[j].gpu == gpu]
     return "|".join(names) if names else "(?!)"  # (?!) never matches
-
-
-def model_judge_code(wildcards):
-    return judge_code(wildcards) + code("judges/classifier.py", "models.py")
 
 
 def attack_settings(wildcards):

@@ -1,7 +1,7 @@
 rule organism_data:
     input:
         script="workflow_scripts/organism_data.py",
-        code=code("organism/world.py", "organism/data.py", "organism/tokenizer.py", "io.py", "steps/organism.py"),
+        code=code_inputs("workflow_scripts/organism_data.py"),
     output:
         splits=expand("results/data/organism/{split}.jsonl", split=ORGANISM_SPLITS),
         tokenizer=directory("results/models/organism/tokenizer"),
@@ -26,7 +26,7 @@ if "data" in config:
         localrule: True
         input:
             script="workflow_scripts/real_data.py",
-            code=code("data/__init__.py", "data/loaders.py", "data/splits.py", "data/real.py", "io.py"),
+            code=code_inputs("workflow_scripts/real_data.py"),
         output:
             splits=[real_split(s) for s in real_eval_splits()],
             train=f"{REAL_DATA}/train.jsonl",

@@ -1,7 +1,7 @@
 rule pretrain_organism:
     input:
         script="workflow_scripts/pretrain_organism.py",
-        code=code("organism/model.py", "organism/train.py", "batching.py", "hooks.py", "io.py", "steps/organism.py"),
+        code=code_inputs("workflow_scripts/pretrain_organism.py"),
         tokenizer="results/models/organism/tokenizer",
         records=organism_split("pretrain"),
     output:
@@ -28,7 +28,7 @@ rule pretrain_organism:
 rule align_organism:
     input:
         script="workflow_scripts/align_organism.py",
-        code=code("organism/train.py", "batching.py", "hooks.py", "models.py", "io.py", "steps/organism.py"),
+        code=code_inputs("workflow_scripts/align_organism.py"),
         pretrained="results/models/organism/pretrained",
         records=organism_split("align"),
     output:

@@ -1,7 +1,7 @@
 rule tables:
     input:
         script="workflow_scripts/tables.py",
-        code=code("report/tables.py"),
+        code=code_inputs("workflow_scripts/tables.py"),
         summary=METRICS["attack_summary"],
         behavior=METRICS["behavior"],
         defenses=METRICS["defenses"],
@@ -25,7 +25,7 @@ rule tables:
 rule figures:
     input:
         script="workflow_scripts/figures.py",
-        code=code("report/figures.py"),
+        code=code_inputs("workflow_scripts/figures.py"),
         attacks=METRICS["attacks"],
         summary=METRICS["attack_summary"],
         nll=METRICS["nll_probe"],

@@ -5,7 +5,7 @@ rule judge:
         judge=judge_names_pattern(gpu=False),
     input:
         script="workflow_scripts/judge.py",
-        code=judge_code,
+        code=method_code_inputs("workflow_scripts/judge.py", JUDGES, "judge"),
         generations="results/attacks/{model}/{variant}/{attack}/generations.parquet",
     output:
         "results/scores/{model}/{variant}/{attack}/{judge}.parquet",
@@ -25,7 +25,7 @@ rule model_judge:
         judge=judge_names_pattern(gpu=True),
     input:
         script="workflow_scripts/judge.py",
-        code=model_judge_code,
+        code=method_code_inputs("workflow_scripts/judge.py", JUDGES, "judge"),
         generations="results/attacks/{model}/{variant}/{attack}/generations.parquet",
     output:
         "results/scores/{model}/{variant}/{attack}/{judge}.parquet",
@@ -48,7 +48,7 @@ rule model_judge:
 rule metrics:
     input:
         script="workflow_scripts/metrics.py",
-        code=code(*METRICS_CODE),
+        code=code_inputs("workflow_scripts/metrics.py"),
         generations=generation_outputs(),
         scores=score_outputs(),
         capability=capability_outputs(),

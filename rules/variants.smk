@@ -4,7 +4,7 @@ rule build_variant:
         unpack(fragile_inputs),
         unpack(required_variant_inputs),
         script="workflow_scripts/build_variant.py",
-        code=variant_code,
+        code=method_code_inputs("workflow_scripts/build_variant.py", VARIANTS, "variant"),
         base=lambda w: model_inputs(w.model, "aligned"),
         records=variant_records,
         benign=benign_input,
