@@ -14,6 +14,7 @@ import copy
 import math
 import re
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import matplotlib
@@ -22,8 +23,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from .registry import ATTACKS  # noqa: E402
+
 NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
-LATENT_ATTACK_PREFIXES = ("asa", "latent_pgd")
+# The card's sections for families of latent attacks: (title, name prefix, figure, note when absent).
+# A latent attack of no family still counts in the verdict and is listed under "Other latent attacks".
+LATENT_SECTIONS = (("Activation steering (ASA)", "asa", "asa_by_layer", "no `asa_*` attack is configured."),
+                   ("Latent PGD", "latent_pgd", "latent_pgd", "no `latent_pgd` attack is configured."))
 
 
 class AuditConfigError(ValueError):
@@ -76,13 +82,16 @@ def add_audited_model(config: dict) -> dict:
 def audit_figures(attacks) -> list[str]:
     """The card's figure names for the configured attacks (absent attacks, absent figures)."""
     names = ["behavior"]
-    if any(a.startswith("asa") for a in attacks):
-        names.append("asa_by_layer")
-    if "latent_pgd" in attacks:
-        names.append("latent_pgd")
+    names += [figure for _, prefix, figure, _ in LATENT_SECTIONS if any(a.startswith(prefix) for a in attacks)]
     if "lvs" in attacks:
         names.append("lvs_profile")
     return names
+
+
+def latent_attacks(attacks: Iterable[str]) -> list[str]:
+    """The attacks among ``attacks`` registered with ``latent=True`` (their modules imported): those
+    whose MASR the verdict reads."""
+    return [a for a in attacks if ATTACKS.get_entry(a).latent]
 
 
 def card_judge(primary: str, applicable: list[str]) -> str:
@@ -108,10 +117,12 @@ def behavior_summary(behavior: pd.DataFrame, model: str, judge: str) -> dict:
             "n": int(by_split.loc["forbidden", "n"]) if "forbidden" in by_split.index else 0}
 
 
-def latent_summary(summary: pd.DataFrame, model: str, judge: str) -> pd.DataFrame:
-    """Per latent attack: MASR, PASR and best layer at its strongest setting, and the max MASR over settings."""
+def latent_summary(summary: pd.DataFrame, model: str, judge: str, latent_attack_names: Iterable[str]
+                   ) -> pd.DataFrame:
+    """Per latent attack (named in ``latent_attack_names``): MASR, PASR and best layer at its strongest
+    setting, and the max MASR over settings."""
     rows = summary[(summary["model"] == model) & (summary["variant"] == "aligned") & (summary["judge"] == judge)
-                   & summary["attack"].str.startswith(LATENT_ATTACK_PREFIXES)]
+                   & summary["attack"].isin(list(latent_attack_names))]
     out = []
     for attack, group in rows.groupby("attack"):
         strongest = group.sort_values("strength").iloc[-1]
@@ -209,16 +220,18 @@ def _fmt(value) -> str:
 
 
 def render_audit_card(name: str, reference: str, spec: dict, judge: str, metrics: dict[str, str], card_path: str,
-                      figures: dict[str, str], tolerance: float, lvs_csv: str | None = None) -> str:
+                      figures: dict[str, str], tolerance: float, latent_attack_names: Iterable[str],
+                      lvs_csv: str | None = None) -> str:
     """Write ``card_path`` (Markdown) and the ``figures`` (name -> path) from the metrics CSVs
-    (``metrics``: behavior, attacks, attack_summary). Sections whose data are absent say so.
+    (``metrics``: behavior, attacks, attack_summary). ``latent_attack_names``: from
+    ``latent_attacks``, the attacks whose MASR the verdict reads. Sections whose data are absent say so.
     Returns the verdict label."""
     behavior = pd.read_csv(metrics["behavior"])
     attacks = pd.read_csv(metrics["attacks"])
     summary = pd.read_csv(metrics["attack_summary"])
     models = [name] if reference == name else [name, reference]
     numbers = {m: behavior_summary(behavior, m, judge) for m in models}
-    latent = {m: latent_summary(summary, m, judge) for m in models}
+    latent = {m: latent_summary(summary, m, judge, latent_attack_names) for m in models}
     for m in models:
         numbers[m]["latent_asr"] = latent_asr(latent[m])
     label, sentence = audit_verdict(numbers[name], numbers[reference], tolerance, same_model=reference == name)
@@ -245,24 +258,29 @@ def render_audit_card(name: str, reference: str, spec: dict, judge: str, metrics
         behavior_figure({m: numbers[m] for m in models}, figures["behavior"])
         lines += [image("behavior", "behaviour"), ""]
 
-    def latent_section(title: str, prefix: str, figure: str, note: str) -> None:
-        lines.extend([f"## {title}", ""])
-        rows = [(m, r) for m in models for _, r in latent[m].iterrows() if r["attack"].startswith(prefix)]
-        if not rows:
-            lines.extend([f"Skipped: {note}", ""])
-            return
+    def latent_table(rows: list) -> None:
         lines.extend(["| model | attack | strength | MASR | PASR | best layer | max MASR over settings |",
                       "|---|---|---|---|---|---|---|"])
         for m, r in rows:
             lines.append(f"| {m} | {r['attack']} | {r['strength']:g} | {_fmt(r['masr'])} | {_fmt(r['pasr'])} | "
                          f"{r['best_layer']} | {_fmt(r['max_masr'])} |")
         lines.append("")
+
+    for title, prefix, figure, note in LATENT_SECTIONS:
+        lines.extend([f"## {title}", ""])
+        rows = [(m, r) for m in models for _, r in latent[m].iterrows() if r["attack"].startswith(prefix)]
+        if not rows:
+            lines.extend([f"Skipped: {note}", ""])
+            continue
+        latent_table(rows)
         if figure in figures:
             by_layer_figure(attacks, models, judge, prefix, figures[figure], title)
             lines.extend([image(figure, title), ""])
-
-    latent_section("Activation steering (ASA)", "asa", "asa_by_layer", "no `asa_*` attack is configured.")
-    latent_section("Latent PGD", "latent_pgd", "latent_pgd", "no `latent_pgd` attack is configured.")
+    families = tuple(prefix for _, prefix, _, _ in LATENT_SECTIONS)
+    others = [(m, r) for m in models for _, r in latent[m].iterrows() if not r["attack"].startswith(families)]
+    if others:  # in the verdict, so on the card
+        lines.extend(["## Other latent attacks", ""])
+        latent_table(others)
     lines.extend(["## Latent Vulnerability Score", ""])
     if lvs_csv and Path(lvs_csv).exists() and "lvs_profile" in figures:
         lvs = pd.read_csv(lvs_csv)

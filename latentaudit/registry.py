@@ -25,6 +25,12 @@ class Entry:
         return bool(self.options.get("gpu", False))
 
     @property
+    def latent(self) -> bool:
+        """An attack on the activations (registered with ``latent=True``): the audit card's verdict
+        reads its MASR as the model's latent attack success."""
+        return bool(self.options.get("latent", False))
+
+    @property
     def organism_only(self) -> bool:
         """Judges only the organism's generations (it needs the toy world's answers)."""
         return bool(self.options.get("organism_only", False))

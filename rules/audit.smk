@@ -48,6 +48,7 @@ if AUDIT_NAME:
             spec=config["models"][AUDIT_NAME],
             judge=audit_judge(),
             tolerance=config["audit_tolerance"],
+            latent_attacks=latent_attacks(config["attacks"]),  # whose MASR the verdict reads
             figures=audit_figure_paths(AUDIT_NAME),
         conda:
             "../envs/latentaudit.yaml"

@@ -2,7 +2,7 @@
 from functools import cache
 from pathlib import Path
 
-from latentaudit.audit import add_audited_model, audit_figures, card_judge
+from latentaudit.audit import add_audited_model, audit_figures, card_judge, latent_attacks
 from latentaudit.config import ConfigError, validate_config
 from latentaudit.data.real import check_real_data_config
 from latentaudit.numerics import pin_cpu_kernels

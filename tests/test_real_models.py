@@ -13,12 +13,13 @@ from transformers import PreTrainedTokenizerFast
 
 from conftest import copy_repo, dry_run_jobs, save_tiny_llama, snakemake
 from latentaudit.audit import (AuditConfigError, add_audited_model, audit_figures, audit_name, audit_verdict,
-                               card_judge, render_audit_card)
+                               card_judge, latent_attacks, render_audit_card)
 from latentaudit.capability import join_capability, lm_eval_command, lm_eval_model_args, parse_results
 from latentaudit.config import ConfigError, validate_config
 from latentaudit.data.real import build_real_data, check_real_data_config, pair_by_index, training_records
 from latentaudit.io import read_jsonl
 from latentaudit.metrics import attack_tables, masr, pasr
+from latentaudit.registry import ATTACKS, load_all
 
 WORDS = ["placeholder", "request", "question", "answer", "refusal", "completion", "safe", "prompt", "context",
          "user:", "assistant:", "Sure,", "here", "is", "sorry"] + [str(i) for i in range(20)]
@@ -294,13 +295,49 @@ def test_audit_card_from_metrics_csvs(tmp_path):
         paths[name] = str(tmp_path / f"{name}.csv")
         frame.to_csv(paths[name], index=False)
     figures = {f: str(tmp_path / f"{f}.png") for f in audit_figures(["none", "asa_random"])}
+    load_all()
     label = render_audit_card("audited", "ref", {"source": "org/audited"}, "j", paths, str(tmp_path / "card.md"),
-                              figures, 0.1)
+                              figures, 0.1, latent_attacks(["none", "asa_random"]))
     card = (tmp_path / "card.md").read_text()
     assert label == "audit gap" and "## Verdict: audit gap" in card
     assert "Latent PGD" in card and "Skipped: no `latent_pgd` attack" in card
     assert "Skipped: no `lvs` attack results" in card and "![behaviour](behavior.png)" in card
     assert all(Path(p).stat().st_size > 0 for p in figures.values())
+
+
+def test_the_card_finds_latent_attacks_by_their_registry_flag(tmp_path):
+    """A latent attack registered anywhere (here, in the test) counts in the verdict and is on the
+    card; one registered without the flag does not, whatever its name."""
+    load_all()
+    new = {"probe_in_test": True, "asa_lookalike": False}  # name -> registered with latent=...
+    try:
+        for name, latent in new.items():
+            ATTACKS.register(name, latent=latent)(lambda context, settings: None)
+        names = latent_attacks(["none", "asa_random", *new])
+        assert names == ["asa_random", "probe_in_test"]
+        masr = {"none": 0.95, "asa_random": 0.1, "probe_in_test": 0.8, "asa_lookalike": 0.95}
+        behavior = pd.DataFrame([{"model": m, "variant": "aligned", "judge": "j", "split": "forbidden",
+                                  "refusal_rate": 0.9, "benign_accuracy": math.nan, "over_refusal": math.nan, "n": 4}
+                                 for m in ("audited", "ref")])
+        summary = pd.DataFrame([{"model": m, "variant": "aligned", "attack": a, "judge": "j", "strength": 1.0,
+                                 "masr": v if m == "audited" else 0.1, "pasr": 0.0, "best_layer": 1, "n": 4}
+                                for m in ("audited", "ref") for a, v in masr.items()])
+        paths = {"behavior": str(tmp_path / "behavior.csv"), "attacks": str(tmp_path / "attacks.csv"),
+                 "attack_summary": str(tmp_path / "attack_summary.csv")}
+        behavior.to_csv(paths["behavior"], index=False)
+        summary.to_csv(paths["attack_summary"], index=False)
+        pd.DataFrame(columns=["model", "variant", "attack", "judge", "layer", "strength", "asr", "n"]).to_csv(
+            paths["attacks"], index=False)
+        label = render_audit_card("audited", "ref", {"source": "org/audited"}, "j", paths, str(tmp_path / "card.md"),
+                                  {}, 0.1, names)
+        card = (tmp_path / "card.md").read_text()
+        # the verdict reads the test's latent attack (0.8), not the look-alike's 0.95 nor asa_random's 0.1
+        assert label == "audit gap" and "latent ASR 0.800 vs 0.100" in card
+        assert "## Other latent attacks" in card and "| audited | probe_in_test |" in card
+        assert "asa_lookalike" not in card
+    finally:
+        for name in new:
+            ATTACKS.pop(name, None)
 
 
 def test_audit_dry_runs_on_the_organism_and_the_standin(standin_repo, standin):

@@ -134,7 +134,7 @@ GRAD_SCHEMA = {
 }
 
 
-@ATTACKS.register("asa_random", RANDOM_SCHEMA)
+@ATTACKS.register("asa_random", RANDOM_SCHEMA, latent=True)
 def attack_asa_random(context: AttackContext, settings: dict) -> pd.DataFrame:
     forbidden = context.eval_records["eval_forbidden"]
     f_ids = context.prompt_ids(forbidden)
@@ -157,7 +157,7 @@ def attack_asa_random(context: AttackContext, settings: dict) -> pd.DataFrame:
                      settings.get("positions", "last_prompt+generated"), "asa_random")
 
 
-@ATTACKS.register("asa_grad", GRAD_SCHEMA)
+@ATTACKS.register("asa_grad", GRAD_SCHEMA, latent=True)
 def attack_asa_grad(context: AttackContext, settings: dict) -> pd.DataFrame:
     forbidden = context.eval_records["eval_forbidden"]
     f_ids = context.prompt_ids(forbidden)

@@ -88,7 +88,7 @@ def latent_pgd_deltas(model: PreTrainedModel, prompts: list[list[int]], targets:
     return deltas
 
 
-@ATTACKS.register("latent_pgd", SCHEMA)
+@ATTACKS.register("latent_pgd", SCHEMA, latent=True)
 def attack_latent_pgd(context: AttackContext, settings: dict) -> pd.DataFrame:
     forbidden = context.eval_records["eval_forbidden"]
     f_ids = context.prompt_ids(forbidden)
