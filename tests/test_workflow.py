@@ -113,10 +113,10 @@ def test_workflow_lints_clean():
 
 
 def test_a_method_lists_the_project_modules_it_imports_from():
-    """Editing a helper module an attack borrows (harmful_ft trains with defenses.common) reruns it."""
+    """Editing a helper module an attack borrows (harmful_ft trains with latentaudit.training) reruns it."""
     from latentaudit.registry import ATTACKS, JUDGES, load_all
     load_all()
     files = [f.split("latentaudit/")[-1] for f in ATTACKS["harmful_ft"].source_files()]
-    assert "attacks/harmful_ft.py" in files and "defenses/common.py" in files and "generation.py" in files
+    assert "attacks/harmful_ft.py" in files and "training.py" in files and "generation.py" in files
     assert [f.split("latentaudit/")[-1] for f in JUDGES["refusal_keyword"].source_files()] == ["judges/keyword.py",
                                                                                              "registry.py"]
