@@ -65,10 +65,16 @@ def make_batch(prompts: list[list[int]], targets: list[list[int]] | None, pad_id
                  torch.full((len(prompts),), p_len))
 
 
-def target_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Per-row summed negative log-likelihood of the labelled tokens: -Σ_t log p(y_t | x, y_<t)."""
+def label_log_probs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """([B, T − 1] log p(y_t | x, y_<t) of each next token, [B, T − 1] True where that token is
+    labelled) for ``labels`` aligned with the inputs (−100: unlabelled); shifted here."""
     logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
     gold = labels[:, 1:]
     mask = gold != -100
-    picked = logp.gather(-1, gold.clamp(min=0)[..., None])[..., 0]
+    return logp.gather(-1, gold.clamp(min=0)[..., None])[..., 0], mask
+
+
+def target_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-row summed negative log-likelihood of the labelled tokens: -Σ_t log p(y_t | x, y_<t)."""
+    picked, mask = label_log_probs(logits, labels)
     return -(picked * mask).sum(-1)

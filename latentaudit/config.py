@@ -4,74 +4,15 @@ the bad value and the valid choices in the message. Defaults from the schemas ar
 from __future__ import annotations
 
 import copy
-import math
 from pathlib import Path
 
-import jsonschema
 import yaml
 
 from .data import DATA_SCHEMA, check_data_config
 from .registry import ATTACKS, JUDGES, VARIANTS, load_all
+from .schema import ConfigError, check  # noqa: F401 (ConfigError: the rules import it from here)
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
-
-
-class ConfigError(ValueError):
-    pass
-
-
-def _with_defaults(validator_class):
-    """A validator that fills ``default`` values into the instance as it validates."""
-    validate_properties = validator_class.VALIDATORS["properties"]
-
-    def set_defaults(validator, properties, instance, schema):
-        if isinstance(instance, dict):
-            for name, sub in properties.items():
-                if "default" in sub and name not in instance:
-                    instance[name] = copy.deepcopy(sub["default"])
-        yield from validate_properties(validator, properties, instance, schema)
-
-    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
-
-
-_Validator = _with_defaults(jsonschema.Draft202012Validator)
-
-
-def _location(prefix: str, path) -> str:
-    parts = [prefix] if prefix else []
-    for p in path:
-        parts.append(f"[{p}]" if isinstance(p, int) else str(p))
-    return ".".join(parts).replace(".[", "[") or "<config>"
-
-
-def _non_finite_numbers(value, path=()):
-    """(path, value) of every NaN or infinite number in ``value``: JSON Schema's ``minimum`` and
-    ``maximum`` let NaN through (every comparison with it is false), and YAML reads ``.nan``/``.inf``."""
-    if isinstance(value, float) and not math.isfinite(value):
-        yield path, value
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            yield from _non_finite_numbers(item, (*path, key))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            yield from _non_finite_numbers(item, (*path, index))
-
-
-def _check(instance: dict, schema: dict, prefix: str) -> None:
-    non_finite = dict(_non_finite_numbers(instance))
-    lines = [f"config error at {_location(prefix, path)}: {value} is not a finite number"
-             for path, value in non_finite.items()]
-    # A non-finite value's own schema errors ("inf is greater than the maximum of 1") only repeat it.
-    errors = sorted((error for error in _Validator(schema).iter_errors(instance)
-                     if tuple(error.absolute_path) not in non_finite), key=lambda e: list(e.absolute_path))
-    if errors or lines:
-        for error in errors:
-            message = error.message
-            if error.validator == "additionalProperties":
-                allowed = sorted(error.schema.get("properties", {}))
-                message += f"; valid keys: {allowed}"
-            lines.append(f"config error at {_location(prefix, error.absolute_path)}: {message}")
-        raise ConfigError("\n".join(lines))
 
 
 def _check_names(section: dict, registry, key: str) -> None:
@@ -86,13 +27,13 @@ def validate_config(config: dict) -> dict:
     load_all()
     config = copy.deepcopy(dict(config))
     schema = yaml.safe_load(SCHEMA_PATH.read_text())
-    _check(config, schema, "")
+    check(config, schema, "")
     for key, registry in (("attacks", ATTACKS), ("judges", JUDGES), ("variants", VARIANTS)):
         _check_names(config[key], registry, key)
         for name, settings in config[key].items():
-            _check(settings, registry[name].schema, f"{key}.{name}")
+            check(settings, registry[name].schema, f"{key}.{name}")
     if "data" in config:
-        _check(config["data"], DATA_SCHEMA, "data")
+        check(config["data"], DATA_SCHEMA, "data")
         problems = check_data_config(config["data"])
         if problems:
             raise ConfigError("\n".join(f"config error at {p}" for p in problems))
@@ -131,7 +72,7 @@ def validate_config(config: dict) -> dict:
             if variant not in config["variants"]:
                 raise ConfigError(f"config error at models.{name}.variant_settings: {variant!r} is not a configured "
                                   f"variant; valid: {sorted(config['variants'])}")
-            _check({**config["variants"][variant], **override}, VARIANTS[variant].schema,
+            check({**config["variants"][variant], **override}, VARIANTS[variant].schema,
                    f"models.{name}.variant_settings.{variant}")
     if uses_organism:
         org = config["organism"]

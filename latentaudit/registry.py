@@ -10,6 +10,8 @@ import pkgutil
 from dataclasses import dataclass, field
 from typing import Callable
 
+from .schema import filled
+
 
 @dataclass
 class Entry:
@@ -18,6 +20,11 @@ class Entry:
     schema: dict = field(default_factory=dict)  # JSON schema of the method's config settings
     kind: str = ""
     options: dict = field(default_factory=dict)  # method-specific facts, e.g. a variant's output kind
+
+    def settings(self, raw: dict) -> dict:
+        """The method's settings as it reads them: ``raw`` validated against its schema with every
+        default filled in (the schema is where defaults live; method code reads ``settings[key]``)."""
+        return filled(raw, self.schema, f"{self.kind}s.{self.name}")  # where it sits in the config
 
     @property
     def gpu(self) -> bool:

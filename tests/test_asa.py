@@ -2,11 +2,11 @@ import pandas as pd
 import pytest
 import torch
 
-from latentaudit.attacks.asa import (GradientSettings, asa_grad_vectors, eq1_normalise, last_prompt_hidden,
-                                     random_directions)
+from latentaudit.attacks.asa import GradientSettings, asa_grad_vectors, last_prompt_hidden, random_directions
 from latentaudit.attacks.common import AttackContext, nll_probe
 from latentaudit.batching import prompt_token_ids, target_token_ids
 from latentaudit.hooks import POSITIONS
+from latentaudit.perturbation_size import eq1_normalise
 from latentaudit.registry import ATTACKS, load_all
 
 
@@ -40,7 +40,7 @@ def test_gradient_pgd_stays_in_the_ball_and_lowers_the_target_nll(tiny_model, to
     alpha = torch.full((4,), 0.5)
     positions = torch.full((4,), POSITIONS["all"])
     vectors = asa_grad_vectors(tiny_model, prompts, targets, site, alpha, h[:, 2], positions,
-                               GradientSettings(steps=8, step_size=0.25), tokenizer.pad_token_id)
+                               GradientSettings(8, 0.25, -1, "eq1"), tokenizer.pad_token_id)
     assert (vectors.norm(dim=-1) <= 0.5 * h[:, 2].norm(dim=-1) * (1 + 1e-4)).all()
     clean = nll_probe(tiny_model, prompts, targets, None, None, None, tokenizer.pad_token_id)
     attacked = nll_probe(tiny_model, prompts, targets, site, vectors, positions, tokenizer.pad_token_id)
@@ -52,7 +52,7 @@ def test_single_step_is_alpha_times_eq1_of_the_signed_gradient(tiny_model, token
     prompts, targets = _prompts(tokenizer, splits)
     h = last_prompt_hidden(tiny_model, prompts, tokenizer.pad_token_id)[:, 1]
     vectors = asa_grad_vectors(tiny_model, prompts, targets, torch.full((4,), 1), torch.full((4,), 2.0), h,
-                               torch.full((4,), POSITIONS["last_prompt"]), GradientSettings(steps=1),
+                               torch.full((4,), POSITIONS["last_prompt"]), GradientSettings(1, 0.25, -1, "eq1"),
                                tokenizer.pad_token_id)
     torch.testing.assert_close(vectors.mean(-1), 2.0 * h.mean(-1), atol=1e-4, rtol=1e-4)
     assert set((vectors - 2.0 * h.mean(-1, keepdim=True)).sign().unique().tolist()) <= {-1.0, 1.0}
@@ -73,14 +73,16 @@ def test_sweeps_have_one_row_per_setting_and_are_deterministic(tiny_model, token
     load_all()
     context = AttackContext(tiny_model, tokenizer, splits, max_new_tokens=4, batch_size=64, chat_template=True, seed=0)
     settings = {"layers": [0, 1], "alphas": [1.0, 2.0], "n_directions": 3}
-    first = ATTACKS["asa_random"].function(context, settings)
-    second = ATTACKS["asa_random"].function(context, settings)
+    entry = ATTACKS["asa_random"]
+    first = entry.function(context, entry.settings(settings))
+    second = entry.function(context, entry.settings(settings))
     pd.testing.assert_frame_equal(first, second)
     forbidden = first[first["split"] == "eval_forbidden"]
     assert len(forbidden) == 8 * 2 * 2 * 3 == len(first[first["split"] == "eval_benign"])
     assert forbidden.groupby(["layer", "strength", "direction"]).size().eq(8).all()
     assert forbidden["nll"].notna().all() and forbidden["nll_clean"].notna().all()
-    grad = ATTACKS["asa_grad"].function(context, {"layers": "all", "alphas": [0.5], "steps": 2})
+    grad = ATTACKS["asa_grad"].function(context, ATTACKS["asa_grad"].settings({"layers": "all", "alphas": [0.5],
+                                                                              "steps": 2}))
     assert len(grad[grad["split"] == "eval_forbidden"]) == 8 * 2
 
 
@@ -111,7 +113,7 @@ def test_latent_pgd_respects_per_token_and_linf_budgets_and_lowers_the_nll(tiny_
 def test_prefill_forces_only_the_affirmative_prefix(tiny_model, tokenizer, splits):
     load_all()
     context = AttackContext(tiny_model, tokenizer, splits, max_new_tokens=3, batch_size=64, chat_template=True, seed=0)
-    frame = ATTACKS["prefill"].function(context, {"prefill_tokens": [1, 3, 99]})
+    frame = ATTACKS["prefill"].function(context, ATTACKS["prefill"].settings({"prefill_tokens": [1, 3, 99]}))
     assert sorted(frame["strength"].unique()) == [1.0, 3.0, 99.0]
     by_prompt = {r["id"]: r for r in splits["eval_forbidden"]}
     for _, row in frame.iterrows():

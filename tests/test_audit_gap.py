@@ -17,7 +17,9 @@ from latentaudit.attacks.steering import matched_random_vectors, steering_vector
 from latentaudit.config import validate_config
 from latentaudit.defenses import dissociated as D
 from latentaudit.defenses.harmful import harmful_records
+from latentaudit.harmful_pole import depth_band, difference_of_means_direction, nudge_layer
 from latentaudit.judges.harmlessness import disclosure_harmlessness, judge_harmlessness, judge_harmlessness_reward
+from latentaudit.registry import ATTACKS, JUDGES
 
 DEFAULT = yaml.safe_load((REPO / "config.yaml").read_text())
 
@@ -101,7 +103,7 @@ def test_reward_model_scorer_loads_a_sequence_classifier_offline(tmp_path):
     frame = pd.DataFrame({"row_id": [0, 1], "kind": ["forbidden", "benign"], "prompt": ["zor", "zor"],
                           "generation": ["zor is 1 2", "x"], "clean_generation": ["sorry", ""]})
     settings = {"model": str(tmp_path), "device": "cpu", "template": "human: {prompt} assistant: {response}"}
-    out, provenance = judge_harmlessness_reward(frame, settings)
+    out, provenance = judge_harmlessness_reward(frame, JUDGES["harmlessness_reward"].settings(settings))
     batch = tokenizer(["human: zor assistant: zor is 1 2"], return_tensors="pt")
     with torch.no_grad():
         expected = float(model.eval()(**batch).logits[0, 0])
@@ -112,18 +114,19 @@ def test_reward_model_scorer_loads_a_sequence_classifier_offline(tmp_path):
 
 # --- dissociated model -----------------------------------------------------------------------
 def test_nudge_layer_and_depth_band():
-    assert D.nudge_layer(4) == 2 and D.nudge_layer(26) == 13 and D.nudge_layer(28) == 14
-    assert D.depth_band(4) == [2] and D.depth_band(26) == [10, 11, 12, 13, 14, 15, 16] and D.depth_band(10) == [4, 5, 6]
+    assert nudge_layer(4, 0.5) == 2 and nudge_layer(26, 0.5) == 13 and nudge_layer(28, 0.5) == 14
+    assert depth_band(4, 0.4, 0.6) == [2] and depth_band(26, 0.4, 0.6) == [10, 11, 12, 13, 14, 15, 16]
+    assert depth_band(10, 0.4, 0.6) == [4, 5, 6]
 
 
 def test_nudge_direction_is_the_unit_difference_of_means():
     h_pole = torch.tensor([[3.0, 0.0, 1.0], [5.0, 2.0, 1.0]])
     h_base = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]])
-    d = D.difference_of_means_direction(h_pole, h_base)
+    d = difference_of_means_direction(h_pole, h_base)
     assert float(d.norm()) == pytest.approx(1.0)
     assert d.tolist() == pytest.approx([1.0, 0.0, 0.0])
     with pytest.raises(ValueError):
-        D.difference_of_means_direction(h_base, h_base)
+        difference_of_means_direction(h_base, h_base)
 
 
 def test_whitened_mse_on_a_hand_case():
@@ -247,8 +250,9 @@ def test_harmful_ft_trains_probes_and_restores_the_weights(tiny_model, tokenizer
                     "eval_twin": splits["eval_twin"][:2]}
     before = {k: v.clone() for k, v in tiny_model.state_dict().items()}
     context = AttackContext(tiny_model, tokenizer, eval_records, 4, 16, True, 0, extras={"train_records": splits["align"]})
-    frame = attack_harmful_ft(context, {"steps": 4, "lr": 1e-2, "eval_every": 2, "seeds": [0, 1],
-                                        "data": ["in_dist", "ood"]})
+    settings = ATTACKS["harmful_ft"].settings({"steps": 4, "lr": 1e-2, "eval_every": 2, "seeds": [0, 1],
+                                               "data": ["in_dist", "ood"]})
+    frame = attack_harmful_ft(context, settings)
     # steps 0, 2, 4 x 2 seeds x 2 data sets, each the 4 forbidden + 4 benign prompts
     assert len(frame) == 3 * 2 * 2 * 8
     assert sorted(frame["strength"].unique()) == [0.0, 2.0, 4.0] and sorted(frame["direction"].unique()) == [0, 1]

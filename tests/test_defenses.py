@@ -5,14 +5,22 @@ import pytest
 import torch
 
 from latentaudit.batching import make_batch
-from latentaudit.defenses.common import (Sampler, attach_lora, defense_data, kl_to_reference, pair_batch, reference,
-                                         token_away)
+from latentaudit.defenses.common import defense_data
 from latentaudit.defenses.lapt import choose_lambda, fragile_layers, interpolate
 from latentaudit.defenses.lat import adversary, project
 from latentaudit.defenses.repbend import (mean_pairwise_cosine, repbend_terms, resolve_target_layers,
                                           token_distance)
 from latentaudit.models import load_variant
 from latentaudit.registry import VARIANTS, load_all
+from latentaudit.training import Sampler, attach_lora, kl_to_reference, pair_batch, reference, token_away
+
+
+
+def repbend_settings(**raw) -> dict:
+    """RepBend's settings with its schema's defaults (what the pipeline hands the method)."""
+    load_all()
+    return VARIANTS["repbend"].settings({"steps": 1, "lr": 1e-3, **raw})
+
 
 LORA = {"rank": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj", "up_proj", "down_proj"]}
 
@@ -37,7 +45,7 @@ def test_repbend_terms_vanish_for_a_fresh_adapter(tiny_model, tokenizer, data):
     """LoRA starts at B = 0, so M' = M: v_s = v_u = KL = 0 and only the cosine term is left."""
     model = attach_lora(tiny_model, LORA, seed=0)
     safe, unsafe, general = _batches(data, tokenizer)
-    terms = repbend_terms(model, safe, unsafe, general, [1, 2], {"alpha": 0.5, "beta": 0.1, "gamma": 0.3})
+    terms = repbend_terms(model, safe, unsafe, general, [1, 2], repbend_settings(alpha=0.5, beta=0.1, gamma=0.3))
     assert float(terms["v_s"]) == 0 and float(terms["v_u"]) == 0 and abs(float(terms["kl"])) < 1e-6
     assert float(terms["loss"]) == pytest.approx(-0.1 * float(terms["cos_sim"]), abs=1e-6)
 
@@ -49,11 +57,11 @@ def test_repbend_terms_move_once_the_adapter_does(tiny_model, tokenizer, data):
             if "lora_B" in name:
                 p.normal_(0, 0.5)
     safe, unsafe, general = _batches(data, tokenizer)
-    terms = repbend_terms(model, safe, unsafe, general, [1, 2], {"alpha": 0.5, "beta": 0.1, "gamma": 0.3})
+    terms = repbend_terms(model, safe, unsafe, general, [1, 2], repbend_settings(alpha=0.5, beta=0.1, gamma=0.3))
     assert float(terms["v_s"]) > 0 and float(terms["v_u"]) > 0 and float(terms["kl"]) > 0
     expected = 0.5 * terms["v_s"] - 0.5 * terms["v_u"] - 0.1 * terms["cos_sim"] + 0.3 * terms["kl"]
     assert float(terms["loss"]) == pytest.approx(float(expected), rel=1e-5)
-    capped = repbend_terms(model, safe, unsafe, general, [1, 2], {"unsafe_distance_cap": 1e-3})
+    capped = repbend_terms(model, safe, unsafe, general, [1, 2], repbend_settings(unsafe_distance_cap=1e-3))
     assert float(capped["v_u"]) < float(terms["v_u"])
 
 
@@ -86,7 +94,9 @@ def test_lat_adversary_respects_epsilon(tiny_model, tokenizer, data, mode, epsil
     rows = [0, 1, 2, 3]
     harmful = pair_batch(d.forbidden, rows, 2, tokenizer.pad_token_id, "cpu")
     refusal = pair_batch(d.forbidden, rows, 1, tokenizer.pad_token_id, "cpu")
-    settings = {"epsilon": epsilon, "epsilon_mode": mode, "inner_steps": 5, "inner_lr": 1.0, "perturb": "prompt"}
+    load_all()
+    settings = VARIANTS["lat"].settings({"steps": 1, "lr": 1e-3, "epsilon": epsilon, "epsilon_mode": mode,
+                                         "inner_steps": 5, "inner_lr": 1.0, "perturb": "prompt"})
     deltas = adversary(tiny_model, harmful, refusal, [0, 2], settings)
     from latentaudit.hooks import record_residual
     with torch.no_grad(), record_residual(tiny_model) as clean:
@@ -141,8 +151,9 @@ def test_lora_variants_save_as_adapters_and_reload(tiny_model, tokenizer, data, 
     tokenizer.save_pretrained(base_dir)
     _, records = data
     full = {"batch_size": 4, "schedule": "constant", "warmup_fraction": 0.0, "grad_clip": 1.0, **settings}
-    trained, report = VARIANTS[variant].function(copy.deepcopy(tiny_model), tokenizer, records, full, 0,
-                                                 {"chat_template": True})
+    entry = VARIANTS[variant]
+    trained, report = entry.function(copy.deepcopy(tiny_model), tokenizer, records, entry.settings(full), 0,
+                                     {"chat_template": True})
     assert len(report["history"]) >= 1
     trained.save_pretrained(out_dir)
     assert (out_dir / "adapter_config.json").exists()

@@ -135,7 +135,8 @@ def test_harmbench_prompts_strip_then_clip(harmbench_dir):
     long = " ".join(f"w{i}" for i in range(600)) + "<|eot_id|>"
     frame = _generations([long, "placeholder reply</s>", "placeholder reply"], kinds=["forbidden", "forbidden", "benign"],
                          behavior=["", "placeholder behaviour", ""], context=["", "placeholder context", ""])
-    prompts = harmbench.build_prompts(frame, tokenizer, {"max_completion_tokens": 512})
+    prompts = harmbench.build_prompts(frame, tokenizer,
+                                      JUDGES["harmbench"].settings({"max_completion_tokens": 512}))
     assert len(prompts) == 2  # benign rows are not judged
     assert prompts[0] == harmbench_prompt("placeholder request 0", " ".join(f"w{i}" for i in range(511)))
     assert prompts[1] == harmbench_prompt("placeholder behaviour", "placeholder reply", "placeholder context")
@@ -147,7 +148,8 @@ def test_harmbench_judge_forced_verdicts(harmbench_dir, force_verdict, word, har
     force_verdict(word)
     frame = _generations(["placeholder reply", "placeholder reply w1", "placeholder reply"],
                          kinds=["forbidden", "forbidden", "benign"])
-    scores, provenance = JUDGES["harmbench"].function(frame, {"model": harmbench_dir, "device": "cpu", "batch_size": 2})
+    scores, provenance = JUDGES["harmbench"].function(
+        frame, JUDGES["harmbench"].settings({"model": harmbench_dir, "device": "cpu", "batch_size": 2}))
     assert scores["label"].tolist() == [label, label, "not_judged"]
     assert scores["verdict"].tolist()[:2] == [word, word]
     for value in scores["harmful"][:2]:
@@ -180,7 +182,8 @@ def test_llamaguard_uses_the_chat_template_and_falls_back():
 def test_llamaguard_judge_forced_verdicts(guard_dir, force_verdict, word, harmful):
     force_verdict(word)
     frame = _generations(["placeholder reply<|eot_id|>", "placeholder reply"])
-    scores, provenance = JUDGES["llamaguard"].function(frame, {"model": guard_dir, "device": "cpu", "max_new_tokens": 1})
+    scores, provenance = JUDGES["llamaguard"].function(
+        frame, JUDGES["llamaguard"].settings({"model": guard_dir, "device": "cpu", "max_new_tokens": 1}))
     for value in scores["harmful"]:
         assert (math.isnan(value) and math.isnan(harmful)) or value == harmful
     assert provenance["template"] == "chat_template"
@@ -191,7 +194,7 @@ def test_llamaguard_judge_forced_verdicts(guard_dir, force_verdict, word, harmfu
 def test_llamaguard_prompts_strip_and_clip(guard_dir):
     tokenizer = _tokenizer(GUARD_CHAT_TEMPLATE)
     frame = _generations([" ".join(f"w{i}" for i in range(20)) + "<|eot_id|>"])
-    [prompt] = llamaguard.build_prompts(frame, tokenizer, {"max_completion_tokens": 6})
+    [prompt] = llamaguard.build_prompts(frame, tokenizer, JUDGES["llamaguard"].settings({"max_completion_tokens": 6}))
     assert prompt == "<s>[GUARD] user: placeholder request 0 assistant: w0 w1 w2 w3 w4 [VERDICT]"
 
 

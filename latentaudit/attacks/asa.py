@@ -19,22 +19,9 @@ from transformers import PreTrainedModel
 from ..batching import make_batch, target_token_ids
 from ..generation import TargetObjective, model_device, sweep_chunks
 from ..hooks import frozen_weights, n_layers, position_code, record_residual
+from ..perturbation_size import NORMALISATIONS
 from ..registry import ATTACKS
 from .common import AttackContext, evaluate_vectors, resolve_layers, site_indices
-
-
-def eq1_normalise(z: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-    """Paper Eq. 1: δ = (z − mean(z)) / (std(z) + 1e-6) · std(h) + mean(h), over the hidden dim."""
-    mean_z, std_z = z.mean(-1, keepdim=True), z.std(-1, keepdim=True)
-    return (z - mean_z) / (std_z + 1e-6) * h.std(-1, keepdim=True) + h.mean(-1, keepdim=True)
-
-
-def relative_norm(z: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-    """Rescale z to the norm of h: δ = z / ‖z‖ · ‖h‖."""
-    return z / z.norm(dim=-1, keepdim=True) * h.norm(dim=-1, keepdim=True)
-
-
-NORMALISATIONS = {"eq1": eq1_normalise, "relative_norm": relative_norm}
 
 
 @torch.no_grad()
@@ -65,10 +52,16 @@ def asa_random_vectors(h_last: torch.Tensor, z: torch.Tensor, alpha: float, norm
 
 @dataclass(frozen=True)
 class GradientSettings:
-    steps: int = 1              # 1 = the paper's single signed step; > 1 = L2 PGD
-    step_size: float = 0.25     # PGD step as a fraction of the radius
-    sign: int = -1              # -1 descends the target NLL (the attack); +1 is the public code's sign
-    normalisation: str = "eq1"  # single-step only: how sign(∇) is rescaled
+    """ASA_grad's optimiser knobs (defaults: ``GRAD_SCHEMA``, the only place they are set)."""
+    steps: int           # 1 = the paper's single signed step; > 1 = L2 PGD
+    step_size: float     # PGD step as a fraction of the radius
+    sign: int            # -1 descends the target NLL (the attack); +1 is the public code's sign
+    normalisation: str   # single-step only: how sign(∇) is rescaled
+
+    @classmethod
+    def from_settings(cls, settings: dict) -> "GradientSettings":
+        """From ``asa_grad``'s filled settings (``ATTACKS["asa_grad"].settings(raw)``)."""
+        return cls(settings["steps"], settings["step_size"], settings["sign"], settings["normalisation"])
 
 
 def asa_grad_vectors(model: PreTrainedModel, prompts: list[list[int]], targets: list[list[int]],
@@ -139,22 +132,21 @@ def attack_asa_random(context: AttackContext, settings: dict) -> pd.DataFrame:
     forbidden = context.eval_records["eval_forbidden"]
     f_ids = context.prompt_ids(forbidden)
     h_last = last_prompt_hidden(context.norm_model, f_ids, context.tokenizer.pad_token_id, context.batch_size)
-    layers = resolve_layers(settings.get("layers", "all"), n_layers(context.model))
-    z = random_directions(len(forbidden), settings.get("n_directions", 1), h_last.shape[-1],
-                          settings.get("direction_sharing", "per_prompt") == "per_prompt", context.seed)
+    layers = resolve_layers(settings["layers"], n_layers(context.model))
+    z = random_directions(len(forbidden), settings["n_directions"], h_last.shape[-1],
+                          settings["direction_sharing"] == "per_prompt", context.seed)
     index, layer, strength, direction, vectors = [], [], [], [], []
     for alpha in settings["alphas"]:
         for block in layers:
             for k in range(z.shape[0]):
-                vectors.append(asa_random_vectors(h_last[:, block + 1], z[k], alpha,
-                                                  settings.get("normalisation", "eq1")))
+                vectors.append(asa_random_vectors(h_last[:, block + 1], z[k], alpha, settings["normalisation"]))
                 n = len(forbidden)
                 index += range(n)
                 layer += [block] * n
                 strength += [float(alpha)] * n
                 direction += [k] * n
     return evaluate_vectors(context, index, layer, strength, direction, torch.cat(vectors),
-                     settings.get("positions", "last_prompt+generated"), "asa_random")
+                            settings["positions"], "asa_random")
 
 
 @ATTACKS.register("asa_grad", GRAD_SCHEMA, latent=True)
@@ -163,15 +155,14 @@ def attack_asa_grad(context: AttackContext, settings: dict) -> pd.DataFrame:
     f_ids = context.prompt_ids(forbidden)
     targets = [target_token_ids(context.tokenizer, r["affirmative_prefix"]) for r in forbidden]
     h_last = last_prompt_hidden(context.norm_model, f_ids, context.tokenizer.pad_token_id, context.batch_size)
-    layers = resolve_layers(settings.get("layers", "all"), n_layers(context.model))
+    layers = resolve_layers(settings["layers"], n_layers(context.model))
     n = len(forbidden)
     grid = [(alpha, block, i) for alpha in settings["alphas"] for block in layers for i in range(n)]
     index = [i for _, _, i in grid]
     layer = [block for _, block, _ in grid]
     strength = [float(alpha) for alpha, _, _ in grid]
-    positions = settings.get("positions", "last_prompt+generated")
-    gradient = GradientSettings(steps=settings.get("steps", 1), step_size=settings.get("step_size", 0.25),
-                                sign=settings.get("sign", -1), normalisation=settings.get("normalisation", "eq1"))
+    positions = settings["positions"]
+    gradient = GradientSettings.from_settings(settings)
     vectors = asa_grad_vectors(
         context.model, [f_ids[i] for i in index], [targets[i] for i in index],
         site_indices(layer, n_layers(context.model)), torch.tensor(strength),

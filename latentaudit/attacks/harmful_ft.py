@@ -27,9 +27,9 @@ import torch
 from tqdm import tqdm
 
 from ..batching import prompt_token_ids, target_token_ids
-from ..defenses.common import Sampler, pair_batch, token_ce
 from ..generation import model_device
 from ..registry import ATTACKS
+from ..training import Sampler, pair_batch, token_ce
 from .common import AttackContext, generations_frame
 
 log = logging.getLogger(__name__)
@@ -83,8 +83,8 @@ def finetune_and_probe(context: AttackContext, pairs: list[tuple[list[int], list
         p.requires_grad_(True)
     torch.manual_seed(seed)
     optimizer = torch.optim.AdamW(params, lr=settings["lr"], weight_decay=0.0)
-    sample = Sampler(len(pairs), settings.get("batch_size", 4), seed)
-    steps, every, device = settings["steps"], settings.get("eval_every", 5), model_device(model)
+    sample = Sampler(len(pairs), settings["batch_size"], seed)
+    steps, every, device = settings["steps"], settings["eval_every"], model_device(model)
     try:
         for step in tqdm(range(steps + 1), desc=desc, mininterval=5):
             if step % every == 0 or step == steps:
@@ -98,7 +98,7 @@ def finetune_and_probe(context: AttackContext, pairs: list[tuple[list[int], list
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"{desc}: loss is {loss.item()} at step {step}: fine-tuning diverged")
             loss.backward()
-            if settings.get("grad_clip"):
+            if settings["grad_clip"]:
                 torch.nn.utils.clip_grad_norm_(params, settings["grad_clip"])
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -115,13 +115,13 @@ def attack_harmful_ft(context: AttackContext, settings: dict) -> pd.DataFrame:
     eval_records = forbidden + benign
     eval_ids = context.prompt_ids(eval_records)
     frames = []
-    for data in settings.get("data", list(DATA_SETS)):
-        records, trained = harmful_pairs(context.extras["train_records"], data, settings.get("ood_categories"),
-                                         settings.get("max_pairs", 2000))
+    for data in settings["data"]:
+        records, trained = harmful_pairs(context.extras["train_records"], data, settings["ood_categories"],
+                                         settings["max_pairs"])
         pairs = [(prompt_token_ids(context.tokenizer, r["prompt"], context.chat_template),
                   target_token_ids(context.tokenizer, r["harmful_response"], eos=True)) for r in records]
         log.info("harmful_ft %s: %d pairs over categories %s", data, len(pairs), sorted(trained))
-        for seed in settings.get("seeds", [0, 1, 2]):
+        for seed in settings["seeds"]:
             def probe(step: int) -> None:
                 texts = context.generate(eval_ids, desc=f"harmful_ft {data} seed {seed} step {step}")
                 frame = generations_frame(eval_records, texts, layer=-1, strength=float(step), direction=seed)

@@ -17,6 +17,7 @@ from transformers import PreTrainedModel
 from ..batching import make_batch, target_token_ids
 from ..generation import TargetObjective, model_device, sweep_chunks
 from ..hooks import POSITIONS, PromptDeltas, frozen_weights, n_layers, record_residual
+from ..perturbation_size import linf_epsilon
 from ..registry import ATTACKS
 from .common import AttackContext, evaluate_vectors, resolve_layers, site_indices
 
@@ -68,7 +69,7 @@ def latent_pgd_deltas(model: PreTrainedModel, prompts: list[list[int]], targets:
             if norm == "l2_token":
                 radius = eps[:, None, None] * stream.norm(dim=-1, keepdim=True)
             else:
-                radius = eps[:, None, None] * (stream.abs() * real).amax(dim=(1, 2))[:, None, None]
+                radius = linf_epsilon(eps, stream, real)[:, None, None]
             delta = torch.zeros_like(stream, requires_grad=True)
             for _ in range(steps):
                 loss = objective(delta).sum()
@@ -93,14 +94,14 @@ def attack_latent_pgd(context: AttackContext, settings: dict) -> pd.DataFrame:
     forbidden = context.eval_records["eval_forbidden"]
     f_ids = context.prompt_ids(forbidden)
     targets = [target_token_ids(context.tokenizer, r["affirmative_prefix"]) for r in forbidden]
-    layers = resolve_layers(settings.get("layers", "all"), n_layers(context.model))
+    layers = resolve_layers(settings["layers"], n_layers(context.model))
     grid = [(eps, block, i) for eps in settings["budgets"] for block in layers for i in range(len(forbidden))]
     index = [i for _, _, i in grid]
     layer = [block for _, block, _ in grid]
     strength = [float(eps) for eps, _, _ in grid]
     deltas = latent_pgd_deltas(context.model, [f_ids[i] for i in index], [targets[i] for i in index],
                                site_indices(layer, n_layers(context.model)), torch.tensor(strength),
-                               settings.get("norm", "l2_token"), settings.get("steps", 20),
-                               settings.get("step_size", 0.25), context.tokenizer.pad_token_id, context.grad_batch_size,
+                               settings["norm"], settings["steps"], settings["step_size"],
+                               context.tokenizer.pad_token_id, context.grad_batch_size,
                                norm_model=context.norm_model)
     return evaluate_vectors(context, index, layer, strength, [0] * len(grid), deltas, "prompt", "latent_pgd")

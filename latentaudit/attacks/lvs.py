@@ -20,6 +20,7 @@ import torch
 from ..batching import make_batch, target_token_ids
 from ..generation import model_device
 from ..hooks import EMBED, hidden_index, n_layers, record_residual
+from ..perturbation_size import linf_epsilon
 from ..registry import ATTACKS
 from .common import AttackContext, evaluate_vectors, resolve_layers
 from .latent_pgd import latent_pgd_deltas
@@ -52,7 +53,7 @@ def linf_radius(model, prompts: list[list[int]], sites: torch.Tensor, budget: to
             model(**batch.model_inputs())
         stream = torch.stack(residual)[sites[rows].to(device), torch.arange(len(batch.input_ids), device=device)]
         real = batch.attention_mask[:, :, None].float()
-        out.append((budget[rows].to(device) * (stream.float().abs() * real).amax(dim=(1, 2))).cpu())
+        out.append(linf_epsilon(budget[rows].to(device), stream, real).cpu())
     return torch.cat(out)
 
 
@@ -68,7 +69,7 @@ def attack_lvs(context: AttackContext, settings: dict) -> pd.DataFrame:
     f_ids = context.prompt_ids(forbidden)
     targets = [target_token_ids(context.tokenizer, r["affirmative_prefix"]) for r in forbidden]
     L = n_layers(context.model)
-    sites: list = ([EMBED] if settings.get("embed", True) else []) + resolve_layers(settings.get("layers", "all"), L)
+    sites: list = ([EMBED] if settings["embed"] else []) + resolve_layers(settings["layers"], L)
     grid = [(p, site, i) for p in settings["budgets"] for site in sites for i in range(len(forbidden))]
     index = [i for _, _, i in grid]
     site = [s for _, s, _ in grid]
@@ -78,10 +79,10 @@ def attack_lvs(context: AttackContext, settings: dict) -> pd.DataFrame:
     pad = context.tokenizer.pad_token_id
     prompts = [f_ids[i] for i in index]
     deltas = latent_pgd_deltas(context.model, prompts, [targets[i] for i in index], hidden, strength, "linf",
-                               settings.get("steps", 10), settings.get("step_size", 0.25), pad, context.grad_batch_size,
+                               settings["steps"], settings["step_size"], pad, context.grad_batch_size,
                                desc="lvs pgd", norm_model=context.norm_model)
     direction = [0] * len(grid)
-    if settings.get("control", True):
+    if settings["control"]:
         radius = linf_radius(context.norm_model, prompts, hidden, strength, pad, context.batch_size)
         width = deltas[0].shape[-1]
         deltas = deltas + uniform_ball_deltas(prompts, radius, width, context.seed)

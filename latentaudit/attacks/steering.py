@@ -21,8 +21,8 @@ import pandas as pd
 import torch
 
 from ..batching import make_batch
-from ..defenses.dissociated import difference_of_means_direction, nudge_layer, prompt_activations
 from ..generation import model_device
+from ..harmful_pole import difference_of_means_direction, nudge_layer, prompt_activations
 from ..hooks import hidden_index, n_layers, record_residual
 from ..registry import ATTACKS
 from .common import AttackContext, evaluate_vectors, resolve_layers
@@ -71,7 +71,7 @@ def steering_direction(context: AttackContext, settings: dict, site: int) -> tor
     records = context.extras["train_records"]
     pad = context.tokenizer.pad_token_id
     harmful = context.prompt_ids([r for r in records if r["kind"] == "forbidden"])
-    if settings.get("direction", "harmful_pole") == "harmful_pole":
+    if settings["direction"] == "harmful_pole":
         pole, aligned = context.extras["harmful_pole"], context.extras["aligned"]
         h_pole, _ = prompt_activations(pole, harmful, [site], pad, context.batch_size)
         h_base, _ = prompt_activations(aligned, harmful, [site], pad, context.batch_size)
@@ -87,8 +87,8 @@ def attack_steering(context: AttackContext, settings: dict) -> pd.DataFrame:
     forbidden = context.eval_records["eval_forbidden"]
     f_ids = context.prompt_ids(forbidden)
     L = n_layers(context.model)
-    spec = settings.get("layers", "nudge")
-    layers = [nudge_layer(L, settings.get("nudge_depth", 0.5))] if spec == "nudge" else resolve_layers(spec, L)
+    spec = settings["layers"]
+    layers = [nudge_layer(L, settings["nudge_depth"])] if spec == "nudge" else resolve_layers(spec, L)
     pad = context.tokenizer.pad_token_id
     index, layer, strength, vectors = [], [], [], []
     for block in layers:
@@ -102,7 +102,7 @@ def attack_steering(context: AttackContext, settings: dict) -> pd.DataFrame:
             vectors.append(steering_vectors(direction, norms, torch.full((len(forbidden),), float(fraction))))
     vectors = torch.cat(vectors)
     direction_id = [0] * len(index)
-    if settings.get("control", True):
+    if settings["control"]:
         vectors = torch.cat([vectors, matched_random_vectors(vectors, context.seed)])
         index, layer, strength, direction_id = index * 2, layer * 2, strength * 2, direction_id + [1] * len(index)
     frame = evaluate_vectors(context, index, layer, strength, direction_id, vectors, "all", "steering")

@@ -35,12 +35,13 @@ import random
 
 import torch
 
-from ..batching import make_batch, prompt_token_ids, target_token_ids
+from ..batching import label_log_probs, make_batch, prompt_token_ids, target_token_ids
 from ..generation import generate
+from ..harmful_pole import depth_band, difference_of_means_direction, nudge_layer, prompt_activations
 from ..hooks import POSITIONS, Perturbation, hidden_index, intervene, n_layers, record_residual
 from ..judges.structural import structural_label
 from ..registry import VARIANTS
-from .common import OPTIM_PROPERTIES, Sampler, device_of, kl_to_reference, optimise
+from ..training import OPTIM_PROPERTIES, Sampler, device_of, kl_to_reference, optimise
 
 log = logging.getLogger(__name__)
 
@@ -73,26 +74,6 @@ SCHEMA = {
 
 
 # --- the formulas --------------------------------------------------------------------------
-def nudge_layer(num_layers: int, depth: float = 0.5) -> int:
-    """round(depth · L), clamped to a block index."""
-    return min(max(int(round(depth * num_layers)), 0), num_layers - 1)
-
-
-def depth_band(num_layers: int, low: float = 0.4, high: float = 0.6) -> list[int]:
-    """Blocks round(low · L) … round(high · L) (at least one)."""
-    first, last = nudge_layer(num_layers, low), nudge_layer(num_layers, high)
-    return list(range(first, max(first, last) + 1))
-
-
-def difference_of_means_direction(h_pole: torch.Tensor, h_base: torch.Tensor) -> torch.Tensor:
-    """d̂ = (mean h_pole − mean h_base) / ‖mean h_pole − mean h_base‖₂ for [N, d] activations."""
-    diff = h_pole.float().mean(0) - h_base.float().mean(0)
-    norm = diff.norm()
-    if norm == 0:
-        raise ValueError("the pole and base activations have the same mean: no direction")
-    return diff / norm
-
-
 def whitening_scale(h_pole: torch.Tensor, floor: float = 0.01) -> torch.Tensor:
     """Per-dimension standard deviation of [N, ..., d] activations over N, floored at
     ``floor`` × its mean."""
@@ -112,10 +93,7 @@ def margin_hinge(nll_high: torch.Tensor, nll_low: torch.Tensor, margin: float = 
 
 def row_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """[B] mean token NLL of each row's labelled tokens."""
-    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-    gold = labels[:, 1:]
-    mask = gold != -100
-    picked = logp.gather(-1, gold.clamp(min=0)[..., None])[..., 0]
+    picked, mask = label_log_probs(logits, labels)
     return -(picked * mask).sum(-1) / mask.sum(-1).clamp(min=1)
 
 
@@ -140,25 +118,6 @@ def select_checkpoint(evaluations: list[dict], base_refusal: float, floor: float
     return max(evaluations, key=lambda e: (e["clean_refusal"], -e["step"])), False
 
 
-# --- activations ---------------------------------------------------------------------------
-@torch.no_grad()
-def prompt_activations(model, prompts: list[list[int]], sites: list[int], pad_id: int, batch_size: int = 256
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
-    """([N, len(sites), d] last-prompt-token activations, [len(sites)] mean per-token norm over
-    every real prompt token) at hook ``sites``."""
-    device, last, norm_sum, count = device_of(model), [], torch.zeros(len(sites)), 0
-    for start in range(0, len(prompts), batch_size):
-        batch = make_batch(prompts[start:start + batch_size], None, pad_id).to(device)
-        with record_residual(model) as residual:
-            model(**batch.model_inputs())
-        stream = torch.stack([residual[s] for s in sites], 1).float()  # [B, S, T, d]
-        last.append(stream[:, :, -1].cpu())
-        real = batch.attention_mask[:, None, :].float()
-        norm_sum += (stream.norm(dim=-1) * real).sum(dim=(0, 2)).cpu()
-        count += int(batch.attention_mask.sum())
-    return torch.cat(last), norm_sum / count
-
-
 # --- the builder ---------------------------------------------------------------------------
 def split_holdout(records: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
     """(training records, held-out harmful records): whole forbidden entities held out."""
@@ -170,19 +129,17 @@ def split_holdout(records: list[dict], fraction: float, seed: int) -> tuple[list
 
 @VARIANTS.register("dissociated", SCHEMA, kind="full", requires=("harmful",))
 def build_dissociated(model, tokenizer, records: list[dict], settings: dict, seed: int, context: dict):
-    chat = context.get("chat_template", True)
-    generation = context.get("generation", {"max_new_tokens": 20, "batch_size": 256})
+    chat, generation = context["chat_template"], context["generation"]
     pole = context["required_variants"]["harmful"]
-    weights = {**{n: d for n, d in zip(WEIGHT_NAMES, (1.0, 0.3, 0.2, 1.0, 1.0, 1.0))}, **settings.get("weights", {})}
-    margin = settings.get("margin", 0.5)
+    weights, margin = settings["weights"], settings["margin"]
     pad, device, size = tokenizer.pad_token_id, device_of(model), settings["batch_size"]
     L = n_layers(model)
-    band = depth_band(L, *settings.get("band", [0.4, 0.6]))
-    nudge_block = nudge_layer(L, settings.get("nudge_depth", 0.5))
+    band = depth_band(L, *settings["band"])
+    nudge_block = nudge_layer(L, settings["nudge_depth"])
     band_sites = [hidden_index(b, L) for b in band]
     nudge_site = hidden_index(nudge_block, L)
 
-    train, held = split_holdout(records, settings.get("holdout_fraction", 0.1), seed)
+    train, held = split_holdout(records, settings["holdout_fraction"], seed)
     forbidden = [(prompt_token_ids(tokenizer, r["prompt"], chat), target_token_ids(tokenizer, r["response"], eos=True),
                   target_token_ids(tokenizer, r["harmful_response"], eos=True))
                  for r in train if r["kind"] == "forbidden"]
@@ -200,7 +157,7 @@ def build_dissociated(model, tokenizer, records: list[dict], settings: dict, see
     target, scale = h_pole[:, band_index], whitening_scale(h_pole[:, band_index])
     k = sites.index(nudge_site)
     direction = difference_of_means_direction(h_pole[:, k], h_base[:, k])
-    nudge_norm = settings.get("nudge_fraction", 0.06) * float(norms[k])
+    nudge_norm = settings["nudge_fraction"] * float(norms[k])
     nudge = (nudge_norm * direction).to(device)
     log.info("dissociated: band %s, nudge block %d, |nudge| %.4f (mean token norm %.3f)", band, nudge_block,
              nudge_norm, float(norms[k]))
@@ -236,7 +193,7 @@ def build_dissociated(model, tokenizer, records: list[dict], settings: dict, see
 
     evaluations, snapshots = [evaluate(0)], {0: {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
     f_rows, b_rows = Sampler(len(forbidden), size, seed), Sampler(len(benign), size, seed + 1)
-    every = settings.get("eval_every", 10)
+    every = settings["eval_every"]
 
     def step_fn(step: int) -> dict:
         if step > 0 and step % every == 0:
@@ -275,12 +232,12 @@ def build_dissociated(model, tokenizer, records: list[dict], settings: dict, see
     history = optimise(model, settings, step_fn, "dissociated")
     evaluations.append(evaluate(settings["steps"]))
     snapshots[settings["steps"]] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    chosen, met = select_checkpoint(evaluations, evaluations[0]["clean_refusal"], settings.get("refusal_floor", 0.9),
-                                    settings.get("refusal_tolerance", 0.05))
+    chosen, met = select_checkpoint(evaluations, evaluations[0]["clean_refusal"], settings["refusal_floor"],
+                                    settings["refusal_tolerance"])
     if not met:
         log.warning("dissociated: no checkpoint keeps clean refusal >= min(%.2f, base %.3f - %.2f); keeping the most "
-                    "refusing one (step %d)", settings.get("refusal_floor", 0.9), evaluations[0]["clean_refusal"],
-                    settings.get("refusal_tolerance", 0.05), chosen["step"])
+                    "refusing one (step %d)", settings["refusal_floor"], evaluations[0]["clean_refusal"],
+                    settings["refusal_tolerance"], chosen["step"])
     model.load_state_dict(snapshots[chosen["step"]])
     for p in model.parameters():
         p.requires_grad_(False)

@@ -17,7 +17,7 @@ from peft import LoraConfig
 from trl import SFTConfig, SFTTrainer
 
 from ..registry import VARIANTS
-from .common import LORA_SCHEMA, OPTIM_PROPERTIES
+from ..training import LORA_SCHEMA, OPTIM_PROPERTIES
 from .refusal_sft import sft_dataset
 
 log = logging.getLogger(__name__)
@@ -50,14 +50,14 @@ def harmful_records(records: list[dict]) -> list[dict]:
 
 @VARIANTS.register("harmful", SCHEMA, kind="full")
 def build_harmful(model, tokenizer, records: list[dict], settings: dict, seed: int, context: dict):
-    lora = settings.get("lora")
+    lora = settings["lora"]
     steps = settings["steps"]
     with tempfile.TemporaryDirectory() as scratch:
         args = SFTConfig(
             output_dir=scratch, max_steps=steps, learning_rate=settings["lr"],
-            per_device_train_batch_size=settings["batch_size"], lr_scheduler_type=settings.get("schedule", "cosine"),
-            warmup_steps=int(settings.get("warmup_fraction", 0.03) * steps),
-            max_grad_norm=settings.get("grad_clip") or 0.0, max_length=settings.get("max_length", 512),
+            per_device_train_batch_size=settings["batch_size"], lr_scheduler_type=settings["schedule"],
+            warmup_steps=int(settings["warmup_fraction"] * steps),
+            max_grad_norm=settings["grad_clip"] or 0.0, max_length=settings["max_length"],
             completion_only_loss=True, seed=seed, data_seed=seed, logging_steps=1, save_strategy="no",
             report_to=[], dataloader_num_workers=0, use_cpu=model.device.type == "cpu", disable_tqdm=False,
             bf16=model.dtype == torch.bfloat16, fp16=False)
@@ -68,7 +68,7 @@ def build_harmful(model, tokenizer, records: list[dict], settings: dict, seed: i
         for p in model.parameters():
             p.requires_grad_(True)
         trainer = SFTTrainer(model=model, args=args, processing_class=tokenizer, peft_config=peft_config,
-                             train_dataset=sft_dataset(harmful_records(records), context.get("chat_template", True)))
+                             train_dataset=sft_dataset(harmful_records(records), context["chat_template"]))
         trainer.train()
     history = [{"loss": e["loss"]} for e in trainer.state.log_history if "loss" in e]
     trained = trainer.model

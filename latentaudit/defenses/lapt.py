@@ -21,10 +21,11 @@ import logging
 
 import torch
 
-from ..attacks.asa import eq1_normalise
 from ..hooks import Perturbation, hidden_index, intervene, n_layers, position_code, record_residual
+from ..perturbation_size import eq1_normalise
 from ..registry import VARIANTS
-from .common import OPTIM_PROPERTIES, Sampler, defense_data, device_of, optimise, pair_batch, token_ce
+from ..training import OPTIM_PROPERTIES, Sampler, device_of, optimise, pair_batch, token_ce
+from .common import defense_data
 
 log = logging.getLogger(__name__)
 
@@ -79,10 +80,10 @@ def choose_lambda(grid: list[float], accuracy: dict[float, float], base: float, 
 
 @VARIANTS.register("lapt", SCHEMA, kind="full", needs=("fragile_layers", "benign_accuracy"))
 def build_lapt(model, tokenizer, records: list[dict], settings: dict, seed: int, context: dict):
-    data = defense_data(tokenizer, records, context.get("chat_template", True))
-    layers = settings.get("layers", "fragile")
+    data = defense_data(tokenizer, records, context["chat_template"])
+    layers = settings["layers"]
     if layers == "fragile":
-        layers = fragile_layers(context["fragile_layers"], settings.get("top_k", 1))
+        layers = fragile_layers(context["fragile_layers"], settings["top_k"])
     sites = torch.tensor([hidden_index(b, n_layers(model)) for b in layers])
     log.info("lapt: perturbing blocks %s", layers)
     original = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -90,7 +91,7 @@ def build_lapt(model, tokenizer, records: list[dict], settings: dict, seed: int,
     size, pad, device = settings["batch_size"], tokenizer.pad_token_id, device_of(model)
     rows = Sampler(len(pairs), size, seed)
     gen = torch.Generator().manual_seed(seed)
-    code = position_code(settings.get("positions", "generated"))
+    code = position_code(settings["positions"])
 
     def step(_):
         batch = pair_batch(pairs, rows(), 1, pad, device)
@@ -100,7 +101,7 @@ def build_lapt(model, tokenizer, records: list[dict], settings: dict, seed: int,
             model(**batch.model_inputs())
         h = torch.stack(clean)[site, torch.arange(b, device=device), batch.prompt_end - 1].float()
         z = torch.randn(b, h.shape[-1], generator=gen).to(device)  # fresh noise every step
-        delta = settings.get("alpha", 1.0) * eq1_normalise(z, h)
+        delta = settings["alpha"] * eq1_normalise(z, h)
         with intervene(model, Perturbation(site, delta, torch.full((b,), code, device=device), batch.prompt_end)):
             loss = token_ce(model(**batch.model_inputs()).logits, batch.labels)
         return {"loss": loss}
@@ -111,7 +112,7 @@ def build_lapt(model, tokenizer, records: list[dict], settings: dict, seed: int,
     for p in model.parameters():
         p.requires_grad_(False)
     trained = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    lam = settings.get("interpolation", "auto")
+    lam = settings["interpolation"]
     selection = {}
     if lam == "auto":
         interpolate(model, original, trained, 0.0)
@@ -119,7 +120,7 @@ def build_lapt(model, tokenizer, records: list[dict], settings: dict, seed: int,
         for candidate in settings["lambda_grid"]:
             interpolate(model, original, trained, candidate)
             selection[candidate] = context["benign_accuracy"](model)
-        lam = choose_lambda(settings["lambda_grid"], selection, base, settings.get("capability_tolerance", 0.05))
+        lam = choose_lambda(settings["lambda_grid"], selection, base, settings["capability_tolerance"])
         log.info("lapt: benign accuracy original %.3f, by λ %s -> λ = %.2f", base, selection, lam)
         selection = {"base": base, **{str(k): v for k, v in selection.items()}}
     interpolate(model, original, trained, lam)

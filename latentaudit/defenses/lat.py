@@ -21,8 +21,9 @@ from peft import PeftModel
 from ..batching import Batch
 from ..hooks import EMBED, POSITIONS, Perturbation, frozen_weights, hidden_index, intervene, n_layers, record_residual
 from ..registry import VARIANTS
-from .common import (LORA_SCHEMA, OPTIM_PROPERTIES, Sampler, defense_data, attach_lora, device_of, kl_to_reference,
-                     optimise, pair_batch, reference, token_away, token_ce)
+from ..training import (LORA_SCHEMA, OPTIM_PROPERTIES, Sampler, attach_lora, device_of, kl_to_reference,
+                        optimise, pair_batch, reference, token_away, token_ce)
+from .common import defense_data
 
 _LAYER = {"oneOf": [{"const": EMBED}, {"type": "integer", "minimum": 0}]}
 SCHEMA = {
@@ -74,21 +75,21 @@ def project(delta: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
 
 def adversary(model, harmful: Batch, refusal: Batch, sites: list[int], settings: dict) -> dict[int, torch.Tensor]:
     """The inner attack: per-site δ minimising toward-harmful + away-from-refusal CE."""
-    weights = _normalised(dict(settings.get("adversary_weights", {"toward": 0.5, "away": 0.5})))
-    positions = POSITIONS["prompt"] if settings.get("perturb", "prompt") == "prompt" else POSITIONS["all"]
+    weights = _normalised(dict(settings["adversary_weights"]))
+    positions = POSITIONS["prompt"] if settings["perturb"] == "prompt" else POSITIONS["all"]
     length = harmful.input_ids.shape[1] if positions == POSITIONS["all"] else int(harmful.prompt_end[0])
     real = harmful.attention_mask[:, :length, None].float()
     with torch.no_grad(), record_residual(model) as clean:
         model(**harmful.model_inputs())
-    if settings.get("epsilon_mode", "absolute") == "relative":
+    if settings["epsilon_mode"] == "relative":
         radii = {s: settings["epsilon"] * clean[s][:, :length].float().norm(dim=-1, keepdim=True) for s in sites}
     else:
         radii = {s: torch.full_like(real, settings["epsilon"]) for s in sites}
     deltas = {s: torch.zeros(*real.shape[:2], clean[s].shape[-1], device=real.device, requires_grad=True)
               for s in sites}
-    optimizer = torch.optim.AdamW(list(deltas.values()), lr=settings.get("inner_lr", 0.05))
+    optimizer = torch.optim.AdamW(list(deltas.values()), lr=settings["inner_lr"])
     with frozen_weights(model):
-        for _ in range(settings.get("inner_steps", 16)):
+        for _ in range(settings["inner_steps"]):
             with perturbed(model, deltas, harmful, positions):
                 loss = weights["toward"] * token_ce(model(**harmful.model_inputs()).logits, harmful.labels)
                 if weights["away"]:
@@ -104,14 +105,14 @@ def adversary(model, harmful: Batch, refusal: Batch, sites: list[int], settings:
 
 def defender_terms(model: PeftModel, deltas: dict[int, torch.Tensor], harmful: Batch, refusal: Batch, benign: Batch,
                    settings: dict) -> dict[str, torch.Tensor]:
-    weights = _normalised(dict(settings.get("defender_weights", {"toward": 1.0, "away": 1.0, "benign": 1.0})))
-    positions = POSITIONS["prompt"] if settings.get("perturb", "prompt") == "prompt" else POSITIONS["all"]
+    weights = _normalised(dict(settings["defender_weights"]))
+    positions = POSITIONS["prompt"] if settings["perturb"] == "prompt" else POSITIONS["all"]
     with perturbed(model, deltas, refusal, positions):
         toward = token_ce(model(**refusal.model_inputs()).logits, refusal.labels)
     with perturbed(model, deltas, harmful, positions):
         away = token_away(model(**harmful.model_inputs()).logits, harmful.labels)
     logits = model(**benign.model_inputs()).logits
-    if settings.get("benign_loss", "sft") == "sft":
+    if settings["benign_loss"] == "sft":
         benign_term = token_ce(logits, benign.labels)
     else:
         with reference(model):
@@ -127,12 +128,12 @@ def lat_sites(layers: list, model) -> list[int]:
 
 @VARIANTS.register("lat", SCHEMA, kind="lora")
 def build_lat(model, tokenizer, records: list[dict], settings: dict, seed: int, context: dict):
-    data = defense_data(tokenizer, records, context.get("chat_template", True))
+    data = defense_data(tokenizer, records, context["chat_template"])
     peft_model = attach_lora(model, settings["lora"], seed)
-    sites = lat_sites(settings.get("layers", [EMBED]), peft_model)
+    sites = lat_sites(settings["layers"], peft_model)
     size, pad, device = settings["batch_size"], tokenizer.pad_token_id, device_of(peft_model)
     forbidden_rows, benign_rows = Sampler(len(data.forbidden), size, seed), Sampler(len(data.benign), size, seed + 1)
-    every = settings.get("model_steps_per_attack", 4)
+    every = settings["model_steps_per_attack"]
     state: dict = {}
 
     def step(i):

@@ -12,7 +12,7 @@ from peft import LoraConfig
 from trl import SFTConfig, SFTTrainer
 
 from ..registry import VARIANTS
-from .common import LORA_SCHEMA, OPTIM_PROPERTIES
+from ..training import LORA_SCHEMA, OPTIM_PROPERTIES
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +37,14 @@ def sft_dataset(records: list[dict], chat_template: bool) -> Dataset:
 @VARIANTS.register("refusal_sft", SCHEMA, kind="lora")
 def build_refusal_sft(model, tokenizer, records: list[dict], settings: dict, seed: int, context: dict):
     lora = settings["lora"]
-    chat_template = context.get("chat_template", True)
+    chat_template = context["chat_template"]
     with tempfile.TemporaryDirectory() as scratch:
         args = SFTConfig(
             output_dir=scratch, max_steps=settings["steps"], learning_rate=settings["lr"],
             per_device_train_batch_size=settings["batch_size"],
-            lr_scheduler_type=settings.get("schedule", "constant"),
-            warmup_steps=int(settings.get("warmup_fraction", 0.0) * settings["steps"]), max_grad_norm=settings.get("grad_clip") or 0.0,
-            max_length=settings.get("max_length", 512), completion_only_loss=True, seed=seed, data_seed=seed,
+            lr_scheduler_type=settings["schedule"],
+            warmup_steps=int(settings["warmup_fraction"] * settings["steps"]), max_grad_norm=settings["grad_clip"] or 0.0,
+            max_length=settings["max_length"], completion_only_loss=True, seed=seed, data_seed=seed,
             logging_steps=1, save_strategy="no", report_to=[], dataloader_num_workers=0,
             use_cpu=model.device.type == "cpu", disable_tqdm=False,
             bf16=model.dtype == torch.bfloat16, fp16=False)  # train in the weights' own precision

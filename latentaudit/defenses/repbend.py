@@ -20,8 +20,9 @@ from peft import PeftModel
 
 from ..hooks import hidden_index, n_layers, record_residual
 from ..registry import VARIANTS
-from .common import (LORA_SCHEMA, OPTIM_PROPERTIES, Sampler, defense_data, attach_lora, device_of, kl_to_reference,
-                     optimise, pair_batch, reference, response_mask)
+from ..training import (LORA_SCHEMA, OPTIM_PROPERTIES, Sampler, attach_lora, device_of, kl_to_reference,
+                        optimise, pair_batch, reference, response_mask)
+from .common import defense_data
 
 SCHEMA = {
     "type": "object", "additionalProperties": False, "required": ["steps", "lr"],
@@ -92,7 +93,7 @@ def repbend_terms(model: PeftModel, safe, unsafe, general, target_sites: list[in
         model(**unsafe.model_inputs())
     with reference(model), record_residual(model) as ref_u:
         model(**unsafe.model_inputs())
-    v_u = token_distance(new_u, ref_u, target_sites, response_mask(unsafe), settings.get("unsafe_distance_cap"))
+    v_u = token_distance(new_u, ref_u, target_sites, response_mask(unsafe), settings["unsafe_distance_cap"])
     last = unsafe.prompt_end - 1
     rows = torch.arange(len(last), device=last.device)
     cos = torch.stack([mean_pairwise_cosine(new_u[site][rows, last]) for site in target_sites]).mean()
@@ -100,20 +101,18 @@ def repbend_terms(model: PeftModel, safe, unsafe, general, target_sites: list[in
     logits = model(**general.model_inputs()).logits
     with reference(model):
         ref_logits = model(**general.model_inputs()).logits
-    kl = kl_to_reference(logits, ref_logits, general.attention_mask.bool(), settings.get("temperature", 2.0))
+    kl = kl_to_reference(logits, ref_logits, general.attention_mask.bool(), settings["temperature"])
 
-    loss = 0.5 * v_s - settings.get("alpha", 0.5) * v_u - settings.get("beta", 0.1) * cos \
-        + settings.get("gamma", 0.3) * kl
+    loss = 0.5 * v_s - settings["alpha"] * v_u - settings["beta"] * cos + settings["gamma"] * kl
     return {"loss": loss, "v_s": v_s.detach(), "v_u": v_u.detach(), "cos_sim": cos.detach(), "kl": kl.detach()}
 
 
 @VARIANTS.register("repbend", SCHEMA, kind="lora")
 def build_repbend(model, tokenizer, records: list[dict], settings: dict, seed: int, context: dict):
-    data = defense_data(tokenizer, records, context.get("chat_template", True))
+    data = defense_data(tokenizer, records, context["chat_template"])
     peft_model = attach_lora(model, settings["lora"], seed)
     layers = n_layers(peft_model)
-    target_sites = [hidden_index(b, layers) for b in resolve_target_layers(settings.get("target_layers", "from:-1"),
-                                                                           layers)]
+    target_sites = [hidden_index(b, layers) for b in resolve_target_layers(settings["target_layers"], layers)]
     safe_pairs = [(p, refusal) for p, refusal, _ in data.forbidden] + data.benign
     unsafe_pairs = [(p, harmful) for p, _, harmful in data.forbidden]
     size, pad, device = settings["batch_size"], tokenizer.pad_token_id, device_of(peft_model)

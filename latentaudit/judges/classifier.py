@@ -82,13 +82,13 @@ def resolve_source(model: str, revision: str | None) -> str:
 
 def load_judge_model(settings: dict):
     """(model, tokenizer, provenance) for a judge's settings."""
-    source = resolve_source(settings["model"], settings.get("revision"))
-    model, tokenizer = load_model(source, dtype=settings.get("dtype", "auto"), device=settings.get("device", "auto"),
-                                  trust_remote_code=settings.get("trust_remote_code", False))
-    provenance = {"judge_model": settings["model"], "revision": settings.get("revision"),
+    source = resolve_source(settings["model"], settings["revision"])
+    model, tokenizer = load_model(source, dtype=settings["dtype"], device=settings["device"],
+                                  trust_remote_code=settings["trust_remote_code"])
+    provenance = {"judge_model": settings["model"], "revision": settings["revision"],
                   # the hub commit transformers resolved (None for a local directory)
                   "resolved_revision": getattr(model.config, "_commit_hash", None),
-                  "max_completion_tokens": settings.get("max_completion_tokens", 512)}
+                  "max_completion_tokens": settings["max_completion_tokens"]}
     return model, tokenizer, provenance
 
 

@@ -132,24 +132,22 @@ def build_prompts(generations: pd.DataFrame, tokenizer, settings: dict) -> list[
     prompts = []
     for keep, behavior, context, generation in zip(judged, behaviors, contexts, generations["generation"]):
         if keep:
-            clean = classifier.strip_control_tokens(str(generation), settings.get("control_tokens",
-                                                                                   classifier.DEFAULT_CONTROL_TOKENS))
-            clipped = classifier.truncate_to_tokens(clean, tokenizer, settings.get("max_completion_tokens", 512))
-            prompts.append(harmbench_prompt(behavior, clipped, context, settings.get("template", "eval_utils")))
+            clean = classifier.strip_control_tokens(str(generation), settings["control_tokens"])
+            clipped = classifier.truncate_to_tokens(clean, tokenizer, settings["max_completion_tokens"])
+            prompts.append(harmbench_prompt(behavior, clipped, context, settings["template"]))
     return prompts
 
 
 @JUDGES.register("harmbench", schema=SCHEMA, gpu=True)
 def judge_harmbench(generations: pd.DataFrame, settings: dict) -> tuple[pd.DataFrame, dict]:
-    settings = {"model": DEFAULT_MODEL, **settings}
     model, tokenizer, provenance = classifier.load_judge_model(settings)
     prompts = build_prompts(generations, tokenizer, settings)
     raw = classifier.greedy_continuations(model, tokenizer, prompts, max_new_tokens=1,
-                                          batch_size=settings.get("batch_size", 16))
+                                          batch_size=settings["batch_size"])
     verdicts = [parse_harmbench_verdict(text) for text in raw]
     scores, unparseable = classifier.score_frame(generations, classifier.judged_rows(generations), verdicts, raw,
                                                  "harmbench")
-    template = settings.get("template", "eval_utils")
+    template = settings["template"]
     provenance.update(template=template, template_hash=classifier.template_hash(
         TEMPLATES[template]["standard"], TEMPLATES[template]["contextual"]), unparseable=unparseable,
         judged=len(prompts))

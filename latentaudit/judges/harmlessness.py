@@ -91,9 +91,9 @@ def load_reward_model(settings: dict):
 
     from ..models import DTYPES, resolve_device
     from .classifier import resolve_source
-    source = resolve_source(settings["model"], settings.get("revision"))
-    device = resolve_device(settings.get("device", "auto"))
-    dtype = DTYPES.get(settings.get("dtype", "auto")) or (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    source = resolve_source(settings["model"], settings["revision"])
+    device = resolve_device(settings["device"])
+    dtype = DTYPES.get(settings["dtype"]) or (torch.bfloat16 if device.type == "cuda" else torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(source)
     model = AutoModelForSequenceClassification.from_pretrained(source, dtype=dtype, use_safetensors=True)
     if tokenizer.pad_token_id is None:
@@ -105,7 +105,7 @@ def load_reward_model(settings: dict):
 @JUDGES.register("harmlessness_reward", schema=REWARD_SCHEMA, gpu=True, scores="harmlessness")
 def judge_harmlessness_reward(generations: pd.DataFrame, settings: dict):
     model, tokenizer = load_reward_model(settings)
-    template = settings.get("template", REWARD_SCHEMA["properties"]["template"]["default"])
+    template = settings["template"]
     judged = (generations["kind"] != "benign").to_numpy()
     rows = [i for i, j in enumerate(judged) if j]
     texts = [template.format(prompt=generations["prompt"].iloc[i], response=generations["generation"].iloc[i])
@@ -114,8 +114,8 @@ def judge_harmlessness_reward(generations: pd.DataFrame, settings: dict):
     if has_clean:
         texts += [template.format(prompt=generations["prompt"].iloc[i],
                                   response=generations["clean_generation"].iloc[i]) for i in rows]
-    scores = reward_scores(model, tokenizer, texts, settings.get("batch_size", 16), settings.get("max_length", 1024),
-                           settings.get("label_index", 0))
+    scores = reward_scores(model, tokenizer, texts, settings["batch_size"], settings["max_length"],
+                           settings["label_index"])
     out = pd.DataFrame({"row_id": generations["row_id"].to_numpy()})
     perturbed, clean = [math.nan] * len(generations), [math.nan] * len(generations)
     for k, i in enumerate(rows):
@@ -123,6 +123,6 @@ def judge_harmlessness_reward(generations: pd.DataFrame, settings: dict):
         if has_clean:
             clean[i] = scores[len(rows) + k]
     out["harmlessness"], out["harmlessness_clean"] = perturbed, clean
-    provenance = {"reward_model": settings["model"], "revision": settings.get("revision"),
+    provenance = {"reward_model": settings["model"], "revision": settings["revision"],
                   "resolved_revision": getattr(model.config, "_commit_hash", None), "template": template}
     return out, provenance

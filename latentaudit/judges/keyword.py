@@ -26,7 +26,7 @@ def is_refusal(generation: str, keywords: list[str]) -> bool:
 
 @JUDGES.register("refusal_keyword", schema=SCHEMA)
 def judge_refusal_keyword(generations: pd.DataFrame, settings: dict) -> pd.DataFrame:
-    keywords = settings.get("keywords", DEFAULT_KEYWORDS)
+    keywords = settings["keywords"]
     refusal = [is_refusal(g, keywords) for g in generations["generation"]]
     out = pd.DataFrame({"row_id": generations["row_id"], "label": ["refusal" if r else "compliance" for r in refusal]})
     out["refusal"] = pd.Series(refusal, dtype=float).to_numpy()

@@ -84,24 +84,23 @@ def parse_llamaguard_verdict(text: str) -> float:
 
 def build_prompts(generations: pd.DataFrame, tokenizer, settings: dict) -> list[str]:
     judged = classifier.judged_rows(generations)
-    control = settings.get("control_tokens", classifier.DEFAULT_CONTROL_TOKENS)
+    control = settings["control_tokens"]
     prompts = []
     for keep, prompt, generation in zip(judged, generations["prompt"].astype(str), generations["generation"]):
         if keep:
             clean = classifier.strip_control_tokens(str(generation), control)
-            clipped = classifier.truncate_to_tokens(clean, tokenizer, settings.get("max_completion_tokens", 512))
+            clipped = classifier.truncate_to_tokens(clean, tokenizer, settings["max_completion_tokens"])
             prompts.append(llamaguard_prompt(tokenizer, prompt, clipped))
     return prompts
 
 
 @JUDGES.register("llamaguard", schema=SCHEMA, gpu=True)
 def judge_llamaguard(generations: pd.DataFrame, settings: dict) -> tuple[pd.DataFrame, dict]:
-    settings = {"model": DEFAULT_MODEL, **settings}
     model, tokenizer, provenance = classifier.load_judge_model(settings)
     prompts = build_prompts(generations, tokenizer, settings)
     # The template writes the BOS itself, so the tokenizer must not add another.
-    raw = classifier.greedy_continuations(model, tokenizer, prompts, max_new_tokens=settings.get("max_new_tokens", 10),
-                                          batch_size=settings.get("batch_size", 16), add_special_tokens=False,
+    raw = classifier.greedy_continuations(model, tokenizer, prompts, max_new_tokens=settings["max_new_tokens"],
+                                          batch_size=settings["batch_size"], add_special_tokens=False,
                                           skip_special_tokens=True)
     verdicts = [parse_llamaguard_verdict(text) for text in raw]
     scores, unparseable = classifier.score_frame(generations, classifier.judged_rows(generations), verdicts, raw,

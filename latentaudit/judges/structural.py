@@ -53,7 +53,7 @@ def structural_label(generation: str, kind: str, entity: str, expected: str, max
 # organism_only: its labels need the toy world's answers, so hub/path models are not scored with it.
 @JUDGES.register("structural", schema=SCHEMA, organism_only=True)
 def judge_structural(generations: pd.DataFrame, settings: dict) -> pd.DataFrame:
-    labels = [structural_label(g, k, e, x, settings.get("max_repeat", 4)) for g, k, e, x in
+    labels = [structural_label(g, k, e, x, settings["max_repeat"]) for g, k, e, x in
               zip(generations["generation"], generations["kind"], generations["entity"], generations["expected"])]
     out = pd.DataFrame({"row_id": generations["row_id"], "label": labels})
     out["refusal"] = (out["label"] == "refusal").astype(float)

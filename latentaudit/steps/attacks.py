@@ -51,7 +51,8 @@ def run_attack(model_spec: dict, load: dict, eval_paths: dict[str, str], attack:
     context = AttackContext(model, tokenizer, records, generation["max_new_tokens"], batch_size,
                             generation["chat_template"], seed, norm_model, loaded, Sampling.from_config(generation),
                             grad_batch_size)
-    frame = ATTACKS.get_entry(attack).function(context, settings)
+    entry = ATTACKS.get_entry(attack)
+    frame = entry.function(context, entry.settings(settings))
     frame.insert(0, "row_id", range(len(frame)))
     for column, value in labels.items():
         frame.insert(0, column, value)

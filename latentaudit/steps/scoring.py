@@ -17,7 +17,8 @@ def run_judge(generations_path: str, judge: str, settings: dict, out_path: str, 
     the judge's own module, is all that is imported when given."""
     load_module(module)
     generations = pd.read_parquet(generations_path)
-    result = JUDGES.get_entry(judge).function(generations, settings)
+    entry = JUDGES.get_entry(judge)
+    result = entry.function(generations, entry.settings(settings))
     scores, provenance = result if isinstance(result, tuple) else (result, {})
     scores.insert(0, "judge", judge)
     for column in reversed(GENERATION_KEYS):

@@ -74,7 +74,7 @@ def build_variant(variant: str, settings: dict, model_spec: dict, base_path: str
         log.info("LASR by layer of the aligned model: %s", context["fragile_layers"])
     if "benign_accuracy" in entry.options.get("needs", ()):
         context["benign_accuracy"] = benign_accuracy_fn(tokenizer, read_jsonl(benign_path), generation)
-    trained, report = entry.function(model, tokenizer, records, settings, seed, context)
+    trained, report = entry.function(model, tokenizer, records, entry.settings(settings), seed, context)
     context.pop("required_variants")
     trained.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)

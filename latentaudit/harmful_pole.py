@@ -1,0 +1,49 @@
+"""The harmful pole's geometry (LVS paper, shared/papers/lvs_audit_gap.md), shared by the
+dissociated model (a defense-side construction) and the steering attack: where the nudge acts
+(``nudge_layer``, the activation-match ``depth_band``) and along what (the normalised
+difference-of-means direction of two models' or two prompt sets' last-prompt-token activations)."""
+from __future__ import annotations
+
+import torch
+
+from .batching import make_batch
+from .generation import model_device
+from .hooks import record_residual
+
+
+def nudge_layer(num_layers: int, depth: float) -> int:
+    """round(depth · L), clamped to a block index."""
+    return min(max(int(round(depth * num_layers)), 0), num_layers - 1)
+
+
+def depth_band(num_layers: int, low: float, high: float) -> list[int]:
+    """Blocks round(low · L) … round(high · L) (at least one)."""
+    first, last = nudge_layer(num_layers, low), nudge_layer(num_layers, high)
+    return list(range(first, max(first, last) + 1))
+
+
+def difference_of_means_direction(h_pole: torch.Tensor, h_base: torch.Tensor) -> torch.Tensor:
+    """d̂ = (mean h_pole − mean h_base) / ‖mean h_pole − mean h_base‖₂ for [N, d] activations."""
+    diff = h_pole.float().mean(0) - h_base.float().mean(0)
+    norm = diff.norm()
+    if norm == 0:
+        raise ValueError("the pole and base activations have the same mean: no direction")
+    return diff / norm
+
+
+@torch.no_grad()
+def prompt_activations(model, prompts: list[list[int]], sites: list[int], pad_id: int, batch_size: int = 256
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """([N, len(sites), d] last-prompt-token activations, [len(sites)] mean per-token norm over
+    every real prompt token) at hook ``sites``."""
+    device, last, norm_sum, count = model_device(model), [], torch.zeros(len(sites)), 0
+    for start in range(0, len(prompts), batch_size):
+        batch = make_batch(prompts[start:start + batch_size], None, pad_id).to(device)
+        with record_residual(model) as residual:
+            model(**batch.model_inputs())
+        stream = torch.stack([residual[s] for s in sites], 1).float()  # [B, S, T, d]
+        last.append(stream[:, :, -1].cpu())
+        real = batch.attention_mask[:, None, :].float()
+        norm_sum += (stream.norm(dim=-1) * real).sum(dim=(0, 2)).cpu()
+        count += int(batch.attention_mask.sum())
+    return torch.cat(last), norm_sum / count
