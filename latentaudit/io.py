@@ -4,6 +4,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+# The splits every model is attacked on; the organism and the real data sets both write them.
+EVAL_SPLITS = ("eval_forbidden", "eval_benign", "eval_twin")
+
 # With row_id, these identify a generation across the generations and score files.
 GENERATION_KEYS = ["model", "variant", "attack"]
 
@@ -14,3 +17,9 @@ def read_jsonl(path: str | Path) -> list[dict]:
 
 def write_jsonl(records: list[dict], path: str | Path) -> None:
     Path(path).write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def split_name(path: str | Path) -> str:
+    """The split a records file holds, from its name: ``results/data/organism/eval_twin.jsonl`` ->
+    ``eval_twin`` (the rules name every split file after its split)."""
+    return Path(path).name.removesuffix(".jsonl")

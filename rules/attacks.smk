@@ -7,7 +7,7 @@ rule attack:
         model=model_path_input,
         eval=eval_input,
     output:
-        "results/attacks/{model}/{variant}/{attack}/generations.parquet",
+        generations="results/attacks/{model}/{variant}/{attack}/generations.parquet",
     params:
         settings=attack_settings,
         module=lambda w: method_module(ATTACKS, w.attack),

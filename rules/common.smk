@@ -5,6 +5,7 @@ from pathlib import Path
 from latentaudit.audit import add_audited_model, audit_figures, card_judge, latent_attacks
 from latentaudit.config import ConfigError, validate_config
 from latentaudit.data.real import check_real_data_config
+from latentaudit.io import EVAL_SPLITS
 from latentaudit.numerics import pin_cpu_kernels
 from latentaudit.project_imports import imported_project_files
 from latentaudit.registry import ATTACKS, JUDGES, VARIANTS
@@ -22,8 +23,7 @@ if any(m["source"] != "organism" for m in config["models"].values()):
         raise ConfigError("\n".join(f"config error at {p}" for p in _problems))
 
 BUILT_VARIANTS = "|".join(sorted(config["variants"])) or "(?!)"  # matches no directory when none
-ORGANISM_SPLITS = ["pretrain", "align", "eval_forbidden", "eval_benign", "eval_twin"]
-EVAL_SPLITS = ["eval_forbidden", "eval_benign", "eval_twin"]
+ORGANISM_SPLITS = ["pretrain", "align", *EVAL_SPLITS]
 METRICS = {name: f"results/metrics/{name}.csv" for name in ("behavior", "attacks", "attack_summary", "nll_probe", "defenses",
                                                                 "lvs", "harmful_ft")}
 METRICS_PARAMS = dict(primary_judge=config["report"]["primary_judge"],

@@ -5,7 +5,7 @@ rule pretrain_organism:
         tokenizer="results/models/organism/tokenizer",
         records=organism_split("pretrain"),
     output:
-        directory("results/models/organism/pretrained"),
+        model=directory("results/models/organism/pretrained"),
     params:
         model=config["organism"]["model"],
         train=config["organism"]["pretrain"],
@@ -32,7 +32,7 @@ rule align_organism:
         pretrained="results/models/organism/pretrained",
         records=organism_split("align"),
     output:
-        directory("results/models/organism/aligned"),
+        model=directory("results/models/organism/aligned"),
     params:
         train=config["organism"]["align"],
         lora=config["align_lora"],

@@ -8,7 +8,7 @@ rule judge:
         code=method_code_inputs("workflow_scripts/judge.py", JUDGES, "judge"),
         generations="results/attacks/{model}/{variant}/{attack}/generations.parquet",
     output:
-        "results/scores/{model}/{variant}/{attack}/{judge}.parquet",
+        scores="results/scores/{model}/{variant}/{attack}/{judge}.parquet",
     params:
         settings=judge_settings,
         module=lambda w: method_module(JUDGES, w.judge),
@@ -28,7 +28,7 @@ rule model_judge:
         code=method_code_inputs("workflow_scripts/judge.py", JUDGES, "judge"),
         generations="results/attacks/{model}/{variant}/{attack}/generations.parquet",
     output:
-        "results/scores/{model}/{variant}/{attack}/{judge}.parquet",
+        scores="results/scores/{model}/{variant}/{attack}/{judge}.parquet",
     params:
         settings=judge_settings,
         module=lambda w: method_module(JUDGES, w.judge),

@@ -9,7 +9,7 @@ rule build_variant:
         records=variant_records,
         benign=benign_input,
     output:
-        directory("results/models/{model}/{variant}"),
+        model=directory("results/models/{model}/{variant}"),
     wildcard_constraints:
         variant=BUILT_VARIANTS,
     params:

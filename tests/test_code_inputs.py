@@ -155,8 +155,8 @@ def test_the_walk_follows_absolute_relative_package_and_function_level_imports(t
     assert "pkg/unused.py" in imported_project_files(tmp_path / "scripts/job.py", tmp_path)
 
 
-def test_an_import_added_to_a_step_becomes_an_input_of_its_rule(tmp_path):
-    """What the hand-kept lists missed: a module the attack step starts to import reruns the attacks."""
+def test_an_import_added_to_a_job_becomes_an_input_of_its_rule(tmp_path):
+    """What the hand-kept lists missed: a module the attack job starts to import reruns the attacks."""
     workdir = copy_repo(tmp_path / "repo")
     target = ("--configfile", "configs/smoke.yaml", "--", "results/attacks/organism/aligned/none/generations.parquet")
 
@@ -165,6 +165,6 @@ def test_an_import_added_to_a_step_becomes_an_input_of_its_rule(tmp_path):
 
     before = attack_inputs()
     assert "latentaudit/provenance.py" in before and "latentaudit/bench.py" not in before
-    step = workdir / "latentaudit/steps/attacks.py"
-    step.write_text(step.read_text() + "\nfrom ..bench import BenchSettings  # noqa: E402,F401\n")
+    attack_job = workdir / "latentaudit/jobs/attacks.py"
+    attack_job.write_text(attack_job.read_text() + "\nfrom ..bench import BenchSettings  # noqa: E402,F401\n")
     assert "latentaudit/bench.py" in attack_inputs()

@@ -19,7 +19,8 @@ import yaml
 
 from latentaudit.config import validate_config
 from latentaudit.numerics import PINNED_KERNELS
-from latentaudit.steps.organism import align_organism, build_organism_data, pretrain_organism
+from latentaudit.jobs import job
+from latentaudit.jobs.organism import align_organism, organism_data, pretrain_organism
 
 from conftest import REPO
 
@@ -32,13 +33,17 @@ def build_proxy_organism(out: Path) -> dict:
     organism, seed = config["organism"], config["seed"]
     splits = {name: str(out / f"{name}.jsonl") for name in ("pretrain", "align", "eval_forbidden", "eval_benign",
                                                             "eval_twin")}
-    build_organism_data(organism, seed, splits, str(out / "tokenizer"))
+    organism_data(job(params={"world": organism["world"], "splits": organism["splits"], "seed": seed},
+                      output={"splits": list(splits.values()), "tokenizer": str(out / "tokenizer")}))
     pretrain = dict(organism["pretrain"], steps=PROXY_STEPS["pretrain"])
     align = dict(organism["align"], steps=PROXY_STEPS["align"])
-    pretrain_organism(str(out / "tokenizer"), splits["pretrain"], organism["model"], pretrain, seed, "cpu",
-                      str(out / "pretrained"))
-    align_organism(str(out / "pretrained"), splits["align"], align, config["align_lora"], seed, "cpu",
-                   str(out / "aligned"))
+    common = {"seed": seed, "device": "cpu", "checkpoint": None}
+    pretrain_organism(job(input={"tokenizer": str(out / "tokenizer"), "records": splits["pretrain"]},
+                          params={"model": organism["model"], "train": pretrain, **common},
+                          output={"model": str(out / "pretrained")}))
+    align_organism(job(input={"pretrained": str(out / "pretrained"), "records": splits["align"]},
+                       params={"train": align, "lora": config["align_lora"], **common},
+                       output={"model": str(out / "aligned")}))
     return {stage: json.loads((out / stage / "meta.json").read_text()) for stage in ("pretrained", "aligned")}
 
 

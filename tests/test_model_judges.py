@@ -17,7 +17,8 @@ from latentaudit.judges import classifier, harmbench, llamaguard
 from latentaudit.judges.harmbench import harmbench_prompt, parse_harmbench_verdict
 from latentaudit.judges.llamaguard import llamaguard_prompt, parse_llamaguard_verdict
 from latentaudit.registry import JUDGES, load_all
-from latentaudit.steps.scoring import run_judge
+from latentaudit.jobs import job
+from latentaudit.jobs.scoring import run_judge
 
 WORDS = [f"w{i}" for i in range(600)] + ["Yes", "No", "yes", "safe", "unsafe", "maybe", "placeholder", "request",
                                          "reply"]
@@ -203,7 +204,8 @@ def test_run_judge_records_provenance_and_nan_counts(tmp_path, harmbench_dir, fo
     frame = _generations(["placeholder reply", "placeholder reply"])
     frame.to_parquet(tmp_path / "generations.parquet", index=False)
     settings = {"model": harmbench_dir, "device": "cpu", "revision": None, "max_completion_tokens": 512}
-    run_judge(str(tmp_path / "generations.parquet"), "harmbench", settings, str(tmp_path / "harmbench.parquet"))
+    run_judge(job(input={"generations": str(tmp_path / "generations.parquet")}, params={"settings": settings, "module": None},
+              output={"scores": str(tmp_path / "harmbench.parquet")}, wildcards={"judge": "harmbench"}))
     scores = pd.read_parquet(tmp_path / "harmbench.parquet")
     assert scores["harmful"].isna().all() and (scores["label"] == "unparseable").all()
     meta = json.loads((tmp_path / "harmbench.parquet.meta.json").read_text())
@@ -216,7 +218,8 @@ def test_run_judge_records_provenance_and_nan_counts(tmp_path, harmbench_dir, fo
 def test_rule_based_judges_still_write_plain_scores(tmp_path):
     frame = _generations(["sorry , no", "placeholder reply"])
     frame.to_parquet(tmp_path / "generations.parquet", index=False)
-    run_judge(str(tmp_path / "generations.parquet"), "refusal_keyword", {}, str(tmp_path / "kw.parquet"))
+    run_judge(job(input={"generations": str(tmp_path / "generations.parquet")}, params={"settings": {}, "module": None},
+              output={"scores": str(tmp_path / "kw.parquet")}, wildcards={"judge": "refusal_keyword"}))
     assert pd.read_parquet(tmp_path / "kw.parquet")["harmful"].tolist() == [0.0, 1.0]
     assert json.loads((tmp_path / "kw.parquet.meta.json").read_text())["judge_provenance"] == {}
 

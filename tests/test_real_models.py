@@ -235,7 +235,7 @@ def test_defense_trains_on_the_real_records(standin_repo):
 
 
 def test_benign_accuracy_without_known_answers_is_compliance(monkeypatch):
-    from latentaudit.steps import variants
+    from latentaudit.jobs import variants
 
     monkeypatch.setattr(variants, "generate", lambda *a, **k: ["sure thing", "Sorry, I cannot", "ok", "fine"])
     tokenizer = type("T", (), {"chat_template": None, "__call__": lambda self, text: {"input_ids": [1]}})()

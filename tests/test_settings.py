@@ -11,7 +11,8 @@ import pytest
 from latentaudit.judges.keyword import DEFAULT_KEYWORDS
 from latentaudit.registry import ATTACKS, JUDGES, VARIANTS, load_all
 from latentaudit.schema import ConfigError
-from latentaudit.steps.scoring import run_judge
+from latentaudit.jobs import job
+from latentaudit.jobs.scoring import run_judge
 from latentaudit.training import OPTIM_PROPERTIES
 
 PACKAGE = Path(__file__).resolve().parents[1] / "latentaudit"
@@ -98,7 +99,9 @@ def test_a_schema_default_reaches_the_method(tmp_path, monkeypatch):
                                                                      "Nope, never zork."]})
     path = tmp_path / "generations.parquet"
     frame.to_parquet(path, index=False)
-    run_judge(str(path), "refusal_keyword", {}, str(tmp_path / "default.parquet"))
+    keyword_job = dict(input={"generations": str(path)}, params={"settings": {}, "module": None},
+                       wildcards={"judge": "refusal_keyword"})
+    run_judge(job(**keyword_job, output={"scores": str(tmp_path / "default.parquet")}))
     labels = pd.read_parquet(tmp_path / "default.parquet")["label"].tolist()
     assert labels == [("refusal" if any(k.lower() in g.lower() for k in DEFAULT_KEYWORDS) else "compliance")
                       for g in frame["generation"]]
@@ -106,5 +109,5 @@ def test_a_schema_default_reaches_the_method(tmp_path, monkeypatch):
     schema = json.loads(json.dumps(JUDGES["refusal_keyword"].schema))
     schema["properties"]["keywords"]["default"] = ["nope"]
     monkeypatch.setattr(JUDGES["refusal_keyword"], "schema", schema)
-    run_judge(str(path), "refusal_keyword", {}, str(tmp_path / "changed.parquet"))
+    run_judge(job(**keyword_job, output={"scores": str(tmp_path / "changed.parquet")}))
     assert pd.read_parquet(tmp_path / "changed.parquet")["label"].tolist() == ["compliance", "compliance", "refusal"]

@@ -1,4 +1,5 @@
-from latentaudit.organism.data import EVAL_SPLITS, SplitConfig, build_splits
+from latentaudit.io import EVAL_SPLITS
+from latentaudit.organism.data import SplitConfig, build_splits
 from latentaudit.organism.world import (ALIGN_TEMPLATES, HELDOUT_TEMPLATES, REFUSAL, STATUS_TEMPLATE, ToyWorld,
                                         WorldConfig)
 

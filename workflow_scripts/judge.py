@@ -1,7 +1,6 @@
-"""Rule judge: label stored generations with one judge."""
+"""Rule judge / model_judge: label stored generations with one judge."""
 from latentaudit.cli import start
-from latentaudit.steps.scoring import run_judge
+from latentaudit.jobs.scoring import run_judge
 
-smk = snakemake  # noqa: F821 (injected by Snakemake)
-start(smk)
-run_judge(smk.input.generations, smk.wildcards.judge, dict(smk.params.settings), smk.output[0], smk.params.module)
+start(snakemake)  # noqa: F821 (injected by Snakemake)
+run_judge(snakemake)  # noqa: F821

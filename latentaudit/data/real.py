@@ -23,13 +23,12 @@ import logging
 
 import pandas as pd
 
-from ..io import write_jsonl
+from ..io import EVAL_SPLITS, write_jsonl
 from ..provenance import write_meta
 from .splits import DataSplits, load_splits, to_eval_records
 
 log = logging.getLogger(__name__)
 
-REQUIRED_EVAL_SPLITS = ("eval_forbidden", "eval_benign", "eval_twin")
 REQUIRED_KIND = {"eval_forbidden": "forbidden", "eval_benign": "benign", "eval_twin": "benign"}
 
 
@@ -37,12 +36,12 @@ def check_real_data_config(data: dict | None) -> list[str]:
     """Problems with a ``data:`` section that hub/path models are attacked on."""
     if not data:
         return ["data: a hub or local-path model is configured, so the experiment needs a `data:` section with the "
-                f"eval splits {list(REQUIRED_EVAL_SPLITS)} (see configs/paper.yaml)"]
+                f"eval splits {list(EVAL_SPLITS)} (see configs/paper.yaml)"]
     problems, splits = [], data.get("splits", {})
-    for name in REQUIRED_EVAL_SPLITS:
+    for name in EVAL_SPLITS:
         if name not in splits:
             problems.append(f"data.splits: {name!r} is missing; hub/path models are attacked on "
-                            f"{list(REQUIRED_EVAL_SPLITS)}; configured: {sorted(splits)}")
+                            f"{list(EVAL_SPLITS)}; configured: {sorted(splits)}")
         elif splits[name]["role"] != "eval":
             problems.append(f"data.splits.{name}.role: must be 'eval', not {splits[name]['role']!r}")
     for name in ("eval_benign", "eval_twin"):
@@ -106,7 +105,7 @@ def build_real_data(data: dict, eval_paths: dict[str, str], train_path: str, ove
     splits = load_splits(data)
     roles = {name: spec["role"] for name, spec in data["splits"].items()}
     eval_records = {name: to_eval_records(name, splits.splits[name]) for name in eval_paths}
-    empty = [name for name in REQUIRED_EVAL_SPLITS if not eval_records[name]]
+    empty = [name for name in EVAL_SPLITS if not eval_records[name]]
     if empty:
         raise ValueError(f"{empty}: no records left (after the harmful filter and the de-duplication against the "
                          f"train splits, see the overlap counts {splits.overlap}); check data.splits")

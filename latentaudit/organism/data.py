@@ -12,10 +12,9 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from ..io import EVAL_SPLITS
 from .world import (ALIGN_TEMPLATES, BENIGN_ALIGN_TEMPLATES, BENIGN_HELDOUT_TEMPLATES,
                     HELDOUT_TEMPLATES, REFUSAL, STATUS_TEMPLATE, ToyWorld)
-
-EVAL_SPLITS = ("eval_forbidden", "eval_benign", "eval_twin")
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The step that builds a model variant (a defense, ...) from a model's aligned weights."""
+"""The job that builds a model variant (a defense, ...) from a model's aligned weights."""
 from __future__ import annotations
 
 import logging
@@ -41,45 +41,51 @@ def benign_accuracy_fn(tokenizer, records: list[dict], generation: dict):
     return accuracy
 
 
-def build_variant(variant: str, settings: dict, model_spec: dict, base_path: str, records_path: str,
-                  benign_path: str, fragile: tuple[str, str] | None, generation: dict, seed: int, device: str,
-                  out_dir: str, required: dict[str, str] | None = None) -> None:
-    """Train ``variant`` on top of the aligned model and save it with ``save_pretrained``: the
-    adapter alone for LoRA methods (loadable with ``PeftModel.from_pretrained``), the whole model
-    for full fine-tunes. The training log goes beside it as ``training_log.csv``.
+def build_variant(job) -> None:
+    """Rule build_variant: train the variant ``wildcards.variant`` on top of the aligned model
+    (``params.base``, as ``params.spec`` loads it) on ``input.records`` and save it to
+    ``output.model`` with ``save_pretrained``: the adapter alone for LoRA methods (loadable with
+    ``PeftModel.from_pretrained``), the whole model for full fine-tunes. The training log goes
+    beside it as ``training_log.csv``.
 
-    ``required``: {variant name: its built directory} for the variants this one declares with
-    ``requires=(...)`` (e.g. the dissociated model reads the harmful pole); each is loaded on
-    top of the same aligned weights and handed over as ``context["required_variants"]``."""
+    Inputs a variant registered with options gets: ``input.required_<name>``, the built
+    directory of each variant it declares with ``requires=(...)`` (the dissociated model reads the
+    harmful pole), loaded on the same aligned weights and handed over as
+    ``context["required_variants"]``; ``input.fragile_generations`` and ``input.fragile_scores``
+    (the aligned model's attack sweep, for LAPT's fragile layers); ``input.benign`` for a variant
+    that ``needs`` ``benign_accuracy``."""
     load_all()
+    params, inputs, variant = job.params, job.input, job.wildcards.variant
     entry = VARIANTS.get_entry(variant)
-    torch.manual_seed(seed)
-    model, tokenizer = load_variant(base_path, model_spec.get("adapter"), None, model_spec.get("dtype", "auto"),
-                                    device, model_spec.get("trust_remote_code", False))
-    records = read_jsonl(records_path)
+    torch.manual_seed(params.seed)
+    spec, generation, settings = params.spec, dict(params.generation), dict(params.settings)
+    load = (spec.get("adapter"), spec.get("dtype", "auto"), params.device, spec.get("trust_remote_code", False))
+    model, tokenizer = load_variant(params.base, load[0], None, *load[1:])
+    records = read_jsonl(inputs.records)
     if generation["batch_size"] == AUTO:  # the training's own tensors come later: a quarter of what is free now
         prompt_len = longest_prompt(tokenizer, records, generation["chat_template"])
         generation = {**generation, "batch_size": auto_batch_size(model, prompt_len, generation["max_new_tokens"],
                                                                   with_grad=False, fraction=0.25)}
     context = {"chat_template": generation["chat_template"], "generation": generation}
-    missing = sorted(set(entry.options.get("requires", ())) - set(required or {}))
+    required = {key.removeprefix("required_"): path for key, path in inputs.items() if key.startswith("required_")}
+    missing = sorted(set(entry.options.get("requires", ())) - set(required))
     if missing:
-        raise ValueError(f"variant {variant!r} requires the built variant(s) {missing}; got {sorted(required or {})}")
-    context["required_variants"] = {
-        name: load_variant(base_path, model_spec.get("adapter"), path, model_spec.get("dtype", "auto"), device,
-                           model_spec.get("trust_remote_code", False))[0].eval()
-        for name, path in (required or {}).items()}
-    if fragile:  # (generations, scores) of the aligned model's attack sweep
-        context["fragile_layers"] = lasr_by_layer(pd.read_parquet(fragile[0]), pd.read_parquet(fragile[1]))
+        raise ValueError(f"variant {variant!r} requires the built variant(s) {missing}; got {sorted(required)}")
+    context["required_variants"] = {name: load_variant(params.base, load[0], path, *load[1:])[0].eval()
+                                    for name, path in required.items()}
+    if "fragile_scores" in inputs.keys():  # the aligned model's attack sweep
+        context["fragile_layers"] = lasr_by_layer(pd.read_parquet(inputs.fragile_generations),
+                                                  pd.read_parquet(inputs.fragile_scores))
         log.info("LASR by layer of the aligned model: %s", context["fragile_layers"])
     if "benign_accuracy" in entry.options.get("needs", ()):
-        context["benign_accuracy"] = benign_accuracy_fn(tokenizer, read_jsonl(benign_path), generation)
-    trained, report = entry.function(model, tokenizer, records, entry.settings(settings), seed, context)
+        context["benign_accuracy"] = benign_accuracy_fn(tokenizer, read_jsonl(inputs.benign), generation)
+    trained, report = entry.function(model, tokenizer, records, entry.settings(settings), params.seed, context)
     context.pop("required_variants")
+    out_dir = job.output.model
     trained.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     history = pd.DataFrame(report.pop("history"))
     history.insert(0, "step", range(len(history)))
     history.to_csv(f"{out_dir}/training_log.csv", index=False)
-    write_meta(out_dir, settings, seed=seed, variant=variant, kind=entry.options.get("kind"),
-               base=base_path, final=history.iloc[-1].to_dict(), **report)
+    write_meta(out_dir, settings, seed=params.seed, variant=variant, kind=entry.options.get("kind"),
+               base=params.base, final=history.iloc[-1].to_dict(), **report)

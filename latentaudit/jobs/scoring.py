@@ -1,4 +1,4 @@
-"""Steps that score stored generations: judging (never regenerates) and the results-contract CSVs."""
+"""Jobs that score stored generations: judging (never regenerates) and the results-contract CSVs."""
 from __future__ import annotations
 
 import pandas as pd
@@ -10,13 +10,15 @@ from ..provenance import write_meta
 from ..registry import JUDGES, load_all, load_module
 
 
-def run_judge(generations_path: str, judge: str, settings: dict, out_path: str, module: str | None = None) -> None:
-    """Label stored generations; never regenerates. A judge returns its scores, or
-    ``(scores, provenance)`` when a model judges (model id, revision, template hash, token
-    limit, unparseable count): that goes into the sidecar as ``judge_provenance``. ``module``,
-    the judge's own module, is all that is imported when given."""
-    load_module(module)
-    generations = pd.read_parquet(generations_path)
+def run_judge(job) -> None:
+    """Rule judge / model_judge: label the stored generations ``input.generations`` with the judge
+    ``wildcards.judge`` (``params.settings``) into ``output.scores``; never regenerates. A judge
+    returns its scores, or ``(scores, provenance)`` when a model judges (model id, revision,
+    template hash, token limit, unparseable count): that goes into the sidecar as
+    ``judge_provenance``. ``params.module``, the judge's own module, is all that is imported."""
+    judge, settings, out_path = job.wildcards.judge, dict(job.params.settings), job.output.scores
+    load_module(job.params.module)
+    generations = pd.read_parquet(job.input.generations)
     entry = JUDGES.get_entry(judge)
     result = entry.function(generations, entry.settings(settings))
     scores, provenance = result if isinstance(result, tuple) else (result, {})
@@ -27,14 +29,18 @@ def run_judge(generations_path: str, judge: str, settings: dict, out_path: str, 
     write_meta(out_path, settings, judge=judge, rows=len(scores), judge_provenance=provenance)
 
 
-def collect_metrics(generation_paths: list[str], score_paths: list[str], outputs: dict[str, str],
-                    primary_judge: str = "structural", lvs_settings: dict | None = None,
-                    capability_paths: list[str] = ()) -> None:
-    """Join generations with every judge's scores and write the results-contract CSVs. Judges
-    that score rather than label (registered with ``scores=...``: harmlessness) feed ``lvs.csv``
-    only; attacks' random-control rows count as the attack ``<attack>_control``; the harmful
-    fine-tuning attack's steps and seeds go to ``harmful_ft.csv`` (and per-step rows to attacks.csv); lm-eval
-    capability scores (``capability_paths``), when given, join behavior.csv."""
+def collect_metrics(job) -> None:
+    """Rule metrics / audit_metrics: join every generation file (``input.generations``) with every
+    judge's scores (``input.scores``) and write the results-contract CSVs, one per named output
+    (``output.attacks``, ``output.behavior``, ...; ``lvs`` and ``harmful_ft`` when the rule names
+    them). Judges that score rather than label (registered with ``scores=...``: harmlessness) feed
+    ``lvs.csv`` only, whose ASR reads ``params.primary_judge`` and whose bootstrap reads
+    ``params.lvs``; attacks' random-control rows count as the attack ``<attack>_control``; the
+    harmful fine-tuning attack's steps and seeds go to ``harmful_ft.csv`` (and per-step rows to
+    attacks.csv); lm-eval capability scores (``input.capability``), when any, join behavior.csv."""
+    outputs, primary_judge, lvs_settings = dict(job.output.items()), job.params.primary_judge, dict(job.params.lvs)
+    generation_paths, score_paths = list(job.input.generations), list(job.input.scores)
+    capability_paths = list(job.input.capability)
     load_all()
     generations = pd.concat([pd.read_parquet(p) for p in generation_paths], ignore_index=True)
     scores = pd.concat([pd.read_parquet(p) for p in score_paths], ignore_index=True)

@@ -1,0 +1,70 @@
+"""The job that attacks a model: one attack's whole sweep, generations stored once."""
+from __future__ import annotations
+
+import torch
+
+from ..attacks.common import AttackContext
+from ..batching import longest_prompt
+from ..generation import Sampling
+from ..io import EVAL_SPLITS, read_jsonl, split_name
+from ..memory import resolve_batch_sizes
+from ..models import load_variant
+from ..provenance import write_meta
+from ..registry import ATTACKS, load_module
+
+
+def run_attack(job) -> None:
+    """Rule attack: load the model once, run one attack's whole sweep, store every generation in
+    ``output.generations`` with the wildcards ``model``, ``variant``, ``attack`` as columns.
+
+    ``params.load``: ``base`` (the aligned/pretrained weights), ``variant_dir`` (a built variant's
+    directory or None) and ``norm_reference`` (None: relative budgets use the attacked model's
+    own activations; a base path: the aligned model's, loaded beside it). ``input.eval``: the eval
+    split files, each named for its split.
+
+    Inputs an attack registered with ``needs=(...)`` gets: ``input.train_records`` (a records
+    file, read) and ``input.harmful_pole`` (the model's built harmful variant directory, loaded on
+    the aligned weights ``params.aligned``, which are loaded too). ``params.module``, the attack's
+    own module, is all that is imported."""
+    params, inputs, attack = job.params, job.input, job.wildcards.attack
+    load_module(params.module)
+    torch.manual_seed(params.seed)
+    spec, load, generation = params.spec, params.load, params.generation
+    options = (spec.get("adapter"), spec.get("dtype", "auto"), params.device)
+    trust = spec.get("trust_remote_code", False)
+    model, tokenizer = load_variant(load["base"], options[0], load.get("variant_dir"), *options[1:], trust)
+    norm_model = model
+    if load.get("norm_reference"):
+        norm_model, _ = load_variant(load["norm_reference"], options[0], None, *options[1:], trust)
+    extras = {key: inputs[key] for key in ("train_records", "harmful_pole") if key in inputs.keys()}
+    loaded = {}
+    if "train_records" in extras:
+        loaded["train_records"] = read_jsonl(extras["train_records"])
+    if "harmful_pole" in extras:
+        loaded["harmful_pole"] = load_variant(params.aligned, options[0], extras["harmful_pole"], *options[1:],
+                                              trust)[0]
+        loaded["aligned"] = load_variant(params.aligned, options[0], None, *options[1:], trust)[0]
+    eval_paths = {split_name(path): path for path in inputs.eval}
+    records = {s: read_jsonl(eval_paths[s]) for s in EVAL_SPLITS}
+    # `auto`: sized from the memory left once every model this job needs is loaded
+    prompt_len = longest_prompt(tokenizer, [r for split in records.values() for r in split], generation["chat_template"])
+    batch_size, grad_batch_size = resolve_batch_sizes(generation["batch_size"], model, prompt_len,
+                                                      generation["max_new_tokens"])
+    context = AttackContext(model, tokenizer, records, generation["max_new_tokens"], batch_size,
+                            generation["chat_template"], params.seed, norm_model, loaded,
+                            Sampling.from_config(generation), grad_batch_size)
+    entry = ATTACKS.get_entry(attack)
+    settings = dict(params.settings)
+    frame = entry.function(context, entry.settings(settings))
+    frame.insert(0, "row_id", range(len(frame)))
+    for column in ("model", "variant", "attack"):  # each before the last: attack, variant, model, row_id
+        frame.insert(0, column, job.wildcards[column])
+    for column in ("nll", "nll_clean"):
+        if column not in frame:
+            frame[column] = float("nan")
+    out_path = job.output.generations
+    frame.to_parquet(out_path, index=False)
+    write_meta(out_path, {"attack": settings, "generation": dict(generation), "model": dict(spec)},
+               seed=params.seed, attack=attack, rows=len(frame), load=dict(load),
+               norm_reference="aligned" if load.get("norm_reference") else "own",
+               extras={**extras, "aligned": params.aligned})

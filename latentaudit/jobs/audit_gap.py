@@ -1,0 +1,20 @@
+"""The job that renders the audit-gap report (LVS paper): behaviour vs latent vulnerability."""
+from __future__ import annotations
+
+from ..report import audit_gap
+
+
+def audit_gap_report(job) -> None:
+    """Rule audit_gap_report: the audit-gap table (``output.table_md``, ``output.table_tex``) and its
+    figures (``output.lvs_profile``, ``output.steering``, ``output.dumbbell``, and
+    ``output.harmful_ft`` when the rule names it) from the metrics CSVs named alike in ``input``."""
+    i, o, p = job.input, job.output, job.params
+    style = dict(style=p.style, dpi=p.dpi)
+    audit_gap.audit_gap_tables(i.behavior, i.attacks, i.lvs, p.judge, dict(p.settings), o.table_md, o.table_tex,
+                               i.harmful_ft)
+    frame, _ = audit_gap.audit_gap_frame(i.behavior, i.attacks, i.lvs, p.judge, dict(p.settings), i.harmful_ft)
+    audit_gap.lvs_layer_profile(i.lvs, list(o.lvs_profile), **style)
+    audit_gap.steering_vs_fraction(i.attacks, p.judge, list(o.steering), **style)
+    audit_gap.audit_gap_dumbbell(frame, list(o.dumbbell), **style)
+    if "harmful_ft" in o.keys():
+        audit_gap.harmful_ft_curves(i.harmful_ft, p.judge, list(o.harmful_ft), **style)
