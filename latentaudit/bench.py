@@ -1,6 +1,6 @@
 """Benchmark: attack sweeps run the naive way (one ``model.generate`` call and one NLL-probe
 forward per (prompt, layer, setting), single-row hook, as the papers' public codes do) against
-the shared-prefix batched path (``generation.generate_sweep``, ``generation.target_nll_sweep``).
+the shared-prefix batched path (``shared_prefix.generate_sweep``, ``shared_prefix.target_nll_sweep``).
 
 Both paths must agree: greedy tokens equal, NLL-probe values within ``tolerance``. The naive
 loop is too slow to run in full on a CPU, so it is timed on a seeded random subsample of the
@@ -23,7 +23,8 @@ from .attacks.asa import asa_random_vectors, last_prompt_hidden, random_directio
 from .attacks.common import nll_probe, resolve_layers, site_indices
 from .attacks.latent_pgd import latent_pgd_deltas
 from .batching import prompt_token_ids, target_token_ids
-from .generation import Sampling, generate, generate_sweep, model_device, target_nll_sweep
+from .generation import Sampling, generate, model_device
+from .shared_prefix import generate_sweep, target_nll_sweep
 from .hooks import PromptDeltas, n_layers, position_code
 from .io import read_jsonl
 from .provenance import write_meta

@@ -127,7 +127,7 @@ def test_prefill_forces_only_the_affirmative_prefix(tiny_model, tokenizer, split
 def test_shared_prefix_objective_matches_the_hooked_forward_in_value_and_gradient(tiny_model, tokenizer, splits, code):
     """The PGD objective that runs only the blocks above each row's site gives the whole hooked
     forward's NLL and gradient, rows at mixed sites (embedding included) and mixed lengths."""
-    from latentaudit.generation import TargetObjective
+    from latentaudit.pgd_objective import TargetObjective
     from latentaudit.hooks import position_code
 
     prompts, targets = _prompts(tokenizer, splits)

@@ -7,7 +7,8 @@ import torch
 from latentaudit.attacks.common import nll_probe
 from latentaudit.batching import prompt_token_ids
 from latentaudit.bench import COLUMNS, BenchSettings, run_bench, vector_agreement, write_results
-from latentaudit.generation import generate, generate_sweep, target_nll_sweep
+from latentaudit.generation import generate
+from latentaudit.shared_prefix import generate_sweep, target_nll_sweep
 from latentaudit.hooks import position_code
 from latentaudit.io import write_jsonl
 
@@ -120,15 +121,15 @@ def test_sweep_works_through_a_peft_wrapper(tiny_model, tokenizer):
 
 
 def test_unsupported_architectures_fall_back_to_the_plain_path(tiny_model, tokenizer, monkeypatch):
-    import latentaudit.generation as generation
+    import latentaudit.shared_prefix as shared_prefix
 
     rows, sites, vectors, codes = _grid(tokenizer, "prompt", per_token=True)
     _, responses = generate(tiny_model, tokenizer, rows, 6, return_token_ids=True)
     expected = target_nll_sweep(tiny_model, rows, responses, sites, vectors, codes, tokenizer.pad_token_id, 7)
-    monkeypatch.setattr(generation, "supports_shared_prefix", lambda model: False)
-    plain = generation.target_nll_sweep(tiny_model, rows, responses, sites, vectors, codes, tokenizer.pad_token_id, 7)
+    monkeypatch.setattr(shared_prefix, "supports_shared_prefix", lambda model: False)
+    plain = shared_prefix.target_nll_sweep(tiny_model, rows, responses, sites, vectors, codes, tokenizer.pad_token_id, 7)
     torch.testing.assert_close(plain, expected, rtol=0, atol=1e-5)
-    assert generation.generate_sweep(tiny_model, tokenizer, rows, 6, 8, sites, vectors, codes) == \
+    assert shared_prefix.generate_sweep(tiny_model, tokenizer, rows, 6, 8, sites, vectors, codes) == \
         generate(tiny_model, tokenizer, rows, 6, 8, sites, vectors, codes)
 
 

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from latentaudit.batching import prompt_token_ids
-from latentaudit.generation import Sampling, generate, generate_sweep, next_tokens
+from latentaudit.generation import Sampling, generate, next_tokens
+from latentaudit.shared_prefix import generate_sweep
 
 from test_bench import _grid, _one
 

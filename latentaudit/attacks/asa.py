@@ -17,7 +17,9 @@ from tqdm import tqdm
 from transformers import PreTrainedModel
 
 from ..batching import make_batch, target_token_ids
-from ..generation import TargetObjective, model_device, sweep_chunks
+from ..generation import model_device
+from ..pgd_objective import TargetObjective
+from ..shared_prefix import sweep_chunks
 from ..hooks import frozen_weights, n_layers, position_code, record_residual
 from ..perturbation_size import NORMALISATIONS
 from ..registry import ATTACKS

@@ -8,7 +8,8 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..batching import make_batch, prompt_token_ids, target_nll
-from ..generation import Sampling, generate_sweep, model_device, target_nll_sweep
+from ..generation import Sampling, model_device
+from ..shared_prefix import generate_sweep, target_nll_sweep
 from ..hooks import Perturbation, PromptDeltas, batch_vectors, hidden_index, intervene, n_layers, position_code
 
 RECORD_COLUMNS = ["id", "split", "kind", "category", "entity", "expected", "prompt"]

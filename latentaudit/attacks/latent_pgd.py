@@ -15,7 +15,9 @@ from tqdm import tqdm
 from transformers import PreTrainedModel
 
 from ..batching import make_batch, target_token_ids
-from ..generation import TargetObjective, model_device, sweep_chunks
+from ..generation import model_device
+from ..pgd_objective import TargetObjective
+from ..shared_prefix import sweep_chunks
 from ..hooks import POSITIONS, PromptDeltas, frozen_weights, n_layers, record_residual
 from ..perturbation_size import linf_epsilon
 from ..registry import ATTACKS

@@ -1,0 +1,205 @@
+"""Sweeps: many perturbations of few prompts. A perturbation at site s cannot change any site
+below s during the prefill, so each distinct prompt is run clean once (its residual at every
+site and its KV cache recorded), and each setting only runs blocks s..L-1 of its prefill
+from the recorded residual. The lower blocks' KV cache is the clean one, copied per row.
+Decoding steps run the whole model (generated tokens differ per setting), batched."""
+from __future__ import annotations
+
+import torch
+from tqdm import tqdm
+from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+
+from .batching import make_batch, target_nll
+from .generation import Sampling, generate, model_device, next_tokens
+from .hooks import (PROMPT, Perturbation, PromptDeltas, batch_vectors, decoder_parts, intervene, lm_head,
+                    record_residual, unwrap)
+from .partial_forward import cache_kwargs, run_blocks_from, supports_shared_prefix
+
+
+def _sweep_chunks(prompts: list[list[int]], hidden_index: torch.Tensor, batch_size: int) -> list[list[int]]:
+    """Rows ordered by prompt length (less padding), chunks of ``batch_size``, each chunk's rows
+    grouped by site so every site's rows are one contiguous slice."""
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    chunks = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+    return [sorted(chunk, key=lambda i: (int(hidden_index[i]), len(prompts[i]))) for chunk in chunks]
+
+
+def unique_rows(sequences: list[tuple]) -> tuple[list[tuple], torch.Tensor]:
+    """(distinct sequences in first-seen order, index of each row's sequence among them)."""
+    first: dict[tuple, int] = {}
+    index = [first.setdefault(s, len(first)) for s in sequences]
+    return list(first), torch.tensor(index)
+
+
+@torch.no_grad()
+def clean_pass(model, batch, cache) -> list[torch.Tensor]:
+    """Residual at every site of a clean forward of ``batch``, filling ``cache`` if given."""
+    decoder = decoder_parts(model)[0]
+    with record_residual(model) as residual:
+        decoder(**batch.model_inputs(), use_cache=cache is not None, **cache_kwargs(decoder, cache))
+    return residual
+
+
+def first_perturbed(positions: torch.Tensor, length: int) -> int:
+    """The first position any row may perturb: 0 with prompt positions, else the last prompt
+    token (prefill rows need at least its logits). Earlier positions are clean at every site."""
+    return 0 if bool(((positions & PROMPT) > 0).any()) else length - 1
+
+
+def perturbed_prefill(model, residual: list[torch.Tensor], clean_cache, unique: torch.Tensor,
+                       perturbation: Perturbation, batch, first: int, outputs_from: int = 0
+                       ) -> tuple[torch.Tensor, DynamicCache | None]:
+    """Final hidden states [R, T - first, d] of every row's perturbed prefill from position
+    ``first`` on, and (with ``clean_cache``) the rows' KV cache, from the clean pass of their
+    distinct sequences (``unique`` maps row -> sequence). Rows are grouped by site (contiguous),
+    as ``_sweep_chunks`` orders them. ``first`` > 0 needs ``clean_cache``."""
+    n_blocks = len(residual) - 1
+    sites, unique = perturbation.hidden_index, unique.to(perturbation.hidden_index.device)
+    outputs, layer_keys = [], [[] for _ in range(n_blocks)]
+    layer_values = [[] for _ in range(n_blocks)]
+    for site in torch.unique_consecutive(sites).tolist():
+        rows = (sites == site).nonzero()[:, 0]
+        source = unique[rows]
+        start = site if site >= 0 else n_blocks  # untouched rows (-1): the clean result as is
+        hidden = residual[start][source][:, first:]
+        if site >= 0:
+            delta = perturbation.select(rows).delta(site, first, hidden.shape[1], hidden)
+            hidden = hidden if delta is None else hidden + delta
+        cache = None
+        if clean_cache is not None:
+            cache = DynamicCache(config=unwrap(model).config)
+            for layer in range(n_blocks):  # below the site every position is clean, above it those before `first`
+                keep = slice(None) if layer < start else slice(0, first)
+                if layer < start or first > 0:
+                    cache.update(clean_cache.layers[layer].keys[source, :, keep],
+                                 clean_cache.layers[layer].values[source, :, keep], layer)
+        hidden = run_blocks_from(model, hidden, start, batch.attention_mask[source],
+                                 batch.position_ids[source][:, first:], cache, first, outputs_from)
+        outputs.append(hidden)
+        if cache is not None:
+            for layer in range(n_blocks):
+                layer_keys[layer].append(cache.layers[layer].keys)
+                layer_values[layer].append(cache.layers[layer].values)
+    rows_cache = None
+    if clean_cache is not None:
+        rows_cache = DynamicCache(config=unwrap(model).config)
+        for layer in range(n_blocks):
+            rows_cache.update(torch.cat(layer_keys[layer]), torch.cat(layer_values[layer]), layer)
+    return torch.cat(outputs), rows_cache
+
+
+@torch.no_grad()
+def generate_sweep(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[list[int]],
+                   max_new_tokens: int, batch_size: int = 256, hidden_index: torch.Tensor | None = None,
+                   vectors: torch.Tensor | PromptDeltas | None = None, positions: torch.Tensor | None = None,
+                   desc: str = "generate_sweep", return_token_ids: bool = False,
+                   sampling: Sampling | None = None) -> list[str] | tuple[list[str], list[list[int]]]:
+    """``generate`` for sweeps (same arguments, same results): rows that share a prompt
+    share its clean prefill below their site; see the module docstring. Falls back to
+    ``generate`` for architectures ``partial_forward.supports_shared_prefix`` does not cover. Without
+    ``hidden_index``, plain greedy generation on this loop (every row untouched): the same tokens
+    as ``model.generate``, without its per-step overhead."""
+    if not supports_shared_prefix(model):
+        return generate(model, tokenizer, prompts, max_new_tokens, batch_size, hidden_index, vectors, positions,
+                        desc, return_token_ids, sampling)
+    if hidden_index is None:
+        hidden_index = torch.full((len(prompts),), -1)
+        vectors = torch.zeros(len(prompts), unwrap(model).config.hidden_size)
+        positions = torch.zeros(len(prompts), dtype=torch.long)
+    device, eos, pad = model_device(model), tokenizer.eos_token_id, tokenizer.pad_token_id
+    head = lm_head(model)
+    completions: list[str] = [""] * len(prompts)
+    token_ids: list[list[int]] = [[] for _ in prompts]
+    for rows in tqdm(_sweep_chunks(prompts, hidden_index, batch_size), desc=desc, mininterval=5):
+        distinct, unique = unique_rows([tuple(prompts[i]) for i in rows])
+        clean_batch = make_batch([list(p) for p in distinct], None, pad).to(device)
+        p_len = clean_batch.input_ids.shape[1]
+        clean_cache = DynamicCache(config=unwrap(model).config)
+        residual = clean_pass(model, clean_batch, clean_cache)
+        idx = torch.tensor(rows)
+        perturbation = Perturbation(hidden_index[idx].to(device), batch_vectors(vectors, rows, p_len).to(device),
+                                    positions[idx].to(device), torch.full((len(rows),), p_len, device=device))
+        final, cache = perturbed_prefill(model, residual, clean_cache, unique, perturbation, clean_batch,
+                                          first_perturbed(perturbation.positions, p_len))
+        del residual, clean_cache
+        keys = sampling.keys([prompts[i] for i in rows]).to(device) if sampling is not None else None
+        token = next_tokens(head(final[:, -1]), sampling, keys, 0)
+        new = torch.full((len(rows), max_new_tokens), pad, dtype=torch.long, device=device)
+        new[:, 0] = token
+        mask = clean_batch.attention_mask[unique.to(device)]
+        active = torch.arange(len(rows), device=device)
+        # Decoding: every block, the perturbation hooked at generated positions. Rows that
+        # emitted EOS leave the batch (model.generate keeps them, padded, to the same result).
+        for step in range(1, max_new_tokens):
+            keep = token != eos
+            if not bool(keep.all()):
+                if not bool(keep.any()):
+                    break
+                kept = keep.nonzero()[:, 0]
+                active, token, mask = active[kept], token[kept], mask[kept]
+                keys = keys[kept] if keys is not None else None
+                perturbation = perturbation.select(kept)
+                cache.batch_select_indices(kept)
+            mask = torch.cat([mask, mask.new_ones(len(active), 1)], dim=1)
+            with intervene(model, perturbation):
+                logits = model(input_ids=token[:, None], attention_mask=mask, position_ids=mask.sum(-1, keepdim=True) - 1,
+                               use_cache=True, logits_to_keep=1, **cache_kwargs(unwrap(model), cache)).logits
+            token = next_tokens(logits[:, -1], sampling, keys, step)
+            new[active, step] = token
+        texts = tokenizer.batch_decode(new, skip_special_tokens=True)
+        for i, text, ids in zip(rows, texts, new.tolist()):
+            completions[i] = text.strip()
+            if eos in ids:
+                ids = ids[:ids.index(eos) + 1]
+            token_ids[i] = ids
+    return (completions, token_ids) if return_token_ids else completions
+
+
+@torch.no_grad()
+def target_nll_sweep(model: PreTrainedModel, prompts: list[list[int]], targets: list[list[int]],
+                     hidden_index: torch.Tensor, vectors: torch.Tensor | PromptDeltas, positions: torch.Tensor,
+                     pad_id: int, batch_size: int = 256) -> torch.Tensor:
+    """Per-row summed NLL of ``targets`` after ``prompts`` with each row's perturbation active (the
+    teacher-forced score of ``attacks.common.nll_probe``), sharing each distinct (prompt, target)'s
+    clean pass below the row's site. [N] on the CPU."""
+    device, head = model_device(model), lm_head(model)
+    out = torch.zeros(len(prompts))
+    if not supports_shared_prefix(model):  # the plain perturbed forward, whole model per row
+        for start in range(0, len(prompts), batch_size):
+            rows = list(range(start, min(start + batch_size, len(prompts))))
+            batch = make_batch(prompts[start:rows[-1] + 1], targets[start:rows[-1] + 1], pad_id).to(device)
+            perturbation = Perturbation(hidden_index[rows], batch_vectors(vectors, rows, int(batch.prompt_end[0])),
+                                        positions[rows], batch.prompt_end)
+            with intervene(model, perturbation):
+                out[rows] = target_nll(model(**batch.model_inputs()).logits, batch.labels).cpu()
+        return out
+    for rows in _sweep_chunks(prompts, hidden_index, batch_size):
+        distinct, unique = unique_rows([(tuple(prompts[i]), tuple(targets[i])) for i in rows])
+        batch = make_batch([list(p) for p, _ in distinct], [list(t) for _, t in distinct], pad_id).to(device)
+        clean_cache = DynamicCache(config=unwrap(model).config)
+        residual = clean_pass(model, batch, clean_cache)
+        idx = torch.tensor(rows)
+        p_len = int(batch.prompt_end[0])
+        perturbation = Perturbation(hidden_index[idx].to(device), batch_vectors(vectors, rows, p_len).to(device),
+                                    positions[idx].to(device), torch.full((len(rows),), p_len, device=device))
+        first = first_perturbed(perturbation.positions, p_len)
+        final, _ = perturbed_prefill(model, residual, clean_cache, unique, perturbation, batch, first)
+        logits, labels = head(final), batch.labels[unique.to(device)]
+        # Each row is scored on its own unpadded span, zero logits before `first` (masked out by
+        # the labels): the same shapes, hence the same summation order, as a single-row probe.
+        for j, i in enumerate(rows):
+            begin, end = p_len - len(prompts[i]), p_len + len(targets[i])
+            row_logits = logits.new_zeros(1, end - begin, logits.shape[-1])
+            lo = max(first, begin)
+            row_logits[0, lo - begin:] = logits[j, lo - first:end - first]
+            out[i] = target_nll(row_logits, labels[j:j + 1, begin:end]).item()
+    return out
+
+
+def sweep_chunks(n: int, prompts: list[list[int]], hidden_index: torch.Tensor, batch_size: int,
+                 shared_prefix: bool) -> list[list[int]]:
+    """Row chunks of a sweep: grouped by prompt length and site for the shared-prefix path,
+    consecutive otherwise."""
+    if shared_prefix:
+        return _sweep_chunks(prompts, hidden_index, batch_size)
+    return [list(range(start, min(start + batch_size, n))) for start in range(0, n, batch_size)]
