@@ -2,13 +2,14 @@
 from functools import cache
 from pathlib import Path
 
-from latentaudit.audit import add_audited_model, audit_figures, card_judge, latent_attacks
+from latentaudit.audit_config import add_audited_model, card_judge, latent_attacks
 from latentaudit.config import ConfigError, validate_config
 from latentaudit.data.real import check_real_data_config
 from latentaudit.io import EVAL_SPLITS
 from latentaudit.numerics import pin_cpu_kernels
 from latentaudit.project_imports import imported_project_files
 from latentaudit.registry import ATTACKS, JUDGES, VARIANTS
+from latentaudit.report.audit_card import audit_figures
 
 # `--config audit_model=...` adds the audited model to `models` before validation (rules/audit.smk).
 _validated = validate_config(add_audited_model(config))

@@ -12,8 +12,8 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from conftest import copy_repo, dry_run_jobs, save_tiny_llama, snakemake
-from latentaudit.audit import (AuditConfigError, add_audited_model, audit_figures, audit_name, audit_verdict,
-                               card_judge, latent_attacks, render_audit_card)
+from latentaudit.audit_config import AuditConfigError, add_audited_model, audit_name, card_judge, latent_attacks
+from latentaudit.report.audit_card import audit_figures, audit_verdict, render_audit_card
 from latentaudit.capability import join_capability, lm_eval_command, lm_eval_model_args, parse_results
 from latentaudit.config import ConfigError, validate_config
 from latentaudit.data.real import build_real_data, check_real_data_config, pair_by_index, training_records

@@ -1,7 +1,7 @@
 """The job that writes an audit card from the audit's metrics CSVs."""
 from __future__ import annotations
 
-from ..audit import render_audit_card
+from ..report.audit_card import render_audit_card
 
 
 def audit_card(job) -> None:

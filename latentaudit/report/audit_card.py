@@ -1,82 +1,23 @@
-"""Audit any model with one command: ``snakemake audit --config audit_model=<hub id or path>``.
-
-The audited model joins the config's ``models`` (variant ``aligned``, the model as given), is
-attacked with every configured attack beside a reference model (by default the first other
-configured model: the aligned model the audit is read against), and an audit card is
-rendered from the metrics CSVs of the two: behavioural refusal and over-refusal, ASA MASR/PASR
-and LASR by layer, latent PGD ASR, the LVS layer profile when an ``lvs.csv`` is given, and the
-audit-gap verdict (LVS paper): does the model pass a behavioural evaluation while being
-latently more vulnerable than the reference?
-"""
+"""The audit card (``snakemake audit``, see latentaudit/audit_config.py): behavioural refusal and
+over-refusal, ASA MASR/PASR and LASR by layer, latent PGD ASR, the LVS layer profile when an
+``lvs.csv`` is given, and the audit-gap verdict (LVS paper), from the metrics CSVs of the audited
+model and its reference."""
 from __future__ import annotations
 
-import copy
 import math
-import re
 import time
 from collections.abc import Iterable
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+from .audit_figures import behavior_figure, by_layer_figure, lvs_figure, save_figure
 
-from .registry import ATTACKS  # noqa: E402
-
-NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 # The card's sections for families of latent attacks: (title, name prefix, figure, note when absent).
 # A latent attack of no family still counts in the verdict and is listed under "Other latent attacks".
 LATENT_SECTIONS = (("Activation steering (ASA)", "asa", "asa_by_layer", "no `asa_*` attack is configured."),
                    ("Latent PGD", "latent_pgd", "latent_pgd", "no `latent_pgd` attack is configured."))
-
-
-class AuditConfigError(ValueError):
-    pass
-
-
-def audit_name(source: str, name: str | None = None) -> str:
-    """The audited model's name: ``name``, or the last path component of ``source`` with
-    characters outside [A-Za-z0-9_.-] replaced by ``_``."""
-    if name:
-        if not NAME.match(name):
-            raise AuditConfigError(f"config error at audit_name: {name!r} may only use letters, digits, '_', '.', '-'")
-        return name
-    return re.sub(r"[^A-Za-z0-9_.\-]+", "_", source.rstrip("/").rsplit("/", 1)[-1]) or "audited"
-
-
-def add_audited_model(config: dict) -> dict:
-    """A copy of the (raw) config with the audited model among ``models`` and ``audit_name``,
-    ``audit_reference`` resolved; the config itself when ``audit_model`` is not set."""
-    source = config.get("audit_model")
-    if not source:
-        return config
-    config = copy.deepcopy(dict(config))
-    models = dict(config.get("models") or {})
-    name = audit_name(source, config.get("audit_name"))
-    adapter = config.get("audit_adapter")
-    existing = models.get(name)
-    if existing is not None:
-        if existing.get("source") != source or existing.get("adapter") != adapter:
-            raise AuditConfigError(
-                f"config error at audit_name: {name!r} is already a configured model with source "
-                f"{existing.get('source')!r} (adapter {existing.get('adapter')!r}), not {source!r} (adapter "
-                f"{adapter!r}); pass another audit_name=")
-        if "aligned" not in existing.get("variants", ["aligned"]):
-            existing = {**existing, "variants": ["aligned", *existing["variants"]]}
-        models[name] = existing
-    else:
-        models[name] = {"source": source, "adapter": adapter, "variants": ["aligned"]}
-    reference = config.get("audit_reference")
-    others = [m for m in models if m != name]
-    if reference is None:
-        reference = others[0] if others else name
-    if reference not in models:
-        raise AuditConfigError(f"config error at audit_reference: {reference!r} is not a configured model; "
-                               f"valid: {sorted(models)}")
-    config.update(models=models, audit_name=name, audit_reference=reference)
-    return config
 
 
 def audit_figures(attacks) -> list[str]:
@@ -86,21 +27,6 @@ def audit_figures(attacks) -> list[str]:
     if "lvs" in attacks:
         names.append("lvs_profile")
     return names
-
-
-def latent_attacks(attacks: Iterable[str]) -> list[str]:
-    """The attacks among ``attacks`` registered with ``latent=True`` (their modules imported): those
-    whose MASR the verdict reads."""
-    return [a for a in attacks if ATTACKS.get_entry(a).latent]
-
-
-def card_judge(primary: str, applicable: list[str]) -> str:
-    """The judge the card reads: the primary one when it scores both models, else the first that does."""
-    if primary in applicable:
-        return primary
-    if not applicable:
-        raise AuditConfigError("audit: no configured judge scores both the audited and the reference model")
-    return applicable[0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -158,56 +84,6 @@ def audit_verdict(audited: dict, reference: dict, tolerance: float, same_model: 
         return "audit gap", (f"Passes the behavioural evaluation but is latently more vulnerable than the reference "
                              f"({facts}): a behavioural evaluation alone would miss this.")
     return "no audit gap", f"Behaviour and latent robustness are within tolerance of the reference ({facts})."
-
-
-# ---------------------------------------------------------------------------------------------
-# Figures
-
-
-def _save(fig, path: str) -> None:
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-
-
-def behavior_figure(rows: dict[str, dict], path: str) -> None:
-    measures = [("refusal", "refusal (forbidden)"), ("over_refusal", "over-refusal (twin)"),
-                ("benign_refusal", "refusal (benign)")]
-    fig, ax = plt.subplots(figsize=(6, 3.2))
-    width = 0.8 / max(len(rows), 1)
-    for k, (model, values) in enumerate(rows.items()):
-        ax.bar([i + k * width for i in range(len(measures))], [values[m] for m, _ in measures], width, label=model)
-    ax.set_xticks([i + width * (len(rows) - 1) / 2 for i in range(len(measures))], [label for _, label in measures])
-    ax.set(ylim=(0, 1.05), ylabel="rate", title="Behaviour without attack")
-    ax.legend(fontsize=8)
-    _save(fig, path)
-
-
-def by_layer_figure(attacks: pd.DataFrame, models: list[str], judge: str, prefix: str, path: str, title: str) -> None:
-    """LASR by layer at each attack's strongest setting, one panel per attack, one line per model."""
-    cells = attacks[(attacks["judge"] == judge) & attacks["attack"].str.startswith(prefix) & (attacks["layer"] >= 0)
-                    & (attacks["variant"] == "aligned") & attacks["model"].isin(models)]
-    names = sorted(cells["attack"].unique()) or ["(none)"]
-    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.2), squeeze=False)
-    for ax, attack in zip(axes[0], names):
-        group = cells[cells["attack"] == attack]
-        for model, lines in group.groupby("model"):
-            strongest = lines[lines["strength"] == lines["strength"].max()]
-            ax.plot(strongest["layer"], strongest["asr"], marker="o",
-                    label=f"{model} (s={strongest['strength'].iloc[0]:g})")
-        ax.set(title=f"{title}: {attack}", xlabel="layer (block output)", ylabel="LASR", ylim=(-0.02, 1.02))
-        if len(group):
-            ax.legend(fontsize=7)
-    _save(fig, path)
-
-
-def lvs_figure(lvs: pd.DataFrame, models: list[str], path: str) -> None:
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    for model, group in lvs[lvs["model"].isin(models) & (lvs["variant"] == "aligned")].groupby("model"):
-        largest = group[group["budget"] == group["budget"].max()] if "budget" in group else group
-        ax.plot(largest["layer"], largest["lvs_mean"], marker="o", label=model)
-    ax.set(title="Latent Vulnerability Score by layer", xlabel="layer", ylabel="LVS (mean)")
-    ax.legend(fontsize=8)
-    _save(fig, path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -293,7 +169,7 @@ def render_audit_card(name: str, reference: str, spec: dict, judge: str, metrics
             fig, ax = plt.subplots(figsize=(4, 1))
             ax.text(0.5, 0.5, f"{key}: no data", ha="center", va="center")
             ax.axis("off")
-            _save(fig, path)
+            save_figure(fig, path)
     lines.extend(["## Provenance", "", f"Metrics: {', '.join(f'`{p}`' for p in metrics.values())}. "
                   "Numbers on a tiny stand-in or the organism are about that model only.", ""])
     Path(card_path).write_text("\n".join(lines))

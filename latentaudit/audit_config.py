@@ -1,0 +1,84 @@
+"""Audit any model with one command: ``snakemake audit --config audit_model=<hub id or path>``.
+
+The audited model joins the config's ``models`` (variant ``aligned``, the model as given), is
+attacked with every configured attack beside a reference model (by default the first other
+configured model: the aligned model the audit is read against), and an audit card is
+rendered from the metrics CSVs of the two (latentaudit/report/audit_card.py): behavioural
+refusal and over-refusal, ASA MASR/PASR and LASR by layer, latent PGD ASR, the LVS layer
+profile when an ``lvs.csv`` is given, and the audit-gap verdict (LVS paper): does the model pass
+a behavioural evaluation while being latently more vulnerable than the reference?
+
+This module rewrites the config for it (the audited model added, the reference resolved) and
+reads from config what the audit rules need: the card's judge and the latent attacks.
+"""
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Iterable
+
+from .registry import ATTACKS
+
+NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
+
+
+class AuditConfigError(ValueError):
+    pass
+
+
+def audit_name(source: str, name: str | None = None) -> str:
+    """The audited model's name: ``name``, or the last path component of ``source`` with
+    characters outside [A-Za-z0-9_.-] replaced by ``_``."""
+    if name:
+        if not NAME.match(name):
+            raise AuditConfigError(f"config error at audit_name: {name!r} may only use letters, digits, '_', '.', '-'")
+        return name
+    return re.sub(r"[^A-Za-z0-9_.\-]+", "_", source.rstrip("/").rsplit("/", 1)[-1]) or "audited"
+
+
+def add_audited_model(config: dict) -> dict:
+    """A copy of the (raw) config with the audited model among ``models`` and ``audit_name``,
+    ``audit_reference`` resolved; the config itself when ``audit_model`` is not set."""
+    source = config.get("audit_model")
+    if not source:
+        return config
+    config = copy.deepcopy(dict(config))
+    models = dict(config.get("models") or {})
+    name = audit_name(source, config.get("audit_name"))
+    adapter = config.get("audit_adapter")
+    existing = models.get(name)
+    if existing is not None:
+        if existing.get("source") != source or existing.get("adapter") != adapter:
+            raise AuditConfigError(
+                f"config error at audit_name: {name!r} is already a configured model with source "
+                f"{existing.get('source')!r} (adapter {existing.get('adapter')!r}), not {source!r} (adapter "
+                f"{adapter!r}); pass another audit_name=")
+        if "aligned" not in existing.get("variants", ["aligned"]):
+            existing = {**existing, "variants": ["aligned", *existing["variants"]]}
+        models[name] = existing
+    else:
+        models[name] = {"source": source, "adapter": adapter, "variants": ["aligned"]}
+    reference = config.get("audit_reference")
+    others = [m for m in models if m != name]
+    if reference is None:
+        reference = others[0] if others else name
+    if reference not in models:
+        raise AuditConfigError(f"config error at audit_reference: {reference!r} is not a configured model; "
+                               f"valid: {sorted(models)}")
+    config.update(models=models, audit_name=name, audit_reference=reference)
+    return config
+
+
+def latent_attacks(attacks: Iterable[str]) -> list[str]:
+    """The attacks among ``attacks`` registered with ``latent=True`` (their modules imported): those
+    whose MASR the verdict reads."""
+    return [a for a in attacks if ATTACKS.get_entry(a).latent]
+
+
+def card_judge(primary: str, applicable: list[str]) -> str:
+    """The judge the card reads: the primary one when it scores both models, else the first that does."""
+    if primary in applicable:
+        return primary
+    if not applicable:
+        raise AuditConfigError("audit: no configured judge scores both the audited and the reference model")
+    return applicable[0]
