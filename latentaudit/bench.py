@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from .attacks.asa import asa_random_vectors, last_prompt_hidden, random_directions
-from .attacks.common import nll_probe, resolve_layers, site_indices
+from .attacks.common import SweepGrid, nll_probe, resolve_layers, site_indices
 from .attacks.latent_pgd import latent_pgd_deltas
 from .batching import prompt_token_ids, target_token_ids
 from .generation import Sampling, generate, model_device
@@ -74,10 +74,11 @@ class BenchSettings:
 
 
 @dataclass
-class SweepGrid:
-    """Rows of one sweep: each row is a prompt perturbed at one site; ``vectors(rows, batch_size,
-    fast)`` computes the rows' perturbations (cheap for ASA, latent PGD for LVS, timed with the
-    sweep; ``fast`` False: the whole hooked forward at every PGD step, as the public codes)."""
+class BenchSweep:
+    """A sweep ready to time: the rows of a ``SweepGrid`` as prompts perturbed at sites;
+    ``vectors(rows, batch_size, fast)`` computes the rows' perturbations (cheap for ASA, latent PGD
+    for LVS, timed with the sweep; ``fast`` False: the whole hooked forward at every PGD step, as
+    the public codes)."""
     name: str
     prompts: list[list[int]]
     responses: list[list[int]]          # each row's clean response, for the NLL probe
@@ -131,43 +132,43 @@ def _sync(device: torch.device) -> None:
 
 # --- the two paths ----------------------------------------------------------------------
 
-def run_naive(model, tokenizer, grid: SweepGrid, rows: list[int], max_new_tokens: int,
+def run_naive(model, tokenizer, sweep: BenchSweep, rows: list[int], max_new_tokens: int,
               sampling: Sampling | None = None):
     """One model.generate call and one NLL-probe forward per row, each with a single-row hook.
     Returns (token ids, NLLs, the rows' perturbation vectors)."""
-    vectors = grid.vectors(rows, 1, False)
+    vectors = sweep.vectors(rows, 1, False)
     token_ids, nll = [], []
     pad = tokenizer.pad_token_id
     for j, i in enumerate(rows):
         vector = vectors[j:j + 1] if isinstance(vectors, torch.Tensor) else [vectors[j]]
-        site, code = grid.sites[i:i + 1], grid.positions[i:i + 1]
-        _, ids = generate(model, tokenizer, [grid.prompts[i]], max_new_tokens, 1, site, vector, code,
+        site, code = sweep.sites[i:i + 1], sweep.positions[i:i + 1]
+        _, ids = generate(model, tokenizer, [sweep.prompts[i]], max_new_tokens, 1, site, vector, code,
                           desc="naive", return_token_ids=True, sampling=sampling)
         token_ids.append(ids[0])
-        nll.append(nll_probe(model, [grid.prompts[i]], [grid.responses[i]], site, vector, code, pad, 1))
+        nll.append(nll_probe(model, [sweep.prompts[i]], [sweep.responses[i]], site, vector, code, pad, 1))
     return token_ids, torch.cat(nll), vectors
 
 
-def fast_outputs(model, tokenizer, grid: SweepGrid, rows: list[int], vectors, max_new_tokens: int,
+def fast_outputs(model, tokenizer, sweep: BenchSweep, rows: list[int], vectors, max_new_tokens: int,
                  batch_size: int, sampling: Sampling | None = None):
     """(token ids, NLLs) of ``rows`` perturbed by ``vectors`` (one per row, in ``rows`` order)
     through the shared-prefix batched path."""
     index = torch.as_tensor(rows)
-    prompts = [grid.prompts[i] for i in rows]
-    sites, positions = grid.sites[index], grid.positions[index]
+    prompts = [sweep.prompts[i] for i in rows]
+    sites, positions = sweep.sites[index], sweep.positions[index]
     _, token_ids = generate_sweep(model, tokenizer, prompts, max_new_tokens, batch_size, sites, vectors, positions,
-                                  desc=f"{grid.name} fast", return_token_ids=True, sampling=sampling)
-    nll = target_nll_sweep(model, prompts, [grid.responses[i] for i in rows], sites, vectors, positions,
+                                  desc=f"{sweep.name} fast", return_token_ids=True, sampling=sampling)
+    nll = target_nll_sweep(model, prompts, [sweep.responses[i] for i in rows], sites, vectors, positions,
                            tokenizer.pad_token_id, batch_size)
     return token_ids, nll
 
 
-def run_fast(model, tokenizer, grid: SweepGrid, max_new_tokens: int, batch_size: int,
+def run_fast(model, tokenizer, sweep: BenchSweep, max_new_tokens: int, batch_size: int,
              sampling: Sampling | None = None):
-    """Every row of the grid through the shared-prefix batched path (vectors computed batched)."""
-    rows = list(range(len(grid.prompts)))
-    vectors = grid.vectors(rows, batch_size, True)
-    return (*fast_outputs(model, tokenizer, grid, rows, vectors, max_new_tokens, batch_size, sampling), vectors)
+    """Every row of the sweep through the shared-prefix batched path (vectors computed batched)."""
+    rows = list(range(len(sweep.prompts)))
+    vectors = sweep.vectors(rows, batch_size, True)
+    return (*fast_outputs(model, tokenizer, sweep, rows, vectors, max_new_tokens, batch_size, sampling), vectors)
 
 
 def _take(vectors, rows: list[int]):
@@ -193,24 +194,24 @@ def _agree(naive_ids, naive_nll, fast_ids, fast_nll, tolerance: float) -> tuple[
     return tokens_equal, nll_diff, tokens_equal == len(naive_ids) and nll_diff <= tolerance
 
 
-def compare_sweep(model, tokenizer, grid: SweepGrid, settings: BenchSettings) -> dict:
-    """Time both paths on ``grid``; one results row."""
+def compare_sweep(model, tokenizer, sweep: BenchSweep, settings: BenchSettings) -> dict:
+    """Time both paths on ``sweep``; one results row."""
     device = model_device(model)
-    n = len(grid.prompts)
+    n = len(sweep.prompts)
     sample = list(range(n))
     if 0 < settings.naive_sample < n:
         sample = sorted(random.Random(settings.seed).sample(sample, settings.naive_sample))
     with PeakMemory(device) as naive_memory:
         _sync(device)
         start = time.perf_counter()
-        naive_ids, naive_nll, naive_vectors = run_naive(model, tokenizer, grid, sample, settings.max_new_tokens,
+        naive_ids, naive_nll, naive_vectors = run_naive(model, tokenizer, sweep, sample, settings.max_new_tokens,
                                                         settings.sampling)
         _sync(device)
         naive_measured = time.perf_counter() - start
     with PeakMemory(device) as fast_memory:
         _sync(device)
         start = time.perf_counter()
-        fast_ids, fast_nll, fast_vectors = run_fast(model, tokenizer, grid, settings.max_new_tokens,
+        fast_ids, fast_nll, fast_vectors = run_fast(model, tokenizer, sweep, settings.max_new_tokens,
                                                     settings.batch_size, settings.sampling)
         _sync(device)
         fast_s = time.perf_counter() - start
@@ -222,12 +223,12 @@ def compare_sweep(model, tokenizer, grid: SweepGrid, settings: BenchSettings) ->
     # from the end-to-end check: how many coordinates agree, and whether the fast path given the
     # naive path's own vectors reproduces its tokens and NLLs (untimed).
     agreement, rows_agree = vector_agreement(naive_vectors, _take(fast_vectors, sample))
-    given = fast_outputs(model, tokenizer, grid, sample, naive_vectors, settings.max_new_tokens, settings.batch_size,
+    given = fast_outputs(model, tokenizer, sweep, sample, naive_vectors, settings.max_new_tokens, settings.batch_size,
                          settings.sampling)
     _, nll_diff_given, identical_given = _agree(naive_ids, naive_nll, *given, settings.tolerance)
     naive_tokens = sum(len(ids) for ids in naive_ids)
     fast_tokens = sum(len(ids) for ids in fast_ids)
-    row = {"setting": grid.name, "n_generations": n, "naive_s": naive_s, "fast_s": fast_s,
+    row = {"setting": sweep.name, "n_generations": n, "naive_s": naive_s, "fast_s": fast_s,
            "speedup": naive_s / fast_s, "identical": identical,
            "naive_peak_mb": naive_memory.peak_mb, "fast_peak_mb": fast_memory.peak_mb,
            "naive_measured": len(sample), "naive_extrapolated": len(sample) < n, "naive_measured_s": naive_measured,
@@ -241,36 +242,32 @@ def compare_sweep(model, tokenizer, grid: SweepGrid, settings: BenchSettings) ->
 
 # --- the two sweeps ---------------------------------------------------------------------
 
-def asa_grid(model, tokenizer, prompts: list[list[int]], responses: list[list[int]],
-             settings: BenchSettings) -> SweepGrid:
+def asa_random_sweep(model, tokenizer, prompts: list[list[int]], responses: list[list[int]],
+             settings: BenchSettings) -> BenchSweep:
     """ASA_random: every layer x alpha x direction x prompt, as ``attack_asa_random`` lays it out."""
     n_blocks = n_layers(model)
     layers = resolve_layers(settings.layers, n_blocks)
     h_last = last_prompt_hidden(model, prompts, tokenizer.pad_token_id, settings.batch_size)
     z = random_directions(len(prompts), settings.n_directions, h_last.shape[-1], True, settings.seed)
-    index, layer, vectors = [], [], []
-    for alpha in settings.alphas:
-        for block in layers:
-            for k in range(settings.n_directions):
-                vectors.append(asa_random_vectors(h_last[:, block + 1], z[k], alpha, settings.normalisation))
-                index += range(len(prompts))
-                layer += [block] * len(prompts)
-    table = torch.cat(vectors)
-    return SweepGrid("asa_random", [prompts[i] for i in index], [responses[i] for i in index],
-                     site_indices(layer, n_blocks), torch.full((len(index),), position_code(settings.asa_positions)),
-                     lambda rows, _batch_size, _fast: table[torch.as_tensor(rows)])
+    grid = SweepGrid.product(settings.alphas, layers, len(prompts), settings.n_directions)
+    table = torch.cat([asa_random_vectors(h_last[:, block + 1], z[k], alpha, settings.normalisation)
+                       for alpha, block, k in grid.settings()])
+    return BenchSweep("asa_random", [prompts[i] for i in grid.index], [responses[i] for i in grid.index],
+                      site_indices(grid.layer, n_blocks),
+                      torch.full((len(grid),), position_code(settings.asa_positions)),
+                      lambda rows, _batch_size, _fast: table[torch.as_tensor(rows)])
 
 
-def lvs_grid(model, tokenizer, prompts: list[list[int]], responses: list[list[int]], targets: list[list[int]],
-             settings: BenchSettings) -> SweepGrid:
+def lvs_sweep(model, tokenizer, prompts: list[list[int]], responses: list[list[int]], targets: list[list[int]],
+             settings: BenchSettings) -> BenchSweep:
     """LVS-style: ℓ∞ sign-PGD on prompt positions toward the affirmative prefix, per budget and
     layer, then generation; the PGD is part of each path's time (batch 1 naive, batched fast)."""
     n_blocks = n_layers(model)
     layers = resolve_layers(settings.layers, n_blocks)
-    grid = [(eps, block, i) for eps in settings.lvs_budgets for block in layers for i in range(len(prompts))]
-    index = [i for _, _, i in grid]
-    sites = site_indices([block for _, block, _ in grid], n_blocks)
-    budgets = torch.tensor([float(eps) for eps, _, _ in grid])
+    grid = SweepGrid.product(settings.lvs_budgets, layers, len(prompts))
+    index = grid.index
+    sites = site_indices(grid.layer, n_blocks)
+    budgets = torch.tensor(grid.strength)
 
     def vectors(rows: list[int], batch_size: int, fast: bool) -> PromptDeltas:
         rows_t = torch.as_tensor(rows)
@@ -278,8 +275,8 @@ def lvs_grid(model, tokenizer, prompts: list[list[int]], responses: list[list[in
                                  sites[rows_t], budgets[rows_t], "linf", settings.lvs_steps, settings.lvs_step_size,
                                  tokenizer.pad_token_id, batch_size, desc="lvs pgd", shared_prefix=fast)
 
-    return SweepGrid("lvs_linf_pgd", [prompts[i] for i in index], [responses[i] for i in index], sites,
-                     torch.full((len(index),), position_code("prompt")), vectors)
+    return BenchSweep("lvs_linf_pgd", [prompts[i] for i in index], [responses[i] for i in index], sites,
+                      torch.full((len(index),), position_code("prompt")), vectors)
 
 
 # --- the run ----------------------------------------------------------------------------
@@ -322,9 +319,9 @@ def run_bench(model_path: str, forbidden_path: str, settings: BenchSettings) -> 
     # The NLL probe scores each prompt's clean response; both paths share it, so it is not timed.
     _, responses = generate(model, tokenizer, prompts, settings.max_new_tokens, settings.batch_size,
                             desc="clean", return_token_ids=True)
-    grids = [asa_grid(model, tokenizer, prompts, responses, settings),
-             lvs_grid(model, tokenizer, prompts, responses, targets, settings)]
-    frame = pd.DataFrame([compare_sweep(model, tokenizer, grid, settings) for grid in grids])
+    sweeps = [asa_random_sweep(model, tokenizer, prompts, responses, settings),
+              lvs_sweep(model, tokenizer, prompts, responses, targets, settings)]
+    frame = pd.DataFrame([compare_sweep(model, tokenizer, sweep, settings) for sweep in sweeps])
     return frame[COLUMNS + [c for c in frame.columns if c not in COLUMNS]]
 
 

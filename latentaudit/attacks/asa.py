@@ -23,7 +23,7 @@ from ..shared_prefix import sweep_chunks
 from ..hooks import frozen_weights, n_layers, position_code, record_residual
 from ..perturbation_size import NORMALISATIONS
 from ..registry import ATTACKS
-from .common import AttackContext, evaluate_vectors, resolve_layers, site_indices
+from .common import AttackContext, SweepGrid, evaluate_vectors, resolve_layers, site_indices
 
 
 @torch.no_grad()
@@ -137,18 +137,10 @@ def attack_asa_random(context: AttackContext, settings: dict) -> pd.DataFrame:
     layers = resolve_layers(settings["layers"], n_layers(context.model))
     z = random_directions(len(forbidden), settings["n_directions"], h_last.shape[-1],
                           settings["direction_sharing"] == "per_prompt", context.seed)
-    index, layer, strength, direction, vectors = [], [], [], [], []
-    for alpha in settings["alphas"]:
-        for block in layers:
-            for k in range(z.shape[0]):
-                vectors.append(asa_random_vectors(h_last[:, block + 1], z[k], alpha, settings["normalisation"]))
-                n = len(forbidden)
-                index += range(n)
-                layer += [block] * n
-                strength += [float(alpha)] * n
-                direction += [k] * n
-    return evaluate_vectors(context, index, layer, strength, direction, torch.cat(vectors),
-                            settings["positions"], "asa_random")
+    grid = SweepGrid.product(settings["alphas"], layers, len(forbidden), z.shape[0])
+    vectors = torch.cat([asa_random_vectors(h_last[:, block + 1], z[k], alpha, settings["normalisation"])
+                         for alpha, block, k in grid.settings()])
+    return evaluate_vectors(context, grid, vectors, settings["positions"], "asa_random")
 
 
 @ATTACKS.register("asa_grad", GRAD_SCHEMA, latent=True)
@@ -158,17 +150,13 @@ def attack_asa_grad(context: AttackContext, settings: dict) -> pd.DataFrame:
     targets = [target_token_ids(context.tokenizer, r["affirmative_prefix"]) for r in forbidden]
     h_last = last_prompt_hidden(context.norm_model, f_ids, context.tokenizer.pad_token_id, context.batch_size)
     layers = resolve_layers(settings["layers"], n_layers(context.model))
-    n = len(forbidden)
-    grid = [(alpha, block, i) for alpha in settings["alphas"] for block in layers for i in range(n)]
-    index = [i for _, _, i in grid]
-    layer = [block for _, block, _ in grid]
-    strength = [float(alpha) for alpha, _, _ in grid]
+    grid = SweepGrid.product(settings["alphas"], layers, len(forbidden))
     positions = settings["positions"]
     gradient = GradientSettings.from_settings(settings)
     vectors = asa_grad_vectors(
-        context.model, [f_ids[i] for i in index], [targets[i] for i in index],
-        site_indices(layer, n_layers(context.model)), torch.tensor(strength),
-        torch.stack([h_last[i, b + 1] for b, i in zip(layer, index)]),
+        context.model, [f_ids[i] for i in grid.index], [targets[i] for i in grid.index],
+        site_indices(grid.layer, n_layers(context.model)), torch.tensor(grid.strength),
+        torch.stack([h_last[i, b + 1] for b, i in zip(grid.layer, grid.index)]),
         torch.full((len(grid),), position_code(positions)), gradient, context.tokenizer.pad_token_id,
         context.grad_batch_size)
-    return evaluate_vectors(context, index, layer, strength, [0] * len(grid), vectors, positions, "asa_grad")
+    return evaluate_vectors(context, grid, vectors, positions, "asa_grad")

@@ -1,6 +1,7 @@
 """What every attack shares: the prompts it sees, layer lists, and the generations table."""
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -52,6 +53,47 @@ class AttackContext:
                               vectors, positions, desc, return_token_ids, self.sampling)
 
 
+SWEEP_AXES = ("strength", "layer", "direction", "prompt")
+
+
+@dataclass(frozen=True)
+class SweepGrid:
+    """The rows of a sweep, one entry per row in each column: row r perturbs eval prompt
+    ``index[r]`` at ``layer[r]`` (a block index, or ``"embed"``) with size ``strength[r]`` (the
+    attack's alpha, budget or fraction) along direction ``direction[r]`` (a random draw, or 1 for
+    a control row). Attacks, their generations table and the benchmark read the same columns."""
+    index: list[int]
+    layer: list
+    strength: list[float]
+    direction: list[int]
+
+    @classmethod
+    def product(cls, strengths, layers, n_prompts: int, n_directions: int = 1,
+                order: tuple[str, ...] = SWEEP_AXES) -> "SweepGrid":
+        """Every (strength, layer, direction, prompt), nested in ``order`` (the last varies fastest):
+        the row order, hence each row's ``row_id``, is part of an attack's output."""
+        axes = {"strength": [float(s) for s in strengths], "layer": list(layers), "direction": range(n_directions),
+                "prompt": range(n_prompts)}
+        if sorted(order) != sorted(SWEEP_AXES):
+            raise ValueError(f"sweep order {order} must name each of {SWEEP_AXES} once")
+        rows = [dict(zip(order, values)) for values in itertools.product(*(axes[axis] for axis in order))]
+        return cls([r["prompt"] for r in rows], [r["layer"] for r in rows], [r["strength"] for r in rows],
+                   [r["direction"] for r in rows])
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def settings(self) -> list[tuple[float, object, int]]:
+        """(strength, layer, direction) of each block of rows, in row order, for a grid whose prompts
+        vary fastest (``order`` ending in ``"prompt"``): a block is one pass over the prompts."""
+        starts = [r for r, i in enumerate(self.index) if i == 0]
+        return [(self.strength[r], self.layer[r], self.direction[r]) for r in starts]
+
+    def with_control(self) -> "SweepGrid":
+        """The rows, then each row again as its control (direction 1)."""
+        return SweepGrid(self.index * 2, self.layer * 2, self.strength * 2, self.direction + [1] * len(self))
+
+
 def site_indices(layers: list[int], n_layers: int) -> torch.Tensor:
     """Block indices -> hook site indices (``hooks.hidden_index``), one per row."""
     return torch.tensor([hidden_index(layer, n_layers) for layer in layers])
@@ -98,17 +140,17 @@ def nll_probe(model: PreTrainedModel, prompts: list[list[int]], responses: list[
     return torch.cat(out)
 
 
-def evaluate_vectors(context: AttackContext, prompt_index: list[int], layer: list[int], strength: list[float],
-                     direction: list[int],
-                     vectors: torch.Tensor | PromptDeltas, positions: str, name: str) -> pd.DataFrame:
-    """Generate every row (forbidden prompt ``prompt_index[i]`` perturbed at ``layer[i]`` by
-    ``vectors[i]``), apply the same vector to the paired benign prompt (the capability control),
+def evaluate_vectors(context: AttackContext, grid: SweepGrid, vectors: torch.Tensor | PromptDeltas, positions: str,
+                     name: str) -> pd.DataFrame:
+    """Generate every row of ``grid`` (forbidden prompt ``grid.index[r]`` perturbed at
+    ``grid.layer[r]`` by ``vectors[r]``), apply the same vector to the paired benign prompt (the capability control),
     and NLL-probe the original clean response under each perturbation (its text is kept on the
     forbidden rows as ``clean_generation``: the LVS compares it with the perturbed one)."""
     forbidden, benign = context.eval_records["eval_forbidden"], context.eval_records["eval_benign"]
     f_ids, b_ids = context.prompt_ids(forbidden), context.prompt_ids(benign)
-    sites = site_indices(layer, n_layers(context.model))
-    codes = torch.full((len(layer),), position_code(positions))
+    prompt_index = grid.index
+    sites = site_indices(grid.layer, n_layers(context.model))
+    codes = torch.full((len(grid),), position_code(positions))
     rows_f = [f_ids[i] for i in prompt_index]
     # The sweep path: one clean prefill per prompt below each row's site (same greedy tokens).
     texts_f = context.generate(rows_f, sites, vectors, codes, desc=f"{name} forbidden")
@@ -119,7 +161,7 @@ def evaluate_vectors(context: AttackContext, prompt_index: list[int], layer: lis
     nll_clean = nll_probe(context.model, f_ids, clean_ids, None, None, None, pad, context.batch_size)
     nll = target_nll_sweep(context.model, rows_f, [clean_ids[i] for i in prompt_index], sites, vectors, codes, pad,
                            context.batch_size)
-    settings = {"layer": layer, "strength": strength, "direction": direction}
+    settings = {"layer": grid.layer, "strength": grid.strength, "direction": grid.direction}
     frame_f = generations_frame([forbidden[i] for i in prompt_index], texts_f, **settings,
                                 nll=nll.numpy(), nll_clean=nll_clean[prompt_index].numpy(),
                                 clean_generation=[clean_texts[i] for i in prompt_index])

@@ -21,7 +21,7 @@ from ..shared_prefix import sweep_chunks
 from ..hooks import POSITIONS, PromptDeltas, frozen_weights, n_layers, record_residual
 from ..perturbation_size import linf_epsilon
 from ..registry import ATTACKS
-from .common import AttackContext, evaluate_vectors, resolve_layers, site_indices
+from .common import AttackContext, SweepGrid, evaluate_vectors, resolve_layers, site_indices
 
 NORMS = ("l2_token", "linf")
 
@@ -97,13 +97,10 @@ def attack_latent_pgd(context: AttackContext, settings: dict) -> pd.DataFrame:
     f_ids = context.prompt_ids(forbidden)
     targets = [target_token_ids(context.tokenizer, r["affirmative_prefix"]) for r in forbidden]
     layers = resolve_layers(settings["layers"], n_layers(context.model))
-    grid = [(eps, block, i) for eps in settings["budgets"] for block in layers for i in range(len(forbidden))]
-    index = [i for _, _, i in grid]
-    layer = [block for _, block, _ in grid]
-    strength = [float(eps) for eps, _, _ in grid]
-    deltas = latent_pgd_deltas(context.model, [f_ids[i] for i in index], [targets[i] for i in index],
-                               site_indices(layer, n_layers(context.model)), torch.tensor(strength),
+    grid = SweepGrid.product(settings["budgets"], layers, len(forbidden))
+    deltas = latent_pgd_deltas(context.model, [f_ids[i] for i in grid.index], [targets[i] for i in grid.index],
+                               site_indices(grid.layer, n_layers(context.model)), torch.tensor(grid.strength),
                                settings["norm"], settings["steps"], settings["step_size"],
                                context.tokenizer.pad_token_id, context.grad_batch_size,
                                norm_model=context.norm_model)
-    return evaluate_vectors(context, index, layer, strength, [0] * len(grid), deltas, "prompt", "latent_pgd")
+    return evaluate_vectors(context, grid, deltas, "prompt", "latent_pgd")

@@ -22,7 +22,7 @@ from ..generation import model_device
 from ..hooks import EMBED, hidden_index, n_layers, record_residual
 from ..perturbation_size import linf_epsilon
 from ..registry import ATTACKS
-from .common import AttackContext, evaluate_vectors, resolve_layers
+from .common import AttackContext, SweepGrid, evaluate_vectors, resolve_layers
 from .latent_pgd import latent_pgd_deltas
 
 SCHEMA = {
@@ -70,27 +70,23 @@ def attack_lvs(context: AttackContext, settings: dict) -> pd.DataFrame:
     targets = [target_token_ids(context.tokenizer, r["affirmative_prefix"]) for r in forbidden]
     L = n_layers(context.model)
     sites: list = ([EMBED] if settings["embed"] else []) + resolve_layers(settings["layers"], L)
-    grid = [(p, site, i) for p in settings["budgets"] for site in sites for i in range(len(forbidden))]
-    index = [i for _, _, i in grid]
-    site = [s for _, s, _ in grid]
-    budgets = [float(p) for p, _, _ in grid]  # the configured values, as stored (no float32 rounding)
-    strength = torch.tensor(budgets)
-    hidden = torch.tensor([hidden_index(s, L) for s in site])
+    # the grid's strengths are the configured values, as stored (no float32 rounding)
+    grid = SweepGrid.product(settings["budgets"], sites, len(forbidden))
+    strength = torch.tensor(grid.strength)
+    hidden = torch.tensor([hidden_index(s, L) for s in grid.layer])
     pad = context.tokenizer.pad_token_id
-    prompts = [f_ids[i] for i in index]
-    deltas = latent_pgd_deltas(context.model, prompts, [targets[i] for i in index], hidden, strength, "linf",
+    prompts = [f_ids[i] for i in grid.index]
+    deltas = latent_pgd_deltas(context.model, prompts, [targets[i] for i in grid.index], hidden, strength, "linf",
                                settings["steps"], settings["step_size"], pad, context.grad_batch_size,
                                desc="lvs pgd", norm_model=context.norm_model)
-    direction = [0] * len(grid)
     if settings["control"]:
         radius = linf_radius(context.norm_model, prompts, hidden, strength, pad, context.batch_size)
         width = deltas[0].shape[-1]
         deltas = deltas + uniform_ball_deltas(prompts, radius, width, context.seed)
-        index, site, direction = index * 2, site * 2, direction + [1] * len(grid)
-        budgets = budgets * 2
-    frame = evaluate_vectors(context, index, site, budgets, direction, deltas, "prompt", "lvs")
-    frame["site"] = [str(s) for s in site] * 2
-    frame["layer"] = [-1 if s == EMBED else int(s) for s in site] * 2
-    frame["control"] = [d == 1 for d in direction] * 2
+        grid = grid.with_control()
+    frame = evaluate_vectors(context, grid, deltas, "prompt", "lvs")
+    frame["site"] = [str(s) for s in grid.layer] * 2
+    frame["layer"] = [-1 if s == EMBED else int(s) for s in grid.layer] * 2
+    frame["control"] = [d == 1 for d in grid.direction] * 2
     frame["delta_l2"] = [float(d.float().norm()) for d in deltas] * 2
     return frame

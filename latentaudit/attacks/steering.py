@@ -25,7 +25,7 @@ from ..generation import model_device
 from ..harmful_pole import difference_of_means_direction, nudge_layer, prompt_activations
 from ..hooks import hidden_index, n_layers, record_residual
 from ..registry import ATTACKS
-from .common import AttackContext, evaluate_vectors, resolve_layers
+from .common import AttackContext, SweepGrid, evaluate_vectors, resolve_layers
 
 DIRECTIONS = ("harmful_pole", "prompt_contrast")
 SCHEMA = {
@@ -90,22 +90,21 @@ def attack_steering(context: AttackContext, settings: dict) -> pd.DataFrame:
     spec = settings["layers"]
     layers = [nudge_layer(L, settings["nudge_depth"])] if spec == "nudge" else resolve_layers(spec, L)
     pad = context.tokenizer.pad_token_id
-    index, layer, strength, vectors = [], [], [], []
+    # layer outermost: each layer's direction and norms are fitted once, for all its fractions
+    grid = SweepGrid.product(settings["fractions"], layers, len(forbidden),
+                             order=("layer", "strength", "direction", "prompt"))
+    vectors = []
     for block in layers:
         site = hidden_index(block, L)
         direction = steering_direction(context, settings, site)
         norms = mean_token_norms(context.norm_model, f_ids, site, pad, context.batch_size)
         for fraction in settings["fractions"]:
-            index += range(len(forbidden))
-            layer += [block] * len(forbidden)
-            strength += [float(fraction)] * len(forbidden)
             vectors.append(steering_vectors(direction, norms, torch.full((len(forbidden),), float(fraction))))
     vectors = torch.cat(vectors)
-    direction_id = [0] * len(index)
     if settings["control"]:
         vectors = torch.cat([vectors, matched_random_vectors(vectors, context.seed)])
-        index, layer, strength, direction_id = index * 2, layer * 2, strength * 2, direction_id + [1] * len(index)
-    frame = evaluate_vectors(context, index, layer, strength, direction_id, vectors, "all", "steering")
-    frame["control"] = [d == 1 for d in direction_id] * 2
+        grid = grid.with_control()
+    frame = evaluate_vectors(context, grid, vectors, "all", "steering")
+    frame["control"] = [d == 1 for d in grid.direction] * 2
     frame["vector_l2"] = vectors.norm(dim=-1).tolist() * 2
     return frame
