@@ -223,6 +223,7 @@ def lvs_table(judged: pd.DataFrame, primary_judge: str, settings: dict | None = 
     scored = rows.drop(columns=[c for c in ("harmful", "label") if c in rows]).merge(
         labels, on=["model", "variant", "attack", "row_id"], how="left")
     out = []
+    # the sweep's `strength` is the budget p: lvs.csv names it `budget` (attacks.csv keeps `strength`)
     for (model, variant, attack, scorer, layer, site, budget), g in scored.groupby(
             ["model", "variant", "attack", "judge", "layer", "site", "strength"]):
         mean_scores = latent_vulnerability_score(g["harmlessness_clean"], g["harmlessness"], g["delta_l2"],

@@ -42,8 +42,10 @@ def latent_pgd_deltas(model: PreTrainedModel, prompts: list[list[int]], targets:
                       hidden_index: torch.Tensor, budget: torch.Tensor, norm: str, steps: int, step_size: float,
                       pad_id: int, batch_size: int = 256, desc: str = "latent_pgd",
                       norm_model: PreTrainedModel | None = None, shared_prefix: bool = True) -> PromptDeltas:
-    """Per-row prompt deltas ([len(prompt_i), d] each) lowering the NLL of ``targets``; budgets
-    relative to ``norm_model``'s clean activations (default: the attacked model's own).
+    """Per-row prompt deltas ([len(prompt_i), d] each) lowering the NLL of ``targets``. ``budget``
+    [N] is each row's budget p (the sweep's ``strength``), relative to ``norm_model``'s clean
+    activations (default: the attacked model's own): the ball's radius ε is p·‖h‖ per token
+    (``l2_token``) or p·max|h| over the prompt (``linf``).
     ``shared_prefix``: each step runs only the blocks above the row's site (``TargetObjective``)."""
     if norm not in NORMS:
         raise ValueError(f"unknown norm {norm!r}; valid: {list(NORMS)}")
@@ -67,11 +69,11 @@ def latent_pgd_deltas(model: PreTrainedModel, prompts: list[list[int]], targets:
                 stream = torch.stack(residual)[site, torch.arange(len(site), device=device), :p_len]
             stream = stream.float()  # [B, P, d]
             real = batch.attention_mask[:, :p_len, None].float()
-            eps = budget[rows].to(device)
+            row_budget = budget[rows].to(device)
             if norm == "l2_token":
-                radius = eps[:, None, None] * stream.norm(dim=-1, keepdim=True)
+                radius = row_budget[:, None, None] * stream.norm(dim=-1, keepdim=True)
             else:
-                radius = linf_epsilon(eps, stream, real)[:, None, None]
+                radius = linf_epsilon(row_budget, stream, real)[:, None, None]
             delta = torch.zeros_like(stream, requires_grad=True)
             for _ in range(steps):
                 loss = objective(delta).sum()

@@ -72,15 +72,15 @@ def attack_lvs(context: AttackContext, settings: dict) -> pd.DataFrame:
     sites: list = ([EMBED] if settings["embed"] else []) + resolve_layers(settings["layers"], L)
     # the grid's strengths are the configured values, as stored (no float32 rounding)
     grid = SweepGrid.product(settings["budgets"], sites, len(forbidden))
-    strength = torch.tensor(grid.strength)
+    budget = torch.tensor(grid.strength)  # each row's budget p (the sweep's `strength` column)
     hidden = torch.tensor([hidden_index(s, L) for s in grid.layer])
     pad = context.tokenizer.pad_token_id
     prompts = [f_ids[i] for i in grid.index]
-    deltas = latent_pgd_deltas(context.model, prompts, [targets[i] for i in grid.index], hidden, strength, "linf",
+    deltas = latent_pgd_deltas(context.model, prompts, [targets[i] for i in grid.index], hidden, budget, "linf",
                                settings["steps"], settings["step_size"], pad, context.grad_batch_size,
                                desc="lvs pgd", norm_model=context.norm_model)
     if settings["control"]:
-        radius = linf_radius(context.norm_model, prompts, hidden, strength, pad, context.batch_size)
+        radius = linf_radius(context.norm_model, prompts, hidden, budget, pad, context.batch_size)
         width = deltas[0].shape[-1]
         deltas = deltas + uniform_ball_deltas(prompts, radius, width, context.seed)
         grid = grid.with_control()
