@@ -73,7 +73,7 @@ def build_variant(job) -> None:
         raise ValueError(f"variant {variant!r} requires the built variant(s) {missing}; got {sorted(required)}")
     context["required_variants"] = {name: load_variant(params.base, load[0], path, *load[1:])[0].eval()
                                     for name, path in required.items()}
-    if "fragile_scores" in inputs.keys():  # the aligned model's attack sweep
+    if "fragile_generations" in inputs.keys() and "fragile_scores" in inputs.keys():  # the aligned model's sweep
         context["fragile_layers"] = lasr_by_layer(pd.read_parquet(inputs.fragile_generations),
                                                   pd.read_parquet(inputs.fragile_scores))
         log.info("LASR by layer of the aligned model: %s", context["fragile_layers"])
