@@ -106,7 +106,8 @@ def fields_read(function: ast.FunctionDef) -> tuple[set[tuple[str, str]], set[tu
 
 def job_of_script(script: str) -> ast.FunctionDef:
     """The job function a workflow script calls, parsed from its module in latentaudit/jobs/."""
-    [(module, name)] = [(node.module, alias.name) for node in ast.parse((REPO / "workflow_scripts" / script).read_text()).body
+    imports = ast.parse((REPO / "workflow_scripts" / script).read_text()).body
+    [(module, name)] = [(node.module, alias.name) for node in imports
                         if isinstance(node, ast.ImportFrom) and node.module.startswith("latentaudit.jobs.")
                         for alias in node.names]
     tree = ast.parse((REPO / Path(*module.split("."))).with_suffix(".py").read_text())
