@@ -41,3 +41,16 @@ def test_attacks_and_defenses_do_not_import_each_other(package):
                  if other in imported_packages(path.read_text(), package)]
     assert not offenders, f"latentaudit/{package}/{offenders} import from latentaudit/{other}/: share through a " \
                           f"library module (harmful_pole, training, perturbation_size) instead"
+
+
+def test_the_hook_api_and_the_reference_generation_stand_apart_from_the_sweep_engine():
+    """hooks.py is the hook API alone (the decoder's forward run by hand is partial_forward.py);
+    generation.py is the readable reference path, which the shared-prefix engine (shared_prefix.py)
+    and the PGD objective (pgd_objective.py) build on, never the reverse."""
+    from latentaudit.project_imports import imported_modules
+
+    hooks = imported_modules(PACKAGE / "hooks.py", "latentaudit")
+    assert not {m for m in hooks if m.split(".")[0] == "transformers" or m.startswith("latentaudit.")}, hooks
+    generation = imported_modules(PACKAGE / "generation.py", "latentaudit")
+    engine = {"latentaudit.partial_forward", "latentaudit.shared_prefix", "latentaudit.pgd_objective"}
+    assert not generation & engine, generation & engine
