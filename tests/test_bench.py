@@ -89,6 +89,19 @@ def test_bench_writes_the_contract_columns(tiny_model, tokenizer, splits, tmp_pa
     assert 0.9 < table["vector_agreement"].iloc[1] <= 1.0              # LVS: each path's own PGD
     markdown = (tmp_path / "sweep.md").read_text()
     assert "asa_random" in markdown and ("sampled at T = 1" in markdown) == (temperature > 0)
+    # FLOP/s: ASA runs forwards only, LVS's PGD adds a backward; the shared prefix does less work
+    # per generation than the naive loop; both rates are a fraction of the same measured limit.
+    asa, lvs = table.iloc[0], table.iloc[1]
+    assert asa["naive_backward_flops"] == asa["fast_backward_flops"] == 0
+    assert lvs["naive_backward_flops"] > 0 and lvs["fast_backward_flops"] > 0
+    assert asa["fast_forward_flops"] / asa["n_generations"] < asa["naive_forward_flops"] / asa["naive_measured"]
+    for path in ("naive", "fast"):
+        assert (table[f"{path}_fraction_of_matmul"] > 0).all()
+        rate = (table[f"{path}_forward_flops"] + table[f"{path}_backward_flops"]) / table[f"{path}_s" if path == "fast"
+                                                                                          else "naive_measured_s"]
+        assert rate.to_numpy() == pytest.approx(table[f"{path}_flop_per_s"].to_numpy())
+        assert (table[f"{path}_fraction_of_matmul"] == table[f"{path}_flop_per_s"] / table["matmul_flop_per_s"]).all()
+    assert "## Achieved FLOP/s" in markdown and "of limit" in markdown
 
 
 def test_random_llama_option_builds_at_tiny_size(tokenizer):
