@@ -152,3 +152,18 @@ def test_vector_agreement_tolerates_rounding_not_a_flipped_step():
     assert vector_agreement(base, rounded) == (1.0, 2)
     assert vector_agreement(base, flipped) == (pytest.approx(5 / 6), 1)
     assert vector_agreement(torch.ones(3, 2), torch.ones(3, 2)) == (1.0, 3)
+
+
+def test_bench_runs_a_bf16_random_llama_with_auto_batches_as_the_gpu_check_does(tokenizer, splits):
+    from latentaudit.bench import bench_sweeps, build_random_llama
+
+    settings = BenchSettings(model="random_llama", dtype="bfloat16", batch_size="auto", n_prompts=3, alphas=[1.0],
+                             n_directions=2, lvs_budgets=[0.1], lvs_steps=2, max_new_tokens=4, naive_sample=3,
+                             tolerance=0.1, matmul_size=128, matmul_repeats=1,
+                             random_llama={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                                           "num_attention_heads": 4, "num_key_value_heads": 2})
+    frame = bench_sweeps(build_random_llama(tokenizer, settings, torch.device("cpu")), tokenizer,
+                         splits["eval_forbidden"], settings)
+    assert list(frame["setting"]) == ["asa_random", "lvs_linf_pgd"] and (frame["matmul_dtype"] == "bfloat16").all()
+    assert (frame["batch_size"] >= 1).all() and (frame["pgd_batch_size"] >= 1).all()
+    assert (frame["fast_flop_per_s"] > 0).all() and frame.loc[1, "fast_backward_flops"] > 0
