@@ -19,6 +19,7 @@ the bench's figures and the contract check. The exit status is 0 only if both pa
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -189,7 +190,7 @@ def render_summary(summary: dict) -> str:
                   "Details and notes: bench/sweep.md.", ""]
     else:
         lines += [f"Error: `{bench['error']}`", ""]
-    lines += [f"## Pipeline ({pipeline.get('configfile', '?')} on {summary['size_device']}): {pipeline['status']} "
+    lines += [f"## Pipeline ({pipeline.get('configfile', '?')} on {device['type']}): {pipeline['status']} "
               f"in {pipeline['wall_s']:.0f} s", ""]
     if "contract" in pipeline:
         contract = pd.DataFrame([{"file": f"results/metrics/{name}.csv", "rows": c["rows"],
@@ -205,9 +206,12 @@ def run_check(size: CheckSize, out: Path, cores: int) -> dict:
     """Both parts; writes ``summary.json`` and ``summary.md`` under ``out`` and returns the summary."""
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    summary = {"size": size.name, "size_device": size.device, "device": device_record(size.device),
+    summary = {"size": size.name, "device": device_record(size.device),
                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     summary["bench"] = run_part("bench", run_bench_part, size, out / "bench")
+    if size.device == "cuda":  # hand the bench's cached blocks back: the pipeline's jobs size `auto` from free memory
+        gc.collect()
+        torch.cuda.empty_cache()
     summary["pipeline"] = run_part("pipeline", run_pipeline_part, size, out / "pipeline", cores)
     summary["passed"] = summary["bench"]["status"] == summary["pipeline"]["status"] == "passed"
     summary["wall_s"] = round(time.perf_counter() - start, 1)

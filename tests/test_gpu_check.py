@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from latentaudit.bench import build_random_llama
-from latentaudit.gpu_check import SIZES, CheckSize
+from latentaudit.gpu_check import SIZES, CheckSize, PipelineFailed, run_part
 from latentaudit.metrics import RESULTS_CONTRACT
 from latentaudit.organism.tokenizer import build_tokenizer
 from latentaudit.organism.world import ToyWorld
@@ -34,6 +34,16 @@ def test_every_size_names_an_existing_experiment(name):
 def test_an_unknown_size_is_named():
     with pytest.raises(ValueError, match="size 'tpu' unknown; valid: \\['gpu', 'cpu'\\]"):
         CheckSize.load("tpu")
+
+
+def test_a_failing_part_is_recorded_with_its_error_and_details_not_raised():
+    def contract_broken():
+        raise PipelineFailed("lvs.csv lacks ['strength']", {"contract": {"lvs": {"missing_columns": ["strength"]}}})
+
+    record = run_part("pipeline", contract_broken)
+    assert record["status"] == "failed" and record["error"] == "PipelineFailed: lvs.csv lacks ['strength']"
+    assert record["contract"]["lvs"]["missing_columns"] == ["strength"] and record["wall_s"] >= 0
+    assert run_part("bench", lambda: {"batch_size": 8})["status"] == "passed"
 
 
 @pytest.mark.slow
