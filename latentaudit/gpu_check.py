@@ -145,7 +145,8 @@ def run_pipeline_part(size: CheckSize, out: Path, cores: int) -> dict:
     if problems:
         raise PipelineFailed("; ".join(problems), {"contract": contract})
     return {"configfile": size.pipeline_configfile, "device": size.device, "cores": cores, "contract": contract,
-            "command": " ".join(command[1:]), "files": ["pipeline/results/", "pipeline/logs/", "pipeline/snakemake.log"]}
+            "command": " ".join(command[1:]),
+            "files": ["pipeline/results/", "pipeline/logs/", "pipeline/snakemake.log"]}
 
 
 def run_part(name: str, function, *args) -> dict:
@@ -170,20 +171,23 @@ def render_summary(summary: dict) -> str:
              f"{'passed' if summary['passed'] else 'FAILED'} in {summary['wall_s']:.0f} s.", "",
              f"## Bench: {bench['status']} in {bench['wall_s']:.1f} s", ""]
     if bench["status"] == "passed":
-        lines += [f"Random Llama, {bench['parameters']:,} parameters in {bench['dtype']} ({bench['weights_mb']:.1f} MB); "
-                  f"batch size {bench['batch_size_setting']}: {bench['batch_size']} generation rows, "
-                  f"{bench['pgd_batch_size']} PGD rows; matmul limit {flop_rate(bench['matmul_flop_per_s'])} "
-                  f"({bench['matmul_dtype']}, {bench['matmul_size']}³).", ""]
+        lines += [f"Random Llama, {bench['parameters']:,} parameters in {bench['dtype']} "
+                  f"({bench['weights_mb']:.1f} MB); batch size {bench['batch_size_setting']}: "
+                  f"{bench['batch_size']} generation rows, {bench['pgd_batch_size']} PGD rows; "
+                  f"matmul limit {flop_rate(bench['matmul_flop_per_s'])} ({bench['matmul_dtype']}, "
+                  f"{bench['matmul_size']}³).", ""]
         sweeps = pd.DataFrame(bench["sweeps"])
         shown = pd.DataFrame({
             "sweep": sweeps["setting"], "generations": sweeps["n_generations"],
-            "naive tokens/s": sweeps["naive_tokens_per_s"].round(0), "fast tokens/s": sweeps["fast_tokens_per_s"].round(0),
+            "naive tokens/s": sweeps["naive_tokens_per_s"].round(0),
+            "fast tokens/s": sweeps["fast_tokens_per_s"].round(0),
             "speedup": sweeps["speedup"].map(lambda s: f"{s:.1f}x"),
             "naive FLOP/s (of limit)": [f"{flop_rate(r)} ({100 * f:.1f} %)" for r, f in
                                         zip(sweeps["naive_flop_per_s"], sweeps["naive_fraction_of_matmul"])],
             "fast FLOP/s (of limit)": [f"{flop_rate(r)} ({100 * f:.1f} %)" for r, f in
                                        zip(sweeps["fast_flop_per_s"], sweeps["fast_fraction_of_matmul"])],
-            "naive / fast peak MB": [f"{a:.0f} / {b:.0f}" for a, b in zip(sweeps["naive_peak_mb"], sweeps["fast_peak_mb"])],
+            "naive / fast peak MB": [f"{a:.0f} / {b:.0f}"
+                                     for a, b in zip(sweeps["naive_peak_mb"], sweeps["fast_peak_mb"])],
             "identical": sweeps["identical"]})
         lines += [shown.to_markdown(index=False), "",
                   "Peak memory: above the phase's start (CUDA allocator peak on a GPU, peak RSS on a CPU). "
