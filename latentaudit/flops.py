@@ -9,13 +9,13 @@ whose LM head scores the last position only are each counted as run, padding inc
 
 Backward: when a backward pass reaches a call's output, the call's input gradient costs one more
 forward's worth where its input requires grad, its weight gradient another where the weight
-does. The latent
-attacks freeze the weights, so their backward costs 1× the forward of the blocks above the
-site, not the 2× of training (which the count gives when weights are trainable).
+does. The latent attacks freeze the weights, so their backward costs 1× the forward of the
+blocks above the site, not the 2× of training (which the count gives when weights are trainable).
 
 Not counted: the attention scores and weighted values (2 · 2 · d · positions attended, per token
 and block), norms, activations, the embedding lookup. The count is a lower bound on the work
-done: close where d ≫ the context (a 1B Llama on short prompts), low on the tiny organism.
+done; at the bench's ~40 positions the attention matmuls add about 3 % on the organism
+(d = 256, 1.3 MFLOP of linear layers per token and block) and under 1 % on the 1B Llama.
 """
 from __future__ import annotations
 
