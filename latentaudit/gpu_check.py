@@ -231,7 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 1, help="snakemake cores of the pipeline part")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    summary = run_check(CheckSize.load(args.size or default_size()), args.out, args.cores)
+    size = CheckSize.load(args.size or default_size())
+    resolve_device(size.device)  # --size gpu without a usable GPU: fail now, not after minutes of CPU work
+    summary = run_check(size, args.out, args.cores)
     print((args.out / "summary.md").read_text())
     return 0 if summary["passed"] else 1
 

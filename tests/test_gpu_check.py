@@ -36,6 +36,15 @@ def test_an_unknown_size_is_named():
         CheckSize.load("tpu")
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_the_gpu_size_without_a_gpu_fails_at_once(tmp_path):
+    from latentaudit.gpu_check import main
+
+    with pytest.raises(RuntimeError, match="device: cuda was requested but no usable CUDA device"):
+        main(["--size", "gpu", "--out", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_failing_part_is_recorded_with_its_error_and_details_not_raised():
     def contract_broken():
         raise PipelineFailed("lvs.csv lacks ['strength']", {"contract": {"lvs": {"missing_columns": ["strength"]}}})
