@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 CORES ?= 2
 
-.PHONY: setup lock run test test-fast dag bench robustness clean
+.PHONY: setup lock run test test-fast dag bench gpu-check robustness clean
 
 setup: $(VENV)/.installed
 
@@ -46,6 +46,12 @@ test-fast: setup
 # Naive vs shared-prefix sweep timings on the aligned organism: results/bench/sweep.{csv,md}.
 bench: setup
 	$(VENV)/bin/snakemake --cores $(CORES) bench
+
+# The sweep bench (random ~1B Llama, bf16) and the smoke pipeline on a CUDA GPU, offline, into
+# results/gpu_check/ (summary.json, summary.md); tiny on the CPU where no GPU is usable. No set-up
+# step, so an offline GPU machine runs it with its own Python: `make gpu-check PY=python3` (README).
+gpu-check:
+	$(PY) -m latentaudit.gpu_check
 
 # The default experiment's claims on seeds 0, 1, 2 (each seed its own organism and world, about
 # 20 min each on 2 cores; not in CI): results/robustness/seeds.csv, seeds.md, spread.md.

@@ -6,6 +6,10 @@ Both paths must agree: greedy tokens equal, NLL-probe values within ``tolerance`
 loop is too slow to run in full on a CPU, so it is timed on a seeded random subsample of the
 grid (``naive_sample`` rows) and its time is extrapolated per generation; identity is checked
 on that subsample. The CSV says which rows were subsampled and how many were measured.
+
+Each path's achieved FLOP/s is its counted work (``flops.count_flops``: tokens × 2 × parameters
+layer by layer, plus the PGD backward) over its time, set against this machine's matmul
+throughput measured in the same process (``flops.matmul_flop_per_s``, in the bench's dtype).
 """
 from __future__ import annotations
 
@@ -23,15 +27,19 @@ from .attacks.asa import asa_random_vectors, last_prompt_hidden, random_directio
 from .attacks.common import SweepGrid, nll_probe, resolve_layers, site_indices
 from .attacks.latent_pgd import latent_pgd_deltas
 from .batching import prompt_token_ids, target_token_ids
+from .flops import FlopCount, count_flops, flop_rate, matmul_flop_per_s, synchronize
 from .generation import Sampling, generate, model_device
 from .shared_prefix import generate_sweep, target_nll_sweep
 from .hooks import PromptDeltas, n_layers, position_code
 from .io import read_jsonl
+from .memory import resolve_batch_sizes
 from .provenance import write_meta
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ["setting", "n_generations", "naive_s", "fast_s", "speedup", "identical", "naive_peak_mb", "fast_peak_mb"]
+COLUMNS = ["setting", "n_generations", "naive_s", "fast_s", "speedup", "identical", "naive_peak_mb", "fast_peak_mb",
+           "naive_flop_per_s", "fast_flop_per_s", "matmul_flop_per_s", "naive_fraction_of_matmul",
+           "fast_fraction_of_matmul"]
 
 
 @dataclass(frozen=True)
@@ -55,10 +63,12 @@ class BenchSettings:
     lvs_step_size: float = 0.25
     max_new_tokens: int = 20
     temperature: float = 0.0            # 0: greedy; > 0: both paths sample (generation.Sampling, seed `seed`)
-    batch_size: int = 256
+    batch_size: int | str = 256         # "auto": generation and PGD batches sized from free memory (memory.py)
     naive_sample: int = 256             # grid rows the naive loop runs; 0 = the whole grid
     tolerance: float = 1e-5             # max |NLL naive - NLL fast|
     seed: int = 0
+    matmul_size: int = 2048             # the matmul timed for the machine's limit: size x size by size x size
+    matmul_repeats: int = 5             # its best time is taken
 
     @property
     def sampling(self) -> Sampling | None:
@@ -125,11 +135,6 @@ def _proc_status_kb(key: str) -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 # --- the two paths ----------------------------------------------------------------------
 
 def run_naive(model, tokenizer, sweep: BenchSweep, rows: list[int], max_new_tokens: int,
@@ -164,10 +169,11 @@ def fast_outputs(model, tokenizer, sweep: BenchSweep, rows: list[int], vectors, 
 
 
 def run_fast(model, tokenizer, sweep: BenchSweep, max_new_tokens: int, batch_size: int,
-             sampling: Sampling | None = None):
-    """Every row of the sweep through the shared-prefix batched path (vectors computed batched)."""
+             sampling: Sampling | None = None, pgd_batch_size: int | None = None):
+    """Every row of the sweep through the shared-prefix batched path (vectors computed batched,
+    ``pgd_batch_size`` rows at a time; default ``batch_size``)."""
     rows = list(range(len(sweep.prompts)))
-    vectors = sweep.vectors(rows, batch_size, True)
+    vectors = sweep.vectors(rows, pgd_batch_size or batch_size, True)
     return (*fast_outputs(model, tokenizer, sweep, rows, vectors, max_new_tokens, batch_size, sampling), vectors)
 
 
@@ -194,26 +200,43 @@ def _agree(naive_ids, naive_nll, fast_ids, fast_nll, tolerance: float) -> tuple[
     return tokens_equal, nll_diff, tokens_equal == len(naive_ids) and nll_diff <= tolerance
 
 
-def compare_sweep(model, tokenizer, sweep: BenchSweep, settings: BenchSettings) -> dict:
+@dataclass(frozen=True)
+class BenchMachine:
+    """What a bench run resolved on this machine: batch sizes (``auto`` sized from free memory)
+    and the matmul throughput each path's FLOP/s is set against."""
+    batch_size: int
+    pgd_batch_size: int
+    matmul_flop_per_s: float
+    matmul_dtype: str
+
+
+def flop_columns(path: str, count: FlopCount, seconds: float, matmul: float) -> dict:
+    """One path's counted FLOPs, its achieved FLOP/s and that rate's fraction of ``matmul``."""
+    rate = count.total / seconds
+    return {f"{path}_flop_per_s": rate, f"{path}_fraction_of_matmul": rate / matmul,
+            f"{path}_forward_flops": count.forward, f"{path}_backward_flops": count.backward}
+
+
+def compare_sweep(model, tokenizer, sweep: BenchSweep, settings: BenchSettings, machine: BenchMachine) -> dict:
     """Time both paths on ``sweep``; one results row."""
     device = model_device(model)
     n = len(sweep.prompts)
     sample = list(range(n))
     if 0 < settings.naive_sample < n:
         sample = sorted(random.Random(settings.seed).sample(sample, settings.naive_sample))
-    with PeakMemory(device) as naive_memory:
-        _sync(device)
+    with PeakMemory(device) as naive_memory, count_flops(model) as naive_flops:
+        synchronize(device)
         start = time.perf_counter()
         naive_ids, naive_nll, naive_vectors = run_naive(model, tokenizer, sweep, sample, settings.max_new_tokens,
                                                         settings.sampling)
-        _sync(device)
+        synchronize(device)
         naive_measured = time.perf_counter() - start
-    with PeakMemory(device) as fast_memory:
-        _sync(device)
+    with PeakMemory(device) as fast_memory, count_flops(model) as fast_flops:
+        synchronize(device)
         start = time.perf_counter()
         fast_ids, fast_nll, fast_vectors = run_fast(model, tokenizer, sweep, settings.max_new_tokens,
-                                                    settings.batch_size, settings.sampling)
-        _sync(device)
+                                                    machine.batch_size, settings.sampling, machine.pgd_batch_size)
+        synchronize(device)
         fast_s = time.perf_counter() - start
     naive_s = naive_measured / len(sample) * n
     tokens_equal, nll_diff, identical = _agree(naive_ids, naive_nll, [fast_ids[i] for i in sample],
@@ -223,7 +246,7 @@ def compare_sweep(model, tokenizer, sweep: BenchSweep, settings: BenchSettings) 
     # from the end-to-end check: how many coordinates agree, and whether the fast path given the
     # naive path's own vectors reproduces its tokens and NLLs (untimed).
     agreement, rows_agree = vector_agreement(naive_vectors, _take(fast_vectors, sample))
-    given = fast_outputs(model, tokenizer, sweep, sample, naive_vectors, settings.max_new_tokens, settings.batch_size,
+    given = fast_outputs(model, tokenizer, sweep, sample, naive_vectors, settings.max_new_tokens, machine.batch_size,
                          settings.sampling)
     _, nll_diff_given, identical_given = _agree(naive_ids, naive_nll, *given, settings.tolerance)
     naive_tokens = sum(len(ids) for ids in naive_ids)
@@ -235,7 +258,12 @@ def compare_sweep(model, tokenizer, sweep: BenchSweep, settings: BenchSettings) 
            "tokens_equal": tokens_equal, "max_nll_diff": nll_diff, "vector_agreement": agreement, "vector_rows_equal": rows_agree,
            "identical_given_vectors": identical_given, "max_nll_diff_given_vectors": nll_diff_given,
            "naive_tokens_per_s": naive_tokens / naive_measured, "fast_tokens_per_s": fast_tokens / fast_s,
-           "device": device.type}
+           # the naive path's work counted on the rows it ran, over the time it took them
+           **flop_columns("naive", naive_flops, naive_measured, machine.matmul_flop_per_s),
+           **flop_columns("fast", fast_flops, fast_s, machine.matmul_flop_per_s),
+           "matmul_flop_per_s": machine.matmul_flop_per_s, "matmul_dtype": machine.matmul_dtype,
+           "batch_size": machine.batch_size, "pgd_batch_size": machine.pgd_batch_size,
+           "parameters": sum(p.numel() for p in model.parameters()), "device": device.type}
     log.info("%s", row)
     return row
 
@@ -243,11 +271,11 @@ def compare_sweep(model, tokenizer, sweep: BenchSweep, settings: BenchSettings) 
 # --- the two sweeps ---------------------------------------------------------------------
 
 def asa_random_sweep(model, tokenizer, prompts: list[list[int]], responses: list[list[int]],
-             settings: BenchSettings) -> BenchSweep:
+                     settings: BenchSettings, batch_size: int) -> BenchSweep:
     """ASA_random: every layer x alpha x direction x prompt, as ``attack_asa_random`` lays it out."""
     n_blocks = n_layers(model)
     layers = resolve_layers(settings.layers, n_blocks)
-    h_last = last_prompt_hidden(model, prompts, tokenizer.pad_token_id, settings.batch_size)
+    h_last = last_prompt_hidden(model, prompts, tokenizer.pad_token_id, batch_size)
     z = random_directions(len(prompts), settings.n_directions, h_last.shape[-1], True, settings.seed)
     grid = SweepGrid.product(settings.alphas, layers, len(prompts), settings.n_directions)
     table = torch.cat([asa_random_vectors(h_last[:, block + 1], z[k], alpha, settings.normalisation)
@@ -308,26 +336,52 @@ def load_bench_model(model_path: str, settings: BenchSettings):
 
 
 def run_bench(model_path: str, forbidden_path: str, settings: BenchSettings) -> pd.DataFrame:
-    """Both sweeps, naive vs fast: one row per sweep (``COLUMNS`` first)."""
+    """Both sweeps, naive vs fast, on the bench model over the eval_forbidden prompts at
+    ``forbidden_path``: one row per sweep (``COLUMNS`` first)."""
     torch.manual_seed(settings.seed)
     model, tokenizer = load_bench_model(model_path, settings)
-    records = read_jsonl(forbidden_path)
+    return bench_sweeps(model, tokenizer, read_jsonl(forbidden_path), settings)
+
+
+def bench_sweeps(model, tokenizer, records: list[dict], settings: BenchSettings) -> pd.DataFrame:
+    """Both sweeps, naive vs fast, on ``model`` over ``records`` (eval_forbidden rows: prompt,
+    affirmative_prefix): one row per sweep (``COLUMNS`` first)."""
     if settings.n_prompts:
         records = records[:settings.n_prompts]
     prompts = [prompt_token_ids(tokenizer, r["prompt"], settings.chat_template) for r in records]
     targets = [target_token_ids(tokenizer, r["affirmative_prefix"]) for r in records]
+    batch_size, pgd_batch_size = resolve_batch_sizes(settings.batch_size, model, max(map(len, prompts)),
+                                                     settings.max_new_tokens)
+    dtype = next(model.parameters()).dtype
+    machine = BenchMachine(batch_size, pgd_batch_size,
+                           matmul_flop_per_s(model_device(model), dtype, settings.matmul_size, settings.matmul_repeats),
+                           str(dtype).removeprefix("torch."))
+    log.info("%s", machine)
     # The NLL probe scores each prompt's clean response; both paths share it, so it is not timed.
-    _, responses = generate(model, tokenizer, prompts, settings.max_new_tokens, settings.batch_size,
+    _, responses = generate(model, tokenizer, prompts, settings.max_new_tokens, batch_size,
                             desc="clean", return_token_ids=True)
-    sweeps = [asa_random_sweep(model, tokenizer, prompts, responses, settings),
+    sweeps = [asa_random_sweep(model, tokenizer, prompts, responses, settings, batch_size),
               lvs_sweep(model, tokenizer, prompts, responses, targets, settings)]
-    frame = pd.DataFrame([compare_sweep(model, tokenizer, sweep, settings) for sweep in sweeps])
+    frame = pd.DataFrame([compare_sweep(model, tokenizer, sweep, settings, machine) for sweep in sweeps])
     return frame[COLUMNS + [c for c in frame.columns if c not in COLUMNS]]
 
 
+def flop_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Each path's counted work, achieved FLOP/s and fraction of the measured matmul limit."""
+    table = {"setting": frame["setting"]}
+    for path in ("naive", "fast"):
+        table[f"{path} GFLOP"] = (frame[f"{path}_forward_flops"] + frame[f"{path}_backward_flops"]) / 1e9
+        table[f"{path} of which backward"] = frame[f"{path}_backward_flops"] / 1e9
+        table[f"{path} FLOP/s"] = frame[f"{path}_flop_per_s"].map(flop_rate)
+        table[f"{path} of limit"] = frame[f"{path}_fraction_of_matmul"].map(lambda f: f"{100 * f:.1f} %")
+    table["matmul limit"] = [f"{flop_rate(r)} ({d})" for r, d in zip(frame["matmul_flop_per_s"], frame["matmul_dtype"])]
+    return pd.DataFrame(table)
+
+
 def render_markdown(frame: pd.DataFrame, settings: BenchSettings) -> str:
-    """The table plus what was measured how."""
-    shown = frame.copy()
+    """The tables plus what was measured how."""
+    resolved = ("batch_size", "pgd_batch_size", "parameters")  # one value per run: in the heading
+    shown = frame.drop(columns=[c for c in frame.columns if "flop" in c or "matmul" in c or c in resolved])
     for column in ("naive_s", "fast_s", "naive_measured_s"):
         shown[column] = shown[column].map(lambda s: f"{s:.1f}")
     shown["speedup"] = shown["speedup"].map(lambda s: f"{s:.1f}x")
@@ -338,8 +392,10 @@ def render_markdown(frame: pd.DataFrame, settings: BenchSettings) -> str:
     shown["vector_agreement"] = shown["vector_agreement"].map(lambda v: f"{v:.5f}")
     notes = [
         "# Sweep benchmark: naive loop vs shared-prefix batched path", "",
-        f"Model: {settings.model} ({settings.dtype}) on {frame['device'].iloc[0]}; "
-        f"max_new_tokens {settings.max_new_tokens}, batch size {settings.batch_size}, "
+        f"Model: {settings.model} ({int(frame['parameters'].iloc[0]):,} parameters, {settings.dtype}) "
+        f"on {frame['device'].iloc[0]}; "
+        f"max_new_tokens {settings.max_new_tokens}, batch size {settings.batch_size} "
+        f"({frame['batch_size'].iloc[0]} generation, {frame['pgd_batch_size'].iloc[0]} PGD rows), "
         f"{'greedy decoding' if settings.sampling is None else f'sampled at T = {settings.temperature:g}'}.", "",
         shown.to_markdown(index=False), "",
         "- naive: one `model.generate` call and one NLL-probe forward per grid row, single-row hook "
@@ -356,6 +412,16 @@ def render_markdown(frame: pd.DataFrame, settings: BenchSettings) -> str:
         "`identical_given_vectors`: the fast path given the naive path's vectors reproduces its tokens "
         "and NLLs (max |ΔNLL| in `max_nll_diff_given_vectors`).",
         "- peak memory: MB above the phase's start (CUDA allocator peak on a GPU, peak RSS on a CPU).",
+        "", "## Achieved FLOP/s", "",
+        flop_table(frame).to_markdown(index=False, floatfmt=".2f"), "",
+        "- work: tokens × 2 × parameters, counted layer by layer on the tokens each linear layer processed "
+        "(the fast path runs the blocks below a row's site once per prompt; padding counts), plus the PGD "
+        "backward: input gradients only (the weights are frozen), so 1× the forward of the blocks above "
+        "the site. Attention scores, norms and activations are not counted: a lower bound on the work "
+        "(latentaudit/flops.py).",
+        "- naive: the work of the measured rows over `naive_measured_s`; fast: the whole grid over `fast_s`.",
+        f"- limit: the best of {settings.matmul_repeats} timed {settings.matmul_size}³ matmuls in the bench's "
+        "dtype, in the same process (same threads, same pinned kernels).",
     ]
     return "\n".join(notes) + "\n"
 

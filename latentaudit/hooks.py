@@ -215,3 +215,16 @@ def frozen_weights(model: nn.Module) -> Iterator[None]:
 
 def lm_head(model: nn.Module) -> nn.Module:
     return unwrap(model).get_output_embeddings()
+
+
+@contextlib.contextmanager
+def observe_linear_layers(model: nn.Module, observe) -> Iterator[None]:
+    """Call ``observe(layer, input, output)`` after every forward of each ``nn.Linear`` in
+    ``model`` (PEFT's adapter layers too) inside the block; the hooks are always removed."""
+    handles = [module.register_forward_hook(lambda layer, inputs, output: observe(layer, inputs[0], output))
+               for module in model.modules() if isinstance(module, nn.Linear)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()

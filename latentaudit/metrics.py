@@ -9,11 +9,34 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 KEYS = ["model", "variant", "attack", "judge"]
+
+# The results contract (DESIGN.md): each results/metrics/<name>.csv has at least these columns;
+# plots and tables read only these files. Columns may be added, never renamed.
+RESULTS_CONTRACT = {
+    "behavior": ["model", "variant", "split", "refusal_rate", "benign_accuracy", "over_refusal", "n"],
+    "attacks": ["model", "variant", "attack", "judge", "layer", "strength", "asr", "n"],
+    "attack_summary": ["model", "variant", "attack", "judge", "strength", "masr", "pasr", "best_layer", "n"],
+    "lvs": ["model", "variant", "layer", "strength", "lvs_mean", "lvs_median", "ci_low", "ci_high", "asr", "n"],
+    "harmful_ft": ["model", "variant", "data", "seed", "step", "compliance"],
+}
+
+
+def results_contract_check(metrics_dir) -> dict[str, dict]:
+    """Per contract file in ``metrics_dir``: whether it exists, its rows and the contract columns
+    it lacks (``{name: {"exists", "rows", "missing_columns"}}``)."""
+    report = {}
+    for name, columns in RESULTS_CONTRACT.items():
+        path = Path(metrics_dir) / f"{name}.csv"
+        frame = pd.read_csv(path) if path.exists() else None
+        report[name] = {"exists": frame is not None, "rows": 0 if frame is None else len(frame),
+                        "missing_columns": columns if frame is None else [c for c in columns if c not in frame]}
+    return report
 
 
 def lasr(success: np.ndarray) -> np.ndarray:
@@ -202,7 +225,8 @@ def split_controls(judged: pd.DataFrame) -> pd.DataFrame:
 
 
 def lvs_table(judged: pd.DataFrame, primary_judge: str, settings: dict | None = None) -> pd.DataFrame:
-    """``lvs.csv``: per (model, variant, attack, scorer, layer, budget): LVS mean (ξ = xi_mean, the
+    """``lvs.csv``: per (model, variant, attack, scorer, layer, budget; ``strength`` repeats the
+    budget under the results contract's name): LVS mean (ξ = xi_mean, the
     paper) and median (ξ = xi_median, the public code) with seeded bootstrap CIs, the mean S of
     the clean and perturbed generations, the primary judge's ASR and degenerate rate, n.
 
@@ -211,7 +235,7 @@ def lvs_table(judged: pd.DataFrame, primary_judge: str, settings: dict | None = 
     per scorer, ``judge`` = the scorer) and the primary judge's ``label``/``harmful``."""
     settings = {"xi_mean": 1e-6, "xi_median": 1e-4, "bootstrap_samples": 1000, "ci": 0.95, "seed": 0,
                 **(settings or {})}
-    columns = ["model", "variant", "attack", "scorer", "layer", "site", "budget", "lvs_mean", "mean_ci_low",
+    columns = ["model", "variant", "attack", "scorer", "layer", "site", "budget", "strength", "lvs_mean", "mean_ci_low",
                "mean_ci_high", "lvs_median", "ci_low", "ci_high", "s_clean_mean", "s_perturbed_mean", "delta_l2_mean",
                "asr", "degenerate_rate", "n"]
     if "delta_l2" not in judged or "harmlessness_clean" not in judged:
@@ -233,7 +257,8 @@ def lvs_table(judged: pd.DataFrame, primary_judge: str, settings: dict | None = 
         boot = dict(samples=settings["bootstrap_samples"], level=settings["ci"], seed=settings["seed"])
         mean_ci, median_ci = bootstrap_ci(mean_scores, np.mean, **boot), bootstrap_ci(median_scores, np.median, **boot)
         out.append({"model": model, "variant": variant, "attack": attack, "scorer": scorer, "layer": int(layer),
-                    "site": site, "budget": float(budget), "lvs_mean": float(mean_scores.mean()),
+                    "site": site, "budget": float(budget), "strength": float(budget),  # the contract's name
+                    "lvs_mean": float(mean_scores.mean()),
                     "mean_ci_low": mean_ci[0], "mean_ci_high": mean_ci[1],
                     "lvs_median": float(np.median(median_scores)), "ci_low": median_ci[0], "ci_high": median_ci[1],
                     "s_clean_mean": float(g["harmlessness_clean"].mean()),

@@ -18,21 +18,11 @@ from pathlib import Path
 import pandas as pd
 
 from .acceptance import claims
-
-REPO = Path(__file__).resolve().parents[1]
-WORKFLOW_FILES = ("Snakefile", "config.yaml", "configs", "rules", "schemas", "workflow_scripts", "latentaudit",
-                  "captions", "envs", "profiles")
-
+from .workflow_dir import REPO, linked_workflow_dir
 
 def seed_workdir(root: Path, seed: int) -> Path:
     """A workflow directory for one seed whose code is the repository's own (symlinks)."""
-    workdir = root / f"seed{seed}"
-    workdir.mkdir(parents=True, exist_ok=True)
-    for name in WORKFLOW_FILES:
-        link = workdir / name
-        if not link.is_symlink():
-            link.symlink_to(REPO / name)
-    return workdir
+    return linked_workflow_dir(root / f"seed{seed}")
 
 
 def run_seed(workdir: Path, seed: int, cores: int, extra: list[str]) -> None:

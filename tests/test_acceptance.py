@@ -6,7 +6,8 @@ import sys
 import pandas as pd
 
 from latentaudit.numerics import PINNED_KERNELS, numerics_record, pin_cpu_kernels, weights_digest
-from latentaudit.robustness import WORKFLOW_FILES, seed_workdir, spread_table
+from latentaudit.robustness import seed_workdir, spread_table
+from latentaudit.workflow_dir import WORKFLOW_FILES
 
 
 def test_spread_reports_every_seed_and_whether_the_claim_held_on_all():

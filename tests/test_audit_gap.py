@@ -46,6 +46,8 @@ def test_lvs_table_aggregates_mean_and_median_per_layer_and_budget():
     assert row["lvs_mean"] == pytest.approx(np.mean([1, 0, 0.5]) / (1 + 1e-6))
     assert row["lvs_median"] == pytest.approx(0.5 / (1 + 1e-4))
     assert row["asr"] == pytest.approx(1 / 3) and row["n"] == 3 and row["scorer"] == "harmlessness"
+    assert row["strength"] == row["budget"] == 0.01  # the budget under the results contract's name too
+    assert set(metrics.RESULTS_CONTRACT["lvs"]) <= set(table.columns)
     assert row["ci_low"] <= row["lvs_median"] <= row["ci_high"]
 
 

@@ -90,6 +90,19 @@ def test_bench_writes_the_contract_columns(tiny_model, tokenizer, splits, tmp_pa
     assert 0.9 < table["vector_agreement"].iloc[1] <= 1.0              # LVS: each path's own PGD
     markdown = (tmp_path / "sweep.md").read_text()
     assert "asa_random" in markdown and ("sampled at T = 1" in markdown) == (temperature > 0)
+    # FLOP/s: ASA runs forwards only, LVS's PGD adds a backward; the shared prefix does less work
+    # per generation than the naive loop; both rates are a fraction of the same measured limit.
+    asa, lvs = table.iloc[0], table.iloc[1]
+    assert asa["naive_backward_flops"] == asa["fast_backward_flops"] == 0
+    assert lvs["naive_backward_flops"] > 0 and lvs["fast_backward_flops"] > 0
+    assert asa["fast_forward_flops"] / asa["n_generations"] < asa["naive_forward_flops"] / asa["naive_measured"]
+    for path in ("naive", "fast"):
+        assert (table[f"{path}_fraction_of_matmul"] > 0).all()
+        rate = (table[f"{path}_forward_flops"] + table[f"{path}_backward_flops"]) / table[f"{path}_s" if path == "fast"
+                                                                                          else "naive_measured_s"]
+        assert rate.to_numpy() == pytest.approx(table[f"{path}_flop_per_s"].to_numpy())
+        assert (table[f"{path}_fraction_of_matmul"] == table[f"{path}_flop_per_s"] / table["matmul_flop_per_s"]).all()
+    assert "## Achieved FLOP/s" in markdown and "of limit" in markdown
 
 
 def test_random_llama_option_builds_at_tiny_size(tokenizer):
@@ -140,3 +153,18 @@ def test_vector_agreement_tolerates_rounding_not_a_flipped_step():
     assert vector_agreement(base, rounded) == (1.0, 2)
     assert vector_agreement(base, flipped) == (pytest.approx(5 / 6), 1)
     assert vector_agreement(torch.ones(3, 2), torch.ones(3, 2)) == (1.0, 3)
+
+
+def test_bench_runs_a_bf16_random_llama_with_auto_batches_as_the_gpu_check_does(tokenizer, splits):
+    from latentaudit.bench import bench_sweeps, build_random_llama
+
+    settings = BenchSettings(model="random_llama", dtype="bfloat16", batch_size="auto", n_prompts=3, alphas=[1.0],
+                             n_directions=2, lvs_budgets=[0.1], lvs_steps=2, max_new_tokens=4, naive_sample=3,
+                             tolerance=0.1, matmul_size=128, matmul_repeats=1,
+                             random_llama={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                                           "num_attention_heads": 4, "num_key_value_heads": 2})
+    frame = bench_sweeps(build_random_llama(tokenizer, settings, torch.device("cpu")), tokenizer,
+                         splits["eval_forbidden"], settings)
+    assert list(frame["setting"]) == ["asa_random", "lvs_linf_pgd"] and (frame["matmul_dtype"] == "bfloat16").all()
+    assert (frame["batch_size"] >= 1).all() and (frame["pgd_batch_size"] >= 1).all()
+    assert (frame["fast_flop_per_s"] > 0).all() and frame.loc[1, "fast_backward_flops"] > 0

@@ -68,3 +68,19 @@ def test_proxy_organism_weights_are_bit_identical_to_the_committed_fingerprint(t
     assert found == expected["weights_sha256"], (
         f"the organism's weights changed bit-wise (this machine: {numerics['cpu']}; expected written on "
         f"{expected['written_on']}). A deliberate recipe change: refresh with LATENTAUDIT_UPDATE_EXPECTED=1.")
+
+
+def test_proxy_organism_weights_do_not_depend_on_the_thread_count(tmp_path):
+    """The pipeline trains the organism with `organism.threads` (2), the tests with 1, and a resumed
+    job may continue with another count: the weights must not depend on it (the committed
+    fingerprint was written with 1 thread)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        meta = build_proxy_organism(tmp_path)
+    finally:
+        torch.set_num_threads(threads)
+    expected = json.loads(EXPECTED.read_text())["weights_sha256"]
+    assert {stage: meta[stage]["weights_sha256"] for stage in meta} == expected

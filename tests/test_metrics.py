@@ -51,3 +51,17 @@ def test_behavior_table():
     table = behavior_table(_judged()).set_index("split")
     assert table.loc["forbidden", "refusal_rate"] == 1.0
     assert table.loc["twin", "over_refusal"] == 1.0 and np.isnan(table.loc["forbidden", "over_refusal"])
+
+
+def test_results_contract_check_names_missing_files_and_columns(tmp_path):
+    from latentaudit.metrics import RESULTS_CONTRACT, results_contract_check
+
+    full = {c: [1] for c in RESULTS_CONTRACT["behavior"]}
+    pd.DataFrame(full).to_csv(tmp_path / "behavior.csv", index=False)
+    pd.DataFrame({**{c: [] for c in RESULTS_CONTRACT["attacks"] if c != "strength"}, "budget": []}).to_csv(
+        tmp_path / "attacks.csv", index=False)
+    report = results_contract_check(tmp_path)
+    assert set(report) == set(RESULTS_CONTRACT)
+    assert report["behavior"] == {"exists": True, "rows": 1, "missing_columns": []}
+    assert report["attacks"] == {"exists": True, "rows": 0, "missing_columns": ["strength"]}
+    assert report["lvs"] == {"exists": False, "rows": 0, "missing_columns": RESULTS_CONTRACT["lvs"]}

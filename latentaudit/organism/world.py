@@ -69,7 +69,7 @@ class WorldConfig:
     entities_per_category: int = 14
     twins_per_category: int = 6
     flowers: int = 24
-    status_facts: int = 4   # times each entity's status statement appears in pretraining (0: none)
+    status_facts: int = 12  # times each entity's status statement appears in pretraining (0: none)
     seed: int = 0
 
 

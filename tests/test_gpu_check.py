@@ -1,0 +1,84 @@
+"""`make gpu-check`: its sizes are well formed, and at tiny size it runs on the CPU and writes
+a summary whose pipeline part meets the results contract (DESIGN.md)."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from latentaudit.bench import build_random_llama
+from latentaudit.gpu_check import SIZES, CheckSize, PipelineFailed, run_part
+from latentaudit.metrics import RESULTS_CONTRACT
+from latentaudit.organism.tokenizer import build_tokenizer
+from latentaudit.organism.world import ToyWorld
+
+from conftest import REPO
+
+
+def test_the_gpu_size_is_a_1b_bf16_llama_with_auto_batches_and_the_smoke_pipeline_on_cuda():
+    size = CheckSize.load("gpu")
+    assert size.device == "cuda" and size.bench.device == "cuda" and size.pipeline_configfile == "configs/smoke.yaml"
+    assert (size.bench.model, size.bench.dtype, size.bench.batch_size) == ("random_llama", "bfloat16", "auto")
+    tokenizer = build_tokenizer(ToyWorld().words())  # the check's own: the default world's vocabulary
+    model = build_random_llama(tokenizer, size.bench, torch.device("meta"))  # sized, never allocated
+    assert 0.9e9 < sum(p.numel() for p in model.parameters()) < 1.2e9 and model.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("name", SIZES)
+def test_every_size_names_an_existing_experiment(name):
+    size = CheckSize.load(name)
+    assert (REPO / size.pipeline_configfile).is_file() and size.bench.device == size.device
+
+
+def test_an_unknown_size_is_named():
+    with pytest.raises(ValueError, match="size 'tpu' unknown; valid: \\['gpu', 'cpu'\\]"):
+        CheckSize.load("tpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_the_gpu_size_without_a_gpu_fails_at_once(tmp_path):
+    from latentaudit.gpu_check import main
+
+    with pytest.raises(RuntimeError, match="device: cuda was requested but no usable CUDA device"):
+        main(["--size", "gpu", "--out", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_failing_part_is_recorded_with_its_error_and_details_not_raised():
+    def contract_broken():
+        raise PipelineFailed("lvs.csv lacks ['strength']", {"contract": {"lvs": {"missing_columns": ["strength"]}}})
+
+    record = run_part("pipeline", contract_broken)
+    assert record["status"] == "failed" and record["error"] == "PipelineFailed: lvs.csv lacks ['strength']"
+    assert record["contract"]["lvs"]["missing_columns"] == ["strength"] and record["wall_s"] >= 0
+    assert run_part("bench", lambda: {"batch_size": 8})["status"] == "passed"
+
+
+@pytest.mark.slow
+def test_gpu_check_at_tiny_size_on_the_cpu_meets_the_results_contract(tmp_path):
+    out = tmp_path / "gpu_check"
+    result = subprocess.run([sys.executable, "-m", "latentaudit.gpu_check", "--size", "cpu", "--out", str(out),
+                             "--cores", "2"], capture_output=True, text=True,
+                            timeout=1200)  # a hang, not a slow machine: about a minute on 2 idle cores
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["passed"] and summary["size"] == "cpu" and summary["device"]["type"] == "cpu"
+    bench = summary["bench"]
+    assert bench["status"] == "passed" and bench["batch_size_setting"] == "auto"
+    assert bench["batch_size"] >= 1 and bench["pgd_batch_size"] >= 1 and bench["matmul_flop_per_s"] > 0
+    assert [s["setting"] for s in bench["sweeps"]] == ["asa_random", "lvs_linf_pgd"]
+    for sweep in bench["sweeps"]:
+        assert sweep["fast_tokens_per_s"] > 0 and sweep["naive_tokens_per_s"] > 0 and sweep["identical"]
+        assert 0 < sweep["naive_fraction_of_matmul"] and 0 < sweep["fast_fraction_of_matmul"]
+        assert sweep["naive_peak_mb"] >= 0 and sweep["fast_peak_mb"] >= 0
+    assert (out / "bench" / "sweep.csv").exists() and (out / "bench" / "sweep.md").exists()
+    pipeline = summary["pipeline"]
+    assert pipeline["status"] == "passed" and pipeline["device"] == "cpu"
+    assert set(pipeline["contract"]) == set(RESULTS_CONTRACT)
+    for name, check in pipeline["contract"].items():
+        assert check["exists"] and check["missing_columns"] == [], name
+    assert pipeline["contract"]["behavior"]["rows"] > 0 and pipeline["contract"]["attacks"]["rows"] > 0
+    assert (out / "pipeline" / "results" / "metrics" / "attacks.csv").exists()
+    markdown = (out / "summary.md").read_text()
+    assert "passed" in markdown and "asa_random" in markdown and "results/metrics/lvs.csv" in markdown
