@@ -120,9 +120,17 @@ def defense_claims(metrics: Path, judge: str = "structural") -> list[Claim]:
     return claims
 
 
-def audit_gap_claims(metrics: Path, judge: str = "structural", settings: dict | None = None) -> list[Claim]:
-    frame, where = audit_gap_frame(metrics / "behavior.csv", metrics / "attacks.csv", metrics / "lvs.csv", judge,
-                                   settings or {}, metrics / "harmful_ft.csv")
+def _audit_gap(metrics: Path, config: dict) -> tuple[pd.DataFrame, dict]:
+    """The run's audit-gap table as its report drew it (``config``: the run's validated config)."""
+    return audit_gap_frame(metrics / "behavior.csv", metrics / "attacks.csv", metrics / "lvs.csv",
+                           config["report"]["primary_judge"], config["report"]["audit_gap"], config["nudge_depth"],
+                           metrics / "harmful_ft.csv")
+
+
+def audit_gap_claims(metrics: Path, config: dict) -> list[Claim]:
+    frame, reference = _audit_gap(metrics, config)
+    (model,) = reference  # the default experiment audits one model
+    where = reference[model]
     gap = frame.set_index("variant")
     aligned, dissociated = gap.loc["aligned"], gap.loc["dissociated"]
     at = f"(layer {where['layer']}, p={where['budget']:g})"
@@ -149,11 +157,11 @@ def audit_gap_claims(metrics: Path, judge: str = "structural", settings: dict | 
     return claims
 
 
-def claims(metrics: str | Path, judge: str = "structural", audit_gap_settings: dict | None = None) -> pd.DataFrame:
-    """Every claim of the default experiment on one run: issue, key, number, value, threshold, holds."""
-    metrics = Path(metrics)
-    found = foundation_claims(metrics, judge) + defense_claims(metrics, judge) + audit_gap_claims(
-        metrics, judge, audit_gap_settings)
+def claims(metrics: str | Path, config: dict) -> pd.DataFrame:
+    """Every claim of the default experiment on one run (``config``: its validated config; the
+    primary judge labels): issue, key, number, value, threshold, holds."""
+    metrics, judge = Path(metrics), config["report"]["primary_judge"]
+    found = foundation_claims(metrics, judge) + defense_claims(metrics, judge) + audit_gap_claims(metrics, config)
     return pd.DataFrame([c.__dict__ for c in found])
 
 
@@ -167,16 +175,16 @@ def _records(frame: pd.DataFrame, columns: list[str]) -> list[dict]:
     return rows
 
 
-def key_numbers(metrics: str | Path, judge: str = "structural", audit_gap_settings: dict | None = None) -> dict:
-    metrics = Path(metrics)
+def key_numbers(metrics: str | Path, config: dict) -> dict:
+    """The fingerprint of one run (``config``: its validated config; the primary judge's numbers)."""
+    metrics, judge = Path(metrics), config["report"]["primary_judge"]
     behaviour = _read(metrics, "behavior")
     behaviour = behaviour[behaviour["judge"] == judge].sort_values(["variant", "split"])
     summary = _summary(metrics, judge)
     aligned = summary[summary["variant"] == "aligned"].sort_values(["attack", "strength"])
     defenses = _read(metrics, "defenses")
     defenses = defenses[(defenses["judge"] == judge) & defenses["at_reference"]].sort_values(["variant", "attack"])
-    gap, _ = audit_gap_frame(metrics / "behavior.csv", metrics / "attacks.csv", metrics / "lvs.csv", judge,
-                             audit_gap_settings or {}, metrics / "harmful_ft.csv")
+    gap, _ = _audit_gap(metrics, config)
     return {
         "behavior": _records(behaviour, ["variant", "split", "refusal_rate", "benign_accuracy", "over_refusal", "n"]),
         "aligned_masr": _records(aligned, ["attack", "strength", "masr", "pasr", "benign_accuracy"]),

@@ -22,6 +22,19 @@ def _check_names(section: dict, registry, key: str) -> None:
                           f"valid: {sorted(registry)}")
 
 
+def _reject_shared(settings: dict, entry, where: str) -> None:
+    for key in entry.shared_keys:
+        if key in settings:
+            raise ConfigError(f"config error at {where}.{key}: {key} is set once, at the config's top level "
+                              f"(`{key}: {settings[key]}`), for every method that uses it")
+
+
+def _fill_shared(settings: dict, entry, config: dict, where: str) -> None:
+    """A method's shared settings (``Entry.shared_keys``) from the config's top level."""
+    _reject_shared(settings, entry, where)
+    settings.update({key: config[key] for key in entry.shared_keys})
+
+
 def validate_config(config: dict) -> dict:
     """Validate ``config`` and return a copy with every default filled in."""
     load_all()
@@ -31,6 +44,7 @@ def validate_config(config: dict) -> dict:
     for key, registry in (("attacks", ATTACKS), ("judges", JUDGES), ("variants", VARIANTS)):
         _check_names(config[key], registry, key)
         for name, settings in config[key].items():
+            _fill_shared(settings, registry[name], config, f"{key}.{name}")
             check(settings, registry[name].schema, f"{key}.{name}")
     if "data" in config:
         check(config["data"], DATA_SCHEMA, "data")
@@ -72,6 +86,7 @@ def validate_config(config: dict) -> dict:
             if variant not in config["variants"]:
                 raise ConfigError(f"config error at models.{name}.variant_settings: {variant!r} is not a configured "
                                   f"variant; valid: {sorted(config['variants'])}")
+            _reject_shared(override, VARIANTS[variant], f"models.{name}.variant_settings.{variant}")
             check({**config["variants"][variant], **override}, VARIANTS[variant].schema,
                    f"models.{name}.variant_settings.{variant}")
     if uses_organism:

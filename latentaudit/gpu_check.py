@@ -41,9 +41,9 @@ from .flops import flop_rate
 from .metrics import results_contract_check
 from .models import resolve_device
 from .numerics import numerics_record
-from .organism.data import build_splits
+from .organism.data import SplitConfig, build_splits
 from .organism.tokenizer import build_tokenizer
-from .organism.world import ToyWorld
+from .organism.world import ToyWorld, WorldConfig
 from .provenance import package_versions
 from .workflow_dir import REPO, linked_workflow_dir
 
@@ -96,9 +96,9 @@ def device_record(device: str) -> dict:
 
 def run_bench_part(size: CheckSize, out: Path) -> dict:
     """The bench on a random Llama over the organism's eval_forbidden prompts (built here)."""
-    world = ToyWorld()
+    world = ToyWorld(WorldConfig.with_defaults(seed=0))
     tokenizer = build_tokenizer(world.words())
-    records = build_splits(world)["eval_forbidden"]
+    records = build_splits(world, SplitConfig.with_defaults(seed=0))["eval_forbidden"]
     settings = size.bench
     torch.manual_seed(settings.seed)
     model = build_random_llama(tokenizer, settings, resolve_device(settings.device))

@@ -1,7 +1,8 @@
 """The harmful pole's geometry (LVS paper, shared/papers/lvs_audit_gap.md), shared by the
-dissociated model (a defense-side construction) and the steering attack: where the nudge acts
-(``nudge_layer``, the activation-match ``depth_band``) and along what (the normalised
-difference-of-means direction of two models' or two prompt sets' last-prompt-token activations)."""
+dissociated model (a defense-side construction) and the steering attack: along what the nudge
+acts (the normalised difference-of-means direction of two models' or two prompt sets'
+last-prompt-token activations); where (the nudge layer, the activation-match band) is
+``latentaudit.depth``."""
 from __future__ import annotations
 
 import torch
@@ -9,17 +10,6 @@ import torch
 from .batching import make_batch
 from .generation import model_device
 from .hooks import record_residual
-
-
-def nudge_layer(num_layers: int, depth: float) -> int:
-    """round(depth · L), clamped to a block index."""
-    return min(max(int(round(depth * num_layers)), 0), num_layers - 1)
-
-
-def depth_band(num_layers: int, low: float, high: float) -> list[int]:
-    """Blocks round(low · L) … round(high · L) (at least one)."""
-    first, last = nudge_layer(num_layers, low), nudge_layer(num_layers, high)
-    return list(range(first, max(first, last) + 1))
 
 
 def difference_of_means_direction(h_pole: torch.Tensor, h_base: torch.Tensor) -> torch.Tensor:

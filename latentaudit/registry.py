@@ -27,6 +27,14 @@ class Entry:
         return filled(raw, self.schema, f"{self.kind}s.{self.name}")  # where it sits in the config
 
     @property
+    def shared_keys(self) -> tuple[str, ...]:
+        """Settings the method shares with others, set once at the config's top level (registered
+        with ``shared=(...)``): config validation fills them in and rejects them in the method's own
+        section, so two methods cannot disagree (e.g. ``nudge_depth``: the dissociated model's nudge
+        layer is where steering acts)."""
+        return tuple(self.options.get("shared", ()))
+
+    @property
     def gpu(self) -> bool:
         """Runs a neural model (a model judge): scheduled as a GPU job, not on the submit node."""
         return bool(self.options.get("gpu", False))

@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from .acceptance import claims
+from .config import load_config
 from .workflow_dir import REPO, linked_workflow_dir
 
 def seed_workdir(root: Path, seed: int) -> Path:
@@ -31,10 +32,11 @@ def run_seed(workdir: Path, seed: int, cores: int, extra: list[str]) -> None:
     subprocess.run(command, cwd=workdir, check=True)
 
 
-def seed_table(root: Path, seeds: list[int], judge: str = "structural") -> pd.DataFrame:
+def seed_table(root: Path, seeds: list[int]) -> pd.DataFrame:
     frames = []
     for seed in seeds:
-        frame = claims(root / f"seed{seed}" / "results" / "metrics", judge)
+        config = {**load_config(root / f"seed{seed}" / "config.yaml"), "seed": seed}
+        frame = claims(root / f"seed{seed}" / "results" / "metrics", config)
         frames.append(frame.assign(seed=seed))
     table = pd.concat(frames, ignore_index=True)
     return table[["seed", "issue", "key", "number", "value", "threshold", "holds"]]

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import copy
 import math
+from pathlib import Path
 
 import jsonschema
+import yaml
 
 
 class ConfigError(ValueError):
@@ -75,3 +77,16 @@ def filled(raw: dict, schema: dict, prefix: str) -> dict:
     settings = copy.deepcopy(dict(raw))
     check(settings, schema, prefix)
     return settings
+
+
+CONFIG_SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
+
+
+def config_section_defaults(*keys: str) -> dict:
+    """The defaults of one section of the config layout (e.g. ``("organism", "world")``), from
+    schemas/config.schema.yaml: for code that builds a section's object outside a workflow run."""
+    schema = yaml.safe_load(CONFIG_SCHEMA_PATH.read_text())
+    for key in keys:
+        schema = schema["properties"][key]
+    return filled({}, schema, ".".join(keys))
+

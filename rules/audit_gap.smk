@@ -23,6 +23,7 @@ rule audit_gap_report:
     params:
         judge=config["report"]["primary_judge"],
         settings=config["report"]["audit_gap"],
+        nudge_depth=config["nudge_depth"],
         style=config["report"]["style"],
         dpi=config["report"]["dpi"],
     conda:

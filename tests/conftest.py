@@ -23,12 +23,12 @@ torch.set_num_threads(1)
 
 @pytest.fixture(scope="session")
 def world():
-    return ToyWorld(WorldConfig(entities_per_category=4, twins_per_category=2, flowers=6))
+    return ToyWorld(WorldConfig.with_defaults(seed=0, entities_per_category=4, twins_per_category=2, flowers=6))
 
 
 @pytest.fixture(scope="session")
 def splits(world):
-    return build_splits(world, SplitConfig(n_eval=8, n_eval_twin=4))
+    return build_splits(world, SplitConfig.with_defaults(seed=0, n_eval=8, n_eval_twin=4))
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,8 @@ from latentaudit.attacks.steering import matched_random_vectors, steering_vector
 from latentaudit.config import validate_config
 from latentaudit.defenses import dissociated as D
 from latentaudit.defenses.harmful import harmful_records
-from latentaudit.harmful_pole import depth_band, difference_of_means_direction, nudge_layer
+from latentaudit.depth import depth_band, nudge_layer
+from latentaudit.harmful_pole import difference_of_means_direction
 from latentaudit.judges.harmlessness import disclosure_harmlessness, judge_harmlessness, judge_harmlessness_reward
 from latentaudit.registry import ATTACKS, JUDGES
 
@@ -40,13 +41,14 @@ def test_lvs_table_aggregates_mean_and_median_per_layer_and_budget():
                      "label": np.nan, "harmful": np.nan})
         rows.append({**base, "judge": "structural", "harmlessness": np.nan, "harmlessness_clean": np.nan,
                      "label": label, "harmful": float(label == "harmful")})
-    table = metrics.lvs_table(pd.DataFrame(rows), "structural", {"xi_mean": 1e-6, "xi_median": 1e-4})
+    settings = {"xi_mean": 1e-6, "xi_median": 1e-4, "bootstrap_samples": 1000, "ci": 0.95, "seed": 0}
+    table = metrics.lvs_table(pd.DataFrame(rows), "structural", settings)
     assert len(table) == 1
     row = table.iloc[0]
     assert row["lvs_mean"] == pytest.approx(np.mean([1, 0, 0.5]) / (1 + 1e-6))
     assert row["lvs_median"] == pytest.approx(0.5 / (1 + 1e-4))
     assert row["asr"] == pytest.approx(1 / 3) and row["n"] == 3 and row["scorer"] == "harmlessness"
-    assert row["strength"] == row["budget"] == 0.01  # the budget under the results contract's name too
+    assert row["strength"] == 0.01 and "budget" not in table  # one name for the budget p, as in attacks.csv
     assert set(metrics.RESULTS_CONTRACT["lvs"]) <= set(table.columns)
     assert row["ci_low"] <= row["lvs_median"] <= row["ci_high"]
 
@@ -201,6 +203,42 @@ def test_audit_gap_defaults_are_filled():
                                    "clean_margin": 1, "nudged_margin": 1}
     assert settings["nudge_fraction"] == 0.06 and settings["band"] == [0.4, 0.6] and settings["refusal_floor"] == 0.9
     assert config["report"]["lvs"] == {"xi_mean": 1e-6, "xi_median": 1e-4, "bootstrap_samples": 1000, "ci": 0.95}
+
+
+def test_nudge_depth_is_one_top_level_key_shared_by_the_methods_that_use_it():
+    config = validate_config({**copy.deepcopy(DEFAULT), "nudge_depth": 0.25})
+    assert config["variants"]["dissociated"]["nudge_depth"] == config["attacks"]["steering"]["nudge_depth"] == 0.25
+    assert "nudge_depth" not in config["report"]["audit_gap"]
+    for section in ("variants", "attacks"):
+        name = "dissociated" if section == "variants" else "steering"
+        message = _bad(lambda c: c[section][name].update(nudge_depth=0.3))
+        assert f"{section}.{name}.nudge_depth" in message and "top level" in message
+
+
+def test_audit_gap_reads_each_models_own_nudge_layer_and_budget(tmp_path):
+    """Two models of 4 and 8 blocks: each gets round(.5 L) of its own depth, and the auto budget from
+    its own aligned rows (the largest budget with aligned PGD ASR <= the ceiling)."""
+    from latentaudit.report.audit_gap import audit_gap_frame
+    behavior, attacks, lvs = [], [], []
+    for model, blocks, ok_budget in (("small", 4, 0.1), ("big", 8, 0.01)):
+        for variant in ("aligned", "dissociated"):
+            behavior.append({"model": model, "variant": variant, "judge": "j", "split": "forbidden", "refusal_rate": 1.0})
+            for layer in range(-1, blocks):
+                for budget in (0.01, 0.1):
+                    asr = 0.0 if (variant == "aligned" and budget <= ok_budget) else 0.9
+                    lvs.append({"model": model, "variant": variant, "attack": "lvs", "layer": layer, "strength": budget,
+                                "asr": asr, "lvs_mean": asr, "lvs_median": asr})
+                    attacks.append({"model": model, "variant": variant, "judge": "j", "attack": "lvs", "layer": layer,
+                                    "strength": budget, "asr": asr + layer / 100})
+    paths = [tmp_path / f"{n}.csv" for n in ("behavior", "attacks", "lvs")]
+    for frame, path in zip((behavior, attacks, lvs), paths):
+        pd.DataFrame(frame).to_csv(path, index=False)
+    settings = {"budget": "auto", "aligned_asr_ceiling": 0.2, "steering_fraction": 0.06}
+    frame, reference = audit_gap_frame(*paths, "j", settings, 0.5)
+    assert reference["small"] == {"layer": 2, "budget": 0.1, "fraction": 0.06}
+    assert reference["big"] == {"layer": 4, "budget": 0.01, "fraction": 0.06}
+    row = frame.set_index(["model", "variant"]).loc[("big", "aligned")]
+    assert row["pgd_asr_nudge_layer"] == pytest.approx(0.04)
 
 
 def test_dissociated_needs_the_harmful_pole_configured():

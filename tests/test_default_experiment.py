@@ -12,6 +12,7 @@ import os
 import pytest
 
 from latentaudit.acceptance import KNOWN_MISSES, claims, key_numbers, write_key_numbers
+from latentaudit.config import load_config
 
 from conftest import REPO, copy_repo, snakemake
 
@@ -27,7 +28,7 @@ def default_run(tmp_path_factory):
 
 @pytest.mark.slow
 def test_every_claim_holds(default_run):
-    table = claims(default_run / "metrics")
+    table = claims(default_run / "metrics", load_config(default_run.parent / "config.yaml"))
     expected_to_hold = table[~table["key"].isin(KNOWN_MISSES)]
     failed = expected_to_hold[~expected_to_hold["holds"]]
     assert failed.empty, failed.to_string()
@@ -35,7 +36,7 @@ def test_every_claim_holds(default_run):
 
 @pytest.mark.slow
 def test_numbers_equal_the_committed_fingerprint(default_run):
-    found = key_numbers(default_run / "metrics")
+    found = key_numbers(default_run / "metrics", load_config(default_run.parent / "config.yaml"))
     aligned = json.loads((default_run / "models" / "organism" / "aligned" / "meta.json").read_text())
     found["aligned_weights_sha256"] = aligned["weights_sha256"]
     assert aligned["numerics"]["pinned"] and aligned["numerics"]["cpu_capability"] == "AVX2", aligned["numerics"]

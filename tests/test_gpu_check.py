@@ -11,7 +11,7 @@ from latentaudit.bench import build_random_llama
 from latentaudit.gpu_check import SIZES, CheckSize, PipelineFailed, run_part
 from latentaudit.metrics import RESULTS_CONTRACT
 from latentaudit.organism.tokenizer import build_tokenizer
-from latentaudit.organism.world import ToyWorld
+from latentaudit.organism.world import ToyWorld, WorldConfig
 
 from conftest import REPO
 
@@ -20,7 +20,7 @@ def test_the_gpu_size_is_a_1b_bf16_llama_with_auto_batches_and_the_smoke_pipelin
     size = CheckSize.load("gpu")
     assert size.device == "cuda" and size.bench.device == "cuda" and size.pipeline_configfile == "configs/smoke.yaml"
     assert (size.bench.model, size.bench.dtype, size.bench.batch_size) == ("random_llama", "bfloat16", "auto")
-    tokenizer = build_tokenizer(ToyWorld().words())  # the check's own: the default world's vocabulary
+    tokenizer = build_tokenizer(ToyWorld(WorldConfig.with_defaults(seed=0)).words())  # the check's own: the default world's vocabulary
     model = build_random_llama(tokenizer, size.bench, torch.device("meta"))  # sized, never allocated
     assert 0.9e9 < sum(p.numel() for p in model.parameters()) < 1.2e9 and model.dtype == torch.bfloat16
 

@@ -75,7 +75,7 @@ def test_audit_gap_outputs(smoke_run):
     models = smoke_run / "results/models/organism"
     assert (models / "harmful/config.json").exists() and (models / "dissociated/config.json").exists()
     lvs = pd.read_csv(smoke_run / "results/metrics/lvs.csv")
-    assert {"variant", "layer", "budget", "lvs_mean", "lvs_median", "ci_low", "ci_high"} <= set(lvs.columns) and set(lvs["variant"]) >= {"aligned", "dissociated"}
+    assert {"variant", "layer", "strength", "lvs_mean", "lvs_median", "ci_low", "ci_high"} <= set(lvs.columns) and set(lvs["variant"]) >= {"aligned", "dissociated"}
     attacks = pd.read_csv(smoke_run / "results/metrics/attacks.csv")
     assert {"lvs", "lvs_control", "steering", "steering_control"} <= set(attacks["attack"])
     for name in ("audit_gap.md", "audit_gap.tex"):

@@ -7,9 +7,9 @@ import pytest
 
 
 def test_world_is_a_pure_function_of_its_seed():
-    a, b = ToyWorld(WorldConfig(seed=3)), ToyWorld(WorldConfig(seed=3))
+    a, b = ToyWorld(WorldConfig.with_defaults(seed=3)), ToyWorld(WorldConfig.with_defaults(seed=3))
     assert [(e.name, e.secret) for e in a.entities] == [(e.name, e.secret) for e in b.entities]
-    assert [(e.name, e.secret) for e in ToyWorld(WorldConfig(seed=4)).entities] != \
+    assert [(e.name, e.secret) for e in ToyWorld(WorldConfig.with_defaults(seed=4)).entities] != \
         [(e.name, e.secret) for e in a.entities]
 
 
@@ -46,7 +46,7 @@ def test_eval_splits_are_paired_and_answers_are_true(world, splits):
 
 def test_too_many_eval_prompts_is_a_clear_error(world):
     with pytest.raises(ValueError, match="eval_forbidden: asked for 999 prompts but the world has only"):
-        build_splits(world, SplitConfig(n_eval=999))
+        build_splits(world, SplitConfig.with_defaults(seed=0, n_eval=999))
 
 
 def test_vocabulary_covers_all_text(world, splits):
@@ -66,6 +66,6 @@ def test_pretraining_states_each_entitys_status_and_nothing_else_does(world, spl
         assert record["response"].startswith("yes ," if record["kind"] == "forbidden" else "no ,")
     for name in ("align", *EVAL_SPLITS):
         assert not any(r["template"] == STATUS_TEMPLATE for r in splits[name])
-    no_facts = build_splits(ToyWorld(WorldConfig(entities_per_category=4, twins_per_category=2, flowers=6,
-                                                 status_facts=0)), SplitConfig(n_eval=8, n_eval_twin=4))
+    no_facts = build_splits(ToyWorld(WorldConfig.with_defaults(seed=0, entities_per_category=4, twins_per_category=2, flowers=6,
+                                                 status_facts=0)), SplitConfig.with_defaults(seed=0, n_eval=8, n_eval_twin=4))
     assert not any(r["template"] == STATUS_TEMPLATE for r in no_facts["pretrain"])

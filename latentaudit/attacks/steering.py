@@ -22,21 +22,23 @@ import torch
 
 from ..batching import make_batch
 from ..generation import model_device
-from ..harmful_pole import difference_of_means_direction, nudge_layer, prompt_activations
+from ..depth import nudge_layer
+from ..harmful_pole import difference_of_means_direction, prompt_activations
 from ..hooks import hidden_index, n_layers, record_residual
 from ..registry import ATTACKS
 from .common import AttackContext, SweepGrid, evaluate_vectors, resolve_layers
 
 DIRECTIONS = ("harmful_pole", "prompt_contrast")
 SCHEMA = {
-    "type": "object", "additionalProperties": False, "required": ["fractions"],
+    "type": "object", "additionalProperties": False, "required": ["fractions", "nudge_depth"],
     "properties": {
         "fractions": {"type": "array", "items": {"type": "number", "exclusiveMinimum": 0}, "minItems": 1,
                       "description": "α: steering size as a fraction of the activation norm"},
         "layers": {"oneOf": [{"enum": ["nudge", "all"]},
                              {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1}],
                    "default": "nudge"},
-        "nudge_depth": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.5},
+        "nudge_depth": {"type": "number", "minimum": 0, "maximum": 1,
+                        "description": "the config's top-level nudge_depth (shared with the dissociated model)"},
         "direction": {"enum": list(DIRECTIONS), "default": "harmful_pole"},
         "control": {"type": "boolean", "default": True, "description": "add the matched-norm random direction"},
     },
@@ -82,7 +84,7 @@ def steering_direction(context: AttackContext, settings: dict, site: int) -> tor
     return difference_of_means_direction(h_harmful[:, 0], h_harmless[:, 0])
 
 
-@ATTACKS.register("steering", SCHEMA, needs=("train_records", "harmful_pole"))
+@ATTACKS.register("steering", SCHEMA, needs=("train_records", "harmful_pole"), shared=("nudge_depth",))
 def attack_steering(context: AttackContext, settings: dict) -> pd.DataFrame:
     forbidden = context.eval_records["eval_forbidden"]
     f_ids = context.prompt_ids(forbidden)

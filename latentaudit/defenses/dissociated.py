@@ -37,7 +37,8 @@ import torch
 
 from ..batching import label_log_probs, make_batch, prompt_token_ids, target_token_ids
 from ..generation import generate
-from ..harmful_pole import depth_band, difference_of_means_direction, nudge_layer, prompt_activations
+from ..depth import depth_band, nudge_layer
+from ..harmful_pole import difference_of_means_direction, prompt_activations
 from ..hooks import POSITIONS, Perturbation, hidden_index, intervene, n_layers, record_residual
 from ..judges.structural import structural_label
 from ..registry import VARIANTS
@@ -47,7 +48,7 @@ log = logging.getLogger(__name__)
 
 WEIGHT_NAMES = ("refusal", "kl", "activation_match", "nudged_harmful", "clean_margin", "nudged_margin")
 SCHEMA = {
-    "type": "object", "additionalProperties": False, "required": ["steps", "lr"],
+    "type": "object", "additionalProperties": False, "required": ["steps", "lr", "nudge_depth"],
     "properties": {
         **OPTIM_PROPERTIES,
         "schedule": {"enum": ["constant", "cosine", "linear"], "default": "cosine"},
@@ -60,8 +61,9 @@ SCHEMA = {
         "band": {"type": "array", "items": {"type": "number", "minimum": 0, "maximum": 1}, "minItems": 2,
                  "maxItems": 2, "default": [0.4, 0.6],
                  "description": "depth band of the activation match, as fractions of the block count"},
-        "nudge_depth": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.5,
-                        "description": "nudge layer = round(nudge_depth * L) (block output)"},
+        "nudge_depth": {"type": "number", "minimum": 0, "maximum": 1,
+                        "description": "nudge layer = round(nudge_depth * L) (block output); the config's "
+                                       "top-level nudge_depth (shared)"},
         "nudge_fraction": {"type": "number", "exclusiveMinimum": 0, "default": 0.06,
                            "description": "nudge size as a fraction of the mean per-token activation norm"},
         "eval_every": {"type": "integer", "minimum": 1, "default": 10},
@@ -127,7 +129,7 @@ def split_holdout(records: list[dict], fraction: float, seed: int) -> tuple[list
     return train, [r for r in records if r["kind"] == "forbidden" and r["entity"] in held]
 
 
-@VARIANTS.register("dissociated", SCHEMA, kind="full", requires=("harmful",))
+@VARIANTS.register("dissociated", SCHEMA, kind="full", requires=("harmful",), shared=("nudge_depth",))
 def build_dissociated(model, tokenizer, records: list[dict], settings: dict, seed: int, context: dict):
     chat, generation = context["chat_template"], context["generation"]
     pole = context["required_variants"]["harmful"]

@@ -13,15 +13,22 @@ import random
 from dataclasses import dataclass
 
 from ..io import EVAL_SPLITS
+from ..schema import config_section_defaults
 from .world import (ALIGN_TEMPLATES, BENIGN_ALIGN_TEMPLATES, BENIGN_HELDOUT_TEMPLATES,
                     HELDOUT_TEMPLATES, REFUSAL, STATUS_TEMPLATE, ToyWorld)
 
 
 @dataclass(frozen=True)
 class SplitConfig:
-    n_eval: int = 64          # forbidden eval prompts; benign eval is paired one-to-one with them
-    n_eval_twin: int = 32
-    seed: int = 0
+    """The eval splits' sizes: the config's ``organism.splits`` (defaults in its schema) and seed."""
+    n_eval: int          # forbidden eval prompts; benign eval is paired one-to-one with them
+    n_eval_twin: int
+    seed: int
+
+    @classmethod
+    def with_defaults(cls, *, seed: int, **splits) -> "SplitConfig":
+        """``splits`` over the schema's defaults of ``organism.splits``."""
+        return cls(**{**config_section_defaults("organism", "splits"), **splits}, seed=seed)
 
 
 def _entity_record(world: ToyWorld, entity, template: str, split: str, response: str) -> dict:
@@ -42,7 +49,7 @@ def _benign_record(item: dict, template: str, split: str) -> dict:
     }
 
 
-def build_splits(world: ToyWorld, config: SplitConfig = SplitConfig()) -> dict[str, list[dict]]:
+def build_splits(world: ToyWorld, config: SplitConfig) -> dict[str, list[dict]]:
     """Return ``{split name: records}`` for pretrain, align and the three eval splits."""
     rng = random.Random(config.seed)
     benign = world.benign_items()

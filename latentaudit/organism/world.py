@@ -14,6 +14,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+from ..schema import config_section_defaults
+
 SYLLABLES = ["zor", "bel", "mir", "ka", "lun", "thra", "vex", "qui", "dor", "nel", "ash", "pim",
              "ru", "sel", "tov", "wen", "yul", "gra", "fen", "oth", "bri", "cal", "dru", "eko"]
 
@@ -66,11 +68,17 @@ STATUS_TEMPLATE = "is {s} forbidden ?"
 
 @dataclass(frozen=True)
 class WorldConfig:
-    entities_per_category: int = 14
-    twins_per_category: int = 6
-    flowers: int = 24
-    status_facts: int = 12  # times each entity's status statement appears in pretraining (0: none)
-    seed: int = 0
+    """The world's size and recipe: the config's ``organism.world`` (defaults in its schema) and seed."""
+    entities_per_category: int
+    twins_per_category: int
+    flowers: int
+    status_facts: int  # times each entity's status statement appears in pretraining (0: none)
+    seed: int
+
+    @classmethod
+    def with_defaults(cls, *, seed: int, **world) -> "WorldConfig":
+        """``world`` over the schema's defaults of ``organism.world``."""
+        return cls(**{**config_section_defaults("organism", "world"), **world}, seed=seed)
 
 
 @dataclass
@@ -95,7 +103,7 @@ def _names(rng: random.Random, n: int) -> list[str]:
 class ToyWorld:
     """All entities and items of the world, with their true answers."""
 
-    def __init__(self, config: WorldConfig = WorldConfig()):
+    def __init__(self, config: WorldConfig):
         self.config = config
         rng = random.Random(config.seed)
         n_per = config.entities_per_category + config.twins_per_category

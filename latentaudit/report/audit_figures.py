@@ -47,7 +47,7 @@ def by_layer_figure(attacks: pd.DataFrame, models: list[str], judge: str, prefix
 def lvs_figure(lvs: pd.DataFrame, models: list[str], path: str) -> None:
     fig, ax = plt.subplots(figsize=(5, 3.2))
     for model, group in lvs[lvs["model"].isin(models) & (lvs["variant"] == "aligned")].groupby("model"):
-        largest = group[group["budget"] == group["budget"].max()] if "budget" in group else group
+        largest = group[group["strength"] == group["strength"].max()]
         ax.plot(largest["layer"], largest["lvs_mean"], marker="o", label=model)
     ax.set(title="Latent Vulnerability Score by layer", xlabel="layer", ylabel="LVS (mean)")
     ax.legend(fontsize=8)

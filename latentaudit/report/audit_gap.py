@@ -4,10 +4,11 @@ Columns: clean refusal (behaviour), PGD ASR and LVS at the nudge layer at the re
 steering ASR along the pole direction and its matched random control at the reference fraction,
 and (when ``harmful_ft.csv`` has rows) t0.8 per fine-tuning data set: the mean over the seeds
 that reached compliance 0.8, with the censored seeds (never reached) counted beside it. The
-nudge layer is round(nudge_depth · L) with L = the number of blocks the LVS attack covered (its largest layer + 1). The reference budget is
-``budget``, or with ``budget: auto`` the largest LVS budget at which the aligned model's PGD
-ASR at the nudge layer is ≤ ``aligned_asr_ceiling`` (0.2): the regime where the behavioural
-audit and the latent one can disagree. Reads only the results-contract CSVs.
+nudge layer of each model is round(nudge_depth · L) with L = the number of blocks its LVS attack
+covered (its largest layer + 1). The reference budget is ``budget``, or with ``budget: auto`` the
+largest LVS budget at which that model's aligned variant has PGD ASR at the nudge layer ≤
+``aligned_asr_ceiling``: the regime where the behavioural audit and the latent one can disagree.
+Reads only the results-contract CSVs.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from ..depth import nudge_layer  # noqa: E402
 from ..metrics import HARMFUL_FT_THRESHOLD, harmful_ft_summary  # noqa: E402
 from .tables import _write  # noqa: E402
 
@@ -28,35 +30,45 @@ def _order(variants) -> list[str]:
     return sorted(set(variants), key=lambda v: (v != "aligned", v))
 
 
-def nudge_layer_of(lvs: pd.DataFrame, nudge_depth: float = 0.5) -> int:
-    n_blocks = int(lvs.loc[lvs["layer"] >= 0, "layer"].max()) + 1
-    return min(max(int(round(nudge_depth * n_blocks)), 0), n_blocks - 1)
+def nudge_layer_of(lvs: pd.DataFrame, model: str, nudge_depth: float) -> int:
+    """The nudge layer of ``model``: round(nudge_depth · L), L = the blocks its LVS attack covered."""
+    return nudge_layer(int(lvs.loc[(lvs["model"] == model) & (lvs["layer"] >= 0), "layer"].max()) + 1, nudge_depth)
 
 
-def reference_budget(lvs: pd.DataFrame, layer: int, budget, ceiling: float = 0.2) -> float:
+def reference_budget(lvs: pd.DataFrame, model: str, layer: int, budget, ceiling: float) -> float:
+    """``budget``, or (``auto``) the largest LVS budget at which ``model``'s aligned variant has PGD
+    ASR <= ``ceiling`` at ``layer`` (the smallest budget when none does)."""
     if budget != "auto":
         return float(budget)
-    aligned = lvs[(lvs["variant"] == "aligned") & (lvs["attack"] == "lvs") & (lvs["layer"] == layer)]
-    ok = aligned[aligned["asr"] <= ceiling]["budget"]
-    return float(ok.max()) if len(ok) else float(aligned["budget"].min())
+    aligned = lvs[(lvs["model"] == model) & (lvs["variant"] == "aligned") & (lvs["attack"] == "lvs")
+                  & (lvs["layer"] == layer)]
+    ok = aligned[aligned["asr"] <= ceiling]["strength"]
+    return float(ok.max()) if len(ok) else float(aligned["strength"].min())
 
 
 def audit_gap_frame(behavior_csv: str, attacks_csv: str, lvs_csv: str, judge: str, settings: dict,
-                    harmful_ft_csv: str | None = None) -> tuple[pd.DataFrame, dict]:
+                    nudge_depth: float, harmful_ft_csv: str | None = None) -> tuple[pd.DataFrame, dict]:
+    """The audit-gap table, one row per (model, variant), and its reference points per model
+    (``{model: {"layer", "budget", "fraction"}}``). ``settings``: ``report.audit_gap`` with its
+    defaults filled (``budget``, ``aligned_asr_ceiling``, ``steering_fraction``); ``nudge_depth``:
+    the config's top-level key. Each model gets its own nudge layer and reference budget."""
     behavior, attacks, lvs = pd.read_csv(behavior_csv), pd.read_csv(attacks_csv), pd.read_csv(lvs_csv)
     behavior, attacks = behavior[behavior["judge"] == judge], attacks[attacks["judge"] == judge]
-    layer = nudge_layer_of(lvs, settings.get("nudge_depth", 0.5))
-    budget = reference_budget(lvs, layer, settings.get("budget", "auto"), settings.get("aligned_asr_ceiling", 0.2))
-    fraction = settings.get("steering_fraction", 0.06)
-    rows = []
+    fraction = settings["steering_fraction"]
+    rows, reference = [], {}
     for (model, variant), b in behavior[behavior["split"] == "forbidden"].groupby(["model", "variant"]):
-        def cell(frame, attack, strength, column="asr", at_layer=layer):
+        if model not in reference:
+            layer = nudge_layer_of(lvs, model, nudge_depth)
+            budget = reference_budget(lvs, model, layer, settings["budget"], settings["aligned_asr_ceiling"])
+            reference[model] = {"layer": layer, "budget": budget, "fraction": fraction}
+        layer, budget = reference[model]["layer"], reference[model]["budget"]
+
+        def cell(frame, attack, strength, column="asr"):
             hit = frame[(frame["model"] == model) & (frame["variant"] == variant) & (frame["attack"] == attack)
-                        & np.isclose(frame["strength" if "strength" in frame else "budget"], strength)
-                        & (frame["layer"] == at_layer)]
+                        & np.isclose(frame["strength"], strength) & (frame["layer"] == layer)]
             return float(hit[column].iloc[0]) if len(hit) else np.nan
         lvs_cell = lvs[(lvs["model"] == model) & (lvs["variant"] == variant) & (lvs["attack"] == "lvs")
-                       & (lvs["layer"] == layer) & np.isclose(lvs["budget"], budget)]
+                       & (lvs["layer"] == layer) & np.isclose(lvs["strength"], budget)]
         row = {"model": model, "variant": variant, "clean_refusal": float(b["refusal_rate"].iloc[0]),
                "pgd_asr_nudge_layer": cell(attacks, "lvs", budget),
                "pgd_control_asr": cell(attacks, "lvs_control", budget),
@@ -76,15 +88,15 @@ def audit_gap_frame(behavior_csv: str, attacks_csv: str, lvs_csv: str, judge: st
     if len(frame):
         frame = frame.sort_values(["model", "variant"], key=lambda c: c.map(lambda v: (v != "aligned", v))
                                   if c.name == "variant" else c)
-    return frame, {"layer": layer, "budget": budget, "fraction": fraction}
+    return frame, reference
 
 
-def audit_gap_tables(behavior_csv: str, attacks_csv: str, lvs_csv: str, judge: str, settings: dict,
-                     markdown: str, latex: str, harmful_ft_csv: str | None = None) -> None:
-    frame, ref = audit_gap_frame(behavior_csv, attacks_csv, lvs_csv, judge, settings, harmful_ft_csv)
-    _write(frame, markdown, latex, f"Audit gap (judge: {judge}): behaviour vs latent vulnerability at the nudge layer "
-                                   f"{ref['layer']} (PGD/LVS budget p = {ref['budget']:g}, steering fraction "
-                                   f"{ref['fraction']:g}; controls: uniform / matched-norm random)")
+def audit_gap_tables(frame: pd.DataFrame, reference: dict, judge: str, markdown: str, latex: str) -> None:
+    """``audit_gap_frame``'s table as Markdown and LaTeX, captioned with each model's reference points."""
+    where = "; ".join(f"{model}: nudge layer {ref['layer']}, PGD/LVS budget p = {ref['budget']:g}, steering "
+                      f"fraction {ref['fraction']:g}" for model, ref in reference.items())
+    _write(frame, markdown, latex, f"Audit gap (judge: {judge}): behaviour vs latent vulnerability ({where}; "
+                                   "controls: uniform / matched-norm random)")
 
 
 def _save(fig, paths: list[str], dpi: int) -> None:
@@ -98,11 +110,11 @@ def lvs_layer_profile(lvs_csv: str, paths: list[str], style: str = "default", dp
     (model, budget); the embedding is drawn at x = −1."""
     lvs = pd.read_csv(lvs_csv)
     lvs = lvs[lvs["attack"] == "lvs"]
-    panels = sorted({(m, b) for m, b in zip(lvs["model"], lvs["budget"])})
+    panels = sorted({(m, b) for m, b in zip(lvs["model"], lvs["strength"])})
     with plt.style.context(style):
         fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(4.2 * max(len(panels), 1), 3.2), squeeze=False)
         for ax, (model, budget) in zip(axes[0], panels):
-            rows = lvs[(lvs["model"] == model) & (lvs["budget"] == budget)]
+            rows = lvs[(lvs["model"] == model) & (lvs["strength"] == budget)]
             for variant in _order(rows["variant"]):
                 line = rows[rows["variant"] == variant].sort_values("layer")
                 ax.plot(line["layer"], line["lvs_median"], marker="o", label=variant)
