@@ -28,7 +28,9 @@ if MATERIAL["wheels"]:
 
 if MATERIAL["gguf_models"]:
 
+    # CPU-only (a ~135M model dequantises in under a minute): runs where snakemake runs, never as a cluster job
     rule convert_gguf:
+        localrule: True
         input:
             script="workflow_scripts/convert_gguf.py",
             code=code_inputs("workflow_scripts/convert_gguf.py"),
@@ -46,9 +48,6 @@ if MATERIAL["gguf_models"]:
             "../envs/latentaudit.yaml"
         log:
             "logs/material/convert_{name}.log",
-        resources:
-            runtime=30,
-            mem_mb=8000,
         script:
             "../workflow_scripts/convert_gguf.py"
 
