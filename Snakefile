@@ -15,6 +15,7 @@ if not workflow.overwrite_configfiles:
 
 include: "rules/common.smk"
 include: "rules/data.smk"
+include: "rules/material.smk"
 include: "rules/models.smk"
 include: "rules/variants.smk"
 include: "rules/attacks.smk"

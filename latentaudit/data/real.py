@@ -16,16 +16,34 @@ split's records, as ``prompt, response, harmful_response, kind``: a harmful requ
 its refusal (``response``) and is pushed away from its harmful completion; a benign request
 is answered with its answer. Records lacking the text a defense needs (a harmful request with
 no refusal or no completion, a benign one with no answer) are dropped and counted.
+
+Training prompts (``train_prompts.jsonl``, optional): every ``role: train`` split's records as
+loaded, answer or not (the input of steps that write the missing text, e.g. a refusal LoRA that
+needs only refusals, or answers self-distilled from a model).
+
+No data set that ``eval_forbidden`` samples may also feed a train split: the eval behaviours are
+never trained on. The overlap report counts, per (eval split, train split), the eval candidates
+removed because a training prompt is the same text (``exact_overlap``) or the same after
+normalisation (``removed_as_overlap``), and the kept eval records within a word-set Jaccard of
+0.8 of a training prompt (``near_overlap``, reported only).
+
+Each split's sidecar records where its data came from: for a data set read from a wheel, the
+package, version, the wheel's sha256 and every file's sha256; for the project's written sets, a
+sha256 of their rows.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 
 import pandas as pd
 
 from ..io import EVAL_SPLITS, write_jsonl
+from ..material import Wheel, member_digests
 from ..provenance import write_meta
-from .splits import DataSplits, load_splits, to_eval_records
+from .loaders import get_loader
+from .splits import DataSplits, load_splits, normalise_text, to_eval_records
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +67,12 @@ def check_real_data_config(data: dict | None) -> list[str]:
             problems.append(f"data.splits.{name}.harmful: must be false (benign requests only)")
     if "eval_forbidden" in splits and splits["eval_forbidden"].get("harmful") is False:
         problems.append("data.splits.eval_forbidden.harmful: must be true or null (harmful requests)")
+    evaluated = set(splits.get("eval_forbidden", {}).get("datasets", []))
+    for name, spec in sorted(splits.items()):
+        shared = sorted(evaluated & set(spec["datasets"])) if spec["role"] == "train" else []
+        if shared:
+            problems.append(f"data.splits.{name}.datasets: {shared} also feed eval_forbidden; the eval behaviours "
+                            f"must never be trained on (use another data set for training)")
     return problems
 
 
@@ -90,19 +114,45 @@ def overlap_report(data: DataSplits, roles: dict[str, str]) -> pd.DataFrame:
         against = data.overlap.get(split) or {"": 0}
         for train_split, removed in sorted(against.items()):
             rows.append({"split": split, "role": roles[split], "train_split": train_split,
-                         "removed_as_overlap": removed, "within_split_duplicates": data.duplicates.get(split, 0),
-                         "n": len(records)})
-    return pd.DataFrame(rows, columns=["split", "role", "train_split", "removed_as_overlap",
-                                       "within_split_duplicates", "n"])
+                         "exact_overlap": data.exact_overlap.get(split, {}).get(train_split, 0),
+                         "removed_as_overlap": removed,
+                         "near_overlap": data.near_overlap.get(split, {}).get(train_split, 0),
+                         "within_split_duplicates": data.duplicates.get(split, 0), "n": len(records)})
+    return pd.DataFrame(rows, columns=["split", "role", "train_split", "exact_overlap", "removed_as_overlap",
+                                       "near_overlap", "within_split_duplicates", "n"])
 
 
-def build_real_data(data: dict, eval_paths: dict[str, str], train_path: str, overlap_path: str) -> None:
+def dataset_sources(data: dict, wheels: dict[str, Wheel]) -> dict[str, dict]:
+    """data set name -> where its rows came from, with hashes (see the module doc)."""
+    sources = {}
+    for name, spec in data["datasets"].items():
+        loader = get_loader(spec.get("loader") or name)
+        if spec.get("local_path"):
+            sources[name] = {"local_path": spec["local_path"]}
+        elif spec.get("wheel"):
+            wheel = wheels[spec["wheel"]]
+            sources[name] = {**wheel.provenance(), "members": member_digests(wheel, spec["members"])}
+        elif loader.builtin is not None:
+            rows = json.dumps(loader.builtin(), sort_keys=True).encode()
+            sources[name] = {"written": f"latentaudit.data.written ({loader.name})", "rows": len(loader.builtin()),
+                             "sha256": hashlib.sha256(rows).hexdigest()}
+        else:
+            sources[name] = {"hub_id": spec.get("hub_id") or loader.hub_id, "revision": spec.get("revision")}
+    return sources
+
+
+def build_real_data(data: dict, eval_paths: dict[str, str], train_path: str, overlap_path: str,
+                    wheels: dict[str, Wheel] | None = None, train_prompts_path: str | None = None) -> None:
     """Load the data sets, make the seeded splits, write every eval split (``eval_paths``: split
-    -> JSONL), the defenses' training records and the overlap report, each with a sidecar."""
+    -> JSONL), the defenses' training records, the training prompts (``train_prompts_path``, when
+    given) and the overlap report, each with a sidecar. ``wheels``: the pinned wheels data sets
+    read from (package -> ``material.Wheel``)."""
     problems = check_real_data_config(data)
     if problems:
         raise ValueError("\n".join(problems))
-    splits = load_splits(data)
+    wheels = wheels or {}
+    splits = load_splits(data, wheels)
+    sources = dataset_sources(data, wheels)
     roles = {name: spec["role"] for name, spec in data["splits"].items()}
     eval_records = {name: to_eval_records(name, splits.splits[name]) for name in eval_paths}
     empty = [name for name in EVAL_SPLITS if not eval_records[name]]
@@ -120,17 +170,32 @@ def build_real_data(data: dict, eval_paths: dict[str, str], train_path: str, ove
         write_jsonl(eval_records[name], path)
         extra = {"paired_with": "eval_forbidden", "cycled_repeats": repeats,
                  "sampled": len(splits.splits[name])} if name == "eval_benign" else {}
-        write_meta(path, {"split": data["splits"][name], "datasets": {d: data["datasets"][d] for d in
-                                                                      data["splits"][name]["datasets"]}},
-                   seed=data.get("seed", 0), rows=len(eval_records[name]), **extra)
+        used = data["splits"][name]["datasets"]
+        write_meta(path, {"split": data["splits"][name], "datasets": {d: data["datasets"][d] for d in used}},
+                   seed=data.get("seed", 0), rows=len(eval_records[name]), sources={d: sources[d] for d in used},
+                   **extra)
         log.info("%s: %d records -> %s", name, len(eval_records[name]), path)
     train_names = sorted(name for name, role in roles.items() if role == "train")
     train, dropped = training_records(splits.splits, train_names)
     write_jsonl(train, train_path)
+    train_sources = {d: sources[d] for n in train_names for d in data["splits"][n]["datasets"]}
     write_meta(train_path, {"splits": {n: data["splits"][n] for n in train_names}}, seed=data.get("seed", 0),
                rows=len(train), forbidden=sum(r["kind"] == "forbidden" for r in train),
-               benign=sum(r["kind"] == "benign" for r in train), dropped=dropped)
+               benign=sum(r["kind"] == "benign" for r in train), dropped=dropped, sources=train_sources)
     log.info("training records: %d (%s dropped) -> %s", len(train), dropped, train_path)
+    if train_prompts_path:
+        prompts = [{"id": f"{n}-{i:05d}", **record} for n in train_names for i, record in enumerate(splits.splits[n])]
+        write_jsonl(prompts, train_prompts_path)
+        write_meta(train_prompts_path, {"splits": {n: data["splits"][n] for n in train_names}},
+                   seed=data.get("seed", 0), rows=len(prompts), per_split={n: len(splits.splits[n]) for n in train_names},
+                   sources=train_sources)
+        log.info("training prompts: %d -> %s", len(prompts), train_prompts_path)
     report = overlap_report(splits, roles)
     report.to_csv(overlap_path, index=False)
-    write_meta(overlap_path, {"seed": data.get("seed", 0)}, rows=len(report))
+    trained = {normalise_text(r["prompt"]) for n in train_names for r in splits.splits[n]}
+    leaked = {name: sum(normalise_text(r["prompt"]) in trained for r in splits.splits[name])
+              for name, role in sorted(roles.items()) if role == "eval"}
+    if any(leaked.values()):  # make_splits removes them: this guards that promise
+        raise AssertionError(f"eval records also in training after de-duplication: {leaked}")
+    write_meta(overlap_path, {"seed": data.get("seed", 0)}, rows=len(report), eval_records_in_training=leaked)
+    log.info("overlap of eval with training splits:\n%s", report.to_string(index=False))

@@ -6,7 +6,7 @@ import logging
 import random
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .loaders import LOADERS, load_dataset_records
 
@@ -34,6 +34,11 @@ DATA_SCHEMA = {
                     "local_path": {"type": ["string", "null"], "default": None,
                                    "description": "a JSON/JSONL/CSV/parquet file or a save_to_disk directory; "
                                                   "overrides the hub"},
+                    "wheel": {"type": ["string", "null"], "default": None,
+                              "description": "a package pinned under material.wheels: read `members` from its "
+                                             "wheel instead of the hub"},
+                    "members": {"type": ["array", "null"], "items": {"type": "string"}, "minItems": 1,
+                                "default": None, "description": "globs of the files inside the wheel (.txt, .jsonl)"},
                     "functional_category": {"type": "string", "description": "HarmBench only (default standard)"},
                 },
             },
@@ -80,12 +85,29 @@ def check_data_config(data: dict) -> list[str]:
     return problems
 
 
+def word_set(text: str) -> frozenset[str]:
+    return frozenset(normalise_text(text).split())
+
+
+def jaccard(a: frozenset, b: frozenset) -> float:
+    return len(a & b) / len(a | b) if a or b else 1.0
+
+
+NEAR_OVERLAP = 0.8  # word-set Jaccard at which an eval prompt is reported as near a training prompt
+
+
 @dataclass
 class DataSplits:
     splits: dict[str, list[dict]]
     # eval split -> train split -> eval candidates dropped because that train split holds the prompt
+    # (normalised-text match)
     overlap: dict[str, dict[str, int]]
     duplicates: dict[str, int]  # split -> records dropped as repeats within the split
+    # eval split -> train split -> of the dropped candidates, those identical character for character
+    exact_overlap: dict[str, dict[str, int]] = field(default_factory=dict)
+    # eval split -> train split -> kept eval records whose word set is within NEAR_OVERLAP Jaccard of
+    # a training prompt's (reported, not removed: paraphrases a reader should look at)
+    near_overlap: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 def _unique(records: list[dict]) -> tuple[list[dict], int]:
@@ -115,7 +137,7 @@ def make_splits(loaded: dict[str, list[dict]], split_specs: dict[str, dict], see
 
     Train splits first; then each eval split drops any prompt that a train split holds
     (normalised-text match) before sampling, and the counts are returned and logged."""
-    splits, duplicates, overlap = {}, {}, {}
+    splits, duplicates, overlap, exact, near = {}, {}, {}, {}, {}
     ordered = sorted(split_specs.items(), key=lambda item: (item[1]["role"] != "train", item[0]))
     train_keys: dict[str, set[str]] = {}
     for name, spec in ordered:
@@ -123,9 +145,11 @@ def make_splits(loaded: dict[str, list[dict]], split_specs: dict[str, dict], see
                 if spec.get("harmful") is None or r["harmful"] == spec["harmful"]]
         pool, duplicates[name] = _unique(pool)
         if spec["role"] == "eval":
-            overlap[name] = {}
+            overlap[name], exact[name] = {}, {}
             for train_name, keys in train_keys.items():
                 overlap[name][train_name] = sum(normalise_text(r["prompt"]) in keys for r in pool)
+                prompts = {r["prompt"] for r in splits[train_name]}
+                exact[name][train_name] = sum(r["prompt"] in prompts for r in pool)
             held = set().union(*train_keys.values()) if train_keys else set()
             pool = [r for r in pool if normalise_text(r["prompt"]) not in held]
             log.info("%s: %s eval prompts overlap training splits %s; removed", name,
@@ -133,16 +157,32 @@ def make_splits(loaded: dict[str, list[dict]], split_specs: dict[str, dict], see
         splits[name] = [{**r, "split": name} for r in _sample(pool, spec.get("n"), seed, name)]
         if spec["role"] == "train":
             train_keys[name] = {normalise_text(r["prompt"]) for r in splits[name]}
+        else:
+            near[name], evaluated = {}, [word_set(r["prompt"]) for r in splits[name]]
+            for train_name in train_keys:
+                trained = [word_set(r["prompt"]) for r in splits[train_name]]
+                near[name][train_name] = sum(any(jaccard(words, other) >= NEAR_OVERLAP for other in trained)
+                                             for words in evaluated)
         log.info("%s (%s): %d records (%d within-split duplicates dropped)", name, spec["role"], len(splits[name]),
                  duplicates[name])
-    return DataSplits(splits, overlap, duplicates)
+    return DataSplits(splits, overlap, duplicates, exact, near)
 
 
-def load_splits(data: dict) -> DataSplits:
+def load_splits(data: dict, wheels: dict | None = None) -> DataSplits:
     """Load every data set a split uses (once) and make the splits; ``data`` is the
-    validated ``data:`` config section."""
+    validated ``data:`` config section, ``wheels`` the ``material.Wheel`` of every package a data
+    set names under ``wheel``."""
     used = sorted({d for spec in data["splits"].values() for d in spec["datasets"]})
-    loaded = {name: load_dataset_records(name, **data["datasets"][name]) for name in used}
+    loaded = {}
+    for name in used:
+        settings = dict(data["datasets"][name])
+        package = settings.pop("wheel", None)
+        if package is not None:
+            if package not in (wheels or {}):
+                raise ValueError(f"data.datasets.{name}.wheel: {package!r} is not among the wheels given "
+                                 f"{sorted(wheels or {})} (material.wheels)")
+            settings["wheel"] = wheels[package]
+        loaded[name] = load_dataset_records(name, **settings)
     return make_splits(loaded, data["splits"], data.get("seed", 0))
 
 

