@@ -30,6 +30,7 @@ if "data" in config:
         output:
             splits=[real_split(s) for s in real_eval_splits()],
             train=f"{REAL_DATA}/train.jsonl",
+            harmful_ft=f"{REAL_DATA}/harmful_ft.jsonl",
             overlap=f"{REAL_DATA}/overlap.csv",
         params:
             data=config["data"],

@@ -11,6 +11,11 @@ Eval splits (the attacks' contract, see latentaudit/attacks/common.py):
   meta sidecar records how many prompts repeat;
 - ``eval_twin``: over-refusal prompts (e.g. XSTest's safe ones), judged for refusal only.
 
+Harmful fine-tuning records (``harmful_ft.jsonl``): the ``role: harmful_ft`` splits
+(``harmful_ft_in_dist``: e.g. LLM-LAT rows the construction never saw; ``harmful_ft_ood``:
+PKU-SafeRLHF), de-duplicated against every train split, so the harmful fine-tuning attack never
+trains on the dissociated model's construction data (latentaudit/data/heldout.py).
+
 Training records (``train.jsonl``, the defenses' ``defense_data`` format): every ``role: train``
 split's records, as ``prompt, response, harmful_response, kind``: a harmful request teaches
 its refusal (``response``) and is pushed away from its harmful completion; a benign request
@@ -82,6 +87,23 @@ def training_records(splits: dict[str, list[dict]], train_names: list[str]) -> t
     return out, dropped
 
 
+def harmful_ft_records(splits: dict[str, list[dict]], names: list[str]) -> tuple[list[dict], int]:
+    """The ``harmful_ft`` splits' harmful requests with a harmful completion, as the harmful
+    fine-tuning attack's ``prompt, harmful_response, kind, category, split`` records (the split
+    names its data set: ``harmful_ft_in_dist``, ``harmful_ft_ood``), and how many were dropped."""
+    out, dropped = [], 0
+    for name in names:
+        for i, record in enumerate(splits[name]):
+            if not (record["harmful"] and record["harmful_completion"]):
+                dropped += 1
+                continue
+            out.append({"id": f"{name}-{i:05d}", "split": name, "kind": "forbidden", "prompt": record["prompt"],
+                        "response": record["refusal"], "harmful_response": record["harmful_completion"],
+                        "category": record["category"], "source": record["source"],
+                        "source_id": record["source_id"]})
+    return out, dropped
+
+
 def overlap_report(data: DataSplits, roles: dict[str, str]) -> pd.DataFrame:
     """One row per (split, training split it was de-duplicated against): eval candidates removed
     because the training split holds the prompt, within-split duplicates dropped, final size."""
@@ -96,9 +118,12 @@ def overlap_report(data: DataSplits, roles: dict[str, str]) -> pd.DataFrame:
                                        "within_split_duplicates", "n"])
 
 
-def build_real_data(data: dict, eval_paths: dict[str, str], train_path: str, overlap_path: str) -> None:
+def build_real_data(data: dict, eval_paths: dict[str, str], train_path: str, overlap_path: str,
+                    harmful_ft_path: str | None = None) -> None:
     """Load the data sets, make the seeded splits, write every eval split (``eval_paths``: split
-    -> JSONL), the defenses' training records and the overlap report, each with a sidecar."""
+    -> JSONL), the defenses' training records, the harmful fine-tuning attack's held-out records
+    (``harmful_ft_path``: the ``harmful_ft`` splits, never in the training records) and the
+    overlap report, each with a sidecar."""
     problems = check_real_data_config(data)
     if problems:
         raise ValueError("\n".join(problems))
@@ -131,6 +156,14 @@ def build_real_data(data: dict, eval_paths: dict[str, str], train_path: str, ove
                rows=len(train), forbidden=sum(r["kind"] == "forbidden" for r in train),
                benign=sum(r["kind"] == "benign" for r in train), dropped=dropped)
     log.info("training records: %d (%s dropped) -> %s", len(train), dropped, train_path)
+    if harmful_ft_path:
+        names = sorted(name for name, role in roles.items() if role == "harmful_ft")
+        held, dropped_ft = harmful_ft_records(splits.splits, names)
+        write_jsonl(held, harmful_ft_path)
+        write_meta(harmful_ft_path, {"splits": {n: data["splits"][n] for n in names}}, seed=data.get("seed", 0),
+                   rows=len(held), dropped_without_harmful_completion=dropped_ft,
+                   per_split={n: sum(r["split"] == n for r in held) for n in names})
+        log.info("harmful fine-tuning records: %d (%d dropped) -> %s", len(held), dropped_ft, harmful_ft_path)
     report = overlap_report(splits, roles)
     report.to_csv(overlap_path, index=False)
     write_meta(overlap_path, {"seed": data.get("seed", 0)}, rows=len(report))
