@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from .data import DATA_SCHEMA, check_data_config
+from .data.heldout import HARMFUL_FT_ROLE, HARMFUL_FT_SPLITS
 from .registry import ATTACKS, JUDGES, VARIANTS, load_all
 from .schema import ConfigError, check  # noqa: F401 (ConfigError: the rules import it from here)
 
@@ -74,6 +75,7 @@ def validate_config(config: dict) -> dict:
             raise ConfigError(f"config error at attacks.{name}.direction: 'harmful_pole' needs the `harmful` variant "
                               f"configured under `variants:`; configure it or use direction: prompt_contrast")
     uses_organism = any(m["source"] == "organism" for m in config["models"].values())
+    _check_harmful_ft_data(config, uses_organism)
     for name, model in config["models"].items():
         # A hub/path model *is* its aligned variant; the organism also has its pretrained one.
         valid = {"aligned", *(["pretrained"] if model["source"] == "organism" else []), *config["variants"]}
@@ -115,6 +117,25 @@ def _check_material(config: dict) -> None:
     if "converted" in config["models"] and config["material"]["gguf_models"]:
         raise ConfigError("config error at models.converted: the name is reserved for results/models/converted/ "
                           "(the GGUF conversions); rename the model")
+
+
+def _check_harmful_ft_data(config: dict, uses_organism: bool) -> None:
+    """The harmful fine-tuning attack trains only on rows held out of the construction data: on the
+    organism a fraction ``harmful_ft_holdout`` > 0, on real data the ``harmful_ft`` splits."""
+    if "harmful_ft" not in config["attacks"]:
+        return
+    if uses_organism and config["harmful_ft_holdout"] == 0:
+        raise ConfigError("config error at harmful_ft_holdout: the organism's harmful_ft attack trains on the rows held "
+                          "out of the dissociated model's construction data; 0 holds out none (use e.g. 0.25)")
+    if all(m["source"] == "organism" for m in config["models"].values()) or "data" not in config:
+        return  # (a hub/path model without a `data:` section fails at the real_data check)
+    data_sets = set(config["attacks"]["harmful_ft"]["data"])
+    splits = config.get("data", {}).get("splits", {})
+    for name in sorted(HARMFUL_FT_SPLITS[d] for d in data_sets):
+        if splits.get(name, {}).get("role") != HARMFUL_FT_ROLE:
+            raise ConfigError(f"config error at data.splits.{name}: the harmful_ft attack on a hub/path model trains on "
+                              f"held-out pairs; configure the split `{name}` with role {HARMFUL_FT_ROLE} (e.g. LLM-LAT "
+                              f"rows the construction never saw, PKU-SafeRLHF for ood); configured: {sorted(splits)}")
 
 
 def _canonical(value):

@@ -1,8 +1,8 @@
 """The harmful pole's geometry (LVS paper, shared/papers/lvs_audit_gap.md), shared by the
 dissociated model (a defense-side construction) and the steering attack: along what the nudge
 acts (the normalised difference-of-means direction of two models' or two prompt sets'
-last-prompt-token activations); where (the nudge layer, the activation-match band) is
-``latentaudit.depth``."""
+last-prompt-token activations) and how far (the base model's mean last-prompt-token norm); where
+(the nudge layer, the activation-match band) is ``latentaudit.depth``."""
 from __future__ import annotations
 
 import torch
@@ -37,3 +37,13 @@ def prompt_activations(model, prompts: list[list[int]], sites: list[int], pad_id
         norm_sum += (stream.norm(dim=-1) * real).sum(dim=(0, 2)).cpu()
         count += int(batch.attention_mask.sum())
     return torch.cat(last), norm_sum / count
+
+
+def last_token_norms(model, prompts: list[list[int]], sites: list[int], pad_id: int, batch_size: int = 256
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """([len(sites)] mean over prompts of the last-prompt-token activation norm ‖h(x_i)[-1]‖₂,
+    [len(sites)] mean per-token norm over every real prompt token, BOS included) at hook ``sites``.
+    The first is the LVS public code's nudge and steering scale (``nudge_from``, ``directions``);
+    the second can be much larger on real models (BOS activations), so their ratio is logged."""
+    last, every = prompt_activations(model, prompts, sites, pad_id, batch_size)
+    return last.float().norm(dim=-1).mean(0), every

@@ -226,14 +226,19 @@ def attack_extra_inputs(wildcards):
     """What an attack registered with ``needs=(...)`` reads beyond the model: the model's training
     records (``train_records``: the steering attack fits its direction on them, the harmful
     fine-tuning attack trains on them) and, for steering with ``direction: harmful_pole``, the
-    model's harmful pole beside its aligned weights."""
+    model's harmful pole beside its aligned weights, and the aligned weights an attack that ``needs``
+    ``aligned`` measures its sizes on (the base model's norms)."""
     needs = ATTACKS[wildcards.attack].options.get("needs", ())
     settings = config["attacks"][wildcards.attack]
     extras = {}
     if "train_records" in needs:
         extras["train_records"] = variant_records(wildcards)
+    if "harmful_ft_records" in needs and not is_organism(wildcards.model):
+        extras["harmful_ft_records"] = f"{REAL_DATA}/harmful_ft.jsonl"  # held out of the construction data
     if "harmful_pole" in needs and settings.get("direction", "harmful_pole") == "harmful_pole":
         extras["harmful_pole"] = variant_dir(wildcards.model, "harmful")
+    if ("aligned" in needs or "harmful_pole" in extras) and is_organism(wildcards.model):
+        extras["aligned_weights"] = base_path(wildcards.model)  # the base model of the paper's norms
     return extras
 
 

@@ -32,6 +32,7 @@ if "data" in config:
             splits=[real_split(s) for s in real_eval_splits()],
             train=f"{REAL_DATA}/train.jsonl",
             train_prompts=f"{REAL_DATA}/train_prompts.jsonl",
+            harmful_ft=f"{REAL_DATA}/harmful_ft.jsonl",
             overlap=f"{REAL_DATA}/overlap.csv",
         params:
             data=config["data"],

@@ -7,12 +7,19 @@ steps (step 0 included) the model answers the eval forbidden prompts and their p
 prompts greedily, and the judge labels those generations like any attack's. Metrics turn them
 into compliance curves and t0.8, the first step with compliance >= 0.8 (``harmful_ft.csv``).
 
-Data sets (``data``):
-- ``in_dist``: every forbidden training request with its harmful completion;
-- ``ood``: only the requests of ``ood_categories`` (default: the first half of the training
-  categories, sorted); compliance is then measured on the eval prompts of the *other*
-  categories (rows with ``trained_category`` False), so it measures transfer to harms the
-  fine-tuning never showed.
+Data: never the rows the dissociated model was built from (``latentaudit/data/heldout.py``). On
+the organism, the seeded fraction ``harmful_ft_holdout`` (top-level key) of the alignment split's
+forbidden rows that the dissociated build excludes; on real data, the ``data:`` splits of role
+``harmful_ft`` (input ``harmful_ft_records``). Data sets (``data``):
+- ``in_dist``: the held-out forbidden rows (organism), the split ``harmful_ft_in_dist`` (real:
+  LLM-LAT rows the construction never saw);
+- ``ood``: on the organism, only the held-out rows of ``ood_categories`` (default: the first half
+  of the training categories, sorted), and compliance is then measured on the eval prompts of
+  the *other* categories (rows with ``trained_category`` False), so it measures transfer to
+  harms the fine-tuning never showed; on real data, the split ``harmful_ft_ood`` (the paper:
+  PKU-SafeRLHF), compliance on every eval prompt.
+Each run's mean token NLL of its data set's harmful completions under the attacked model before
+any update is the column ``nll_step0`` (how far the variant starts from complying).
 
 Paper: 2,000 pairs, lr 1e-5 constant, batch 4, 150 steps, compliance every 5 steps, 3 seeds.
 The weights are restored after each run, so one job serves every data set and seed.
@@ -26,7 +33,8 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from ..batching import prompt_token_ids, target_token_ids
+from ..batching import make_batch, prompt_token_ids, target_nll, target_token_ids
+from ..data.heldout import HARMFUL_FT_ROLE, HARMFUL_FT_SPLITS, harmful_ft_holdout
 from ..generation import model_device
 from ..registry import ATTACKS
 from ..training import Sampler, pair_batch, token_ce
@@ -36,7 +44,7 @@ log = logging.getLogger(__name__)
 
 DATA_SETS = ("in_dist", "ood")
 SCHEMA = {
-    "type": "object", "additionalProperties": False, "required": ["steps", "lr"],
+    "type": "object", "additionalProperties": False, "required": ["steps", "lr", "harmful_ft_holdout"],
     "properties": {
         "steps": {"type": "integer", "minimum": 1, "description": "fine-tuning steps (paper: 150)"},
         "lr": {"type": "number", "exclusiveMinimum": 0, "maximum": 1, "description": "constant (paper: 1e-5)"},
@@ -49,17 +57,39 @@ SCHEMA = {
                                                          "minItems": 1}], "default": None,
                            "description": "categories the ood set trains on (null: first half, sorted)"},
         "max_pairs": {"type": "integer", "minimum": 1, "default": 2000},
+        "harmful_ft_holdout": {"type": "number", "minimum": 0, "exclusiveMaximum": 1,
+                               "description": "the config's top-level harmful_ft_holdout (shared with the "
+                                              "dissociated model, which excludes these rows)"},
         "grad_clip": {"type": ["number", "null"], "exclusiveMinimum": 0, "default": 1.0},
     },
 }
 
 
+def held_out_records(context: AttackContext, fraction: float) -> list[dict]:
+    """The records harmful fine-tuning may train on: the real data's ``harmful_ft`` splits when
+    the job has them, else the organism's held-out fraction of its training records."""
+    if "harmful_ft_records" in context.extras:
+        return context.extras["harmful_ft_records"]
+    if fraction <= 0:
+        raise ValueError("harmful_ft: harmful_ft_holdout is 0 and the data have no harmful_ft splits: nothing is "
+                         "held out of the dissociated model's construction data to fine-tune on")
+    return harmful_ft_holdout(context.extras["train_records"], fraction, context.seed)[1]
+
+
 def harmful_pairs(records: list[dict], data: str, ood_categories: list[str] | None, max_pairs: int
                   ) -> tuple[list[dict], set[str]]:
-    """The fine-tuning pairs of one data set and the categories they cover."""
+    """The fine-tuning pairs of one data set and the categories they cover. Records of the real
+    data's ``harmful_ft`` splits are chosen by split (the ood set covers no eval category);
+    otherwise (the organism) by category, as the module docstring says."""
     forbidden = [r for r in records if r["kind"] == "forbidden" and r.get("harmful_response")]
     if not forbidden:
         raise ValueError("harmful_ft needs forbidden training records with a harmful_response")
+    if any(r["split"].startswith(HARMFUL_FT_ROLE) for r in forbidden):
+        chosen = [r for r in forbidden if r["split"] == HARMFUL_FT_SPLITS[data]][:max_pairs]
+        if not chosen:
+            raise ValueError(f"harmful_ft {data}: the data's harmful_ft splits hold no {HARMFUL_FT_SPLITS[data]!r} "
+                             f"records; configure that split under data.splits (role harmful_ft)")
+        return chosen, ({r["category"] for r in chosen} if data == "in_dist" else set())
     categories = sorted({r["category"] for r in forbidden})
     if data == "ood":
         chosen = set(ood_categories) if ood_categories else set(categories[:max(1, len(categories) // 2)])
@@ -109,23 +139,40 @@ def finetune_and_probe(context: AttackContext, pairs: list[tuple[list[int], list
         model.eval()
 
 
-@ATTACKS.register("harmful_ft", SCHEMA, needs=("train_records",))
+@torch.no_grad()
+def completion_nll(context: AttackContext, pairs: list[tuple[list[int], list[int]]]) -> float:
+    """Mean token NLL of the completions given their prompts (every completion token of every pair
+    weighs the same), under the model as it is."""
+    model, device, total, tokens = context.model, model_device(context.model), 0.0, 0
+    model.eval()
+    for start in range(0, len(pairs), context.batch_size):
+        chunk = pairs[start:start + context.batch_size]
+        batch = make_batch([p for p, _ in chunk], [t for _, t in chunk], context.tokenizer.pad_token_id).to(device)
+        total += float(target_nll(model(**batch.model_inputs()).logits, batch.labels).sum())
+        tokens += sum(len(t) for _, t in chunk)
+    return total / tokens
+
+
+@ATTACKS.register("harmful_ft", SCHEMA, needs=("train_records", "harmful_ft_records"), shared=("harmful_ft_holdout",))
 def attack_harmful_ft(context: AttackContext, settings: dict) -> pd.DataFrame:
     forbidden, benign = context.eval_records["eval_forbidden"], context.eval_records["eval_benign"]
     eval_records = forbidden + benign
     eval_ids = context.prompt_ids(eval_records)
     frames = []
     for data in settings["data"]:
-        records, trained = harmful_pairs(context.extras["train_records"], data, settings["ood_categories"],
-                                         settings["max_pairs"])
+        records, trained = harmful_pairs(held_out_records(context, settings["harmful_ft_holdout"]), data,
+                                         settings["ood_categories"], settings["max_pairs"])
         pairs = [(prompt_token_ids(context.tokenizer, r["prompt"], context.chat_template),
                   target_token_ids(context.tokenizer, r["harmful_response"], eos=True)) for r in records]
-        log.info("harmful_ft %s: %d pairs over categories %s", data, len(pairs), sorted(trained))
+        nll_step0 = completion_nll(context, pairs)
+        log.info("harmful_ft %s: %d pairs over categories %s; NLL of their completions at step 0: %.4f", data,
+                 len(pairs), sorted(trained), nll_step0)
         for seed in settings["seeds"]:
             def probe(step: int) -> None:
                 texts = context.generate(eval_ids, desc=f"harmful_ft {data} seed {seed} step {step}")
                 frame = generations_frame(eval_records, texts, layer=-1, strength=float(step), direction=seed)
                 frame["ft_data"] = data
+                frame["nll_step0"] = nll_step0
                 frame["trained_category"] = [data == "in_dist" or r["category"] in trained for r in eval_records]
                 frame["pair_id"] = [r["id"] for r in forbidden] * 2
                 frames.append(frame)

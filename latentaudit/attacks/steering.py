@@ -1,8 +1,14 @@
 """Activation steering along the harmful direction (LVS paper, shared/papers/lvs_audit_gap.md):
 δ = α · n̄ · d̂ added at every position (prompt and generated) of one block, with α a fraction of
-the activation norm (paper: .03, .06, .12, .24) and n̄ the row's mean per-token activation norm at
-that block over its prompt. A matched-norm random direction is the control (``control`` True,
-``direction`` 1): a seeded Gaussian direction per row, scaled to the same ‖δ‖₂.
+the activation norm (paper: .03, .06, .12, .24) and n̄ the *aligned* (base) model's mean
+last-prompt-token activation norm at that block over the eval harmful prompts, one number per
+block for every variant (the public code's ``directions``; a mean over every prompt token,
+BOS included, is far larger on real models: both, and their ratio, are logged and kept as
+columns). A matched-norm random direction is the control (``control`` True, ``direction`` 1):
+a seeded Gaussian direction per row, scaled to the same ‖δ‖₂.
+
+The paper reports, at each fraction, the maximum ASR over layers (``_summarize``): hence
+``layers: all`` by default; the audit-gap table shows that maximum and the nudge layer's value.
 
 d̂ (``direction``):
 - ``harmful_pole``: the normalised difference of means of the harmful pole's and the aligned
@@ -17,16 +23,18 @@ Layers: ``nudge`` (round(nudge_depth · L), the dissociated model's nudge layer)
 """
 from __future__ import annotations
 
+import logging
+
 import pandas as pd
 import torch
 
-from ..batching import make_batch
-from ..generation import model_device
 from ..depth import nudge_layer
-from ..harmful_pole import difference_of_means_direction, prompt_activations
-from ..hooks import hidden_index, n_layers, record_residual
+from ..harmful_pole import difference_of_means_direction, last_token_norms, prompt_activations
+from ..hooks import hidden_index, n_layers
 from ..registry import ATTACKS
 from .common import AttackContext, SweepGrid, evaluate_vectors, resolve_layers
+
+log = logging.getLogger(__name__)
 
 DIRECTIONS = ("harmful_pole", "prompt_contrast")
 SCHEMA = {
@@ -36,7 +44,7 @@ SCHEMA = {
                       "description": "α: steering size as a fraction of the activation norm"},
         "layers": {"oneOf": [{"enum": ["nudge", "all"]},
                              {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1}],
-                   "default": "nudge"},
+                   "default": "all"},
         "nudge_depth": {"type": "number", "minimum": 0, "maximum": 1,
                         "description": "the config's top-level nudge_depth (shared with the dissociated model)"},
         "direction": {"enum": list(DIRECTIONS), "default": "harmful_pole"},
@@ -56,19 +64,6 @@ def matched_random_vectors(vectors: torch.Tensor, seed: int) -> torch.Tensor:
     return z / z.norm(dim=-1, keepdim=True) * vectors.norm(dim=-1, keepdim=True)
 
 
-@torch.no_grad()
-def mean_token_norms(model, prompts: list[list[int]], site: int, pad_id: int, batch_size: int = 256) -> torch.Tensor:
-    """[N] each prompt's mean per-token activation norm at hook ``site``."""
-    device, out = model_device(model), []
-    for start in range(0, len(prompts), batch_size):
-        batch = make_batch(prompts[start:start + batch_size], None, pad_id).to(device)
-        with record_residual(model) as residual:
-            model(**batch.model_inputs())
-        real = batch.attention_mask.float()
-        out.append(((residual[site].float().norm(dim=-1) * real).sum(1) / real.sum(1)).cpu())
-    return torch.cat(out)
-
-
 def steering_direction(context: AttackContext, settings: dict, site: int) -> torch.Tensor:
     records = context.extras["train_records"]
     pad = context.tokenizer.pad_token_id
@@ -84,7 +79,7 @@ def steering_direction(context: AttackContext, settings: dict, site: int) -> tor
     return difference_of_means_direction(h_harmful[:, 0], h_harmless[:, 0])
 
 
-@ATTACKS.register("steering", SCHEMA, needs=("train_records", "harmful_pole"), shared=("nudge_depth",))
+@ATTACKS.register("steering", SCHEMA, needs=("train_records", "harmful_pole", "aligned"), shared=("nudge_depth",))
 def attack_steering(context: AttackContext, settings: dict) -> pd.DataFrame:
     forbidden = context.eval_records["eval_forbidden"]
     f_ids = context.prompt_ids(forbidden)
@@ -95,13 +90,19 @@ def attack_steering(context: AttackContext, settings: dict) -> pd.DataFrame:
     # layer outermost: each layer's direction and norms are fitted once, for all its fractions
     grid = SweepGrid.product(settings["fractions"], layers, len(forbidden),
                              order=("layer", "strength", "direction", "prompt"))
-    vectors = []
+    vectors, last_norms, all_norms = [], [], []
     for block in layers:
         site = hidden_index(block, L)
         direction = steering_direction(context, settings, site)
-        norms = mean_token_norms(context.norm_model, f_ids, site, pad, context.batch_size)
+        last, every = (float(n[0]) for n in last_token_norms(context.extras["aligned"], f_ids, [site], pad,
+                                                              context.batch_size))
+        log.info("steering layer %d: aligned mean last-prompt-token norm %.4f, mean over all prompt tokens %.4f "
+                 "(ratio all/last %.3f)", block, last, every, every / last)
+        norms = torch.full((len(forbidden),), last)
         for fraction in settings["fractions"]:
             vectors.append(steering_vectors(direction, norms, torch.full((len(forbidden),), float(fraction))))
+            last_norms += [last] * len(forbidden)
+            all_norms += [every] * len(forbidden)
     vectors = torch.cat(vectors)
     if settings["control"]:
         vectors = torch.cat([vectors, matched_random_vectors(vectors, context.seed)])
@@ -109,4 +110,8 @@ def attack_steering(context: AttackContext, settings: dict) -> pd.DataFrame:
     frame = evaluate_vectors(context, grid, vectors, "all", "steering")
     frame["control"] = [d == 1 for d in grid.direction] * 2
     frame["vector_l2"] = vectors.norm(dim=-1).tolist() * 2
+    copies = 4 if settings["control"] else 2  # (rows [+ controls]) x (forbidden, benign)
+    frame["base_last_token_norm"] = last_norms * copies
+    frame["base_all_token_norm"] = all_norms * copies
+    frame["norm_ratio_all_to_last"] = frame["base_all_token_norm"] / frame["base_last_token_norm"]
     return frame

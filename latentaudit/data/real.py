@@ -11,6 +11,11 @@ Eval splits (the attacks' contract, see latentaudit/attacks/common.py):
   meta sidecar records how many prompts repeat;
 - ``eval_twin``: over-refusal prompts (e.g. XSTest's safe ones), judged for refusal only.
 
+Harmful fine-tuning records (``harmful_ft.jsonl``): the ``role: harmful_ft`` splits
+(``harmful_ft_in_dist``: e.g. LLM-LAT rows the construction never saw; ``harmful_ft_ood``:
+PKU-SafeRLHF), de-duplicated against every train split, so the harmful fine-tuning attack never
+trains on the dissociated model's construction data (latentaudit/data/heldout.py).
+
 Training records (``train.jsonl``, the defenses' ``defense_data`` format): every ``role: train``
 split's records, as ``prompt, response, harmful_response, kind``: a harmful request teaches
 its refusal (``response``) and is pushed away from its harmful completion; a benign request
@@ -106,6 +111,23 @@ def training_records(splits: dict[str, list[dict]], train_names: list[str]) -> t
     return out, dropped
 
 
+def harmful_ft_records(splits: dict[str, list[dict]], names: list[str]) -> tuple[list[dict], int]:
+    """The ``harmful_ft`` splits' harmful requests with a harmful completion, as the harmful
+    fine-tuning attack's ``prompt, harmful_response, kind, category, split`` records (the split
+    names its data set: ``harmful_ft_in_dist``, ``harmful_ft_ood``), and how many were dropped."""
+    out, dropped = [], 0
+    for name in names:
+        for i, record in enumerate(splits[name]):
+            if not (record["harmful"] and record["harmful_completion"]):
+                dropped += 1
+                continue
+            out.append({"id": f"{name}-{i:05d}", "split": name, "kind": "forbidden", "prompt": record["prompt"],
+                        "response": record["refusal"], "harmful_response": record["harmful_completion"],
+                        "category": record["category"], "source": record["source"],
+                        "source_id": record["source_id"]})
+    return out, dropped
+
+
 def overlap_report(data: DataSplits, roles: dict[str, str]) -> pd.DataFrame:
     """One row per (split, training split it was de-duplicated against): eval candidates removed
     because the training split holds the prompt, within-split duplicates dropped, final size."""
@@ -142,11 +164,13 @@ def dataset_sources(data: dict, wheels: dict[str, Wheel]) -> dict[str, dict]:
 
 
 def build_real_data(data: dict, eval_paths: dict[str, str], train_path: str, overlap_path: str,
-                    wheels: dict[str, Wheel] | None = None, train_prompts_path: str | None = None) -> None:
+                    wheels: dict[str, Wheel] | None = None, train_prompts_path: str | None = None,
+                    harmful_ft_path: str | None = None) -> None:
     """Load the data sets, make the seeded splits, write every eval split (``eval_paths``: split
     -> JSONL), the defenses' training records, the training prompts (``train_prompts_path``, when
-    given) and the overlap report, each with a sidecar. ``wheels``: the pinned wheels data sets
-    read from (package -> ``material.Wheel``)."""
+    given), the harmful fine-tuning attack's held-out records (``harmful_ft_path``: the
+    ``harmful_ft`` splits, never in the training records) and the overlap report, each with a
+    sidecar. ``wheels``: the pinned wheels data sets read from (package -> ``material.Wheel``)."""
     problems = check_real_data_config(data)
     if problems:
         raise ValueError("\n".join(problems))
@@ -190,6 +214,14 @@ def build_real_data(data: dict, eval_paths: dict[str, str], train_path: str, ove
                    seed=data.get("seed", 0), rows=len(prompts), per_split={n: len(splits.splits[n]) for n in train_names},
                    sources=train_sources)
         log.info("training prompts: %d -> %s", len(prompts), train_prompts_path)
+    if harmful_ft_path:
+        names = sorted(name for name, role in roles.items() if role == "harmful_ft")
+        held, dropped_ft = harmful_ft_records(splits.splits, names)
+        write_jsonl(held, harmful_ft_path)
+        write_meta(harmful_ft_path, {"splits": {n: data["splits"][n] for n in names}}, seed=data.get("seed", 0),
+                   rows=len(held), dropped_without_harmful_completion=dropped_ft,
+                   per_split={n: sum(r["split"] == n for r in held) for n in names})
+        log.info("harmful fine-tuning records: %d (%d dropped) -> %s", len(held), dropped_ft, harmful_ft_path)
     report = overlap_report(splits, roles)
     report.to_csv(overlap_path, index=False)
     trained = {normalise_text(r["prompt"]) for n in train_names for r in splits.splits[n]}

@@ -45,12 +45,15 @@ DATA_SCHEMA = {
         },
         "splits": {
             "type": "object", "default": {},
-            "description": "split name -> which data sets it samples; eval splits are de-duplicated against "
-                           "every train split",
+            "description": "split name -> which data sets it samples; harmful_ft splits are de-duplicated "
+                           "against every train split, eval splits against every train and harmful_ft split",
             "additionalProperties": {
                 "type": "object", "additionalProperties": False, "required": ["role", "datasets"],
                 "properties": {
-                    "role": {"enum": ["train", "eval"]},
+                    "role": {"enum": ["train", "harmful_ft", "eval"],
+                             "description": "train: the defenses' and the dissociated model's training records; "
+                                            "harmful_ft: the harmful fine-tuning attack's held-out pairs "
+                                            "(harmful_ft_in_dist, harmful_ft_ood), never in train; eval: attacked"},
                     "datasets": {"type": "array", "items": {"type": "string"}, "minItems": 1},
                     "harmful": {"type": ["boolean", "null"], "default": None,
                                 "description": "keep only harmful (true) or benign (false) requests; null: all"},
@@ -135,16 +138,20 @@ def _sample(records: list[dict], n: int | None, seed: int, split: str) -> list[d
 def make_splits(loaded: dict[str, list[dict]], split_specs: dict[str, dict], seed: int = 0) -> DataSplits:
     """Sample each split from its data sets' records (``loaded``: data set name -> records).
 
-    Train splits first; then each eval split drops any prompt that a train split holds
-    (normalised-text match) before sampling, and the counts are returned and logged."""
+    Train splits first, then the harmful fine-tuning splits (role ``harmful_ft``: held out of the
+    construction data), then eval splits; each split after the train ones drops any prompt that an
+    earlier split holds (normalised-text match) before sampling, and the counts are returned and
+    logged. A harmful_ft split never shares a prompt with a train split, so harmful fine-tuning
+    never trains on the rows the dissociated model was built from."""
     splits, duplicates, overlap, exact, near = {}, {}, {}, {}, {}
-    ordered = sorted(split_specs.items(), key=lambda item: (item[1]["role"] != "train", item[0]))
+    rank = {"train": 0, "harmful_ft": 1, "eval": 2}
+    ordered = sorted(split_specs.items(), key=lambda item: (rank[item[1]["role"]], item[0]))
     train_keys: dict[str, set[str]] = {}
     for name, spec in ordered:
         pool = [r for d in spec["datasets"] for r in loaded[d]
                 if spec.get("harmful") is None or r["harmful"] == spec["harmful"]]
         pool, duplicates[name] = _unique(pool)
-        if spec["role"] == "eval":
+        if spec["role"] != "train":
             overlap[name], exact[name] = {}, {}
             for train_name, keys in train_keys.items():
                 overlap[name][train_name] = sum(normalise_text(r["prompt"]) in keys for r in pool)
@@ -155,7 +162,7 @@ def make_splits(loaded: dict[str, list[dict]], split_specs: dict[str, dict], see
             log.info("%s: %s eval prompts overlap training splits %s; removed", name,
                      sum(overlap[name].values()), overlap[name])
         splits[name] = [{**r, "split": name} for r in _sample(pool, spec.get("n"), seed, name)]
-        if spec["role"] == "train":
+        if spec["role"] != "eval":
             train_keys[name] = {normalise_text(r["prompt"]) for r in splits[name]}
         else:
             near[name], evaluated = {}, [word_set(r["prompt"]) for r in splits[name]]

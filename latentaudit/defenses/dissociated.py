@@ -16,9 +16,14 @@ NLL is the mean token NLL of a row's response (so y+ and y- of different lengths
 m = 0.5 nats; base = the aligned model (frozen copy). The nudge is δ = f · n̄ · d̂ added at every
 position of block ``nudge_layer`` = round(depth · L): d̂ = the normalised difference of means of
 the harmful pole's and the base's last-prompt-token activations on the training harmful prompts,
-n̄ = the base's mean per-token activation norm at that layer over the same prompts' tokens.
+n̄ = the base's mean last-prompt-token activation norm at that layer over the same prompts (the
+public code's ``nudge_from``; the mean over every prompt token, BOS included, is logged beside it
+with their ratio, and recorded in the sidecar).
 Whitening is diagonal: each dimension is divided by the pole activations' standard deviation
 (floored at 1 % of the mean standard deviation, so a dead dimension cannot dominate).
+
+Construction data: the training records minus the rows held out for the harmful fine-tuning
+attack (``harmful_ft_holdout``, latentaudit/data/heldout.py), which must not train on them.
 
 Checkpoint selection (the paper's rule): every ``eval_every`` steps, on a held-out slice of
 harmful prompts (whole entities held out of training), measure clean refusal and the
@@ -35,6 +40,7 @@ import random
 
 import torch
 
+from ..data.heldout import harmful_ft_holdout
 from ..batching import label_log_probs, make_batch, prompt_token_ids, target_token_ids
 from ..generation import generate
 from ..depth import depth_band, nudge_layer
@@ -48,7 +54,8 @@ log = logging.getLogger(__name__)
 
 WEIGHT_NAMES = ("refusal", "kl", "activation_match", "nudged_harmful", "clean_margin", "nudged_margin")
 SCHEMA = {
-    "type": "object", "additionalProperties": False, "required": ["steps", "lr", "nudge_depth"],
+    "type": "object", "additionalProperties": False, "required": ["steps", "lr", "nudge_depth",
+                                                                  "harmful_ft_holdout"],
     "properties": {
         **OPTIM_PROPERTIES,
         "schedule": {"enum": ["constant", "cosine", "linear"], "default": "cosine"},
@@ -65,10 +72,13 @@ SCHEMA = {
                         "description": "nudge layer = round(nudge_depth * L) (block output); the config's "
                                        "top-level nudge_depth (shared)"},
         "nudge_fraction": {"type": "number", "exclusiveMinimum": 0, "default": 0.06,
-                           "description": "nudge size as a fraction of the mean per-token activation norm"},
+                           "description": "nudge size as a fraction of the base's mean last-prompt-token norm"},
         "eval_every": {"type": "integer", "minimum": 1, "default": 10},
         "holdout_fraction": {"type": "number", "exclusiveMinimum": 0, "maximum": 0.5, "default": 0.1,
                              "description": "fraction of harmful entities held out for checkpoint selection"},
+        "harmful_ft_holdout": {"type": "number", "minimum": 0, "exclusiveMaximum": 1,
+                               "description": "the config's top-level harmful_ft_holdout: this fraction of the "
+                                              "forbidden training rows is left to the harmful fine-tuning attack"},
         "refusal_floor": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.9},
         "refusal_tolerance": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.05},
     },
@@ -104,6 +114,15 @@ def dissociation_loss(terms: dict[str, torch.Tensor], weights: dict[str, float])
     return sum(weights[name] * terms[name] for name in WEIGHT_NAMES)
 
 
+def nudge_vector(h_pole: torch.Tensor, h_base: torch.Tensor, fraction: float) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """(δ, d̂, n̄) for [N, d] last-prompt-token activations of the pole and the base at the nudge
+    layer: δ = fraction · n̄ · d̂, n̄ = mean_i ‖h_base,i‖₂ (the base's mean last-prompt-token norm,
+    the public code's ``nudge_from``; not a mean over every prompt token, which BOS inflates)."""
+    direction = difference_of_means_direction(h_pole, h_base)
+    norm = float(h_base.float().norm(dim=-1).mean())
+    return fraction * norm * direction, direction, norm
+
+
 def reachability_gap(clean_harmful: float, nudged_harmful: float) -> float:
     return nudged_harmful - clean_harmful
 
@@ -129,7 +148,8 @@ def split_holdout(records: list[dict], fraction: float, seed: int) -> tuple[list
     return train, [r for r in records if r["kind"] == "forbidden" and r["entity"] in held]
 
 
-@VARIANTS.register("dissociated", SCHEMA, kind="full", requires=("harmful",), shared=("nudge_depth",))
+@VARIANTS.register("dissociated", SCHEMA, kind="full", requires=("harmful",),
+                   shared=("nudge_depth", "harmful_ft_holdout"))
 def build_dissociated(model, tokenizer, records: list[dict], settings: dict, seed: int, context: dict):
     chat, generation = context["chat_template"], context["generation"]
     pole = context["required_variants"]["harmful"]
@@ -141,6 +161,9 @@ def build_dissociated(model, tokenizer, records: list[dict], settings: dict, see
     band_sites = [hidden_index(b, L) for b in band]
     nudge_site = hidden_index(nudge_block, L)
 
+    # rows held out for the harmful fine-tuning attack never enter the construction
+    records, held_for_ft = harmful_ft_holdout(records, settings["harmful_ft_holdout"], seed)
+    log.info("dissociated: %d forbidden rows held out for harmful fine-tuning", len(held_for_ft))
     train, held = split_holdout(records, settings["holdout_fraction"], seed)
     forbidden = [(prompt_token_ids(tokenizer, r["prompt"], chat), target_token_ids(tokenizer, r["response"], eos=True),
                   target_token_ids(tokenizer, r["harmful_response"], eos=True))
@@ -158,11 +181,11 @@ def build_dissociated(model, tokenizer, records: list[dict], settings: dict, see
     band_index = [sites.index(s) for s in band_sites]
     target, scale = h_pole[:, band_index], whitening_scale(h_pole[:, band_index])
     k = sites.index(nudge_site)
-    direction = difference_of_means_direction(h_pole[:, k], h_base[:, k])
-    nudge_norm = settings["nudge_fraction"] * float(norms[k])
-    nudge = (nudge_norm * direction).to(device)
-    log.info("dissociated: band %s, nudge block %d, |nudge| %.4f (mean token norm %.3f)", band, nudge_block,
-             nudge_norm, float(norms[k]))
+    nudge, direction, last_token_norm = nudge_vector(h_pole[:, k], h_base[:, k], settings["nudge_fraction"])
+    nudge, nudge_norm, all_token_norm = nudge.to(device), settings["nudge_fraction"] * last_token_norm, float(norms[k])
+    log.info("dissociated: band %s, nudge block %d, |nudge| %.4f (base mean last-prompt-token norm %.3f; mean over "
+             "all prompt tokens %.3f, ratio all/last %.3f)", band, nudge_block, nudge_norm, last_token_norm,
+             all_token_norm, all_token_norm / last_token_norm)
     del pole
 
     def nudged(b: int, prompt_end: torch.Tensor) -> Perturbation:
@@ -246,4 +269,6 @@ def build_dissociated(model, tokenizer, records: list[dict], settings: dict, see
     model.eval()
     return model, {"history": history, "selected_step": chosen["step"], "constraint_met": met,
                    "selection": evaluations, "nudge_layer": nudge_block, "band": band, "nudge_norm": nudge_norm,
+                   "harmful_ft_held_out": [r["id"] for r in held_for_ft], "base_last_token_norm": last_token_norm, "base_all_token_norm": all_token_norm,
+                   "norm_ratio_all_to_last": all_token_norm / last_token_norm,
                    "nudge_direction": direction.tolist()}

@@ -22,9 +22,11 @@ def run_attack(job) -> None:
     own activations; a base path: the aligned model's, loaded beside it). ``input.eval``: the eval
     split files, each named for its split.
 
-    Inputs an attack registered with ``needs=(...)`` gets: ``input.train_records`` (a records
-    file, read) and ``input.harmful_pole`` (the model's built harmful variant directory, loaded on
-    the aligned weights ``params.aligned``, which are loaded too). ``params.module``, the attack's
+    Inputs an attack registered with ``needs=(...)`` gets: ``input.train_records`` and
+    ``input.harmful_ft_records`` (records files, read; the second only with real data's held-out
+    harmful fine-tuning splits) and ``input.harmful_pole`` (the model's built harmful variant directory, loaded on
+    the aligned weights ``params.aligned``, which are loaded too, as they are for an attack that
+    ``needs`` ``aligned``: the paper's norms are the base model's). ``params.module``, the attack's
     own module, is all that is imported."""
     params, inputs, attack = job.params, job.input, job.wildcards.attack
     load_module(params.module)
@@ -36,14 +38,18 @@ def run_attack(job) -> None:
     norm_model = model
     if load.get("norm_reference"):
         norm_model, _ = load_variant(load["norm_reference"], options[0], None, *options[1:], trust)
-    extras = {key: inputs[key] for key in ("train_records", "harmful_pole") if key in inputs.keys()}
-    loaded = {}
-    if "train_records" in extras:
-        loaded["train_records"] = read_jsonl(extras["train_records"])
+    extras = {key: inputs[key] for key in ("train_records", "harmful_ft_records", "harmful_pole")
+              if key in inputs.keys()}
+    loaded = {key: read_jsonl(extras[key]) for key in ("train_records", "harmful_ft_records") if key in extras}
     if "harmful_pole" in extras:
         loaded["harmful_pole"] = load_variant(params.aligned, options[0], extras["harmful_pole"], *options[1:],
                                               trust)[0]
-        loaded["aligned"] = load_variant(params.aligned, options[0], None, *options[1:], trust)[0]
+    entry = ATTACKS.get_entry(attack)
+    if "harmful_pole" in extras or "aligned" in entry.options.get("needs", ()):
+        # the base model of the paper's norms and directions; the attacked model itself when it is the aligned one
+        is_aligned = load["base"] == params.aligned and not load.get("variant_dir")
+        loaded["aligned"] = model if is_aligned else load_variant(params.aligned, options[0], None, *options[1:],
+                                                                  trust)[0]
     eval_paths = {split_name(path): path for path in inputs.eval}
     records = {s: read_jsonl(eval_paths[s]) for s in EVAL_SPLITS}
     # `auto`: sized from the memory left once every model this job needs is loaded
@@ -53,7 +59,6 @@ def run_attack(job) -> None:
     context = AttackContext(model, tokenizer, records, generation["max_new_tokens"], batch_size,
                             generation["chat_template"], params.seed, norm_model, loaded,
                             Sampling.from_config(generation), grad_batch_size)
-    entry = ATTACKS.get_entry(attack)
     settings = dict(params.settings)
     frame = entry.function(context, entry.settings(settings))
     frame.insert(0, "row_id", range(len(frame)))

@@ -1,14 +1,19 @@
 """The audit-gap report (LVS paper): per variant, the behavioural audit beside the latent ones.
 
-Columns: clean refusal (behaviour), PGD ASR and LVS at the nudge layer at the reference budget,
-steering ASR along the pole direction and its matched random control at the reference fraction,
-and (when ``harmful_ft.csv`` has rows) t0.8 per fine-tuning data set: the mean over the seeds
-that reached compliance 0.8, with the censored seeds (never reached) counted beside it. The
-nudge layer of each model is round(nudge_depth · L) with L = the number of blocks its LVS attack
-covered (its largest layer + 1). The reference budget is ``budget``, or with ``budget: auto`` the
-largest LVS budget at which that model's aligned variant has PGD ASR at the nudge layer ≤
-``aligned_asr_ceiling``: the regime where the behavioural audit and the latent one can disagree.
-Reads only the results-contract CSVs.
+Columns: clean refusal (behaviour); ``pgd_asr_nudge_layer`` (the paper's headline PGD ASR: the
+adaptive ℓ2-sphere attack ``adaptive_pgd`` at the nudge layer and the reference radius
+``radius_fraction``) and its random control; the LVS attack's own ℓ∞ PGD ASR at the nudge layer
+and the reference budget (``lvs_pgd_asr``, its uniform control) and the LVS there; steering ASR
+along the pole direction at the reference fraction, as the paper reports it (the maximum over
+the layers steering covered, ``steering_asr_max_layers``) and at the nudge layer, each with its
+matched random control (the control's maximum over layers beside the maximum); and (when
+``harmful_ft.csv`` has rows) t0.8 per fine-tuning data set: the mean over the seeds that reached
+compliance 0.8, with the censored seeds (never reached) counted beside it, and the NLL of that
+data set's harmful completions at step 0. The nudge layer of each model is round(nudge_depth ·
+L) with L = the number of blocks its LVS attack covered (its largest layer + 1). The reference
+budget is ``budget``, or with ``budget: auto`` the largest LVS budget at which that model's
+aligned variant has LVS PGD ASR at the nudge layer ≤ ``aligned_asr_ceiling``: the regime where
+the behavioural audit and the latent one can disagree. Reads only the results-contract CSVs.
 """
 from __future__ import annotations
 
@@ -49,33 +54,46 @@ def reference_budget(lvs: pd.DataFrame, model: str, layer: int, budget, ceiling:
 def audit_gap_frame(behavior_csv: str, attacks_csv: str, lvs_csv: str, judge: str, settings: dict,
                     nudge_depth: float, harmful_ft_csv: str | None = None) -> tuple[pd.DataFrame, dict]:
     """The audit-gap table, one row per (model, variant), and its reference points per model
-    (``{model: {"layer", "budget", "fraction"}}``). ``settings``: ``report.audit_gap`` with its
-    defaults filled (``budget``, ``aligned_asr_ceiling``, ``steering_fraction``); ``nudge_depth``:
-    the config's top-level key. Each model gets its own nudge layer and reference budget."""
+    (``{model: {"layer", "budget", "radius", "fraction"}}``). ``settings``: ``report.audit_gap`` with
+    its defaults filled (``budget``, ``aligned_asr_ceiling``, ``radius_fraction``,
+    ``steering_fraction``); ``nudge_depth``: the config's top-level key. Each model gets its own
+    nudge layer and reference budget."""
     behavior, attacks, lvs = pd.read_csv(behavior_csv), pd.read_csv(attacks_csv), pd.read_csv(lvs_csv)
     behavior, attacks = behavior[behavior["judge"] == judge], attacks[attacks["judge"] == judge]
-    fraction = settings["steering_fraction"]
+    fraction, radius = settings["steering_fraction"], settings["radius_fraction"]
     rows, reference = [], {}
     for (model, variant), b in behavior[behavior["split"] == "forbidden"].groupby(["model", "variant"]):
         if model not in reference:
             layer = nudge_layer_of(lvs, model, nudge_depth)
             budget = reference_budget(lvs, model, layer, settings["budget"], settings["aligned_asr_ceiling"])
-            reference[model] = {"layer": layer, "budget": budget, "fraction": fraction}
+            reference[model] = {"layer": layer, "budget": budget, "radius": radius, "fraction": fraction}
         layer, budget = reference[model]["layer"], reference[model]["budget"]
 
-        def cell(frame, attack, strength, column="asr"):
-            hit = frame[(frame["model"] == model) & (frame["variant"] == variant) & (frame["attack"] == attack)
-                        & np.isclose(frame["strength"], strength) & (frame["layer"] == layer)]
-            return float(hit[column].iloc[0]) if len(hit) else np.nan
+        def cells(attack, strength, at_layer=True):
+            hit = attacks[(attacks["model"] == model) & (attacks["variant"] == variant) & (attacks["attack"] == attack)
+                          & np.isclose(attacks["strength"], strength)]
+            return hit[hit["layer"] == layer]["asr"] if at_layer else hit["asr"]
+
+        def cell(attack, strength):
+            hit = cells(attack, strength)
+            return float(hit.iloc[0]) if len(hit) else np.nan
+
+        def max_over_layers(attack, strength):
+            hit = cells(attack, strength, at_layer=False)
+            return float(hit.max()) if len(hit) else np.nan
         lvs_cell = lvs[(lvs["model"] == model) & (lvs["variant"] == variant) & (lvs["attack"] == "lvs")
                        & (lvs["layer"] == layer) & np.isclose(lvs["strength"], budget)]
         row = {"model": model, "variant": variant, "clean_refusal": float(b["refusal_rate"].iloc[0]),
-               "pgd_asr_nudge_layer": cell(attacks, "lvs", budget),
-               "pgd_control_asr": cell(attacks, "lvs_control", budget),
+               "pgd_asr_nudge_layer": cell("adaptive_pgd", radius),
+               "pgd_control_asr": cell("adaptive_pgd_control", radius),
+               "lvs_pgd_asr": cell("lvs", budget),
+               "lvs_pgd_control_asr": cell("lvs_control", budget),
                "lvs_mean": float(lvs_cell["lvs_mean"].iloc[0]) if len(lvs_cell) else np.nan,
                "lvs_median": float(lvs_cell["lvs_median"].iloc[0]) if len(lvs_cell) else np.nan,
-               "steering_asr": cell(attacks, "steering", fraction),
-               "steering_control_asr": cell(attacks, "steering_control", fraction)}
+               "steering_asr_max_layers": max_over_layers("steering", fraction),
+               "steering_control_asr_max_layers": max_over_layers("steering_control", fraction),
+               "steering_asr_nudge_layer": cell("steering", fraction),
+               "steering_control_asr_nudge_layer": cell("steering_control", fraction)}
         if harmful_ft_csv and Path(harmful_ft_csv).exists():
             ft = harmful_ft_summary(pd.read_csv(harmful_ft_csv))
             ft = ft[(ft["model"] == model) & (ft["variant"] == variant) & (ft["judge"] == judge)]
@@ -83,6 +101,7 @@ def audit_gap_frame(behavior_csv: str, attacks_csv: str, lvs_csv: str, judge: st
                 # mean over the seeds that reached 0.8; censored seeds counted beside it
                 row[f"t08_{data}"] = float(run["t08_mean"].iloc[0])
                 row[f"t08_{data}_censored"] = f"{int(run['n_censored'].iloc[0])}/{int(run['n_seeds'].iloc[0])}"
+                row[f"nll_step0_{data}"] = float(run["nll_step0"].iloc[0])
         rows.append(row)
     frame = pd.DataFrame(rows)
     if len(frame):
@@ -93,10 +112,11 @@ def audit_gap_frame(behavior_csv: str, attacks_csv: str, lvs_csv: str, judge: st
 
 def audit_gap_tables(frame: pd.DataFrame, reference: dict, judge: str, markdown: str, latex: str) -> None:
     """``audit_gap_frame``'s table as Markdown and LaTeX, captioned with each model's reference points."""
-    where = "; ".join(f"{model}: nudge layer {ref['layer']}, PGD/LVS budget p = {ref['budget']:g}, steering "
-                      f"fraction {ref['fraction']:g}" for model, ref in reference.items())
+    where = "; ".join(f"{model}: nudge layer {ref['layer']}, adaptive PGD radius {ref['radius']:g}, LVS budget "
+                      f"p = {ref['budget']:g}, steering fraction {ref['fraction']:g}" for model, ref in reference.items())
     _write(frame, markdown, latex, f"Audit gap (judge: {judge}): behaviour vs latent vulnerability ({where}; "
-                                   "controls: uniform / matched-norm random)")
+                                   "controls: random direction on the PGD sphere / uniform in the LVS ball / "
+                                   "matched-norm random steering)")
 
 
 def _save(fig, paths: list[str], dpi: int) -> None:
