@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from .data import DATA_SCHEMA, check_data_config
+from .io import SELECT_BENIGN
 from .registry import ATTACKS, JUDGES, VARIANTS, load_all
 from .schema import ConfigError, check  # noqa: F401 (ConfigError: the rules import it from here)
 
@@ -89,12 +90,35 @@ def validate_config(config: dict) -> dict:
             _reject_shared(override, VARIANTS[variant], f"models.{name}.variant_settings.{variant}")
             check({**config["variants"][variant], **override}, VARIANTS[variant].schema,
                    f"models.{name}.variant_settings.{variant}")
+    _check_selection_split(config)
     if uses_organism:
         org = config["organism"]
         if org["model"]["hidden_size"] % org["model"]["num_attention_heads"]:
             raise ConfigError("config error at organism.model: hidden_size must be divisible by "
                               "num_attention_heads")
     return _canonical(config)
+
+
+def _check_selection_split(config: dict) -> None:
+    """A variant that chooses a setting on capability (LAPT's λ: ``needs`` benign_accuracy) on a
+    hub/path model needs the held-out ``select_benign`` data split: benign accuracy is reported on
+    eval_benign, which must not be the split the choice was made on."""
+    splits = config.get("data", {}).get("splits", {})
+    for name, model in config["models"].items():
+        if model["source"] == "organism":
+            continue
+        for variant in model["variants"]:
+            if variant not in config["variants"] or \
+                    "benign_accuracy" not in VARIANTS[variant].options.get("needs", ()):
+                continue
+            settings = VARIANTS[variant].settings({**config["variants"][variant],
+                                                   **model["variant_settings"].get(variant, {})})
+            if settings.get("interpolation") != "auto":
+                continue
+            if splits.get(SELECT_BENIGN, {}).get("role") != "eval":
+                raise ConfigError(f"config error at data.splits: models.{name} builds {variant!r}, which chooses its "
+                                  f"interpolation on capability; add a held-out benign split `{SELECT_BENIGN}: "
+                                  f"{{role: eval, datasets: [...], harmful: false}}` (not eval_benign's rows)")
 
 
 def _canonical(value):
