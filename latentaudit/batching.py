@@ -13,11 +13,18 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 
+# Chat templates pinned: Llama-3.1/3.2's template writes "Today Date: <the day it runs>" into its system
+# block (through transformers' strftime_now) unless ``date_string`` is given, so the same prompt would
+# tokenize differently from day to day. The date below is the template's own fallback ("26 Jul 2024").
+PINNED_TEMPLATE_KWARGS = {"date_string": "26 Jul 2024"}
+
+
 def prompt_token_ids(tokenizer: PreTrainedTokenizerBase, prompt: str, chat_template: bool = True) -> list[int]:
-    """Token ids of one user prompt, ready for the assistant's answer."""
+    """Token ids of one user prompt, ready for the assistant's answer: the user turn alone (no system
+    message of ours; a template's own default system block stays, with its date pinned)."""
     if chat_template and tokenizer.chat_template:
         text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                             add_generation_prompt=True)
+                                             add_generation_prompt=True, **PINNED_TEMPLATE_KWARGS)
         return tokenizer(text, add_special_tokens=False)["input_ids"]
     return tokenizer(prompt)["input_ids"]
 

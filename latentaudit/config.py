@@ -10,6 +10,7 @@ import yaml
 
 from .data import DATA_SCHEMA, check_data_config
 from .data.heldout import HARMFUL_FT_ROLE, HARMFUL_FT_SPLITS
+from .io import SELECT_BENIGN
 from .registry import ATTACKS, JUDGES, VARIANTS, load_all
 from .schema import ConfigError, check  # noqa: F401 (ConfigError: the rules import it from here)
 
@@ -92,6 +93,7 @@ def validate_config(config: dict) -> dict:
             _reject_shared(override, VARIANTS[variant], f"models.{name}.variant_settings.{variant}")
             check({**config["variants"][variant], **override}, VARIANTS[variant].schema,
                    f"models.{name}.variant_settings.{variant}")
+    _check_selection_split(config)
     if uses_organism:
         org = config["organism"]
         if org["model"]["hidden_size"] % org["model"]["num_attention_heads"]:
@@ -136,6 +138,28 @@ def _check_harmful_ft_data(config: dict, uses_organism: bool) -> None:
             raise ConfigError(f"config error at data.splits.{name}: the harmful_ft attack on a hub/path model trains on "
                               f"held-out pairs; configure the split `{name}` with role {HARMFUL_FT_ROLE} (e.g. LLM-LAT "
                               f"rows the construction never saw, PKU-SafeRLHF for ood); configured: {sorted(splits)}")
+
+
+def _check_selection_split(config: dict) -> None:
+    """A variant that chooses a setting on capability (LAPT's λ: ``needs`` benign_accuracy) on a
+    hub/path model needs the held-out ``select_benign`` data split: benign accuracy is reported on
+    eval_benign, which must not be the split the choice was made on."""
+    splits = config.get("data", {}).get("splits", {})
+    for name, model in config["models"].items():
+        if model["source"] == "organism":
+            continue
+        for variant in model["variants"]:
+            if variant not in config["variants"] or \
+                    "benign_accuracy" not in VARIANTS[variant].options.get("needs", ()):
+                continue
+            settings = VARIANTS[variant].settings({**config["variants"][variant],
+                                                   **model["variant_settings"].get(variant, {})})
+            if settings.get("interpolation") != "auto":
+                continue
+            if splits.get(SELECT_BENIGN, {}).get("role") != "eval":
+                raise ConfigError(f"config error at data.splits: models.{name} builds {variant!r}, which chooses its "
+                                  f"interpolation on capability; add a held-out benign split `{SELECT_BENIGN}: "
+                                  f"{{role: eval, datasets: [...], harmful: false}}` (not eval_benign's rows)")
 
 
 def _canonical(value):

@@ -18,6 +18,24 @@ def model_device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+def stop_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """Every id generation stops on: the tokenizer's EOS and each id of the model's
+    ``generation_config.eos_token_id`` (an int or a list: Llama-3's <|eot_id|>, Gemma's <end_of_turn>)."""
+    ids = [tokenizer.eos_token_id]
+    config = getattr(model, "generation_config", None)
+    extra = getattr(config, "eos_token_id", None) if config is not None else None
+    ids += extra if isinstance(extra, (list, tuple)) else [extra]
+    return list(dict.fromkeys(int(i) for i in ids if i is not None))
+
+
+def cut_at_stop(ids: list[int], stops: list[int]) -> list[int]:
+    """``ids`` through the first stop id (kept), the rest dropped."""
+    for position, token in enumerate(ids):
+        if token in stops:
+            return ids[:position + 1]
+    return ids
+
+
 # ---------------------------------------------------------------------------------------
 # Sampling. torch.multinomial draws from one RNG stream for the whole batch, so a row's sample
 # would depend on which rows share its batch, and a sweep could never match the one-row loop.
@@ -108,7 +126,7 @@ def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts
     ``hooks.batch_vectors``). With ``return_token_ids``, also the generated ids (through the
     first EOS, padding dropped), so a response can be re-scored exactly as generated rather than
     re-tokenized from text."""
-    device = model_device(model)
+    device, stops = model_device(model), stop_token_ids(model, tokenizer)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # less padding per batch
     completions: list[str] = [""] * len(prompts)
     token_ids: list[list[int]] = [[] for _ in prompts]
@@ -127,12 +145,10 @@ def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts
         with intervene(model, perturbation):
             out = model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                                  max_new_tokens=max_new_tokens, do_sample=False, logits_processor=processors,
-                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-        new = out[:, batch.input_ids.shape[1]:]
+                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=stops)
+        new = [cut_at_stop(ids, stops) for ids in out[:, batch.input_ids.shape[1]:].tolist()]
         texts = tokenizer.batch_decode(new, skip_special_tokens=True)
-        for i, text, ids in zip(rows, texts, new.tolist()):
+        for i, text, ids in zip(rows, texts, new):
             completions[i] = text.strip()
-            if tokenizer.eos_token_id in ids:
-                ids = ids[:ids.index(tokenizer.eos_token_id) + 1]
             token_ids[i] = ids
     return (completions, token_ids) if return_token_ids else completions

@@ -6,6 +6,8 @@ from pathlib import Path
 
 # The splits every model is attacked on; the organism and the real data sets both write them.
 EVAL_SPLITS = ("eval_forbidden", "eval_benign", "eval_twin")
+# Held-out benign prompts a capability-based choice is made on (LAPT's λ); never reported on.
+SELECT_BENIGN = "select_benign"
 
 # With row_id, these identify a generation across the generations and score files.
 GENERATION_KEYS = ["model", "variant", "attack"]

@@ -51,6 +51,17 @@ class Entry:
         return bool(self.options.get("organism_only", False))
 
 
+# Every attack's optional generation length: the papers generate different lengths per attack (ASA 50,
+# LVS 128, HarmBench-style evaluation 512); null = the config's generation.max_new_tokens.
+MAX_NEW_TOKENS = {"type": ["integer", "null"], "minimum": 1, "default": None,
+                  "description": "new tokens this attack generates; null: generation.max_new_tokens"}
+
+
+def max_new_tokens(settings: dict, generation: dict) -> int:
+    """An attack's generation length: its own ``max_new_tokens`` or the config's ``generation`` one."""
+    return settings["max_new_tokens"] or generation["max_new_tokens"]
+
+
 class Registry(dict):
     def __init__(self, kind: str):
         super().__init__()
@@ -60,7 +71,10 @@ class Registry(dict):
         def decorate(function: Callable) -> Callable:
             if name in self:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
-            self[name] = Entry(name, function, schema or {"type": "object"}, self.kind, options)
+            schema_ = schema or {"type": "object"}
+            if self.kind == "attack" and "properties" in schema_:  # every attack's generation length
+                schema_ = {**schema_, "properties": {**schema_["properties"], "max_new_tokens": MAX_NEW_TOKENS}}
+            self[name] = Entry(name, function, schema_, self.kind, options)
             return function
         return decorate
 

@@ -10,7 +10,7 @@ from tqdm import tqdm
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from .batching import make_batch, target_nll
-from .generation import Sampling, generate, model_device, next_tokens
+from .generation import Sampling, cut_at_stop, generate, model_device, next_tokens, stop_token_ids
 from .hooks import (PROMPT, Perturbation, PromptDeltas, batch_vectors, decoder_parts, intervene, lm_head,
                     record_residual, unwrap)
 from .partial_forward import cache_kwargs, run_blocks_from, supports_shared_prefix
@@ -106,7 +106,9 @@ def generate_sweep(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, p
         hidden_index = torch.full((len(prompts),), -1)
         vectors = torch.zeros(len(prompts), unwrap(model).config.hidden_size)
         positions = torch.zeros(len(prompts), dtype=torch.long)
-    device, eos, pad = model_device(model), tokenizer.eos_token_id, tokenizer.pad_token_id
+    device, pad = model_device(model), tokenizer.pad_token_id
+    stops = stop_token_ids(model, tokenizer)
+    stop_ids = torch.tensor(stops, device=device)
     head = lm_head(model)
     completions: list[str] = [""] * len(prompts)
     token_ids: list[list[int]] = [[] for _ in prompts]
@@ -131,7 +133,7 @@ def generate_sweep(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, p
         # Decoding: every block, the perturbation hooked at generated positions. Rows that
         # emitted EOS leave the batch (model.generate keeps them, padded, to the same result).
         for step in range(1, max_new_tokens):
-            keep = token != eos
+            keep = ~torch.isin(token, stop_ids)
             if not bool(keep.all()):
                 if not bool(keep.any()):
                     break
@@ -146,11 +148,10 @@ def generate_sweep(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, p
                                use_cache=True, logits_to_keep=1, **cache_kwargs(unwrap(model), cache)).logits
             token = next_tokens(logits[:, -1], sampling, keys, step)
             new[active, step] = token
-        texts = tokenizer.batch_decode(new, skip_special_tokens=True)
-        for i, text, ids in zip(rows, texts, new.tolist()):
+        cut = [cut_at_stop(ids, stops) for ids in new.tolist()]
+        texts = tokenizer.batch_decode(cut, skip_special_tokens=True)
+        for i, text, ids in zip(rows, texts, cut):
             completions[i] = text.strip()
-            if eos in ids:
-                ids = ids[:ids.index(eos) + 1]
             token_ids[i] = ids
     return (completions, token_ids) if return_token_ids else completions
 

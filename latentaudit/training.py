@@ -89,18 +89,44 @@ def token_away(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def kl_to_reference(logits: torch.Tensor, ref_logits: torch.Tensor, mask: torch.Tensor,
-                    temperature: float = 1.0) -> torch.Tensor:
-    """KL(M ‖ M′) per token at ``temperature``, times T² (distillation scaling), averaged over ``mask``."""
+                    temperature: float = 1.0, reduction: str = "token_mean") -> torch.Tensor:
+    """KL(M ‖ M′) per token at ``temperature`` (M = ``ref_logits``, M′ = ``logits``), times T²
+    (distillation scaling), reduced over the ``mask``ed tokens:
+
+    - ``token_mean``: averaged over the masked tokens;
+    - ``batchmean``: summed over the masked tokens (and the vocabulary) and divided by the batch
+      size B, as ``F.kl_div(..., reduction="batchmean")`` on [B, T, V] logits (RepBend's public
+      code, methods/rep_bending/trainer.py ``_calc_kl_loss``): a row's KL grows with its length.
+    """
     log_q = torch.log_softmax(logits.float() / temperature, dim=-1)
     log_p = torch.log_softmax(ref_logits.float() / temperature, dim=-1)
-    kl = (log_p.exp() * (log_p - log_q)).sum(-1)
-    return (kl * mask).sum() / mask.sum().clamp(min=1) * temperature ** 2
+    kl = (log_p.exp() * (log_p - log_q)).sum(-1) * mask
+    if reduction == "token_mean":
+        total = kl.sum() / mask.sum().clamp(min=1)
+    elif reduction == "batchmean":
+        total = kl.sum() / len(kl)
+    else:
+        raise ValueError(f"kl reduction {reduction!r}: valid are token_mean, batchmean")
+    return total * temperature ** 2
+
+
+def kl_from_reference_sum(logits: torch.Tensor, ref_logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Σ over the ``mask``ed tokens of KL(M′ ‖ M) = Σ_v q_v (log q_v − log p_v), q = softmax(``logits``)
+    (the adapter on), p = softmax(``ref_logits``) (the adapter off): targeted LAT's KL benign term
+    (its public code, latent_at/lat_helpers.py ``do_defense_step``: ``kl_div(base_logprobs,
+    new_probs, reduction="sum")``, before its ×1000 scale)."""
+    log_q = torch.log_softmax(logits.float(), dim=-1)
+    log_p = torch.log_softmax(ref_logits.float(), dim=-1)
+    return ((log_q.exp() * (log_q - log_p)).sum(-1) * mask).sum()
 
 
 def optimise(model: torch.nn.Module, settings: dict, step_fn: Callable[[int], dict[str, torch.Tensor]],
-             desc: str) -> list[dict[str, float]]:
-    """AdamW on the trainable parameters; ``step_fn(step)`` returns the loss terms (``loss`` is the
-    one minimised). Returns every step's terms as floats (the training log)."""
+             desc: str, reset_every: int | None = None) -> list[dict[str, float]]:
+    """AdamW on the trainable parameters for ``settings["steps"]`` updates; ``step_fn(step)`` returns
+    the loss terms (``loss`` is the one minimised). ``reset_every`` k: before every k-th update the
+    optimiser's state (Adam's moments and step count) is dropped, as a freshly created AdamW would
+    start (targeted LAT re-creates its optimiser every attack round); the schedule runs on. Returns
+    every step's terms as floats (the training log)."""
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=settings["lr"], weight_decay=0.0)
     steps = settings["steps"]
@@ -111,6 +137,8 @@ def optimise(model: torch.nn.Module, settings: dict, step_fn: Callable[[int], di
     history = []
     model.train()
     for step in tqdm(range(steps), desc=desc, mininterval=5):
+        if reset_every and step % reset_every == 0:
+            optimizer.state.clear()
         terms = step_fn(step)
         terms["loss"].backward()
         if settings["grad_clip"]:

@@ -6,7 +6,7 @@ from pathlib import Path
 from latentaudit.audit_config import add_audited_model, card_judge, latent_attacks
 from latentaudit.config import ConfigError, validate_config
 from latentaudit.data.real import check_real_data_config
-from latentaudit.io import EVAL_SPLITS
+from latentaudit.io import EVAL_SPLITS, SELECT_BENIGN
 from latentaudit.numerics import pin_cpu_kernels
 from latentaudit.project_imports import imported_project_files
 from latentaudit.registry import ATTACKS, JUDGES, VARIANTS
@@ -25,7 +25,7 @@ if any(m["source"] != "organism" for m in config["models"].values()):
         raise ConfigError("\n".join(f"config error at {p}" for p in _problems))
 
 BUILT_VARIANTS = "|".join(sorted(config["variants"])) or "(?!)"  # matches no directory when none
-ORGANISM_SPLITS = ["pretrain", "align", *EVAL_SPLITS]
+ORGANISM_SPLITS = ["pretrain", "align", *EVAL_SPLITS, SELECT_BENIGN]
 METRICS = {name: f"results/metrics/{name}.csv" for name in ("behavior", "attacks", "attack_summary", "nll_probe", "defenses",
                                                                 "lvs", "harmful_ft")}
 METRICS_PARAMS = dict(primary_judge=config["report"]["primary_judge"],
@@ -117,8 +117,9 @@ def eval_input(wildcards):
 
 
 def benign_input(wildcards):
-    """The benign split a variant's capability check (LAPT's lambda choice) generates on."""
-    return organism_split("eval_benign") if is_organism(wildcards.model) else real_split("eval_benign")
+    """The benign split a variant's capability check (LAPT's lambda choice) generates on: the held-out
+    select_benign split, never eval_benign (which benign accuracy is reported on)."""
+    return organism_split(SELECT_BENIGN) if is_organism(wildcards.model) else real_split(SELECT_BENIGN)
 
 
 def is_organism(model):

@@ -130,3 +130,14 @@ def test_yaml_nan_and_infinities_are_rejected_together():
 def test_a_tolerance_on_a_rate_cannot_exceed_one():
     message = _bad(lambda c: c["variants"]["lapt"].update(capability_tolerance=1e12))
     assert message.startswith("config error at variants.lapt.capability_tolerance: 1000000000000.0 is greater than")
+
+
+def test_lapt_on_a_real_model_needs_a_held_out_selection_split():
+    """LAPT's λ is chosen on capability: a hub model needs data.splits.select_benign (not eval_benign)."""
+    from latentaudit.config import ConfigError
+    paper = yaml.safe_load((REPO / "configs" / "paper.yaml").read_text())
+    assert paper["data"]["splits"]["select_benign"]["role"] == "eval"
+    validate_config(paper)
+    del paper["data"]["splits"]["select_benign"]
+    with pytest.raises(ConfigError, match="select_benign"):
+        validate_config(paper)

@@ -165,3 +165,139 @@ def test_lora_variants_save_as_adapters_and_reload(tiny_model, tokenizer, data, 
     assert torch.allclose(expected, got, atol=1e-4)
     with torch.no_grad(), reference(trained) if hasattr(trained, "disable_adapter") else torch.no_grad():
         assert not torch.allclose(trained(**batch.model_inputs()).logits, expected) or variant == "refusal_sft"
+
+
+# --- the papers' protocols (issue 13) ---------------------------------------------------------
+
+def test_optimise_resets_adam_state_every_round():
+    """reset_every=1: every update is Adam's first (≈ lr · sign(g)); without it the second update
+    is damped by the first's moments. Targeted LAT re-creates its optimiser every attack round."""
+    from latentaudit.training import optimise
+    settings = {"lr": 0.1, "steps": 2, "schedule": "constant", "warmup_fraction": 0.0, "grad_clip": None}
+    slopes = [1.0, 3.0]
+
+    def run(reset_every):
+        param = torch.nn.Parameter(torch.zeros(()))
+        module = torch.nn.Module()
+        module.p = param
+        optimise(module, settings, lambda i: {"loss": slopes[i] * module.p}, "test", reset_every)
+        return float(param)
+
+    assert run(1) == pytest.approx(-0.2, abs=1e-5)
+    assert run(None) > -0.195  # the second step is smaller without the reset
+
+
+def test_lat_steps_are_attack_rounds_of_defender_updates(tiny_model, tokenizer, data, monkeypatch):
+    """steps = attack rounds (the public code's num_steps): 2 rounds x 3 defender updates = 6 updates,
+    one adversary run per round."""
+    import latentaudit.defenses.lat as lat
+    load_all()
+    calls = []
+    real_adversary = lat.adversary
+    monkeypatch.setattr(lat, "adversary", lambda *a, **k: calls.append(1) or real_adversary(*a, **k))
+    _, records = data
+    settings = VARIANTS["lat"].settings({"steps": 2, "lr": 1e-3, "batch_size": 4, "layers": ["embed", 1],
+                                         "epsilon": 0.1, "epsilon_mode": "relative", "inner_steps": 1,
+                                         "model_steps_per_attack": 3, "lora": LORA})
+    _, report = lat.build_lat(copy.deepcopy(tiny_model), tokenizer, records, settings, 0, {"chat_template": True})
+    assert len(report["history"]) == 6 and len(calls) == 2
+    assert settings["reinitialize_optimizer"] is True
+
+
+def test_lat_defaults_are_the_public_codes_llama3_weights():
+    load_all()
+    settings = VARIANTS["lat"].settings({"steps": 1, "lr": 1e-3})
+    assert settings["defender_weights"] == {"toward": 0.5, "away": 0.5, "sft": 0.0, "kl": 0.1}
+    assert settings["kl_scale"] == 1000.0
+
+
+def test_lat_kl_benign_term_is_the_summed_kl_from_the_reference(tiny_model, tokenizer, data):
+    """kl = kl_scale · Σ over the benign answer's predicting positions of KL(M′ ‖ M); 0 for a fresh adapter."""
+    from latentaudit.defenses.lat import defender_terms
+    load_all()
+    d, _ = data
+    pad = tokenizer.pad_token_id
+    harmful, refusal = pair_batch(d.forbidden, [0, 1], 2, pad, "cpu"), pair_batch(d.forbidden, [0, 1], 1, pad, "cpu")
+    benign = pair_batch(d.benign, [0, 1, 2], 1, pad, "cpu")
+    settings = VARIANTS["lat"].settings({"steps": 1, "lr": 1e-3, "kl_scale": 10.0,
+                                         "defender_weights": {"toward": 0, "away": 0, "sft": 0, "kl": 1}})
+    model = attach_lora(tiny_model, LORA, seed=0)
+    assert float(defender_terms(model, {}, harmful, refusal, benign, settings)["kl"]) == pytest.approx(0, abs=1e-6)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    terms = defender_terms(model, {}, harmful, refusal, benign, settings)
+    with torch.no_grad():
+        new = model(**benign.model_inputs()).logits
+        with reference(model):
+            ref = model(**benign.model_inputs()).logits
+    predicts = torch.zeros_like(benign.attention_mask, dtype=torch.bool)
+    predicts[:, :-1] = benign.labels[:, 1:] != -100
+    by_hand = torch.nn.functional.kl_div(torch.log_softmax(ref[predicts], -1), torch.softmax(new[predicts], -1),
+                                         reduction="sum")
+    assert float(terms["kl"]) == pytest.approx(10.0 * float(by_hand), rel=1e-4)
+    assert float(terms["loss"]) == pytest.approx(float(terms["kl"]), rel=1e-5)
+
+
+def test_kl_batchmean_sums_tokens_and_divides_by_the_batch():
+    """RepBend's KL: F.kl_div(log q, p, reduction="batchmean") · T² on [B, T, V]; masked tokens count 0."""
+    torch.manual_seed(0)
+    new, ref = torch.randn(2, 5, 7), torch.randn(2, 5, 7)
+    mask = torch.ones(2, 5, dtype=torch.bool)
+    mask[0, :2] = False
+    t = 2.0
+    per_token = (torch.softmax(ref / t, -1) * (torch.log_softmax(ref / t, -1) - torch.log_softmax(new / t, -1))).sum(-1)
+    expected = (per_token * mask).sum() / 2 * t ** 2
+    assert float(kl_to_reference(new, ref, mask, t, "batchmean")) == pytest.approx(float(expected), rel=1e-5)
+    full = torch.ones(2, 5, dtype=torch.bool)
+    torch_kl = torch.nn.functional.kl_div(torch.log_softmax(new / t, -1), torch.softmax(ref / t, -1),
+                                          reduction="batchmean") * t ** 2
+    assert float(kl_to_reference(new, ref, full, t, "batchmean")) == pytest.approx(float(torch_kl), rel=1e-5)
+    assert float(kl_to_reference(new, ref, full, t)) == pytest.approx(float(torch_kl) / 5, rel=1e-5)
+
+
+def test_repbend_kl_term_is_batchmean(tiny_model, tokenizer, data):
+    model = attach_lora(tiny_model, LORA, seed=0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    safe, unsafe, general = _batches(data, tokenizer)
+    terms = repbend_terms(model, safe, unsafe, general, [1, 2], repbend_settings())
+    with torch.no_grad():
+        new = model(**general.model_inputs()).logits
+        with reference(model):
+            ref = model(**general.model_inputs()).logits
+    expected = kl_to_reference(new, ref, general.attention_mask.bool(), 2.0, "batchmean")
+    assert float(terms["kl"]) == pytest.approx(float(expected), rel=1e-4)
+    assert float(terms["kl"]) > 1.5 * float(kl_to_reference(new, ref, general.attention_mask.bool(), 2.0))
+
+
+@pytest.mark.parametrize("config_file", ["config.yaml", "configs/paper.yaml"])
+def test_refusal_sft_control_matches_repbend(config_file):
+    """The control trains on the same records with the same steps, lr, batch, schedule and LoRA as the
+    defense it controls for (repbend), on every model (per-model overrides included)."""
+    import yaml
+    from conftest import REPO
+    from latentaudit.config import validate_config
+    config = validate_config(yaml.safe_load((REPO / config_file).read_text()))
+    load_all()
+    shared = ("steps", "lr", "batch_size", "schedule", "warmup_fraction", "grad_clip", "lora")
+    for name, model in config["models"].items():
+        if not {"refusal_sft", "repbend"} <= set(model["variants"]):
+            continue
+        settings = {v: VARIANTS[v].settings({**config["variants"][v], **model["variant_settings"].get(v, {})})
+                    for v in ("refusal_sft", "repbend")}
+        for key in shared:
+            assert settings["refusal_sft"][key] == settings["repbend"][key], (config_file, name, key)
+
+
+def test_paper_lat_lora_alpha_is_the_public_codes_default():
+    """LoraConfig(r=64, target_modules=...) in the public notebook sets no alpha: PEFT's default 8."""
+    import yaml
+    from peft import LoraConfig
+    from conftest import REPO
+    lat = yaml.safe_load((REPO / "configs/paper.yaml").read_text())["variants"]["lat"]
+    assert lat["lora"]["rank"] == 64 and lat["lora"]["alpha"] == LoraConfig(r=64).lora_alpha == 8
+    assert lat["steps"] * lat["model_steps_per_attack"] == 400

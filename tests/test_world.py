@@ -69,3 +69,17 @@ def test_pretraining_states_each_entitys_status_and_nothing_else_does(world, spl
     no_facts = build_splits(ToyWorld(WorldConfig.with_defaults(seed=0, entities_per_category=4, twins_per_category=2, flowers=6,
                                                  status_facts=0)), SplitConfig.with_defaults(seed=0, n_eval=8, n_eval_twin=4))
     assert not any(r["template"] == STATUS_TEMPLATE for r in no_facts["pretrain"])
+
+
+def test_select_benign_is_held_out_from_eval_benign_and_leaves_the_other_splits_alone(world):
+    """LAPT chooses λ on select_benign; benign accuracy is reported on eval_benign: no prompt in both.
+    Drawn from its own generator, its size changes no other split."""
+    from latentaudit.io import SELECT_BENIGN
+    few = build_splits(world, SplitConfig.with_defaults(seed=0, n_eval=8, n_eval_twin=4, n_select_benign=2))
+    many = build_splits(world, SplitConfig.with_defaults(seed=0, n_eval=8, n_eval_twin=4, n_select_benign=40))
+    assert len(few[SELECT_BENIGN]) == 2 and len(many[SELECT_BENIGN]) == 40
+    assert all(r["kind"] == "benign" and r["split"] == SELECT_BENIGN for r in many[SELECT_BENIGN])
+    assert not {r["prompt"] for r in many[SELECT_BENIGN]} & {r["prompt"] for r in many["eval_benign"]}
+    assert not {r["prompt"] for r in many[SELECT_BENIGN]} & {r["prompt"] for r in many["align"]}
+    for name in ("pretrain", "align", *EVAL_SPLITS):
+        assert few[name] == many[name]

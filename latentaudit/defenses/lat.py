@@ -1,12 +1,21 @@
 """Targeted latent adversarial training (arXiv 2407.15549; shared/papers/targeted_lat.md).
 
-Each outer step: an inner adversary finds per-token residual perturbations δ_ℓ (one per
-configured layer, all active together, ‖δ_t‖₂ ≤ ε per token) that make the model produce the
-harmful completion (toward: CE) and leave the refusal (away: −log(1 − p)), optimised with AdamW
-from δ = 0 and projected after every step; then the defender takes ``model_steps_per_attack``
-LoRA steps on: toward the refusal and away from the harmful completion under δ, plus a benign
-term (SFT CE on benign pairs, or KL to the adapter-disabled model). Loss weights are
-normalised to sum to 1, as the public code does.
+Training runs ``steps`` attack rounds, as the public code's ``num_steps`` (aengusl/
+latent-adversarial-training, latent_at/lat_methods.py ``ProjectedGradLAT.train``/``train_epoch``).
+In each round an inner adversary finds per-token residual perturbations δ_ℓ (one per configured
+layer, all active together, ‖δ_t‖₂ ≤ ε per token) that make the model produce the harmful
+completion (toward: CE) and leave the refusal (away: −log(1 − p)), optimised with AdamW from
+δ = 0 and projected after every step; then the defender takes ``model_steps_per_attack`` LoRA
+updates against that δ (``lat_training_step``), so the model is updated steps ×
+model_steps_per_attack times (100 × 4 = 400 in the paper's setting). With
+``reinitialize_optimizer`` the defender's AdamW starts afresh every round
+(``reinitialize_dev_optim=True`` in the code's notebooks/jailbreaks.ipynb).
+
+Defender loss (``defender_weights``, normalised to sum to 1 as the code's ``normalize_dict``):
+toward the refusal and away from the harmful completion under δ, plus two benign terms on benign
+pairs with δ off: ``sft`` (CE on the benign answer) and ``kl`` (``kl_scale`` × Σ over the benign
+answer's tokens of KL(M′ ‖ M), M the adapter-disabled model: the code's
+latent_at/lat_helpers.py ``do_defense_step``).
 
 ``epsilon_mode``: ``absolute`` (the paper's ε = 6 on Llama residuals) or ``relative`` (ε × the
 clean token's norm at that site, the project's convention for a tiny model).
@@ -21,8 +30,8 @@ from peft import PeftModel
 from ..batching import Batch
 from ..hooks import EMBED, POSITIONS, Perturbation, frozen_weights, hidden_index, intervene, n_layers, record_residual
 from ..registry import VARIANTS
-from ..training import (LORA_SCHEMA, OPTIM_PROPERTIES, Sampler, attach_lora, device_of, kl_to_reference,
-                        optimise, pair_batch, reference, token_away, token_ce)
+from ..training import (LORA_SCHEMA, OPTIM_PROPERTIES, Sampler, attach_lora, device_of, kl_from_reference_sum,
+                        optimise, pair_batch, reference, response_mask, token_away, token_ce)
 from .common import defense_data
 
 _LAYER = {"oneOf": [{"const": EMBED}, {"type": "integer", "minimum": 0}]}
@@ -30,6 +39,8 @@ SCHEMA = {
     "type": "object", "additionalProperties": False, "required": ["steps", "lr"],
     "properties": {
         **OPTIM_PROPERTIES,
+        "steps": {"type": "integer", "minimum": 1,
+                  "description": "attack rounds; the defender takes model_steps_per_attack updates in each"},
         "layers": {"type": "array", "items": _LAYER, "minItems": 1, "default": [EMBED, 0, 1, 2, 3]},
         "epsilon": {"type": "number", "exclusiveMinimum": 0, "default": 6.0},
         "epsilon_mode": {"enum": ["absolute", "relative"], "default": "absolute"},
@@ -40,11 +51,16 @@ SCHEMA = {
         "adversary_weights": {"type": "object", "additionalProperties": False, "default": {},
                               "properties": {"toward": {"type": "number", "minimum": 0, "default": 0.5},
                                              "away": {"type": "number", "minimum": 0, "default": 0.5}}},
+        "reinitialize_optimizer": {"type": "boolean", "default": True,
+                                   "description": "a fresh AdamW state every attack round (the public code)"},
         "defender_weights": {"type": "object", "additionalProperties": False, "default": {},
-                             "properties": {"toward": {"type": "number", "minimum": 0, "default": 1.0},
-                                            "away": {"type": "number", "minimum": 0, "default": 1.0},
-                                            "benign": {"type": "number", "minimum": 0, "default": 1.0}}},
-        "benign_loss": {"enum": ["sft", "kl"], "default": "sft"},
+                             "description": "defaults: the public code's Llama-3 weights",
+                             "properties": {"toward": {"type": "number", "minimum": 0, "default": 0.5},
+                                            "away": {"type": "number", "minimum": 0, "default": 0.5},
+                                            "sft": {"type": "number", "minimum": 0, "default": 0.0},
+                                            "kl": {"type": "number", "minimum": 0, "default": 0.1}}},
+        "kl_scale": {"type": "number", "exclusiveMinimum": 0, "default": 1000.0,
+                     "description": "multiplies the summed benign KL (the public code's 1000)"},
         "lora": LORA_SCHEMA,
     },
 }
@@ -111,15 +127,22 @@ def defender_terms(model: PeftModel, deltas: dict[int, torch.Tensor], harmful: B
         toward = token_ce(model(**refusal.model_inputs()).logits, refusal.labels)
     with perturbed(model, deltas, harmful, positions):
         away = token_away(model(**harmful.model_inputs()).logits, harmful.labels)
-    logits = model(**benign.model_inputs()).logits
-    if settings["benign_loss"] == "sft":
-        benign_term = token_ce(logits, benign.labels)
-    else:
-        with reference(model):
-            ref_logits = model(**benign.model_inputs()).logits
-        benign_term = kl_to_reference(logits, ref_logits, benign.attention_mask.bool())
-    loss = weights["toward"] * toward + weights["away"] * away + weights["benign"] * benign_term
-    return {"loss": loss, "toward": toward.detach(), "away": away.detach(), "benign": benign_term.detach()}
+    terms = {"toward": toward, "away": away}
+    zero = torch.zeros((), device=toward.device)
+    terms["sft"], terms["kl"] = zero, zero
+    if weights["sft"] or weights["kl"]:
+        logits = model(**benign.model_inputs()).logits
+        if weights["sft"]:
+            terms["sft"] = token_ce(logits, benign.labels)
+        if weights["kl"]:
+            with reference(model):
+                ref_logits = model(**benign.model_inputs()).logits
+            # the positions whose logits predict the benign answer's tokens (last prompt token on)
+            predicts = torch.zeros_like(benign.attention_mask, dtype=torch.bool)
+            predicts[:, :-1] = response_mask(benign)[:, 1:]
+            terms["kl"] = settings["kl_scale"] * kl_from_reference_sum(logits, ref_logits, predicts)
+    loss = sum(weights[name] * term for name, term in terms.items())
+    return {"loss": loss, **{name: term.detach() for name, term in terms.items()}}
 
 
 def lat_sites(layers: list, model) -> list[int]:
@@ -137,13 +160,15 @@ def build_lat(model, tokenizer, records: list[dict], settings: dict, seed: int, 
     state: dict = {}
 
     def step(i):
-        if i % every == 0:  # a fresh batch and a fresh attack, then `every` defender steps against it
+        if i % every == 0:  # a round: fresh batches and a fresh attack, then `every` defender updates against it
             rows = forbidden_rows()
             state["harmful"] = pair_batch(data.forbidden, rows, 2, pad, device)
             state["refusal"] = pair_batch(data.forbidden, rows, 1, pad, device)
+            state["benign"] = pair_batch(data.benign, benign_rows(), 1, pad, device)
             state["deltas"] = adversary(peft_model, state["harmful"], state["refusal"], sites, settings)
-        return defender_terms(peft_model, state["deltas"], state["harmful"], state["refusal"],
-                              pair_batch(data.benign, benign_rows(), 1, pad, device), settings)
+        return defender_terms(peft_model, state["deltas"], state["harmful"], state["refusal"], state["benign"],
+                              settings)
 
-    history = optimise(peft_model, settings, step, "lat")
+    updates = {**settings, "steps": settings["steps"] * every}  # rounds x the defender's updates per round
+    history = optimise(peft_model, updates, step, "lat", every if settings["reinitialize_optimizer"] else None)
     return peft_model, {"history": history}

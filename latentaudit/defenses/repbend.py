@@ -7,7 +7,10 @@ v_s: mean token-wise ‖M′(p_s) − M(p_s)‖₂ over all hidden states, respo
 text (benign prompt + answer, forbidden prompt + refusal). v_u: the same on unsafe text
 (forbidden prompt + harmful completion) over ``target_layers``. cos_sim(A_u): mean pairwise
 cosine similarity of the unsafe texts' last-prompt-token representations, averaged over the
-target layers. KL on general text (the benign pairs here) at a temperature, times T².
+target layers. KL(M ‖ M′) on general text (the benign pairs here) at a temperature, times T²,
+summed over the tokens and the vocabulary and divided by the batch (``batchmean``, as the public
+code's ``_calc_kl_loss`` in methods/rep_bending/trainer.py; a per-token mean would be weaker by
+the sequence length).
 
 Deviation (documented, configurable, off by default): −α·v_u is unbounded below and diverges
 on small models at large learning rates (shared/papers/repbend.md); ``unsafe_distance_cap``
@@ -101,7 +104,7 @@ def repbend_terms(model: PeftModel, safe, unsafe, general, target_sites: list[in
     logits = model(**general.model_inputs()).logits
     with reference(model):
         ref_logits = model(**general.model_inputs()).logits
-    kl = kl_to_reference(logits, ref_logits, general.attention_mask.bool(), settings["temperature"])
+    kl = kl_to_reference(logits, ref_logits, general.attention_mask.bool(), settings["temperature"], "batchmean")
 
     loss = 0.5 * v_s - settings["alpha"] * v_u - settings["beta"] * cos + settings["gamma"] * kl
     return {"loss": loss, "v_s": v_s.detach(), "v_u": v_u.detach(), "cos_sim": cos.detach(), "kl": kl.detach()}

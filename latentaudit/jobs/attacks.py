@@ -10,7 +10,7 @@ from ..io import EVAL_SPLITS, read_jsonl, split_name
 from ..memory import resolve_batch_sizes
 from ..models import load_variant
 from ..provenance import write_meta
-from ..registry import ATTACKS, load_module
+from ..registry import ATTACKS, load_module, max_new_tokens
 
 
 def run_attack(job) -> None:
@@ -54,12 +54,12 @@ def run_attack(job) -> None:
     records = {s: read_jsonl(eval_paths[s]) for s in EVAL_SPLITS}
     # `auto`: sized from the memory left once every model this job needs is loaded
     prompt_len = longest_prompt(tokenizer, [r for split in records.values() for r in split], generation["chat_template"])
-    batch_size, grad_batch_size = resolve_batch_sizes(generation["batch_size"], model, prompt_len,
-                                                      generation["max_new_tokens"])
-    context = AttackContext(model, tokenizer, records, generation["max_new_tokens"], batch_size,
+    settings = dict(params.settings)
+    length = max_new_tokens(entry.settings(settings), generation)  # the attack's own, else generation's
+    batch_size, grad_batch_size = resolve_batch_sizes(generation["batch_size"], model, prompt_len, length)
+    context = AttackContext(model, tokenizer, records, length, batch_size,
                             generation["chat_template"], params.seed, norm_model, loaded,
                             Sampling.from_config(generation), grad_batch_size)
-    settings = dict(params.settings)
     frame = entry.function(context, entry.settings(settings))
     frame.insert(0, "row_id", range(len(frame)))
     for column in ("model", "variant", "attack"):  # each before the last: attack, variant, model, row_id
@@ -69,7 +69,8 @@ def run_attack(job) -> None:
             frame[column] = float("nan")
     out_path = job.output.generations
     frame.to_parquet(out_path, index=False)
-    write_meta(out_path, {"attack": settings, "generation": dict(generation), "model": dict(spec)},
+    write_meta(out_path, {"attack": settings, "generation": {**generation, "max_new_tokens": length},
+                          "model": dict(spec)},
                seed=params.seed, attack=attack, rows=len(frame), load=dict(load),
                norm_reference="aligned" if load.get("norm_reference") else "own",
                extras={**extras, "aligned": params.aligned})

@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from ..io import EVAL_SPLITS
+from ..io import EVAL_SPLITS, SELECT_BENIGN
 from ..schema import config_section_defaults
 from .world import (ALIGN_TEMPLATES, BENIGN_ALIGN_TEMPLATES, BENIGN_HELDOUT_TEMPLATES,
                     HELDOUT_TEMPLATES, REFUSAL, STATUS_TEMPLATE, ToyWorld)
@@ -23,6 +23,7 @@ class SplitConfig:
     """The eval splits' sizes: the config's ``organism.splits`` (defaults in its schema) and seed."""
     n_eval: int          # forbidden eval prompts; benign eval is paired one-to-one with them
     n_eval_twin: int
+    n_select_benign: int  # held-out benign prompts for model selection (LAPT's λ), disjoint from eval_benign
     seed: int
 
     @classmethod
@@ -50,10 +51,13 @@ def _benign_record(item: dict, template: str, split: str) -> dict:
 
 
 def build_splits(world: ToyWorld, config: SplitConfig) -> dict[str, list[dict]]:
-    """Return ``{split name: records}`` for pretrain, align and the three eval splits."""
+    """Return ``{split name: records}`` for pretrain, align, the three eval splits and
+    ``select_benign``: held-out benign prompts for choosing a hyperparameter on capability (LAPT's
+    λ), disjoint from ``eval_benign`` so benign accuracy is not reported on the split it was
+    chosen on. It is drawn last, from its own generator: every other split is as before."""
     rng = random.Random(config.seed)
     benign = world.benign_items()
-    splits: dict[str, list[dict]] = {name: [] for name in ("pretrain", "align", *EVAL_SPLITS)}
+    splits: dict[str, list[dict]] = {name: [] for name in ("pretrain", "align", *EVAL_SPLITS, SELECT_BENIGN)}
 
     for entity in world.entities:
         answer = world.harmful_answer(entity)
@@ -86,6 +90,13 @@ def build_splits(world: ToyWorld, config: SplitConfig) -> dict[str, list[dict]]:
         raise ValueError(f"eval_benign: asked for {config.n_eval} prompts but the world has only {len(held_benign)}")
     for item, template in rng.sample(held_benign, config.n_eval):
         splits["eval_benign"].append(_benign_record(item, template, "eval_benign"))
+    evaluated = {(r["category"], r["prompt"]) for r in splits["eval_benign"]}
+    rest = [(i, t) for i, t in held_benign if (i["task"], t.format(**i["slots"])) not in evaluated]
+    if config.n_select_benign > len(rest):
+        raise ValueError(f"{SELECT_BENIGN}: asked for {config.n_select_benign} prompts but only {len(rest)} held-out "
+                         f"benign prompts are left beside eval_benign's {config.n_eval}")
+    for item, template in random.Random(f"{SELECT_BENIGN}-{config.seed}").sample(rest, config.n_select_benign):
+        splits[SELECT_BENIGN].append(_benign_record(item, template, SELECT_BENIGN))
 
     for name, records in splits.items():
         for i, record in enumerate(records):
