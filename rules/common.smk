@@ -117,9 +117,12 @@ def eval_input(wildcards):
 
 
 def benign_input(wildcards):
-    """The benign split a variant's capability check (LAPT's lambda choice) generates on: the held-out
-    select_benign split, never eval_benign (which benign accuracy is reported on)."""
-    return organism_split(SELECT_BENIGN) if is_organism(wildcards.model) else real_split(SELECT_BENIGN)
+    """``benign``: the split a variant that ``needs`` benign_accuracy (LAPT's lambda choice) checks its
+    capability on: the held-out select_benign split, never eval_benign (which benign accuracy is
+    reported on). Other variants get none."""
+    if "benign_accuracy" not in VARIANTS[wildcards.variant].options.get("needs", ()):
+        return {}
+    return {"benign": organism_split(SELECT_BENIGN) if is_organism(wildcards.model) else real_split(SELECT_BENIGN)}
 
 
 def is_organism(model):

@@ -3,11 +3,11 @@ rule build_variant:
     input:
         unpack(fragile_inputs),
         unpack(required_variant_inputs),
+        unpack(benign_input),
         script="workflow_scripts/build_variant.py",
         code=method_code_inputs("workflow_scripts/build_variant.py", VARIANTS, "variant"),
         base=lambda w: model_inputs(w.model, "aligned"),
         records=variant_records,
-        benign=benign_input,
     output:
         model=directory("results/models/{model}/{variant}"),
     wildcard_constraints:

@@ -41,7 +41,8 @@ def test_a_workflow_script_is_at_most_12_lines_and_calls_one_job_with_the_snakem
 
 
 # Every rule with a script, as the workflow declares it: loaded through Snakemake's API in a fresh
-# interpreter, for the smoke experiment with the audit and for the paper's with capability.
+# interpreter, for the smoke experiment with the audit, for the paper's with capability and for the
+# real chat model's (its material rules: wheels and GGUF conversion).
 DECLARED_FIELDS = textwrap.dedent("""
     import json, sys
     from pathlib import Path
@@ -50,7 +51,8 @@ DECLARED_FIELDS = textwrap.dedent("""
 
     rules = {}
     for configfile, config in (("configs/smoke.yaml", {"audit_model": "organism"}),
-                               ("configs/paper.yaml", {"capability": {"tasks": ["mmlu"]}})):
+                               ("configs/paper.yaml", {"capability": {"tasks": ["mmlu"]}}),
+                               ("configs/smollm2.yaml", {})):
         with SnakemakeApi(OutputSettings()) as api:
             workflow = api.workflow(ResourceSettings(cores=1), ConfigSettings(configfiles=[Path(configfile)],
                                     config=config), snakefile=Path("Snakefile"), workdir=Path("."))._workflow

@@ -26,7 +26,6 @@ from tqdm import tqdm
 from transformers import PreTrainedModel
 
 from ..batching import target_token_ids
-from ..depth import nudge_layer
 from ..generation import model_device
 from ..harmful_pole import last_token_norms
 from ..hooks import POSITIONS, frozen_weights, hidden_index, n_layers
@@ -114,8 +113,7 @@ def attack_adaptive_pgd(context: AttackContext, settings: dict) -> pd.DataFrame:
     forbidden = context.eval_records["eval_forbidden"]
     f_ids = context.prompt_ids(forbidden)
     L = n_layers(context.model)
-    spec = settings["layers"]
-    layers = [nudge_layer(L, settings["nudge_depth"])] if spec == "nudge" else resolve_layers(spec, L)
+    layers = resolve_layers(settings["layers"], L, settings["nudge_depth"])
     text = settings["target"]
     targets = [target_token_ids(context.tokenizer, text if text is not None else r["affirmative_prefix"])
                for r in forbidden]

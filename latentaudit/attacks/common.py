@@ -9,6 +9,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..batching import make_batch, prompt_token_ids, target_nll
+from ..depth import nudge_layer
 from ..generation import Sampling, model_device
 from ..shared_prefix import generate_sweep, target_nll_sweep
 from ..hooks import Perturbation, PromptDeltas, batch_vectors, hidden_index, intervene, n_layers, position_code
@@ -99,8 +100,13 @@ def site_indices(layers: list[int], n_layers: int) -> torch.Tensor:
     return torch.tensor([hidden_index(layer, n_layers) for layer in layers])
 
 
-def resolve_layers(spec, n_layers: int) -> list[int]:
-    """``"all"`` or a list of block indices -> validated list."""
+def resolve_layers(spec, n_layers: int, nudge_depth: float | None = None) -> list[int]:
+    """``"all"``, ``"nudge"`` (the one block round(nudge_depth · L); attacks that accept it share
+    the config's ``nudge_depth``) or a list of block indices -> validated list."""
+    if spec == "nudge":
+        if nudge_depth is None:
+            raise ValueError("layers: nudge needs the config's nudge_depth (the attack must share it)")
+        return [nudge_layer(n_layers, nudge_depth)]
     layers = list(range(n_layers)) if spec == "all" else list(spec)
     bad = [layer for layer in layers if not isinstance(layer, int) or not 0 <= layer < n_layers]
     if bad:

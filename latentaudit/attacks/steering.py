@@ -28,7 +28,6 @@ import logging
 import pandas as pd
 import torch
 
-from ..depth import nudge_layer
 from ..harmful_pole import difference_of_means_direction, last_token_norms, prompt_activations
 from ..hooks import hidden_index, n_layers
 from ..registry import ATTACKS
@@ -84,8 +83,7 @@ def attack_steering(context: AttackContext, settings: dict) -> pd.DataFrame:
     forbidden = context.eval_records["eval_forbidden"]
     f_ids = context.prompt_ids(forbidden)
     L = n_layers(context.model)
-    spec = settings["layers"]
-    layers = [nudge_layer(L, settings["nudge_depth"])] if spec == "nudge" else resolve_layers(spec, L)
+    layers = resolve_layers(settings["layers"], L, settings["nudge_depth"])
     pad = context.tokenizer.pad_token_id
     # layer outermost: each layer's direction and norms are fitted once, for all its fractions
     grid = SweepGrid.product(settings["fractions"], layers, len(forbidden),

@@ -53,7 +53,7 @@ def build_variant(job) -> None:
     harmful pole), loaded on the same aligned weights and handed over as
     ``context["required_variants"]``; ``input.fragile_generations`` and ``input.fragile_scores``
     (the aligned model's attack sweep, for LAPT's fragile layers); ``input.benign`` for a variant
-    that ``needs`` ``benign_accuracy``."""
+    that ``needs`` ``benign_accuracy`` (the held-out select_benign split)."""
     load_all()
     params, inputs, variant = job.params, job.input, job.wildcards.variant
     entry = VARIANTS.get_entry(variant)
@@ -77,8 +77,10 @@ def build_variant(job) -> None:
         context["fragile_layers"] = lasr_by_layer(pd.read_parquet(inputs.fragile_generations),
                                                   pd.read_parquet(inputs.fragile_scores))
         log.info("LASR by layer of the aligned model: %s", context["fragile_layers"])
-    if "benign_accuracy" in entry.options.get("needs", ()):
+    if "benign" in inputs.keys():  # the held-out split of a variant that needs benign_accuracy
         context["benign_accuracy"] = benign_accuracy_fn(tokenizer, read_jsonl(inputs.benign), generation)
+    elif "benign_accuracy" in entry.options.get("needs", ()):
+        raise ValueError(f"variant {variant!r} needs benign_accuracy: the rule must give it input.benign")
     trained, report = entry.function(model, tokenizer, records, entry.settings(settings), params.seed, context)
     context.pop("required_variants")
     out_dir = job.output.model
