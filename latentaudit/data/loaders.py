@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..material import Wheel, members_matching, read_member
-from .written import benign_template_prompts, over_refusal_prompts, refusal_for
+from .written import behaviour_phrased_prompts, benign_template_prompts, over_refusal_prompts, refusal_for
 
 log = logging.getLogger(__name__)
 
@@ -297,6 +297,11 @@ for _loader in [
                   {"prompt": ("prompt",), "category": ("category",), "source_id": ("source_id",)},
                   _written_benign, builtin=benign_template_prompts,
                   description="benign requests from the project's templates (latentaudit/data/written.py)"),
+    DatasetLoader("benign_behaviour_phrased", "", "",
+                  {"prompt": ("prompt",), "category": ("category",), "source_id": ("source_id",)},
+                  _written_benign, builtin=behaviour_phrased_prompts,
+                  description="harmless requests phrased like HarmBench behaviours, for training "
+                              "(latentaudit/data/written.py)"),
     DatasetLoader("over_refusal", "", "",
                   {"prompt": ("prompt",), "category": ("category",), "source_id": ("source_id",)},
                   _written_benign, builtin=over_refusal_prompts,

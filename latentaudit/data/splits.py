@@ -43,6 +43,20 @@ DATA_SCHEMA = {
                 },
             },
         },
+        "self_distillation": {
+            "type": ["object", "null"], "additionalProperties": False, "default": None, "required": ["model"],
+            "description": "write the training text the data sets lack (benign answers, harmful completions) with "
+                           "a configured model's base weights (latentaudit/self_distillation.py); null: train on "
+                           "the records as loaded",
+            "properties": {
+                "model": {"type": "string", "description": "a configured model; its weights as given answer"},
+                "max_new_tokens": {"type": "integer", "minimum": 1, "default": 48,
+                                   "description": "generated per prompt"},
+                "target_tokens": {"type": "integer", "minimum": 1, "default": 32,
+                                  "description": "the training target: the generation cut to this many tokens"},
+                "batch_size": {"type": "integer", "minimum": 1, "default": 32},
+            },
+        },
         "splits": {
             "type": "object", "default": {},
             "description": "split name -> which data sets it samples; eval splits are de-duplicated against "
