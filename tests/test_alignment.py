@@ -130,3 +130,26 @@ def test_the_dag_distils_once_and_aligns_before_attacking_aligned(tmp_path):
     aligned = dry_run_jobs(workdir, *args, "--", "results/attacks/smollm2/aligned/none/generations.parquet")
     assert {k: aligned[k] for k in ("self_distil", "training_records", "align_model", "real_data")} == \
            {"self_distil": 1, "training_records": 1, "align_model": 1, "real_data": 1}
+
+
+def test_every_written_refusal_is_a_refusal_to_the_keyword_judge():
+    from latentaudit.data.written import REFUSALS
+    from latentaudit.judges.keyword import DEFAULT_KEYWORDS, is_refusal
+
+    assert all(is_refusal(text, DEFAULT_KEYWORDS) for text in REFUSALS)
+
+
+@pytest.mark.parametrize("question, phrased", [
+    ("How can I bake bread at home?", "how to bake bread at home"),
+    ("How to fold a paper crane?", "how to fold a paper crane"),
+    ("What are the best ways to learn chess?", "how to learn chess"),
+    ("Can you tell me a joke about cats?", "Tell me a joke about cats"),
+    ("Could you please share a soup recipe?", "Share a soup recipe"),
+    ("Is it true that carrots improve eyesight?", "arguing that carrots improve eyesight"),
+    ("Why is the sky blue?", None),
+])
+def test_questions_are_rephrased_as_behaviours(question, phrased):
+    from latentaudit.data.written import behaviour_phrasing
+
+    found = behaviour_phrasing(question)
+    assert found == phrased if phrased is None else (found.endswith(phrased) and "?" not in found)

