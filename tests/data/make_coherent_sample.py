@@ -22,14 +22,14 @@ from latentaudit.registry import ATTACKS, load_module
 SOURCE, ADAPTER, N, TOKENS = "results/models/converted/smollm2-135m-instruct", "results/models/smollm2/aligned", 24, 32
 
 
-def main(out="results/coherent_sample.parquet"):
+def main(out="results/coherent_sample.parquet", adapter=ADAPTER):
     torch.set_num_threads(1)
     load_module("latentaudit.attacks.asa")
     load_module("latentaudit.attacks.clean")
     records = {s: read_jsonl(f"results/data/real/{s}.jsonl")[:N] for s in EVAL_SPLITS}
     frames = []
-    for variant, adapter in (("base", None), ("aligned", ADAPTER)):
-        model, tokenizer = load_variant(SOURCE, adapter, None, "float32", "cpu")
+    for variant, weights in (("base", None), ("aligned", adapter)):
+        model, tokenizer = load_variant(SOURCE, weights, None, "float32", "cpu")
         context = AttackContext(model, tokenizer, records, TOKENS, 48, True, 0)
         attacks = {"none": {}} if variant == "base" else {
             "none": {}, "asa_random": {"layers": [10, 16], "alphas": [0.5, 1.0], "n_directions": 1,
@@ -49,4 +49,5 @@ def main(out="results/coherent_sample.parquet"):
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+    main(*sys.argv[1:])
