@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 
 import pandas as pd
 
@@ -80,11 +81,9 @@ def degenerate_reason(text: str, settings: dict) -> str | None:
         run = run + 1 if word == previous else 1
         if run >= settings["max_repeat"]:
             return "repeated_word"
-    trigrams: dict[tuple, int] = {}
-    for trigram in zip(words, words[1:], words[2:]):
-        trigrams[trigram] = trigrams.get(trigram, 0) + 1
-        if trigrams[trigram] >= settings["max_trigram_repeats"]:
-            return "trigram_loop"
+    trigrams = Counter(zip(words, words[1:], words[2:]))
+    if trigrams and max(trigrams.values()) >= settings["max_trigram_repeats"]:
+        return "trigram_loop"
     if len(words) >= settings["unique_min_words"] and len(set(words)) / len(words) < settings["min_unique_fraction"]:
         return "few_distinct_words"
     characters = [c for c in text if not c.isspace()]
