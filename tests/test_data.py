@@ -1,5 +1,6 @@
 """Data loaders on small fixture files written here (placeholder text only), never the hub."""
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -65,6 +66,8 @@ FIXTURES = {
                                                      "source_id": "t1"}]),
     "over_refusal": ("over_refusal.csv", [{"prompt": "placeholder safe prompt", "category": "homonyms",
                                            "source_id": "o1"}]),
+    "benign_behaviour_phrased": ("benign_behaviour_phrased.jsonl", [{"prompt": "placeholder request 1",
+                                                                     "category": "behaviour_phrased", "source_id": "p1"}]),
 }
 
 
@@ -270,7 +273,10 @@ def test_generations_carry_behavior_and_context_only_when_records_have_them():
 def test_written_sets_are_built_in_deterministic_and_harmless_by_label():
     from latentaudit.data.written import REFUSALS, benign_template_prompts, over_refusal_prompts, refusal_for
 
-    for name, rows in (("benign_templates", benign_template_prompts()), ("over_refusal", over_refusal_prompts())):
+    from latentaudit.data.written import behaviour_phrased_prompts
+
+    for name, rows in (("benign_templates", benign_template_prompts()), ("over_refusal", over_refusal_prompts()),
+                       ("benign_behaviour_phrased", behaviour_phrased_prompts())):
         records = load_dataset_records(name)  # no hub, no file: the project's own rows
         assert records == load_dataset_records(name) and len(records) == len(rows)
         assert all(not r["harmful"] and r["category"] and r["source"] == name for r in records)
@@ -287,6 +293,12 @@ def test_donotanswer_hub_columns_map_risk_area_to_category(fixture_files):
     assert [(r["source_id"], r["category"], r["harmful"]) for r in records] == [
         ("0", "placeholder area", True), ("1", "placeholder area", True)]
     assert all(r["refusal"] and not r["harmful_completion"] for r in records)
+    rows = [{"id": 0, "risk_area": "a", "question": "How can I fold a paper crane?"},
+            {"id": 1, "risk_area": "a", "question": "Why is the sky blue?"}]
+    path = _write(Path(fixture_files["donotanswer"]).parent / "phrasing.jsonl", rows)
+    phrased = load_dataset_records("donotanswer", local_path=path, phrasing="behaviour")
+    assert [r["source_id"] for r in phrased] == ["0"] and phrased[0]["prompt"].endswith("how to fold a paper crane")
+    assert phrased[0]["refusal"]  # the rephrased request is taught a refusal too
 
 
 def test_overlap_counts_exact_normalised_and_near():

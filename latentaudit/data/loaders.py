@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..material import Wheel, members_matching, read_member
-from .written import benign_template_prompts, over_refusal_prompts, refusal_for
+from .written import behaviour_phrased_prompts, behaviour_phrasing, benign_template_prompts, over_refusal_prompts, refusal_for
 
 log = logging.getLogger(__name__)
 
@@ -245,9 +245,15 @@ def _pku_saferlhf(row: Row, columns: dict, settings: dict) -> dict:
     return _record(row, columns, harmful=False in safe, **fields)
 
 
-def _donotanswer(row: Row, columns: dict, settings: dict) -> dict:
+def _donotanswer(row: Row, columns: dict, settings: dict) -> dict | None:
     # Do-Not-Answer ships questions only: each is taught with one of the project's short refusals.
+    # `phrasing: behaviour` rephrases each as a HarmBench-style instruction and skips the rows no rule fits.
     prompt = row.text(columns["prompt"], required=True)
+    if settings.get("phrasing", "question") == "behaviour":
+        prompt = behaviour_phrasing(prompt)
+        if prompt is None:
+            return None
+        row = Row(row.dataset, row.index, {**row.values, columns["prompt"]: prompt})
     return _record(row, columns, harmful=True, category=row.text(columns.get("category")), refusal=refusal_for(prompt))
 
 
@@ -297,6 +303,11 @@ for _loader in [
                   {"prompt": ("prompt",), "category": ("category",), "source_id": ("source_id",)},
                   _written_benign, builtin=benign_template_prompts,
                   description="benign requests from the project's templates (latentaudit/data/written.py)"),
+    DatasetLoader("benign_behaviour_phrased", "", "",
+                  {"prompt": ("prompt",), "category": ("category",), "source_id": ("source_id",)},
+                  _written_benign, builtin=behaviour_phrased_prompts,
+                  description="harmless requests phrased like HarmBench behaviours, for training "
+                              "(latentaudit/data/written.py)"),
     DatasetLoader("over_refusal", "", "",
                   {"prompt": ("prompt",), "category": ("category",), "source_id": ("source_id",)},
                   _written_benign, builtin=over_refusal_prompts,

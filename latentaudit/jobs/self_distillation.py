@@ -1,0 +1,54 @@
+"""The jobs that write the training text the data sets lack (latentaudit/self_distillation.py):
+generation once, then the defenses' training records filled from it."""
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+
+from transformers import AutoTokenizer
+
+from ..data.real import training_records
+from ..io import read_jsonl, write_jsonl
+from ..models import load_model
+from ..provenance import write_meta
+from ..self_distillation import distil, fill_records
+
+log = logging.getLogger(__name__)
+
+
+def self_distil(job) -> None:
+    """Rule self_distil: the base weights of ``params.spec`` (as given: ``source`` + ``adapter``)
+    answer every training prompt of ``input.prompts`` that lacks its text, greedily, to
+    ``params.settings.max_new_tokens`` tokens; the generations go to ``output.distilled``."""
+    params, settings = job.params, job.params.settings
+    spec = params.spec
+    model, tokenizer = load_model(spec["source"], spec.get("adapter"), spec.get("dtype", "auto"), params.device,
+                                  spec.get("trust_remote_code", False))
+    rows = read_jsonl(job.input.prompts)
+    distilled = distil(model, tokenizer, rows, settings["max_new_tokens"], settings["batch_size"],
+                       params.chat_template)
+    write_jsonl(distilled, job.output.distilled)
+    counts = {field: sum(d["field"] == field for d in distilled) for field in ("benign_answer", "harmful_completion")}
+    write_meta(job.output.distilled, {"self_distillation": dict(settings), "model": dict(spec),
+                                      "chat_template": params.chat_template},
+               rows=len(distilled), empty=sum(not d["text"] for d in distilled), **counts)
+    log.info("self-distilled %s -> %s", counts, job.output.distilled)
+
+
+def distilled_training_records(job) -> None:
+    """Rule training_records: the training prompts (``input.prompts``) with their missing texts
+    filled from ``input.distilled`` (cut to ``params.target_tokens``, with the tokenizer at
+    ``params.tokenizer``), as the defenses' training records (``output.train``)."""
+    tokenizer = AutoTokenizer.from_pretrained(job.params.tokenizer)
+    rows = fill_records(read_jsonl(job.input.prompts), read_jsonl(job.input.distilled), tokenizer,
+                        job.params.target_tokens)
+    by_split = defaultdict(list)
+    for row in rows:
+        by_split[row["split"]].append(row)
+    train, dropped = training_records(by_split, sorted(by_split))
+    write_jsonl(train, job.output.train)
+    write_meta(job.output.train, {"target_tokens": job.params.target_tokens}, rows=len(train),
+               forbidden=sum(r["kind"] == "forbidden" for r in train),
+               benign=sum(r["kind"] == "benign" for r in train), dropped=dropped,
+               self_distilled_from=job.input.distilled)
+    log.info("training records: %d (%s dropped) -> %s", len(train), dropped, job.output.train)

@@ -1,0 +1,155 @@
+"""Self-distillation (the training text a data set lacks, written by the base model) and the
+refusal LoRA that makes a hub model's `aligned` variant from its `base` weights, on tiny models;
+the config and DAG wiring of both on the real track's config (dry runs only)."""
+import copy
+
+import pytest
+import torch
+import yaml
+
+from conftest import REPO, config_error, copy_repo, dry_run_jobs
+from latentaudit.alignment import SCHEMA, align_refusal_lora, alignment_pairs, response_only_loss
+from latentaudit.batching import make_batch
+from latentaudit.data.real import training_records
+from latentaudit.schema import filled
+from latentaudit.self_distillation import cut_text, distil, fill_records, missing_text, prompt_digest
+from latentaudit.training import token_ce
+
+SMOLLM2 = yaml.safe_load((REPO / "configs" / "smollm2.yaml").read_text())
+
+
+def _rows():
+    return [
+        {"id": "train_benign-00000", "split": "train_benign", "prompt": "what is the name of flower 1 ?",
+         "harmful": False, "benign_answer": "", "refusal": "", "harmful_completion": "", "source": "t", "source_id": "a"},
+        {"id": "train_benign-00001", "split": "train_benign", "prompt": "what is the name of flower 2 ?",
+         "harmful": False, "benign_answer": "already answered", "refusal": "", "harmful_completion": "",
+         "source": "t", "source_id": "b"},
+        {"id": "train_harmful-00000", "split": "train_harmful", "prompt": "what is the vault code ?",
+         "harmful": True, "benign_answer": "", "refusal": "I can't help with that.", "harmful_completion": "",
+         "source": "t", "source_id": "c"},
+    ]
+
+
+def test_self_distillation_writes_only_the_missing_text_and_fills_the_records(tiny_model, tokenizer):
+    rows = _rows()
+    assert [r["id"] for r in missing_text(rows)] == ["train_benign-00000", "train_harmful-00000"]
+    distilled = distil(tiny_model, tokenizer, rows, max_new_tokens=6, batch_size=2, chat_template=False)
+    assert [(d["id"], d["field"]) for d in distilled] == [("train_benign-00000", "benign_answer"),
+                                                          ("train_harmful-00000", "harmful_completion")]
+    assert all(0 < len(d["token_ids"]) <= 6 and d["prompt_sha256"] == prompt_digest(r["prompt"])
+               for d, r in zip(distilled, missing_text(rows)))
+    filled_rows = fill_records(rows, distilled, tokenizer, target_tokens=3)
+    assert filled_rows[0]["benign_answer"] == cut_text(tokenizer, distilled[0]["token_ids"], 3)
+    assert filled_rows[1]["benign_answer"] == "already answered"  # a given answer is kept
+    assert filled_rows[2]["harmful_completion"] == cut_text(tokenizer, distilled[1]["token_ids"], 3)
+    assert filled_rows[2]["refusal"] == "I can't help with that."  # the written refusal stays
+    assert len(tokenizer(filled_rows[0]["benign_answer"], add_special_tokens=False)["input_ids"]) <= 3
+    # the same generations as one-row batches: the batch layout does not change a generation
+    alone = distil(tiny_model, tokenizer, rows, max_new_tokens=6, batch_size=1, chat_template=False)
+    assert [d["token_ids"] for d in alone] == [d["token_ids"] for d in distilled]
+    by_split = {}
+    for row in filled_rows:
+        by_split.setdefault(row["split"], []).append(row)
+    train, dropped = training_records(by_split, sorted(by_split))
+    assert sum(dropped.values()) == sum(not r[f] for r, f in zip(filled_rows, ["benign_answer"] * 2 + ["harmful_completion"]))
+
+
+def test_a_stale_or_missing_generation_fails_loudly(tiny_model, tokenizer):
+    rows = _rows()
+    distilled = distil(tiny_model, tokenizer, rows, max_new_tokens=3, batch_size=4, chat_template=False)
+    edited = copy.deepcopy(rows)
+    edited[0]["prompt"] = "what is the name of flower 3 ?"
+    with pytest.raises(ValueError, match=r"train_benign-00000: no self-distilled benign_answer .*stale"):
+        fill_records(edited, distilled, tokenizer, 3)
+    with pytest.raises(ValueError, match=r"train_harmful-00000: .*missing"):
+        fill_records(rows, distilled[:1], tokenizer, 3)
+
+
+def test_the_response_only_loss_is_the_full_cross_entropy(tiny_model, tokenizer):
+    """Logits over the response span only give the same loss as logits over every position."""
+    prompts = [tokenizer("what is flower 1 ?")["input_ids"], tokenizer("the vault code ?")["input_ids"][:3]]
+    targets = [tokenizer("the answer is blue", add_special_tokens=False)["input_ids"],
+               tokenizer("no", add_special_tokens=False)["input_ids"]]
+    batch = make_batch(prompts, targets, tokenizer.pad_token_id)
+    with torch.no_grad():
+        full = token_ce(tiny_model(**batch.model_inputs()).logits, batch.labels)
+        span = response_only_loss(tiny_model, batch)
+    assert torch.allclose(full, span, atol=1e-6), (full, span)
+
+
+def _records():
+    forbidden = [{"prompt": f"what is the vault code of door {i} ?", "response": "I can't help with that.",
+                  "kind": "forbidden"} for i in range(6)]
+    benign = [{"prompt": f"what is the name of flower {i} ?", "response": f"flower {i} is blue", "kind": "benign"}
+              for i in range(6)]
+    return forbidden + benign
+
+
+def test_the_refusal_lora_learns_to_refuse_and_saves_an_adapter(tiny_model, tokenizer, tmp_path):
+    from peft import PeftModel
+
+    harmful, benign = alignment_pairs(tokenizer, _records(), chat_template=False)
+    assert (len(harmful), len(benign)) == (6, 6)
+    settings = filled({"steps": 80, "lr": 3e-2, "harmful_per_batch": 2, "benign_per_batch": 2,
+                       "lora": {"rank": 4, "alpha": 8}}, SCHEMA, "align")
+    assert (settings["schedule"], settings["warmup_fraction"]) == ("linear", 0.1)
+    trained, history = align_refusal_lora(tiny_model, tokenizer, harmful, benign, settings, seed=0)
+    # a random hidden-32 model's small output layer caps how low the loss goes: it must fall, not vanish
+    losses = [h["loss"] for h in history]
+    assert len(losses) == 80 and sum(losses[-10:]) / 10 < losses[0] - 0.25
+    assert isinstance(trained, PeftModel)
+    trained.save_pretrained(tmp_path / "aligned")
+    assert (tmp_path / "aligned" / "adapter_config.json").exists()
+
+
+def test_alignment_needs_refusals_and_benign_answers_when_asked(tiny_model, tokenizer):
+    with pytest.raises(ValueError, match="forbidden training records"):
+        alignment_pairs(tokenizer, [r for r in _records() if r["kind"] == "benign"], chat_template=False)
+    harmful, _ = alignment_pairs(tokenizer, _records(), chat_template=False)
+    settings = filled({"steps": 2, "lr": 1e-3}, SCHEMA, "align")
+    with pytest.raises(ValueError, match="benign_per_batch"):
+        align_refusal_lora(tiny_model, tokenizer, harmful, [], settings, seed=0)
+
+
+def test_base_and_aligned_variants_are_checked():
+    assert "base" in config_error(SMOLLM2, lambda c: c["models"]["smollm2"].update(align=None))
+    assert "give one or the other" in config_error(
+        SMOLLM2, lambda c: c["models"]["smollm2"].update(adapter="some/adapter"))
+    assert "models.smollm2.align.harmful_per_batch" in config_error(
+        SMOLLM2, lambda c: c["models"]["smollm2"]["align"].update(harmful_per_batch=0))
+    message = config_error(SMOLLM2, lambda c: c["data"]["self_distillation"].update(model="nope"))
+    assert "data.self_distillation.model: 'nope'" in message and "['smollm2']" in message
+
+
+def test_the_dag_distils_once_and_aligns_before_attacking_aligned(tmp_path):
+    workdir = copy_repo(tmp_path / "repo")
+    args = ("--configfile", "configs/smollm2.yaml")
+    base = dry_run_jobs(workdir, *args, "--", "results/attacks/smollm2/base/none/generations.parquet")
+    assert "align_model" not in base and "self_distil" not in base
+    aligned = dry_run_jobs(workdir, *args, "--", "results/attacks/smollm2/aligned/none/generations.parquet")
+    assert {k: aligned[k] for k in ("self_distil", "training_records", "align_model", "real_data")} == \
+           {"self_distil": 1, "training_records": 1, "align_model": 1, "real_data": 1}
+
+
+def test_every_written_refusal_is_a_refusal_to_the_keyword_judge():
+    from latentaudit.data.written import REFUSALS
+    from latentaudit.judges.keyword import DEFAULT_KEYWORDS, is_refusal
+
+    assert all(is_refusal(text, DEFAULT_KEYWORDS) for text in REFUSALS)
+
+
+@pytest.mark.parametrize("question, phrased", [
+    ("How can I bake bread at home?", "how to bake bread at home"),
+    ("How to fold a paper crane?", "how to fold a paper crane"),
+    ("What are the best ways to learn chess?", "how to learn chess"),
+    ("Can you tell me a joke about cats?", "Tell me a joke about cats"),
+    ("Could you please share a soup recipe?", "Share a soup recipe"),
+    ("Is it true that carrots improve eyesight?", "arguing that carrots improve eyesight"),
+    ("Why is the sky blue?", None),
+])
+def test_questions_are_rephrased_as_behaviours(question, phrased):
+    from latentaudit.data.written import behaviour_phrasing
+
+    found = behaviour_phrasing(question)
+    assert found == phrased if phrased is None else (found.endswith(phrased) and "?" not in found)
