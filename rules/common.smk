@@ -104,9 +104,10 @@ TRAIN_RECORDS = f"{REAL_DATA}/train.jsonl"
 
 
 def real_data_outputs():
-    """What rule real_data writes: the eval splits, the training prompts, the held-out harmful
-    fine-tuning records and the overlap report, and the training records unless self-distillation
-    writes them (rule training_records)."""
+    """The eval splits, the training prompts, the held-out harmful fine-tuning records and the
+    overlap report, and the training records unless self-distillation writes them (then the
+    training_records rule does); what the real_data rule writes. (snakemake --lint takes the
+    word rule, a name and a colon on one line for a rule defined among these functions.)"""
     outputs = {"splits": [real_split(s) for s in real_eval_splits()],
                "train_prompts": f"{REAL_DATA}/train_prompts.jsonl", "harmful_ft": f"{REAL_DATA}/harmful_ft.jsonl",
                "overlap": f"{REAL_DATA}/overlap.csv"}
