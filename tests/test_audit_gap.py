@@ -13,7 +13,8 @@ import yaml
 from conftest import REPO, config_error
 from latentaudit import metrics
 from latentaudit.attacks.lvs import uniform_ball_deltas
-from latentaudit.attacks.steering import matched_random_vectors, steering_vectors
+from latentaudit.attacks.common import matched_random_vectors
+from latentaudit.attacks.steering import steering_vectors
 from latentaudit.config import validate_config
 from latentaudit.defenses import dissociated as D
 from latentaudit.defenses.harmful import harmful_records

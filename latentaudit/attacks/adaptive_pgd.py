@@ -32,8 +32,7 @@ from ..hooks import POSITIONS, frozen_weights, hidden_index, n_layers
 from ..pgd_objective import TargetObjective
 from ..registry import ATTACKS
 from ..shared_prefix import sweep_chunks
-from .common import AttackContext, SweepGrid, evaluate_vectors, resolve_layers
-from .steering import matched_random_vectors
+from .common import AttackContext, SweepGrid, evaluate_with_matched_control, resolve_layers
 
 log = logging.getLogger(__name__)
 
@@ -127,12 +126,7 @@ def attack_adaptive_pgd(context: AttackContext, settings: dict) -> pd.DataFrame:
     vectors = adaptive_pgd_vectors(context.model, [f_ids[i] for i in grid.index], [targets[i] for i in grid.index],
                                    sites, radius, settings["steps"], settings["step_size"],
                                    context.tokenizer.pad_token_id, context.grad_batch_size)
-    if settings["control"]:
-        vectors = torch.cat([vectors, matched_random_vectors(vectors, context.seed)])
-        grid = grid.with_control()
-    frame = evaluate_vectors(context, grid, vectors, "all", "adaptive_pgd")
-    frame["control"] = [d == 1 for d in grid.direction] * 2
-    frame["vector_l2"] = vectors.norm(dim=-1).tolist() * 2
+    frame, grid, vectors = evaluate_with_matched_control(context, grid, vectors, settings["control"], "adaptive_pgd")
     frame["base_last_token_norm"] = [norms[layer][0] for layer in grid.layer] * 2
     frame["base_all_token_norm"] = [norms[layer][1] for layer in grid.layer] * 2
     frame["norm_ratio_all_to_last"] = frame["base_all_token_norm"] / frame["base_last_token_norm"]

@@ -175,3 +175,23 @@ def evaluate_vectors(context: AttackContext, grid: SweepGrid, vectors: torch.Ten
                                 pair_id=[forbidden[i]["id"] for i in prompt_index])
     frame_f["pair_id"] = frame_f["prompt_id"]
     return pd.concat([frame_f, frame_b], ignore_index=True)
+
+
+def matched_random_vectors(vectors: torch.Tensor, seed: int) -> torch.Tensor:
+    """A seeded random direction per row with the same ℓ2 norm as that row's vector."""
+    z = torch.randn(vectors.shape, generator=torch.Generator().manual_seed(seed))
+    return z / z.norm(dim=-1, keepdim=True) * vectors.norm(dim=-1, keepdim=True)
+
+
+def evaluate_with_matched_control(context: AttackContext, grid: SweepGrid, vectors: torch.Tensor, control: bool,
+                                  desc: str) -> tuple[pd.DataFrame, SweepGrid, torch.Tensor]:
+    """``vectors`` [N, d] added at every position, plus (``control``) a matched-norm random direction
+    per row (``direction`` 1); the frame gains ``control`` and ``vector_l2``. Returns the frame, the
+    grid and the vectors as evaluated (controls appended)."""
+    if control:
+        vectors = torch.cat([vectors, matched_random_vectors(vectors, context.seed)])
+        grid = grid.with_control()
+    frame = evaluate_vectors(context, grid, vectors, "all", desc)
+    frame["control"] = [d == 1 for d in grid.direction] * 2  # x2: the forbidden rows, then the benign
+    frame["vector_l2"] = vectors.norm(dim=-1).tolist() * 2
+    return frame, grid, vectors

@@ -31,7 +31,7 @@ import torch
 from ..harmful_pole import difference_of_means_direction, last_token_norms, prompt_activations
 from ..hooks import hidden_index, n_layers
 from ..registry import ATTACKS
-from .common import AttackContext, SweepGrid, evaluate_vectors, resolve_layers
+from .common import AttackContext, SweepGrid, evaluate_with_matched_control, resolve_layers
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +55,6 @@ SCHEMA = {
 def steering_vectors(direction: torch.Tensor, norms: torch.Tensor, fractions: torch.Tensor) -> torch.Tensor:
     """[N, d] δ_i = fraction_i · norm_i · d̂."""
     return (fractions * norms)[:, None] * direction[None, :]
-
-
-def matched_random_vectors(vectors: torch.Tensor, seed: int) -> torch.Tensor:
-    """A seeded random direction per row with the same ℓ2 norm as that row's vector."""
-    z = torch.randn(vectors.shape, generator=torch.Generator().manual_seed(seed))
-    return z / z.norm(dim=-1, keepdim=True) * vectors.norm(dim=-1, keepdim=True)
 
 
 def steering_direction(context: AttackContext, settings: dict, site: int) -> torch.Tensor:
@@ -102,12 +96,7 @@ def attack_steering(context: AttackContext, settings: dict) -> pd.DataFrame:
             last_norms += [last] * len(forbidden)
             all_norms += [every] * len(forbidden)
     vectors = torch.cat(vectors)
-    if settings["control"]:
-        vectors = torch.cat([vectors, matched_random_vectors(vectors, context.seed)])
-        grid = grid.with_control()
-    frame = evaluate_vectors(context, grid, vectors, "all", "steering")
-    frame["control"] = [d == 1 for d in grid.direction] * 2
-    frame["vector_l2"] = vectors.norm(dim=-1).tolist() * 2
+    frame, grid, vectors = evaluate_with_matched_control(context, grid, vectors, settings["control"], "steering")
     copies = 4 if settings["control"] else 2  # (rows [+ controls]) x (forbidden, benign)
     frame["base_last_token_norm"] = last_norms * copies
     frame["base_all_token_norm"] = all_norms * copies
