@@ -50,12 +50,17 @@ def test_repbend_terms_vanish_for_a_fresh_adapter(tiny_model, tokenizer, data):
     assert float(terms["loss"]) == pytest.approx(-0.1 * float(terms["cos_sim"]), abs=1e-6)
 
 
-def test_repbend_terms_move_once_the_adapter_does(tiny_model, tokenizer, data):
-    model = attach_lora(tiny_model, LORA, seed=0)
+def move_adapter(model) -> None:
+    """LoRA's B starts at zero (the adapter is a no-op); a random B makes the model differ from its base."""
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "lora_B" in name:
                 p.normal_(0, 0.5)
+
+
+def test_repbend_terms_move_once_the_adapter_does(tiny_model, tokenizer, data):
+    model = attach_lora(tiny_model, LORA, seed=0)
+    move_adapter(model)
     safe, unsafe, general = _batches(data, tokenizer)
     terms = repbend_terms(model, safe, unsafe, general, [1, 2], repbend_settings(alpha=0.5, beta=0.1, gamma=0.3))
     assert float(terms["v_s"]) > 0 and float(terms["v_u"]) > 0 and float(terms["kl"]) > 0
@@ -223,10 +228,7 @@ def test_lat_kl_benign_term_is_the_summed_kl_from_the_reference(tiny_model, toke
                                          "defender_weights": {"toward": 0, "away": 0, "sft": 0, "kl": 1}})
     model = attach_lora(tiny_model, LORA, seed=0)
     assert float(defender_terms(model, {}, harmful, refusal, benign, settings)["kl"]) == pytest.approx(0, abs=1e-6)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.5)
+    move_adapter(model)
     terms = defender_terms(model, {}, harmful, refusal, benign, settings)
     with torch.no_grad():
         new = model(**benign.model_inputs()).logits
@@ -259,10 +261,7 @@ def test_kl_batchmean_sums_tokens_and_divides_by_the_batch():
 
 def test_repbend_kl_term_is_batchmean(tiny_model, tokenizer, data):
     model = attach_lora(tiny_model, LORA, seed=0)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.5)
+    move_adapter(model)
     safe, unsafe, general = _batches(data, tokenizer)
     terms = repbend_terms(model, safe, unsafe, general, [1, 2], repbend_settings())
     with torch.no_grad():
