@@ -141,6 +141,16 @@ def test_whitened_mse_on_a_hand_case():
     assert D.whitening_scale(pole, floor=0.01).tolist() == pytest.approx([math.sqrt(2), 0.01 * math.sqrt(2) / 2])
 
 
+def test_activation_match_whitens_by_the_base_models_spread_not_the_poles():
+    # the public code divides by the base model's std; the pole's spread must not set the scale
+    h_pole = torch.tensor([[0.0, 0.0], [10.0, 10.0]])
+    h_base = torch.tensor([[0.0, 1.0], [2.0, 1.0]])
+    target, scale = D.activation_match_target(h_pole, h_base)
+    assert torch.equal(target, h_pole)
+    assert scale.tolist() == pytest.approx(D.whitening_scale(h_base).tolist())
+    assert scale.tolist() != pytest.approx(D.whitening_scale(h_pole).tolist())
+
+
 def test_margin_hinges_on_a_hand_case():
     high, low = torch.tensor([2.0, 1.0, 0.0]), torch.tensor([1.0, 1.0, 1.0])
     # margins: 0.5 - (1, 0, -1) -> relu(-0.5, 0.5, 1.5) -> mean 2/3

@@ -19,8 +19,9 @@ the harmful pole's and the base's last-prompt-token activations on the training 
 n̄ = the base's mean last-prompt-token activation norm at that layer over the same prompts (the
 public code's ``nudge_from``; the mean over every prompt token, BOS included, is logged beside it
 with their ratio, and recorded in the sidecar).
-Whitening is diagonal: each dimension is divided by the pole activations' standard deviation
-(floored at 1 % of the mean standard deviation, so a dead dimension cannot dominate).
+Whitening is diagonal: each dimension is divided by the base model's (the aligned model's)
+activation standard deviation over the training harmful prompts, as the public code (floored at
+1 % of the mean standard deviation, so a dead dimension cannot dominate).
 
 Construction data: the training records minus the rows held out for the harmful fine-tuning
 attack (``harmful_ft_holdout``, latentaudit/data/heldout.py), which must not train on them.
@@ -86,11 +87,18 @@ SCHEMA = {
 
 
 # --- the formulas --------------------------------------------------------------------------
-def whitening_scale(h_pole: torch.Tensor, floor: float = 0.01) -> torch.Tensor:
+def whitening_scale(h: torch.Tensor, floor: float = 0.01) -> torch.Tensor:
     """Per-dimension standard deviation of [N, ..., d] activations over N, floored at
     ``floor`` × its mean."""
-    std = h_pole.float().std(0)
+    std = h.float().std(0)
     return std.clamp(min=floor * float(std.mean()))
+
+
+def activation_match_target(h_pole: torch.Tensor, h_base: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The activation-matching term's target (the pole's activations) and its whitening scale,
+    which is the *base* model's standard deviation (the public code; the pole's would rescale
+    the term by how spread the harmful model happens to be)."""
+    return h_pole, whitening_scale(h_base)
 
 
 def whitened_mse(h: torch.Tensor, target: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -179,7 +187,7 @@ def build_dissociated(model, tokenizer, records: list[dict], settings: dict, see
     h_pole, _ = prompt_activations(pole, prompts, sites, pad, generation["batch_size"])
     h_base, norms = prompt_activations(base, prompts, sites, pad, generation["batch_size"])
     band_index = [sites.index(s) for s in band_sites]
-    target, scale = h_pole[:, band_index], whitening_scale(h_pole[:, band_index])
+    target, scale = activation_match_target(h_pole[:, band_index], h_base[:, band_index])
     k = sites.index(nudge_site)
     nudge, direction, last_token_norm = nudge_vector(h_pole[:, k], h_base[:, k], settings["nudge_fraction"])
     nudge, nudge_norm, all_token_norm = nudge.to(device), settings["nudge_fraction"] * last_token_norm, float(norms[k])
