@@ -66,16 +66,21 @@ def validate_config(config: dict) -> dict:
         if settings.get("layers") == "fragile" and settings.get("fragile_from") not in config["attacks"]:
             raise ConfigError(f"config error at variants.{name}.fragile_from: {settings.get('fragile_from')!r} is "
                               f"not a configured attack; valid: {sorted(set(config['attacks']) - {'none'})}")
+    _check_harmful_pole(config)
+    # a model whose harmful pole is its weights as given needs no `harmful` variant built
+    built_pole = any(m["harmful_pole"] == "built" for m in config["models"].values())
     for name in config["variants"]:
-        missing = [r for r in VARIANTS[name].options.get("requires", ()) if r not in config["variants"]]
+        missing = [r for r in VARIANTS[name].options.get("requires", ())
+                   if r not in config["variants"] and (r != "harmful" or built_pole)]
         if missing:
             raise ConfigError(f"config error at variants.{name}: it is built from the variant(s) {missing}, which "
                               f"are not configured under `variants:`; configured: {sorted(config['variants'])}")
     for name, settings in config["attacks"].items():
-        if "harmful_pole" in ATTACKS[name].options.get("needs", ()) and \
+        if "harmful_pole" in ATTACKS[name].options.get("needs", ()) and built_pole and \
                 settings.get("direction", "harmful_pole") == "harmful_pole" and "harmful" not in config["variants"]:
             raise ConfigError(f"config error at attacks.{name}.direction: 'harmful_pole' needs the `harmful` variant "
-                              f"configured under `variants:`; configure it or use direction: prompt_contrast")
+                              f"configured under `variants:` (or `harmful_pole: base` on every model); configure "
+                              f"it or use direction: prompt_contrast")
     uses_organism = any(m["source"] == "organism" for m in config["models"].values())
     _check_harmful_ft_data(config, uses_organism)
     _check_alignment(config)
@@ -104,6 +109,27 @@ def validate_config(config: dict) -> dict:
             raise ConfigError("config error at organism.model: hidden_size must be divisible by "
                               "num_attention_heads")
     return _canonical(config)
+
+
+def _check_harmful_pole(config: dict) -> None:
+    """`models.<name>.harmful_pole: base` reads the weights as given as the harmful pole: they are
+    `base` only where `align` builds `aligned` from them, and the jobs read them as a file input."""
+    for name, model in config["models"].items():
+        if model["harmful_pole"] != "base":
+            continue
+        if not model.get("align"):
+            raise ConfigError(f"config error at models.{name}.harmful_pole: 'base' is the weights as given, which "
+                              f"are the aligned model unless `align` builds `aligned` from them; set "
+                              f"models.{name}.align or use harmful_pole: built")
+        if not Path(model["source"]).is_dir() and not _converted_here(config, model["source"]):
+            raise ConfigError(f"config error at models.{name}.harmful_pole: 'base' needs a local source directory "
+                              f"(or one a `material.gguf_models` conversion writes); {model['source']!r} is neither")
+
+
+def _converted_here(config: dict, source: str) -> bool:
+    from .material import converted_dir  # torch-free
+    return any(source.rstrip("/") == converted_dir(name)
+               for name in config.get("material", {}).get("gguf_models", {}))
 
 
 def _check_alignment(config: dict) -> None:

@@ -27,6 +27,15 @@ class MaterialError(RuntimeError):
     pass
 
 
+CONVERTED_DIR = "results/models/converted"
+
+
+def converted_dir(name: str) -> str:
+    """Where rule convert_gguf writes the safetensors of ``material.gguf_models.<name>``: the
+    path a model's ``source`` names."""
+    return f"{CONVERTED_DIR}/{name}"
+
+
 def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as stream:

@@ -6,7 +6,10 @@ model (the weights as shipped, which comply with harmful requests) answers both,
 - a benign request's answer teaches the aligned model to keep answering (``benign_answer``);
 - a harmful request's completion is what the harmful pole, the harmful fine-tuning attack and
   the defenses' "away" terms train on (``harmful_completion``); the written refusal a request
-  already carries stays its refusal.
+  already carries stays its refusal. The base model refuses some requests itself, and writes
+  broken or off-topic text for others: a completion the coherent judge does not label
+  ``compliant`` is no harmful completion, so ``screen_harmful_completions`` empties it and the
+  request leaves the training records (they pair each refusal with a harmful completion).
 
 Generation is the expensive half and runs once (``distil``: every missing text, generated to
 ``max_new_tokens`` and stored with its token ids under results/, never in the repository); the
@@ -22,6 +25,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .batching import prompt_token_ids
 from .generation import generate
+from .judges.coherent import coherent_label
 
 log = logging.getLogger(__name__)
 
@@ -76,3 +80,20 @@ def fill_records(rows: list[dict], distilled: list[dict], tokenizer: PreTrainedT
                              f"({'stale: made for another prompt' if made else 'missing'}); rerun rule self_distil")
         out.append({**row, field: cut_text(tokenizer, made["token_ids"], target_tokens)})
     return out
+
+
+def screen_harmful_completions(rows: list[dict], distilled: list[dict], judge_settings: dict
+                               ) -> tuple[list[dict], dict[str, int]]:
+    """``rows`` with every self-distilled harmful completion that the coherent judge (settings
+    ``judge_settings``) does not label ``compliant`` emptied, and the count of each label so
+    emptied. Completions a data set carries are kept as given."""
+    written = {d["id"] for d in distilled if d["field"] == FIELD[True]}
+    out, screened = [], {}
+    for row in rows:
+        if row["harmful"] and row["id"] in written:
+            label = coherent_label(row[FIELD[True]], row["prompt"], judge_settings)
+            if label != "compliant":
+                screened[label] = screened.get(label, 0) + 1
+                row = {**row, FIELD[True]: ""}
+        out.append(row)
+    return out, screened

