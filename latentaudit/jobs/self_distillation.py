@@ -7,7 +7,7 @@ from collections import defaultdict
 
 from transformers import AutoTokenizer
 
-from ..data.real import training_records
+from ..data.real import training_records, write_harmful_ft_records
 from ..io import read_jsonl, write_jsonl
 from ..models import load_model
 from ..provenance import write_meta
@@ -40,7 +40,8 @@ def distilled_training_records(job) -> None:
     filled from ``input.distilled`` (cut to ``params.target_tokens``, with the tokenizer at
     ``params.tokenizer``), self-distilled harmful completions that the coherent judge
     (``params.completion_judge``) does not call compliant dropped, as the defenses' training
-    records (``output.train``)."""
+    records (``output.train``) and, from the ``params.harmful_ft_splits``, the harmful fine-tuning
+    attack's held-out pairs (``output.harmful_ft``)."""
     tokenizer = AutoTokenizer.from_pretrained(job.params.tokenizer)
     distilled = read_jsonl(job.input.distilled)
     rows = fill_records(read_jsonl(job.input.prompts), distilled, tokenizer, job.params.target_tokens)
@@ -49,7 +50,11 @@ def distilled_training_records(job) -> None:
     by_split = defaultdict(list)
     for row in rows:
         by_split[row["split"]].append(row)
-    train, dropped = training_records(by_split, sorted(by_split))
+    held_out = sorted(set(job.params.harmful_ft_splits) & set(by_split))
+    if "harmful_ft" in job.output.keys():  # the held-out harmful fine-tuning pairs, self-distilled alike
+        write_harmful_ft_records(by_split, held_out, job.output.harmful_ft, {"target_tokens": job.params.target_tokens},
+                                 harmful_completions_not_compliant=screened, self_distilled_from=job.input.distilled)
+    train, dropped = training_records(by_split, sorted(set(by_split) - set(held_out)))
     write_jsonl(train, job.output.train)
     write_meta(job.output.train, {"target_tokens": job.params.target_tokens}, rows=len(train),
                forbidden=sum(r["kind"] == "forbidden" for r in train),
