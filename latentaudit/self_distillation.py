@@ -83,17 +83,18 @@ def fill_records(rows: list[dict], distilled: list[dict], tokenizer: PreTrainedT
 
 
 def screen_harmful_completions(rows: list[dict], distilled: list[dict], judge_settings: dict
-                               ) -> tuple[list[dict], dict[str, int]]:
+                               ) -> tuple[list[dict], dict[str, dict[str, int]]]:
     """``rows`` with every self-distilled harmful completion that the coherent judge (settings
-    ``judge_settings``) does not label ``compliant`` emptied, and the count of each label so
-    emptied. Completions a data set carries are kept as given."""
+    ``judge_settings``) does not label ``compliant`` emptied, and per split the count of each
+    label so emptied. Completions a data set carries are kept as given."""
     written = {d["id"] for d in distilled if d["field"] == FIELD[True]}
     out, screened = [], {}
     for row in rows:
         if row["harmful"] and row["id"] in written:
             label = coherent_label(row[FIELD[True]], row["prompt"], judge_settings)
             if label != "compliant":
-                screened[label] = screened.get(label, 0) + 1
+                counts = screened.setdefault(row["split"], {})
+                counts[label] = counts.get(label, 0) + 1
                 row = {**row, FIELD[True]: ""}
         out.append(row)
     return out, screened

@@ -70,7 +70,7 @@ def test_a_self_distilled_refusal_or_broken_text_is_no_harmful_completion():
     distilled = [{"id": f"h{i}", "field": "harmful_completion"} for i in range(3)]
     settings = filled({}, COHERENT_SCHEMA, "judges.coherent")
     screened_rows, counts = screen_harmful_completions(rows, distilled, settings)
-    assert counts == {"refusal": 1, "degenerate": 1}
+    assert counts == {"train_harmful": {"refusal": 1, "degenerate": 1}}
     assert [bool(r["harmful_completion"]) for r in screened_rows] == [False, False, True, True]
     train, dropped = training_records({"train_harmful": screened_rows}, ["train_harmful"])
     assert [r["id"] for r in train] == ["train_harmful-00002", "train_harmful-00003"]

@@ -53,12 +53,13 @@ def distilled_training_records(job) -> None:
     held_out = sorted(set(job.params.harmful_ft_splits) & set(by_split))
     if "harmful_ft" in job.output.keys():  # the held-out harmful fine-tuning pairs, self-distilled alike
         write_harmful_ft_records(by_split, held_out, job.output.harmful_ft, {"target_tokens": job.params.target_tokens},
-                                 harmful_completions_not_compliant=screened, self_distilled_from=job.input.distilled)
+                                 harmful_completions_not_compliant={n: screened.get(n, {}) for n in held_out},
+                                 self_distilled_from=job.input.distilled)
     train, dropped = training_records(by_split, sorted(set(by_split) - set(held_out)))
     write_jsonl(train, job.output.train)
     write_meta(job.output.train, {"target_tokens": job.params.target_tokens}, rows=len(train),
                forbidden=sum(r["kind"] == "forbidden" for r in train),
                benign=sum(r["kind"] == "benign" for r in train), dropped=dropped,
-               harmful_completions_not_compliant=screened,
+               harmful_completions_not_compliant={n: c for n, c in screened.items() if n not in held_out},
                self_distilled_from=job.input.distilled)
     log.info("training records: %d (%s dropped) -> %s", len(train), dropped, job.output.train)
