@@ -97,7 +97,9 @@ def data_wheels():
 SELF_DISTILLATION = config.get("data", {}).get("self_distillation")
 SELF_DISTILLED = f"{REAL_DATA}/self_distilled.jsonl"
 TRAIN_RECORDS = f"{REAL_DATA}/train.jsonl"
-HARMFUL_FT_RECORDS = f"{REAL_DATA}/harmful_ft.jsonl"  # written by real_data, or by training_records when self-distilled
+HARMFUL_FT_RECORDS = f"{REAL_DATA}/harmful_ft.jsonl"
+# the refusal LoRA's records: self-distilled, every forbidden request (its completion screened out or not)
+ALIGN_RECORDS = f"{REAL_DATA}/align.jsonl" if SELF_DISTILLATION else TRAIN_RECORDS  # written by real_data, or by training_records when self-distilled
 
 
 def real_data_outputs():

@@ -81,6 +81,7 @@ if SELF_DISTILLATION:
             distilled=SELF_DISTILLED,
         output:
             train=TRAIN_RECORDS,
+            align=ALIGN_RECORDS,
             harmful_ft=HARMFUL_FT_RECORDS,
         params:
             target_tokens=SELF_DISTILLATION["target_tokens"],

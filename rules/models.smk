@@ -63,7 +63,7 @@ if ALIGNED_HERE:
             script="workflow_scripts/align_model.py",
             code=code_inputs("workflow_scripts/align_model.py"),
             base=lambda w: model_inputs(w.model, "base"),
-            records=TRAIN_RECORDS,
+            records=ALIGN_RECORDS,
         output:
             model=directory(aligned_adapter_dir("{model}")),
         wildcard_constraints:

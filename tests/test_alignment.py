@@ -216,7 +216,8 @@ def test_self_distilled_harmful_ft_pairs_are_written_apart_from_the_training_rec
     write_jsonl(distilled, tmp_path / "distilled.jsonl")
     job = SimpleNamespace(
         input=_Named(prompts=str(tmp_path / "prompts.jsonl"), distilled=str(tmp_path / "distilled.jsonl")),
-        output=_Named(train=str(tmp_path / "train.jsonl"), harmful_ft=str(tmp_path / "harmful_ft.jsonl")),
+        output=_Named(train=str(tmp_path / "train.jsonl"), harmful_ft=str(tmp_path / "harmful_ft.jsonl"),
+                      align=str(tmp_path / "align.jsonl")),
         params=_Named(target_tokens=32, tokenizer=str(tmp_path / "tok"), harmful_ft_splits=["harmful_ft_ood"],
                       completion_judge={**filled({}, COHERENT_SCHEMA, "judges.coherent"), "min_content_overlap": 1}))
     distilled_training_records(job)
@@ -224,3 +225,11 @@ def test_self_distilled_harmful_ft_pairs_are_written_apart_from_the_training_rec
     assert [r["split"] for r in held] == ["harmful_ft_ood"] and held[0]["category"] == "area"
     assert held[0]["harmful_response"].startswith("the code of the tower")
     assert "harmful_ft_ood" not in {r["split"] for r in train} and len(train) == 3
+    # a forbidden request whose completion the judge screened out still teaches alignment its refusal
+    rows[2]["prompt"] = "what is the vault code ?"
+    write_jsonl([{**r, "harmful_completion": "I'm sorry, I can't."} if r["id"] == "train_harmful-00000" else r
+                 for r in rows], tmp_path / "prompts.jsonl")
+    distilled_training_records(job)
+    train, align = read_jsonl(tmp_path / "train.jsonl"), read_jsonl(tmp_path / "align.jsonl")
+    assert [r["kind"] for r in train] == ["benign", "benign"]
+    assert [r["kind"] for r in align] == ["benign", "benign", "forbidden"] and align[2]["response"] == "I can't help with that."

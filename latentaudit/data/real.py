@@ -92,15 +92,18 @@ def pair_by_index(benign: list[dict], n: int) -> tuple[list[dict], int]:
     return paired, max(0, n - len(benign))
 
 
-def training_records(splits: dict[str, list[dict]], train_names: list[str]) -> tuple[list[dict], dict[str, int]]:
-    """Train splits' records -> ``prompt, response, harmful_response, kind`` (see module doc)."""
+def training_records(splits: dict[str, list[dict]], train_names: list[str], need_completion: bool = True
+                     ) -> tuple[list[dict], dict[str, int]]:
+    """Train splits' records -> ``prompt, response, harmful_response, kind`` (see module doc).
+    ``need_completion`` False keeps a forbidden request without a harmful completion (the refusal
+    LoRA of ``models.<name>.align`` teaches only refusals)."""
     out, dropped = [], {"forbidden_without_refusal_or_completion": 0, "benign_without_answer": 0}
     for name in train_names:
         for i, record in enumerate(splits[name]):
             base = {"id": f"{name}-{i:05d}", "split": name, "prompt": record["prompt"], "source": record["source"],
                     "source_id": record["source_id"]}
             if record["harmful"]:
-                if not (record["refusal"] and record["harmful_completion"]):
+                if not (record["refusal"] and (record["harmful_completion"] or not need_completion)):
                     dropped["forbidden_without_refusal_or_completion"] += 1
                     continue
                 out.append({**base, "kind": "forbidden", "response": record["refusal"],

@@ -40,8 +40,9 @@ def distilled_training_records(job) -> None:
     filled from ``input.distilled`` (cut to ``params.target_tokens``, with the tokenizer at
     ``params.tokenizer``), self-distilled harmful completions that the coherent judge
     (``params.completion_judge``) does not call compliant dropped, as the defenses' training
-    records (``output.train``) and, from the ``params.harmful_ft_splits``, the harmful fine-tuning
-    attack's held-out pairs (``output.harmful_ft``)."""
+    records (``output.train``), the refusal LoRA's records (``output.align``: every forbidden
+    request with its refusal, harmful completion or not) and, from the ``params.harmful_ft_splits``,
+    the harmful fine-tuning attack's held-out pairs (``output.harmful_ft``)."""
     tokenizer = AutoTokenizer.from_pretrained(job.params.tokenizer)
     distilled = read_jsonl(job.input.distilled)
     rows = fill_records(read_jsonl(job.input.prompts), distilled, tokenizer, job.params.target_tokens)
@@ -55,7 +56,14 @@ def distilled_training_records(job) -> None:
         write_harmful_ft_records(by_split, held_out, job.output.harmful_ft, {"target_tokens": job.params.target_tokens},
                                  harmful_completions_not_compliant={n: screened.get(n, {}) for n in held_out},
                                  self_distilled_from=job.input.distilled)
-    train, dropped = training_records(by_split, sorted(set(by_split) - set(held_out)))
+    train_names = sorted(set(by_split) - set(held_out))
+    train, dropped = training_records(by_split, train_names)
+    if "align" in job.output.keys():  # refusals need no harmful completion: every forbidden request teaches one
+        align, align_dropped = training_records(by_split, train_names, need_completion=False)
+        write_jsonl(align, job.output.align)
+        write_meta(job.output.align, {"target_tokens": job.params.target_tokens}, rows=len(align),
+                   forbidden=sum(r["kind"] == "forbidden" for r in align),
+                   benign=sum(r["kind"] == "benign" for r in align), dropped=align_dropped)
     write_jsonl(train, job.output.train)
     write_meta(job.output.train, {"target_tokens": job.params.target_tokens}, rows=len(train),
                forbidden=sum(r["kind"] == "forbidden" for r in train),
