@@ -270,7 +270,7 @@ def harmful_pole_dir(model):
     ``models.<name>.harmful_pole: base`` the weights as given (config validation checks they are a
     local directory)."""
     spec = config["models"][model]
-    return spec["source"].rstrip("/") if spec["harmful_pole"] == "base" else variant_dir(model, "harmful")
+    return str(Path(spec["source"])) if spec["harmful_pole"] == "base" else variant_dir(model, "harmful")
 
 
 def required_variant_inputs(wildcards):
