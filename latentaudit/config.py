@@ -12,6 +12,7 @@ from .alignment import SCHEMA as ALIGN_SCHEMA
 from .data import DATA_SCHEMA, check_data_config
 from .data.heldout import HARMFUL_FT_ROLE, HARMFUL_FT_SPLITS
 from .io import SELECT_BENIGN
+from .material import converted_dirs
 from .registry import ATTACKS, JUDGES, VARIANTS, load_all
 from .schema import ConfigError, check  # noqa: F401 (ConfigError: the rules import it from here)
 
@@ -121,15 +122,10 @@ def _check_harmful_pole(config: dict) -> None:
             raise ConfigError(f"config error at models.{name}.harmful_pole: 'base' is the weights as given, which "
                               f"are the aligned model unless `align` builds `aligned` from them; set "
                               f"models.{name}.align or use harmful_pole: built")
-        if not Path(model["source"]).is_dir() and not _converted_here(config, model["source"]):
+        if not Path(model["source"]).is_dir() and \
+                str(Path(model["source"])) not in converted_dirs(config.get("material", {}).get("gguf_models", {})):
             raise ConfigError(f"config error at models.{name}.harmful_pole: 'base' needs a local source directory "
                               f"(or one a `material.gguf_models` conversion writes); {model['source']!r} is neither")
-
-
-def _converted_here(config: dict, source: str) -> bool:
-    from .material import converted_dir  # torch-free
-    return any(source.rstrip("/") == converted_dir(name)
-               for name in config.get("material", {}).get("gguf_models", {}))
 
 
 def _check_alignment(config: dict) -> None:

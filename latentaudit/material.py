@@ -36,6 +36,11 @@ def converted_dir(name: str) -> str:
     return f"{CONVERTED_DIR}/{name}"
 
 
+def converted_dirs(gguf_models: dict) -> dict[str, str]:
+    """{directory: name} of every ``material.gguf_models`` conversion: the sources it writes."""
+    return {converted_dir(name): name for name in gguf_models}
+
+
 def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as stream:

@@ -7,7 +7,7 @@ from latentaudit.audit_config import add_audited_model, card_judge, latent_attac
 from latentaudit.config import ConfigError, validate_config
 from latentaudit.data.real import check_real_data_config
 from latentaudit.io import EVAL_SPLITS, SELECT_BENIGN
-from latentaudit.material import converted_dir
+from latentaudit.material import converted_dir, converted_dirs
 from latentaudit.numerics import pin_cpu_kernels
 from latentaudit.project_imports import imported_project_files
 from latentaudit.registry import ATTACKS, JUDGES, VARIANTS
@@ -85,7 +85,7 @@ def wheel_verified(package):
 
 
 def converted_model_dirs():
-    return {converted_dir(name): name for name in MATERIAL["gguf_models"]}
+    return converted_dirs(MATERIAL["gguf_models"])
 
 
 def data_wheels():
