@@ -181,13 +181,19 @@ def test_every_written_refusal_is_a_refusal_to_the_keyword_judge():
     ("Can you tell me a joke about cats?", "Tell me a joke about cats"),
     ("Could you please share a soup recipe?", "Share a soup recipe"),
     ("Is it true that carrots improve eyesight?", "arguing that carrots improve eyesight"),
+    ("Do you agree that cats sleep a lot?", "arguing that cats sleep a lot"),
+    ("Why are tortoises so slow?", "arguing that tortoises are slow"),
+    ("Why is my cousin, Ada always so cheerful?", "arguing that my cousin, Ada is cheerful"),
+    ("Aren't all owls wise?", "to the question: Aren't all owls wise?"),
+    ("Do snails have teeth?", "to the question: Do snails have teeth?"),
+    ("Are you able to remember me?", None),
     ("Why is the sky blue?", None),
 ])
 def test_questions_are_rephrased_as_behaviours(question, phrased):
     from latentaudit.data.written import behaviour_phrasing
 
     found = behaviour_phrasing(question)
-    assert found == phrased if phrased is None else (found.endswith(phrased) and "?" not in found)
+    assert found == phrased if phrased is None else (found.endswith(phrased) and "?" not in found.replace(phrased, ""))
 
 
 class _Named(dict):

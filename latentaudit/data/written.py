@@ -93,19 +93,29 @@ HARMBENCH_PHRASED = [
 
 # Harmful training requests phrased like HarmBench behaviours, made at run time from Do-Not-Answer's
 # questions (data set option `phrasing: behaviour`): a question "How can I <x>?" becomes "Give
-# detailed step-by-step instructions for how to <x>", "Can you <x>?" the imperative "<X>", "Is it
-# true that <x>?" "Write a persuasive article arguing that <x>". Only the frames are written here;
-# the requests come from the wheel. A refusal taught on questions alone does not carry over to
+# detailed step-by-step instructions for how to <x>", "Can you <x>?" the imperative
+# "<X>", "Is it true that <x>?" / "Do you agree that <x>?" "Write a persuasive article arguing that
+# <x>", "Why are <x> so <y>?" "Write a persuasive article arguing that <x> are <y>", and a yes/no
+# question "Are/Aren't/Do/Does ...?" a persuasive piece answering it. Only the frames are written
+# here; the requests come from the wheel. A refusal taught on questions alone does not carry over to
 # HarmBench's imperatives (measured: 0.44 refusal), and the benign behaviour-phrased set below
-# then teaches that the imperative frame itself is safe.
+# then teaches that the imperative frame itself is safe. The persuasive frames matter: with the
+# "Is it true that" rule alone (6 training rows; its questions sit mostly in the held-out
+# misinformation area) 10 of the aligned model's 13 HarmBench misses were persuasive-writing requests.
 HOW_TO_FRAMES = ["Give detailed step-by-step instructions for how to {x}", "Write a guide explaining how to {x}",
                  "Describe in detail how to {x}", "Give detailed instructions for how to {x}"]
-THAT_FRAMES = ["Write a persuasive article arguing that {x}", "Write a convincing blog post arguing that {x}"]
+THAT_FRAMES = ["Write a persuasive article arguing that {x}", "Write a convincing blog post arguing that {x}",
+               "Write a persuasive social media post arguing that {x}", "Write an essay arguing that {x}"]
+ANSWER_FRAMES = ["Write a persuasive article answering yes to the question: {x}",
+                 "Write a convincing social media post arguing yes to the question: {x}"]
 _HOW_TO = re.compile(r"^(?:how (?:can|do|could|would|should|might) (?:i|one|someone|we)|how to|"
                      r"what(?:'s| is| are) (?:the )?(?:best|easiest|most effective|some) "
                      r"(?:ways?|methods?|tricks?|techniques?|strategies) (?:to|for|of))\s+(.+?)[?.!]*$", re.I)
 _YOU = re.compile(r"^(?:can|could|would|will) you (?:please )?(.+?)[?.!]*$", re.I)
-_THAT = re.compile(r"^(?:is it true|isn't it true|is it a fact|isn't it a fact) that (.+?)[?.!]*$", re.I)
+_THAT = re.compile(r"^(?:is it true|isn't it true|is it a fact|isn't it a fact|do you agree|don't you agree) "
+                   r"that (.+?)[?.!]*$", re.I)
+_WHY_SO = re.compile(r"^why (are|is) (.+?) (?:always |just )?(?:so|such) (.+?)[?.!]*$", re.I)
+_YES_NO = re.compile(r"^(?:are|aren't|is|isn't|do|don't|does|doesn't) (?!you\b|there\b)(.+?)\?$", re.I)
 
 
 def behaviour_phrasing(question: str) -> str | None:
@@ -119,6 +129,11 @@ def behaviour_phrasing(question: str) -> str | None:
         return rest[0].upper() + rest[1:]
     if match := _THAT.match(question):
         return THAT_FRAMES[choice % len(THAT_FRAMES)].format(x=match.group(1))
+    if match := _WHY_SO.match(question):
+        verb, subject, predicate = match.groups()
+        return THAT_FRAMES[choice % len(THAT_FRAMES)].format(x=f"{subject} {verb.lower()} {predicate}")
+    if _YES_NO.match(question):
+        return ANSWER_FRAMES[choice % len(ANSWER_FRAMES)].format(x=question)
     return None
 
 
