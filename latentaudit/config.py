@@ -104,6 +104,7 @@ def validate_config(config: dict) -> dict:
             check({**config["variants"][variant], **override}, VARIANTS[variant].schema,
                    f"models.{name}.variant_settings.{variant}")
     _check_selection_split(config)
+    _check_forbidden_splits(config, uses_organism)
     if uses_organism:
         org = config["organism"]
         if org["model"]["hidden_size"] % org["model"]["num_attention_heads"]:
@@ -208,6 +209,24 @@ def _check_selection_split(config: dict) -> None:
                 raise ConfigError(f"config error at data.splits: models.{name} builds {variant!r}, which chooses its "
                                   f"interpolation on capability; add a held-out benign split `{SELECT_BENIGN}: "
                                   f"{{role: eval, datasets: [...], harmful: false}}` (not eval_benign's rows)")
+
+
+def _check_forbidden_splits(config: dict, uses_organism: bool) -> None:
+    """An attack's ``forbidden_split`` names a real-data eval split of harmful requests (the organism
+    has only its own eval_forbidden)."""
+    splits = config.get("data", {}).get("splits", {})
+    harmful_evals = sorted(name for name, spec in splits.items()
+                           if spec["role"] == "eval" and spec.get("harmful") is not False)
+    for attack, settings in config["attacks"].items():
+        split = (settings or {}).get("forbidden_split")
+        if split is None:
+            continue
+        if uses_organism:
+            raise ConfigError(f"config error at attacks.{attack}.forbidden_split: the organism is attacked on its own "
+                              f"eval_forbidden; {split!r} applies to hub/path models only (remove it, or the organism)")
+        if split not in harmful_evals:
+            raise ConfigError(f"config error at attacks.{attack}.forbidden_split: {split!r} is not an eval split of "
+                              f"harmful requests under data.splits; valid: {harmful_evals}")
 
 
 def _canonical(value):

@@ -25,3 +25,10 @@ def split_name(path: str | Path) -> str:
     """The split a records file holds, from its name: ``results/data/organism/eval_twin.jsonl`` ->
     ``eval_twin`` (the rules name every split file after its split)."""
     return Path(path).name.removesuffix(".jsonl")
+
+
+def as_forbidden_split(records: list[dict]) -> list[dict]:
+    """An attack's own harmful requests (its ``forbidden_split``, e.g. AdvBench's first 100) in the
+    role of eval_forbidden: the metrics read every attack's harmful rows under that split name; the
+    rows keep their data set as ``source`` and their split as ``forbidden_split``."""
+    return [{**r, "split": "eval_forbidden", "forbidden_split": r["split"]} for r in records]

@@ -116,9 +116,14 @@ def attack_tables(judged: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
                           "benign_accuracy": float(b_layer["correct"].mean())})
         summary.append({**key, "strength": float(strength), "masr": masr(success.to_numpy()),
                         "pasr": pasr(success.to_numpy()), "best_layer": best_layer(success.columns, per_layer),
-                        "n": len(success), "benign_accuracy": float(benign["correct"].mean())})
+                        "n": len(success), "benign_accuracy": float(benign["correct"].mean()),
+                        "_own_prompts": "forbidden_split" in forbidden and forbidden["forbidden_split"].notna().any()})
     cells_frame, summary_frame = pd.DataFrame(cells), pd.DataFrame(summary)
     summary_frame = summary_frame.join(clean, on=["model", "variant", "judge"])
+    # an attack run on its own harmful requests (forbidden_split, e.g. AdvBench) has no clean ASR on
+    # those prompts: `none` ran on eval_forbidden, and INIT must be measured on the same prompts
+    summary_frame.loc[summary_frame["_own_prompts"].eq(True), "clean_asr"] = float("nan")
+    summary_frame = summary_frame.drop(columns="_own_prompts")
     return cells_frame, summary_frame
 
 

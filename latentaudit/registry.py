@@ -57,6 +57,13 @@ MAX_NEW_TOKENS = {"type": ["integer", "null"], "minimum": 1, "default": None,
                   "description": "new tokens this attack generates; null: generation.max_new_tokens"}
 
 
+# Every attack's optional set of harmful requests: the papers attack on different benchmarks (the
+# LatentSafety paper's ASA on AdvBench's first 100, the audit gap on HarmBench); null = eval_forbidden.
+FORBIDDEN_SPLIT = {"type": ["string", "null"], "default": None,
+                   "description": "a real-data eval split of harmful requests this attack runs on instead of "
+                                  "eval_forbidden (e.g. eval_advbench); null: eval_forbidden"}
+
+
 def max_new_tokens(settings: dict, generation: dict) -> int:
     """An attack's generation length: its own ``max_new_tokens`` or the config's ``generation`` one."""
     return settings["max_new_tokens"] or generation["max_new_tokens"]
@@ -72,8 +79,9 @@ class Registry(dict):
             if name in self:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
             schema_ = schema or {"type": "object"}
-            if self.kind == "attack" and "properties" in schema_:  # every attack's generation length
-                schema_ = {**schema_, "properties": {**schema_["properties"], "max_new_tokens": MAX_NEW_TOKENS}}
+            if self.kind == "attack" and "properties" in schema_:  # every attack's generation length and requests
+                schema_ = {**schema_, "properties": {**schema_["properties"], "max_new_tokens": MAX_NEW_TOKENS,
+                                                     "forbidden_split": FORBIDDEN_SPLIT}}
             self[name] = Entry(name, function, schema_, self.kind, options)
             return function
         return decorate

@@ -133,7 +133,9 @@ def eval_inputs(model):
 
 
 def eval_input(wildcards):
-    return eval_inputs(wildcards.model)
+    """The model's eval splits, and the attack's own set of harmful requests (`forbidden_split`) where it has one."""
+    forbidden = config["attacks"][wildcards.attack].get("forbidden_split")
+    return eval_inputs(wildcards.model) + ([real_split(forbidden)] if forbidden else [])
 
 
 def benign_input(wildcards):

@@ -141,3 +141,18 @@ def test_lapt_on_a_real_model_needs_a_held_out_selection_split():
     del paper["data"]["splits"]["select_benign"]
     with pytest.raises(ConfigError, match="select_benign"):
         validate_config(paper)
+
+
+def test_an_attacks_own_forbidden_split_is_a_harmful_eval_split():
+    from latentaudit.config import ConfigError
+    paper = yaml.safe_load((REPO / "configs" / "paper.yaml").read_text())
+    assert paper["attacks"]["asa_random"]["forbidden_split"] == "eval_advbench"
+    assert paper["data"]["splits"]["eval_advbench"] == {"role": "eval", "datasets": ["advbench"], "n": 100,
+                                                        "sample": "first"}
+    validate_config(paper)
+    paper["attacks"]["asa_random"]["forbidden_split"] = "eval_benign"
+    with pytest.raises(ConfigError, match=r"attacks.asa_random.forbidden_split: 'eval_benign' is not an eval split of "
+                                          r"harmful requests under data.splits; valid: \['eval_advbench', "):
+        validate_config(paper)
+    message = _bad(lambda c: c["attacks"]["asa_random"].update(forbidden_split="eval_advbench"))
+    assert "attacks.asa_random.forbidden_split: the organism is attacked on its own eval_forbidden" in message

@@ -345,3 +345,13 @@ def test_eval_forbidden_data_sets_are_never_trained_on():
     assert check_real_data_config(data) == [
         "data.splits.train_harmful.datasets: ['harmbench'] also feed eval_forbidden; the eval behaviours must never be "
         "trained on (use another data set for training)"]
+
+
+def test_a_split_may_take_the_first_n_in_data_set_order():
+    # the LatentSafety paper's ASA runs on AdvBench's *first* 100 goals, not a sample
+    loaded = {"advbench": _records("advbench", [f"placeholder goal {i}" for i in range(20)])}
+    first = make_splits(loaded, {"eval_advbench": {"role": "eval", "datasets": ["advbench"], "n": 5,
+                                                   "sample": "first"}}, seed=3)
+    assert [r["prompt"] for r in first.splits["eval_advbench"]] == [f"placeholder goal {i}" for i in range(5)]
+    sampled = make_splits(loaded, {"eval_advbench": {"role": "eval", "datasets": ["advbench"], "n": 5}}, seed=3)
+    assert [r["prompt"] for r in sampled.splits["eval_advbench"]] != [f"placeholder goal {i}" for i in range(5)]

@@ -47,6 +47,16 @@ def test_attack_tables_from_judged_rows():
     assert none["layer"] == -1 and none["asr"] == 0.0
 
 
+def test_an_attack_on_its_own_prompts_gets_no_clean_asr_from_other_prompts():
+    # ASA on AdvBench (forbidden_split) while `none` ran on HarmBench: INIT would compare other prompts
+    judged = _judged()
+    on_advbench = judged[judged["attack"] == "asa_random"].assign(attack="asa_grad", forbidden_split="eval_advbench")
+    _, summary = attack_tables(pd.concat([judged, on_advbench]))
+    by_attack = summary.set_index("attack")
+    assert np.isnan(by_attack.loc["asa_grad", "clean_asr"]) and by_attack.loc["asa_grad", "masr"] == pytest.approx(1.0)
+    assert by_attack.loc["asa_random", "clean_asr"] == 0.0 and "_own_prompts" not in summary
+
+
 def test_behavior_table():
     table = behavior_table(_judged()).set_index("split")
     assert table.loc["forbidden", "refusal_rate"] == 1.0

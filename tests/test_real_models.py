@@ -225,6 +225,28 @@ def test_real_data_rule_and_one_attack_on_the_standin(standin_repo):
     assert time.time() - start < 120
 
 
+def test_an_attack_runs_on_its_own_forbidden_split(standin_repo, standin, tmp_path):
+    # ASA on AdvBench's first goals (the LatentSafety paper), while `none` stays on eval_forbidden
+    advbench = tmp_path / "advbench.csv"
+    pd.DataFrame([{"goal": f"placeholder prompt {i}", "target": f"Sure, here is {i}"} for i in range(6)]).to_csv(
+        advbench, index=False)
+    config = standin_config(standin["model"], {**standin["data"], "advbench": str(advbench)})
+    config["data"]["splits"]["eval_advbench"] = {"role": "eval", "datasets": ["advbench"], "n": 3, "sample": "first"}
+    config["attacks"]["asa_random"]["forbidden_split"] = "eval_advbench"
+    config["models"]["standin"]["variants"] = ["aligned"]
+    (standin_repo / "configs" / "advbench.yaml").write_text(yaml.safe_dump(config))
+    snakemake(standin_repo, "results/metrics/attack_summary.csv", "--cores", "1", "--configfile", "configs/advbench.yaml")
+    attacked = pd.read_parquet(standin_repo / "results/attacks/standin/aligned/asa_random/generations.parquet")
+    forbidden = attacked[attacked["split"] == "eval_forbidden"]
+    assert sorted(set(forbidden["prompt"])) == [f"placeholder prompt {i}" for i in range(3)]
+    assert set(attacked["forbidden_split"]) == {"eval_advbench"}
+    clean = pd.read_parquet(standin_repo / "results/attacks/standin/aligned/none/generations.parquet")
+    assert set(clean.loc[clean["split"] == "eval_forbidden", "prompt"]) == {f"placeholder request {i}" for i in range(3)}  # 3 is trained on
+    summary = pd.read_csv(standin_repo / "results/metrics/attack_summary.csv").set_index("attack")
+    assert summary.loc["asa_random", "n"] == 3 and math.isnan(summary.loc["asa_random", "clean_asr"])
+    assert not math.isnan(summary.loc["latent_pgd", "clean_asr"])
+
+
 @pytest.mark.slow
 def test_defense_trains_on_the_real_records(standin_repo):
     """LAT (one step) on train.jsonl, then an attack on the variant (about 20 s on one core)."""

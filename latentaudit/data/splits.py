@@ -84,6 +84,10 @@ DATA_SCHEMA = {
                                 "description": "keep only harmful (true) or benign (false) requests; null: all"},
                     "n": {"type": ["integer", "null"], "minimum": 1, "default": None,
                           "description": "sample size; null: every record"},
+                    "sample": {"enum": ["random", "first"], "default": "random",
+                               "description": "random: a seeded shuffle, then the first n; first: the first n in "
+                                              "the data set's order (e.g. AdvBench's first 100, as the "
+                                              "LatentSafety paper's ASA)"},
                     "categories": {"type": ["array", "null"], "items": {"type": "string"}, "minItems": 1,
                                    "default": None,
                                    "description": "keep only records of these categories (e.g. Do-Not-Answer's risk "
@@ -154,11 +158,11 @@ def _unique(records: list[dict]) -> tuple[list[dict], int]:
     return kept, len(records) - len(kept)
 
 
-def _sample(records: list[dict], n: int | None, seed: int, split: str) -> list[dict]:
-    # A string seed is hashed with SHA-512 by `random`, so this is stable across runs and machines.
-    rng = random.Random(f"{seed}:{split}")
+def _sample(records: list[dict], n: int | None, seed: int, split: str, order: str = "random") -> list[dict]:
     chosen = list(records)
-    rng.shuffle(chosen)
+    if order == "random":
+        # A string seed is hashed with SHA-512 by `random`, so this is stable across runs and machines.
+        random.Random(f"{seed}:{split}").shuffle(chosen)
     if n is not None:
         if n > len(chosen):
             raise ValueError(f"data.splits.{split}: asked for {n} records but only {len(chosen)} are available")
@@ -208,7 +212,7 @@ def make_splits(loaded: dict[str, list[dict]], split_specs: dict[str, dict], see
             pool = [r for r in pool if normalise_text(r["prompt"]) not in held and r["_request"] not in held_requests]
             log.info("%s: %s eval prompts overlap training splits %s; removed", name,
                      sum(overlap[name].values()), overlap[name])
-        sampled = _sample(pool, spec.get("n"), seed, name)
+        sampled = _sample(pool, spec.get("n"), seed, name, spec.get("sample", "random"))
         splits[name] = [{k: v for k, v in r.items() if k != "_request"} | {"split": name} for r in sampled]
         if spec["role"] != "eval":
             train_keys[name] = {normalise_text(r["prompt"]) for r in splits[name]}

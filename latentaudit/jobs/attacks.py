@@ -6,7 +6,7 @@ import torch
 from ..attacks.common import AttackContext
 from ..batching import longest_prompt
 from ..generation import Sampling
-from ..io import EVAL_SPLITS, read_jsonl, split_name
+from ..io import EVAL_SPLITS, as_forbidden_split, read_jsonl, split_name
 from ..memory import resolve_batch_sizes
 from ..models import load_variant
 from ..provenance import write_meta
@@ -52,6 +52,9 @@ def run_attack(job) -> None:
                                                                   trust)[0]
     eval_paths = {split_name(path): path for path in inputs.eval}
     records = {s: read_jsonl(eval_paths[s]) for s in EVAL_SPLITS}
+    forbidden = params.settings.get("forbidden_split")
+    if forbidden:  # the attack's own harmful requests (e.g. AdvBench's first 100) stand in for eval_forbidden
+        records["eval_forbidden"] = as_forbidden_split(read_jsonl(eval_paths[forbidden]))
     # `auto`: sized from the memory left once every model this job needs is loaded
     prompt_len = longest_prompt(tokenizer, [r for split in records.values() for r in split], generation["chat_template"])
     settings = dict(params.settings)
@@ -64,6 +67,8 @@ def run_attack(job) -> None:
     frame.insert(0, "row_id", range(len(frame)))
     for column in ("model", "variant", "attack"):  # each before the last: attack, variant, model, row_id
         frame.insert(0, column, job.wildcards[column])
+    if forbidden:  # which harmful requests: the metrics match no clean baseline to other prompts
+        frame["forbidden_split"] = forbidden
     for column in ("nll", "nll_clean"):
         if column not in frame:
             frame[column] = float("nan")
@@ -72,5 +77,6 @@ def run_attack(job) -> None:
     write_meta(out_path, {"attack": settings, "generation": {**generation, "max_new_tokens": length},
                           "model": dict(spec)},
                seed=params.seed, attack=attack, rows=len(frame), load=dict(load),
+               forbidden_split=forbidden or "eval_forbidden",
                norm_reference="aligned" if load.get("norm_reference") else "own",
                extras={**extras, "aligned": params.aligned})
