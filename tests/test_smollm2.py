@@ -4,6 +4,7 @@ the real data splits and their overlap check, and the config. No harmful text is
 printed: only counts, hashes and categories."""
 import collections
 import json
+import re
 
 import pytest
 
@@ -223,3 +224,14 @@ def test_the_reduced_real_track_runs_every_stage(reduced_track, config):
     assert "dissociated" in audit_gap and "aligned" in audit_gap
     for figure in ("lasr_vs_layer", "masr_vs_strength", "nll_probe", "defense_pareto"):
         assert (workdir / f"results/figures/{figure}.png").stat().st_size > 1000
+
+
+def test_the_bench_runs_on_the_real_model(tmp_path):
+    # the sweep bench on SmolLM2's weights as given, over the real eval prompts (rule bench_model)
+    workdir = copy_repo(tmp_path / "repo")
+    result = snakemake(workdir, "-n", "--configfile", "configs/smollm2.yaml", "--",
+                       "results/bench/models/smollm2/sweep.md")
+    bench = result.stdout.split("rule bench_model:")[1].split("rule ")[0]
+    assert "configs/bench/real.yaml" in bench and "results/models/converted/smollm2-135m-instruct" in bench
+    stats = result.stdout.split("Job stats:")[1].split("Reasons:")[0]
+    assert "results/data/real/eval_forbidden.jsonl" in bench and not re.search(r"^(attack|align_model)\s", stats, re.M)
