@@ -3,6 +3,7 @@ source. ``hyperparameters`` lists the keys the table must hold; ``read_table`` p
 test can fail when the two disagree. Torch-free."""
 from __future__ import annotations
 
+import json
 import re
 
 import yaml
@@ -28,8 +29,13 @@ def hyperparameters(config: dict) -> list[tuple[str, object]]:
 
 
 def cell(value) -> str:
-    """A value as the table writes it: one-line YAML."""
-    return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("...").strip()
+    """A value as the table writes it: one-line YAML (a multi-line string double-quoted, its
+    newlines escaped)."""
+    if isinstance(value, str) and "\n" in value:
+        text = json.dumps(value)
+    else:
+        text = yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("...").strip()
+    return text.replace("|", "\\|")  # a table cell: a pipe is escaped (a chat template's <|eot_id|>)
 
 
 def read_table(markdown: str) -> dict[str, dict]:
@@ -38,7 +44,7 @@ def read_table(markdown: str) -> dict[str, dict]:
         raise ValueError(f"REPRODUCE.md has no fidelity table (markers {BEGIN} ... {END})")
     rows = {}
     for line in markdown.split(BEGIN, 1)[1].split(END, 1)[0].splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        cells = [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line.strip().strip("|"))]
         if len(cells) != 4 or not cells[0].startswith("`"):
             continue
         key, value = cells[0].strip("`"), yaml.safe_load(cells[1].strip("`"))

@@ -430,3 +430,20 @@ def test_capability_rule_only_when_configured(standin_repo, standin):
     jobs = dry_run_jobs(standin_repo, "--configfile", "configs/capability.yaml")
     assert jobs["capability"] == 2  # standin aligned and lat
     assert "capability" not in dry_run_jobs(standin_repo, "--configfile", "configs/standin.yaml")
+
+
+def test_a_models_chat_template_replaces_the_tokenizers_wherever_it_loads(standin):
+    # the LVS public code formats a user turn and the assistant header, with no system block (issue 13)
+    from latentaudit.batching import prompt_token_ids
+    from latentaudit.models import load_model, load_variant, spec_options
+
+    plain = "{% for m in messages %}{{ m['content'] }} {% endfor %}{% if add_generation_prompt %}assistant: {% endif %}"
+    spec = {"source": standin["model"], "dtype": "float32", "chat_template": plain}
+    _, tokenizer = load_model(standin["model"], device="cpu", **spec_options(spec))
+    _, as_variant = load_variant(standin["model"], variant_dir=None, device="cpu", **spec_options(spec))
+    _, own = load_model(standin["model"], device="cpu", dtype="float32")
+    for loaded in (tokenizer, as_variant):
+        assert loaded.decode(prompt_token_ids(loaded, "placeholder request")) == "placeholder request assistant:"
+    assert own.decode(prompt_token_ids(own, "placeholder request")) == "user: placeholder request assistant:"
+    assert spec_options({"source": "x"}) == {"adapter": None, "dtype": "auto", "trust_remote_code": False,
+                                             "chat_template": None}

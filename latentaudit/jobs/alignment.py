@@ -9,7 +9,7 @@ import torch
 
 from ..alignment import SCHEMA, align_refusal_lora, alignment_pairs
 from ..io import read_jsonl
-from ..models import load_model
+from ..models import load_model, spec_options
 from ..provenance import write_meta
 from ..schema import filled
 
@@ -24,8 +24,7 @@ def align_model(job) -> None:
     torch.manual_seed(params.seed)
     spec = params.spec
     settings = filled(dict(params.settings), SCHEMA, f"models.{job.wildcards.model}.align")
-    model, tokenizer = load_model(spec["source"], spec.get("adapter"), spec.get("dtype", "auto"), params.device,
-                                  spec.get("trust_remote_code", False))
+    model, tokenizer = load_model(spec["source"], device=params.device, **spec_options(spec))
     records = read_jsonl(job.input.records)
     harmful, benign = alignment_pairs(tokenizer, records, params.chat_template)
     log.info("alignment data: %d forbidden (refusals), %d benign (answers)", len(harmful), len(benign))

@@ -8,7 +8,7 @@ from ..batching import longest_prompt
 from ..generation import Sampling
 from ..io import EVAL_SPLITS, as_forbidden_split, read_jsonl, split_name
 from ..memory import resolve_batch_sizes
-from ..models import load_variant
+from ..models import load_variant, spec_options
 from ..provenance import write_meta
 from ..registry import ATTACKS, load_module, max_new_tokens
 
@@ -32,24 +32,21 @@ def run_attack(job) -> None:
     load_module(params.module)
     torch.manual_seed(params.seed)
     spec, load, generation = params.spec, params.load, params.generation
-    options = (spec.get("adapter"), spec.get("dtype", "auto"), params.device)
-    trust = spec.get("trust_remote_code", False)
-    model, tokenizer = load_variant(load["base"], options[0], load.get("variant_dir"), *options[1:], trust)
+    options = {**spec_options(spec), "device": params.device}
+    model, tokenizer = load_variant(load["base"], variant_dir=load.get("variant_dir"), **options)
     norm_model = model
     if load.get("norm_reference"):
-        norm_model, _ = load_variant(load["norm_reference"], options[0], None, *options[1:], trust)
+        norm_model, _ = load_variant(load["norm_reference"], variant_dir=None, **options)
     extras = {key: inputs[key] for key in ("train_records", "harmful_ft_records", "harmful_pole")
               if key in inputs.keys()}
     loaded = {key: read_jsonl(extras[key]) for key in ("train_records", "harmful_ft_records") if key in extras}
     if "harmful_pole" in extras:
-        loaded["harmful_pole"] = load_variant(params.aligned, options[0], extras["harmful_pole"], *options[1:],
-                                              trust)[0]
+        loaded["harmful_pole"] = load_variant(params.aligned, variant_dir=extras["harmful_pole"], **options)[0]
     entry = ATTACKS.get_entry(attack)
     if "harmful_pole" in extras or "aligned" in entry.options.get("needs", ()):
         # the base model of the paper's norms and directions; the attacked model itself when it is the aligned one
         is_aligned = load["base"] == params.aligned and not load.get("variant_dir")
-        loaded["aligned"] = model if is_aligned else load_variant(params.aligned, options[0], None, *options[1:],
-                                                                  trust)[0]
+        loaded["aligned"] = model if is_aligned else load_variant(params.aligned, variant_dir=None, **options)[0]
     eval_paths = {split_name(path): path for path in inputs.eval}
     records = {s: read_jsonl(eval_paths[s]) for s in EVAL_SPLITS}
     forbidden = params.settings.get("forbidden_split")

@@ -9,7 +9,7 @@ from transformers import AutoTokenizer
 
 from ..data.real import training_records, write_harmful_ft_records
 from ..io import read_jsonl, write_jsonl
-from ..models import load_model
+from ..models import load_model, spec_options
 from ..provenance import write_meta
 from ..self_distillation import distil, fill_records, screen_harmful_completions
 
@@ -22,8 +22,7 @@ def self_distil(job) -> None:
     ``params.settings.max_new_tokens`` tokens; the generations go to ``output.distilled``."""
     params, settings = job.params, job.params.settings
     spec = params.spec
-    model, tokenizer = load_model(spec["source"], spec.get("adapter"), spec.get("dtype", "auto"), params.device,
-                                  spec.get("trust_remote_code", False))
+    model, tokenizer = load_model(spec["source"], device=params.device, **spec_options(spec))
     rows = read_jsonl(job.input.prompts)
     distilled = distil(model, tokenizer, rows, settings["max_new_tokens"], settings["batch_size"],
                        params.chat_template)

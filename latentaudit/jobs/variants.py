@@ -13,7 +13,7 @@ from ..judges.structural import structural_label
 from ..memory import AUTO, auto_batch_size
 from ..batching import longest_prompt, prompt_token_ids
 from ..metrics import lasr_by_layer
-from ..models import load_variant
+from ..models import load_variant, spec_options
 from ..provenance import write_meta
 from ..registry import VARIANTS, load_all
 
@@ -59,8 +59,8 @@ def build_variant(job) -> None:
     entry = VARIANTS.get_entry(variant)
     torch.manual_seed(params.seed)
     spec, generation, settings = params.spec, dict(params.generation), dict(params.settings)
-    load = (spec.get("adapter"), spec.get("dtype", "auto"), params.device, spec.get("trust_remote_code", False))
-    model, tokenizer = load_variant(params.base, load[0], None, *load[1:])
+    load = {**spec_options(spec), "device": params.device}
+    model, tokenizer = load_variant(params.base, variant_dir=None, **load)
     records = read_jsonl(inputs.records)
     if generation["batch_size"] == AUTO:  # the training's own tensors come later: a quarter of what is free now
         prompt_len = longest_prompt(tokenizer, records, generation["chat_template"])
@@ -71,7 +71,7 @@ def build_variant(job) -> None:
     missing = sorted(set(entry.options.get("requires", ())) - set(required))
     if missing:
         raise ValueError(f"variant {variant!r} requires the built variant(s) {missing}; got {sorted(required)}")
-    context["required_variants"] = {name: load_variant(params.base, load[0], path, *load[1:])[0].eval()
+    context["required_variants"] = {name: load_variant(params.base, variant_dir=path, **load)[0].eval()
                                     for name, path in required.items()}
     if "fragile_generations" in inputs.keys() and "fragile_scores" in inputs.keys():  # the aligned model's sweep
         context["fragile_layers"] = lasr_by_layer(pd.read_parquet(inputs.fragile_generations),
