@@ -8,6 +8,7 @@ from latentaudit.config import ConfigError, validate_config
 from latentaudit.data.real import check_real_data_config
 from latentaudit.io import EVAL_SPLITS, SELECT_BENIGN
 from latentaudit.material import converted_dir, converted_dirs
+from latentaudit.models import LOAD_KEYS
 from latentaudit.numerics import pin_cpu_kernels
 from latentaudit.project_imports import imported_project_files
 from latentaudit.registry import ATTACKS, JUDGES, VARIANTS
@@ -167,17 +168,18 @@ def aligned_adapter_dir(model):
 
 
 def base_spec(model):
-    """The model spec of a model's weights as given (its `base` where `aligned` is built here), without
-    the `align` recipe, which they do not depend on."""
-    return {k: v for k, v in config["models"][model].items() if k != "align"}
+    """The model spec of a model's weights as given (its `base` where `aligned` is built here): how
+    they load (LOAD_KEYS), not the `align` recipe, the variant list or other per-model settings,
+    which they do not depend on."""
+    return {k: v for k, v in config["models"][model].items() if k in LOAD_KEYS}
 
 
 def spec_of(model, variant):
     """The model spec a (model, variant) loads with: where `aligned` is built here, every variant but
     `base` loads the aligned adapter on the weights as given, as a hub model's `adapter` would be."""
-    if aligned_here(model):
-        return base_spec(model) if variant == "base" else {**base_spec(model), "adapter": aligned_adapter_dir(model)}
-    return config["models"][model]
+    if aligned_here(model) and variant != "base":
+        return {**base_spec(model), "adapter": aligned_adapter_dir(model)}
+    return base_spec(model)
 
 
 def base_path(model, variant="aligned"):

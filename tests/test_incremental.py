@@ -62,3 +62,12 @@ def test_editing_a_judge_rejudges_without_regenerating(smoke_run, tmp_path):
 def test_editing_plot_style_reruns_only_plots(smoke_run, tmp_path):
     config = _edited(smoke_run, tmp_path, lambda c: c.setdefault("report", {}).update(style="ggplot"))
     assert dry_run_jobs(smoke_run, "--configfile", config) == {"figures": 1, "audit_gap_report": 1, "all": 1}
+
+
+@pytest.mark.slow
+def test_dropping_a_variant_reruns_only_the_aggregates(smoke_run, tmp_path):
+    # a job's `spec` param is how the model loads, not the model's variant list: no attack, judge or
+    # build reruns when a variant leaves the list, only what aggregates over the variants
+    config = _edited(smoke_run, tmp_path, lambda c: c["models"]["organism"]["variants"].remove("lapt"))
+    jobs = dry_run_jobs(smoke_run, "--configfile", config)
+    assert set(jobs) <= {"metrics", "tables", "figures", "audit_gap_report", "all"}, jobs
