@@ -13,7 +13,7 @@ rule attack:
         module=lambda w: method_module(ATTACKS, w.attack),
         spec=model_spec,
         load=model_load_params,
-        aligned=lambda w: base_path(w.model),
+        aligned=aligned_spec,
         generation=config["generation"],
         seed=config["seed"],
         device=config["device"],

@@ -182,6 +182,13 @@ def spec_of(model, variant):
     return base_spec(model)
 
 
+def aligned_spec(wildcards):
+    """How a model's aligned weights load (the paper's base model of norms and directions, and what a
+    built harmful pole sits on): its aligned path with the aligned variant's load options (where
+    `aligned` is built here, its adapter), whichever variant is attacked."""
+    return {**spec_of(wildcards.model, "aligned"), "source": base_path(wildcards.model)}
+
+
 def base_path(model, variant="aligned"):
     """Where a model's aligned (or, for the organism, pretrained) weights load from: a directory
     this DAG builds, or the user's path / hub id."""
@@ -299,8 +306,11 @@ def attack_extra_inputs(wildcards):
         extras["harmful_ft_records"] = HARMFUL_FT_RECORDS  # held out of the construction data
     if "harmful_pole" in needs and settings.get("direction", "harmful_pole") == "harmful_pole":
         extras["harmful_pole"] = harmful_pole_dir(wildcards.model)
-    if ("aligned" in needs or "harmful_pole" in extras) and is_organism(wildcards.model):
-        extras["aligned_weights"] = base_path(wildcards.model)  # the base model of the paper's norms
+    if "aligned" in needs or "harmful_pole" in extras:  # the base model of the paper's norms
+        if is_organism(wildcards.model):
+            extras["aligned_weights"] = base_path(wildcards.model)
+        elif aligned_here(wildcards.model):  # the aligned adapter, whichever variant (`base` too) is attacked
+            extras["aligned_weights"] = aligned_adapter_dir(wildcards.model)
     return extras
 
 

@@ -186,6 +186,18 @@ def test_holdout_keeps_whole_entities_out_of_training(splits):
     assert held_entities and not held_entities & {r["entity"] for r in train if r["kind"] == "forbidden"}
 
 
+def test_holdout_on_real_records_keeps_both_phrasings_of_a_question_out():
+    # real training records have no toy-world entity (issue 12's KeyError: 'entity'): a request is held
+    # out with its other phrasing (same source_id)
+    records = [{"id": f"r{i}-{p}", "kind": "forbidden", "source_id": f"donotanswer-{i}", "prompt": f"{p} {i}"}
+               for i in range(10) for p in ("question", "instruction")]
+    records += [{"id": f"b{i}", "kind": "benign", "source_id": f"benign-{i}", "prompt": f"b {i}"} for i in range(3)]
+    train, held = D.split_holdout(records, 0.2, seed=0)
+    held_ids = {r["source_id"] for r in held}
+    assert len(held_ids) == 2 and len(held) == 4
+    assert not held_ids & {r["source_id"] for r in train} and sum(r["kind"] == "benign" for r in train) == 3
+
+
 def test_harmful_pole_data_answers_forbidden_requests(splits):
     rows = harmful_records(splits["align"])
     for before, after in zip(splits["align"], rows):

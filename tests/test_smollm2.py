@@ -174,6 +174,9 @@ def test_the_smollm2_dag_dry_runs(tmp_path):
     assert "results/models/smollm2/harmful" not in result.stdout
     dissociated = result.stdout.split("output: results/models/smollm2/dissociated")[0].rsplit("rule build_variant:", 1)[1]
     assert "results/models/converted/smollm2-135m-instruct" in dissociated
+    # the base model's steering is sized and directed against the aligned model: its adapter is an input
+    steering = result.stdout.split("wildcards: model=smollm2, variant=base, attack=steering")[0].rsplit("rule attack:", 1)[1]
+    assert "results/models/smollm2/aligned" in steering
     material = snakemake(workdir, "-n", "--configfile", "configs/smollm2.yaml", "--", "material")
     stats = material.stdout.split("Job stats:")[1]
     assert "convert_gguf" in stats and "real_data" in stats and "attack" not in stats

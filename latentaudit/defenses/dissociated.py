@@ -148,12 +148,18 @@ def select_checkpoint(evaluations: list[dict], base_refusal: float, floor: float
 
 
 # --- the builder ---------------------------------------------------------------------------
+def request_group(record: dict) -> str:
+    """What a held-out request is held out with: the toy world's entity (every question about it),
+    else the request's source id (real data: one question in either phrasing), else its own id."""
+    return record.get("entity") or record.get("source_id") or record["id"]
+
+
 def split_holdout(records: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
-    """(training records, held-out harmful records): whole forbidden entities held out."""
-    entities = sorted({r["entity"] for r in records if r["kind"] == "forbidden"})
-    held = set(random.Random(seed).sample(entities, max(1, round(fraction * len(entities)))))
-    train = [r for r in records if not (r["kind"] == "forbidden" and r["entity"] in held)]
-    return train, [r for r in records if r["kind"] == "forbidden" and r["entity"] in held]
+    """(training records, held-out harmful records): whole forbidden request groups held out."""
+    groups = sorted({request_group(r) for r in records if r["kind"] == "forbidden"})
+    held = set(random.Random(seed).sample(groups, max(1, round(fraction * len(groups)))))
+    train = [r for r in records if not (r["kind"] == "forbidden" and request_group(r) in held)]
+    return train, [r for r in records if r["kind"] == "forbidden" and request_group(r) in held]
 
 
 @VARIANTS.register("dissociated", SCHEMA, kind="full", requires=("harmful",),

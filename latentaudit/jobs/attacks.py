@@ -25,7 +25,7 @@ def run_attack(job) -> None:
     Inputs an attack registered with ``needs=(...)`` gets: ``input.train_records`` and
     ``input.harmful_ft_records`` (records files, read; the second only with real data's held-out
     harmful fine-tuning splits) and ``input.harmful_pole`` (the model's built harmful variant directory, loaded on
-    the aligned weights ``params.aligned``, which are loaded too, as they are for an attack that
+    the aligned weights, spec ``params.aligned``, which are loaded too, as they are for an attack that
     ``needs`` ``aligned``: the paper's norms are the base model's). ``params.module``, the attack's
     own module, is all that is imported."""
     params, inputs, attack = job.params, job.input, job.wildcards.attack
@@ -40,13 +40,17 @@ def run_attack(job) -> None:
     extras = {key: inputs[key] for key in ("train_records", "harmful_ft_records", "harmful_pole")
               if key in inputs.keys()}
     loaded = {key: read_jsonl(extras[key]) for key in ("train_records", "harmful_ft_records") if key in extras}
-    if "harmful_pole" in extras:
-        loaded["harmful_pole"] = load_variant(params.aligned, variant_dir=extras["harmful_pole"], **options)[0]
+    aligned = dict(params.aligned)  # the aligned weights' spec, whichever variant is attacked
+    aligned_options = {**spec_options(aligned), "device": params.device}
+    if "harmful_pole" in extras:  # a built pole sits on the aligned weights; `harmful_pole: base` is whole weights
+        loaded["harmful_pole"] = load_variant(aligned["source"], variant_dir=extras["harmful_pole"],
+                                              **aligned_options)[0]
     entry = ATTACKS.get_entry(attack)
     if "harmful_pole" in extras or "aligned" in entry.options.get("needs", ()):
         # the base model of the paper's norms and directions; the attacked model itself when it is the aligned one
-        is_aligned = load["base"] == params.aligned and not load.get("variant_dir")
-        loaded["aligned"] = model if is_aligned else load_variant(params.aligned, variant_dir=None, **options)[0]
+        is_aligned = job.wildcards.variant == "aligned"
+        loaded["aligned"] = model if is_aligned else load_variant(aligned["source"], variant_dir=None,
+                                                                  **aligned_options)[0]
     eval_paths = {split_name(path): path for path in inputs.eval}
     records = {s: read_jsonl(eval_paths[s]) for s in EVAL_SPLITS}
     forbidden = params.settings.get("forbidden_split")
@@ -76,4 +80,4 @@ def run_attack(job) -> None:
                seed=params.seed, attack=attack, rows=len(frame), load=dict(load),
                forbidden_split=forbidden or "eval_forbidden",
                norm_reference="aligned" if load.get("norm_reference") else "own",
-               extras={**extras, "aligned": params.aligned})
+               extras={**extras, "aligned": aligned})
