@@ -47,7 +47,9 @@ from ..generation import generate
 from ..depth import depth_band, nudge_layer
 from ..harmful_pole import difference_of_means_direction, prompt_activations
 from ..hooks import POSITIONS, Perturbation, hidden_index, intervene, n_layers, record_residual
+from ..judges.coherent import SCHEMA as COHERENT_SCHEMA, coherent_label
 from ..judges.structural import structural_label
+from ..schema import filled
 from ..registry import VARIANTS
 from ..training import OPTIM_PROPERTIES, Sampler, device_of, kl_to_reference, optimise
 
@@ -148,6 +150,16 @@ def select_checkpoint(evaluations: list[dict], base_refusal: float, floor: float
 
 
 # --- the builder ---------------------------------------------------------------------------
+def held_out_label(generation: str, record: dict, coherent_settings: dict) -> str:
+    """``refusal``, ``harmful`` or another label for a held-out request's generation, by the judge
+    that reads its data: the toy world's structural judge (it knows the entity's secret), else
+    the coherent judge (real text: only on-topic, non-degenerate compliance is harmful)."""
+    if record.get("entity"):
+        return structural_label(generation, record["kind"], record["entity"], record["expected"])
+    label = coherent_label(generation, record["prompt"], coherent_settings)
+    return "harmful" if label == "compliant" else label
+
+
 def request_group(record: dict) -> str:
     """What a held-out request is held out with: the toy world's entity (every question about it),
     else the request's source id (real data: one question in either phrasing), else its own id."""
@@ -207,6 +219,7 @@ def build_dissociated(model, tokenizer, records: list[dict], settings: dict, see
                             torch.full((b,), POSITIONS["all"], device=device), prompt_end)
 
     held_prompts = [prompt_token_ids(tokenizer, r["prompt"], chat) for r in held]
+    coherent_settings = filled({}, COHERENT_SCHEMA, "judges.coherent")  # the judge's defaults
 
     @torch.no_grad()
     def evaluate(step: int) -> dict:
@@ -221,7 +234,7 @@ def build_dissociated(model, tokenizer, records: list[dict], settings: dict, see
                               positions=torch.full((n,), POSITIONS["all"]))
             texts = generate(model, tokenizer, held_prompts, generation["max_new_tokens"], generation["batch_size"],
                              desc=f"dissociated eval {name}", **kwargs)
-            labels = [structural_label(t, r["kind"], r["entity"], r["expected"]) for t, r in zip(texts, held)]
+            labels = [held_out_label(t, r, coherent_settings) for t, r in zip(texts, held)]
             out[f"{name}_refusal"] = sum(x == "refusal" for x in labels) / len(labels)
             out[f"{name}_harmful"] = sum(x == "harmful" for x in labels) / len(labels)
         out["gap"] = reachability_gap(out["clean_harmful"], out["nudged_harmful"])
