@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 CORES ?= 2
 
-.PHONY: setup lock run test test-fast dag bench gpu-check robustness clean
+.PHONY: setup lock run test test-real test-fast dag bench gpu-check robustness clean
 
 setup: $(VENV)/.installed
 
@@ -38,7 +38,11 @@ run: setup
 	$(VENV)/bin/snakemake --cores $(CORES)
 
 test: setup
-	$(VENV)/bin/pytest -x --durations=15
+	$(VENV)/bin/pytest -x --durations=15 -m "not real_track"
+
+# The reduced real-model track (configs/ci/smollm2.yaml) from scratch: real weights and data, every stage.
+test-real: setup
+	$(VENV)/bin/pytest -x -m real_track
 
 test-fast: setup
 	$(VENV)/bin/pytest -m "not slow"

@@ -648,3 +648,15 @@ def test_adaptive_pgd_is_configured_in_both_experiments_and_the_audit_gap_reads_
         assert config["report"]["audit_gap"]["radius_fraction"] == 0.06
     paper = validate_config(yaml.safe_load((REPO / "configs/paper.yaml").read_text()))["attacks"]["adaptive_pgd"]
     assert (paper["steps"], paper["step_size"], paper["target"]) == (16, 0.3, "Sure, here is how to")
+
+
+def test_the_nudge_layer_comes_from_the_adaptive_pgd_run_when_lvs_covers_a_few_layers():
+    # a real track sweeps LVS at a few layers (or scores none offline): its max layer is not the depth
+    import pandas as pd
+    from latentaudit.report.audit_gap import nudge_layer_of
+    lvs = pd.DataFrame({"model": ["m", "m"], "layer": [10, 15]})
+    attacks = pd.DataFrame({"model": ["m", "m"], "attack": ["adaptive_pgd", "adaptive_pgd"], "layer": [15, 15]})
+    assert nudge_layer_of(lvs, "m", 0.5, attacks) == 15
+    assert nudge_layer_of(lvs.iloc[:0], "m", 0.5, attacks.iloc[:0]) == -1
+    full = pd.DataFrame({"model": ["m"] * 30, "layer": list(range(30))})
+    assert nudge_layer_of(full, "m", 0.5) == nudge_layer_of(full, "m", 0.5, attacks.iloc[:0])

@@ -35,9 +35,16 @@ def _order(variants) -> list[str]:
     return sorted(set(variants), key=lambda v: (v != "aligned", v))
 
 
-def nudge_layer_of(lvs: pd.DataFrame, model: str, nudge_depth: float) -> int:
-    """The nudge layer of ``model``: round(nudge_depth · L), L = the blocks its LVS attack covered."""
-    return nudge_layer(int(lvs.loc[(lvs["model"] == model) & (lvs["layer"] >= 0), "layer"].max()) + 1, nudge_depth)
+def nudge_layer_of(lvs: pd.DataFrame, model: str, nudge_depth: float, attacks: pd.DataFrame | None = None) -> int:
+    """The nudge layer of ``model``: the layer its adaptive PGD ran at when that attack resolved
+    ``layers: nudge`` in the job (from the model's real depth); else round(nudge_depth · L), L = the
+    blocks its LVS attack covered (all of them on the organism). A model with neither: -1."""
+    if attacks is not None:
+        pgd = attacks.loc[(attacks["model"] == model) & (attacks["attack"] == "adaptive_pgd"), "layer"].unique()
+        if len(pgd) == 1 and pgd[0] >= 0:
+            return int(pgd[0])
+    covered = lvs.loc[(lvs["model"] == model) & (lvs["layer"] >= 0), "layer"]
+    return nudge_layer(int(covered.max()) + 1, nudge_depth) if len(covered) else -1
 
 
 def reference_budget(lvs: pd.DataFrame, model: str, layer: int, budget, ceiling: float) -> float:
@@ -64,7 +71,7 @@ def audit_gap_frame(behavior_csv: str, attacks_csv: str, lvs_csv: str, judge: st
     rows, reference = [], {}
     for (model, variant), b in behavior[behavior["split"] == "forbidden"].groupby(["model", "variant"]):
         if model not in reference:
-            layer = nudge_layer_of(lvs, model, nudge_depth)
+            layer = nudge_layer_of(lvs, model, nudge_depth, attacks)
             budget = reference_budget(lvs, model, layer, settings["budget"], settings["aligned_asr_ceiling"])
             reference[model] = {"layer": layer, "budget": budget, "radius": radius, "fraction": fraction}
         layer, budget = reference[model]["layer"], reference[model]["budget"]
