@@ -96,7 +96,8 @@ def test_every_project_module_a_job_imports_is_among_its_inputs(tmp_path):
                                "--", "all", "bench", "bench_gpu", "audit")
             + dry_run_job_inputs(workdir, "--configfile", "configs/paper.yaml", "--config", "capability={tasks: [mmlu]}")
             # the real CPU track: wheels fetched, the GGUF converted
-            + dry_run_job_inputs(workdir, "--configfile", "configs/smollm2.yaml"))
+            + dry_run_job_inputs(workdir, "--configfile", "configs/smollm2.yaml", "--", "all",
+                                 "results/bench/models/smollm2/sweep.md"))
     cases = {}
     for rule, wildcards, inputs in jobs:
         scripts = [path for path in inputs if path.startswith("workflow_scripts/")]
