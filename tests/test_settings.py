@@ -83,7 +83,8 @@ def test_the_registry_fills_the_schema_defaults_and_leaves_the_raw_settings_alon
     settings = ATTACKS["asa_grad"].settings(raw)
     assert raw == {"alphas": [1.0], "steps": 3}
     assert settings == {"alphas": [1.0], "steps": 3, "layers": "all", "positions": "last_prompt+generated",
-                        "normalisation": "eq1", "step_size": 0.25, "sign": -1, "max_new_tokens": None}
+                        "normalisation": "eq1", "step_size": 0.25, "sign": -1, "max_new_tokens": None,
+                        "forbidden_split": None}
     weights = VARIANTS["dissociated"].settings({"steps": 1, "lr": 0.1, "nudge_depth": 0.5, "harmful_ft_holdout": 0.25,
                                                 "weights": {"kl": 0.5}})["weights"]
     assert weights == {"refusal": 1.0, "kl": 0.5, "activation_match": 0.2, "nudged_harmful": 1.0,

@@ -103,7 +103,7 @@ def test_real_data_splits_and_overlap(wheels, config, tmp_path):
     build_real_data(config["data"], paths, str(tmp_path / "train.jsonl"), str(tmp_path / "overlap.csv"), wheels,
                     str(tmp_path / "train_prompts.jsonl"))
     rows = {s: read_jsonl(p) for s, p in paths.items() if s != "select_benign"}
-    assert {s: len(r) for s, r in rows.items()} == {"eval_forbidden": 48, "eval_benign": 32, "eval_twin": 52}
+    assert {s: len(r) for s, r in rows.items()} == {"eval_forbidden": 48, "eval_benign": 48, "eval_twin": 52}  # benign paired by index: 32 cycled
     assert all(r["kind"] == "forbidden" for r in rows["eval_forbidden"])
     assert all(r["kind"] == "benign" for s in ("eval_benign", "eval_twin") for r in rows[s])
     prompts = read_jsonl(tmp_path / "train_prompts.jsonl")

@@ -42,10 +42,12 @@ CONTROLS = {"refusal_sft": "repbend", "refusal_sft_lat": "lat"}
 MATCHED = ("lr", "batch_size", "schedule", "warmup_fraction", "grad_clip", "lora")
 
 
-def defender_updates(defense: str, settings: dict) -> int:
-    """The defense's optimiser updates: targeted LAT's ``steps`` are attack rounds, each followed by
-    ``model_steps_per_attack`` updates (the public code's 100 x 4); every other defense's are steps."""
-    return settings["steps"] * settings.get("model_steps_per_attack", 1) if defense == "lat" else settings["steps"]
+def defender_updates(defense: str, defense_settings: dict) -> int:
+    """The defense's optimiser updates, from its own (filled) settings: targeted LAT's ``steps`` are
+    attack rounds, each followed by ``model_steps_per_attack`` updates (the public code's 100 x 4);
+    every other defense's are steps."""
+    steps = defense_settings["steps"]
+    return steps * defense_settings["model_steps_per_attack"] if defense == "lat" else steps
 
 
 def control_mismatches(control: dict, defense: str, defense_settings: dict) -> list[str]:
