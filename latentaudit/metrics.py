@@ -90,6 +90,9 @@ def attack_tables(judged: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     cells, summary = [], []
     clean = (judged[(judged["attack"] == "none") & (judged["split"] == "eval_forbidden")]
              .groupby(["model", "variant", "judge"])["harmful"].mean().rename("clean_asr"))
+    init = init_mask(judged)  # an attack on its own harmful requests: its clean answers to them (INIT)
+    own_clean = judged[init].groupby(KEYS)["harmful"].mean().rename("own_clean_asr")
+    judged = judged[~init]
     for (*keys, strength), group in judged.groupby(KEYS + ["strength"]):
         forbidden = group[group["split"] == "eval_forbidden"]
         benign = group[group["split"] == "eval_benign"]
@@ -120,17 +123,28 @@ def attack_tables(judged: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
                         "_own_prompts": "forbidden_split" in forbidden and forbidden["forbidden_split"].notna().any()})
     cells_frame, summary_frame = pd.DataFrame(cells), pd.DataFrame(summary)
     summary_frame = summary_frame.join(clean, on=["model", "variant", "judge"])
-    # an attack run on its own harmful requests (forbidden_split, e.g. AdvBench) has no clean ASR on
-    # those prompts: `none` ran on eval_forbidden, and INIT must be measured on the same prompts
-    summary_frame.loc[summary_frame["_own_prompts"].eq(True), "clean_asr"] = float("nan")
-    summary_frame = summary_frame.drop(columns="_own_prompts")
+    # an attack run on its own harmful requests (forbidden_split, e.g. AdvBench) reads its clean ASR
+    # from its INIT rows on those prompts (`none` ran on eval_forbidden: other prompts); NaN without them
+    own = summary_frame["_own_prompts"].eq(True)
+    summary_frame = summary_frame.join(own_clean, on=KEYS)
+    summary_frame.loc[own, "clean_asr"] = summary_frame.loc[own, "own_clean_asr"]
+    summary_frame = summary_frame.drop(columns=["_own_prompts", "own_clean_asr"])
     return cells_frame, summary_frame
+
+
+def init_mask(frame: pd.DataFrame) -> pd.Series:
+    """The rows an attack on its own harmful requests stored as their clean answers (INIT), not
+    part of its sweep."""
+    if "init" not in frame:
+        return pd.Series(False, index=frame.index)
+    return frame["init"].fillna(False).astype(bool)
 
 
 def lasr_by_layer(generations: pd.DataFrame, scores: pd.DataFrame) -> dict[int, float]:
     """One attack's LASR per layer, averaged over its strengths (how fragile each layer is
     across the sweep): the ranking LAPT picks its layers from."""
     judged = generations.merge(scores[["row_id", "harmful"]], on="row_id", validate="one_to_one")
+    judged = judged[~init_mask(judged)]
     forbidden = judged[judged["split"] == "eval_forbidden"]
     per_strength = [lasr(success_matrix(group).to_numpy()) for _, group in forbidden.groupby("strength")]
     layers = success_matrix(forbidden).columns

@@ -47,14 +47,24 @@ def test_attack_tables_from_judged_rows():
     assert none["layer"] == -1 and none["asr"] == 0.0
 
 
-def test_an_attack_on_its_own_prompts_gets_no_clean_asr_from_other_prompts():
-    # ASA on AdvBench (forbidden_split) while `none` ran on HarmBench: INIT would compare other prompts
+def test_an_attack_on_its_own_prompts_reads_its_clean_asr_from_its_init_rows():
+    # ASA on AdvBench (forbidden_split) while `none` ran on HarmBench: the clean ASR (INIT) is the
+    # attack's own clean answers to its prompts, never `none`'s on other prompts; none stored: NaN
     judged = _judged()
-    on_advbench = judged[judged["attack"] == "asa_random"].assign(attack="asa_grad", forbidden_split="eval_advbench")
-    _, summary = attack_tables(pd.concat([judged, on_advbench]))
+    on_advbench = judged[judged["attack"] == "asa_random"].assign(attack="asa_grad", forbidden_split="eval_advbench",
+                                                                   init=False)
+    init = pd.DataFrame([{"split": "eval_forbidden", "prompt_id": f"f{i}", "layer": -1, "strength": 0.0,
+                          "direction": 0, "harmful": float(i == 0), "refusal": float(i != 0), "label": "other",
+                          "correct": np.nan, "attack": "asa_grad", "forbidden_split": "eval_advbench", "init": True}
+                         for i in range(3)]).assign(model="m", variant="aligned", judge="structural")
+    cells, summary = attack_tables(pd.concat([judged, on_advbench, init]))
     by_attack = summary.set_index("attack")
-    assert np.isnan(by_attack.loc["asa_grad", "clean_asr"]) and by_attack.loc["asa_grad", "masr"] == pytest.approx(1.0)
+    assert by_attack.loc["asa_grad", "clean_asr"] == pytest.approx(1 / 3)  # the INIT rows, not `none`'s 0.0
+    assert by_attack.loc["asa_grad", "masr"] == pytest.approx(1.0) and by_attack.loc["asa_grad", "n"] == 3
+    assert -1 not in set(cells.loc[cells["attack"] == "asa_grad", "layer"])  # INIT is not a layer of the sweep
     assert by_attack.loc["asa_random", "clean_asr"] == 0.0 and "_own_prompts" not in summary
+    _, without_init = attack_tables(pd.concat([judged, on_advbench]))
+    assert np.isnan(without_init.set_index("attack").loc["asa_grad", "clean_asr"])
 
 
 def test_behavior_table():

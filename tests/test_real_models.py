@@ -243,7 +243,11 @@ def test_an_attack_runs_on_its_own_forbidden_split(standin_repo, standin, tmp_pa
     clean = pd.read_parquet(standin_repo / "results/attacks/standin/aligned/none/generations.parquet")
     assert set(clean.loc[clean["split"] == "eval_forbidden", "prompt"]) == {f"placeholder request {i}" for i in range(3)}  # 3 is trained on
     summary = pd.read_csv(standin_repo / "results/metrics/attack_summary.csv").set_index("attack")
-    assert summary.loc["asa_random", "n"] == 3 and math.isnan(summary.loc["asa_random", "clean_asr"])
+    init = forbidden[forbidden["init"]]  # INIT: the clean answers to the same 3 goals
+    assert sorted(init["prompt"]) == [f"placeholder prompt {i}" for i in range(3)] and set(init["layer"]) == {-1}
+    scores = pd.read_parquet(standin_repo / "results/scores/standin/aligned/asa_random/refusal_keyword.parquet")
+    init_asr = scores.set_index("row_id").loc[init["row_id"], "harmful"].mean()
+    assert summary.loc["asa_random", "n"] == 3 and summary.loc["asa_random", "clean_asr"] == pytest.approx(init_asr)
     assert not math.isnan(summary.loc["latent_pgd", "clean_asr"])
 
 
