@@ -217,6 +217,9 @@ def test_the_reduced_real_track_runs_every_stage(reduced_track, config):
     assert all(c["exists"] and c["rows"] and not c["missing_columns"] for c in contract.values()), contract
     summary = pd.read_csv(workdir / "results/metrics/attack_summary.csv")
     assert set(summary["judge"]) == {"refusal_keyword", "coherent"} and set(summary["variant"]) == set(variants)
+    lvs = pd.read_csv(workdir / "results/metrics/lvs.csv")  # scored offline: the coherent judge's compliance
+    assert set(lvs["scorer"]) == {"harmlessness_coherent"} and set(lvs["variant"]) == set(variants)
+    assert lvs["s_clean_mean"].between(0, 1).all() and lvs["n"].gt(0).all()
     behavior = pd.read_csv(workdir / "results/metrics/behavior.csv")
     assert behavior["refusal_rate"].notna().all()
     # the pole is the conversion; the records came from self-distillation and the screening
