@@ -224,7 +224,7 @@ def test_the_reduced_real_track_runs_every_stage(reduced_track, config):
     assert behavior["refusal_rate"].notna().all()
     # the pole is the conversion; the records came from self-distillation and the screening
     train = read_jsonl(workdir / "results/data/real/train.jsonl")
-    assert train and all(r["harmful_completion"] for r in train if r["kind"] == "forbidden")
+    assert train and all(r["harmful_response"] for r in train if r["kind"] == "forbidden")
     assert json.loads((workdir / "results/data/real/overlap.csv.meta.json").read_text())["eval_records_in_training"] == \
         {"eval_benign": 0, "eval_forbidden": 0, "eval_twin": 0, "select_benign": 0}
     audit_gap = (workdir / "results/tables/audit_gap.md").read_text()
