@@ -21,6 +21,26 @@ UNPINNED_SHELL = {**os.environ, "ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "C
 torch.set_num_threads(1)
 
 
+# The slowest groups (measured with --durations), handed out first when two workers share them:
+# the default experiment (~21 min), the smoke run's readers (~6 min), the stand-in runs, the kill test.
+LONGEST_FIRST = ["test_default_experiment", "test_incremental", "test_workflow", "test_slurm", "test_report_browser",
+                 "test_real_models", "test_faults", "test_code_inputs", "test_smollm2", "test_gpu_check"]
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (`make test` runs two workers, `--dist loadgroup`), tests that share an
+    expensive fixture run on one worker, so it is built once: a module's tests together (its
+    module-scoped runs: the default experiment, the stand-in repository), and every module that
+    reads the session's smoke run together."""
+    smoke_modules = {item.module.__name__ for item in items if "smoke_run" in getattr(item, "fixturenames", ())}
+    for item in items:
+        module = item.module.__name__
+        item.add_marker(pytest.mark.xdist_group("smoke_run" if module in smoke_modules else module))
+    if hasattr(config, "workerinput"):  # an xdist worker: the longest groups are handed out first
+        items.sort(key=lambda item: LONGEST_FIRST.index(item.module.__name__)
+                   if item.module.__name__ in LONGEST_FIRST else len(LONGEST_FIRST))
+
+
 @pytest.fixture(scope="session")
 def world():
     return ToyWorld(WorldConfig.with_defaults(seed=0, entities_per_category=4, twins_per_category=2, flowers=6))

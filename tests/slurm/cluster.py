@@ -36,6 +36,17 @@ def _real_memory_mb() -> int:
     return 4000
 
 
+def _left_by_a_test_run(link: Path) -> bool:
+    """A link into a test cluster's directory (its target gone, or a config of this file's), which
+    a test run killed before ``stop()`` leaves behind. Left in place, it makes every ``scontrol``
+    (the SLURM executor plugin runs one whenever snakemake starts) wait ~9 s for a controller."""
+    target = Path(os.readlink(link))
+    if not target.exists():
+        return "pytest-of-" in str(target)
+    config = target.parent / "slurm.conf"
+    return config.exists() and "ClusterName=latentaudit-test" in config.read_text()
+
+
 class Cluster:
     def __init__(self, root: Path, partition: str = "gpu", port: int = 16817):
         self.root, self.partition, self.port = Path(root), partition, port
@@ -83,6 +94,10 @@ PartitionName={self.partition} Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 
     def host_config_conflict(self) -> str | None:
         existing = SYSTEM_CONFIG / "slurm.conf"
+        for name in ("slurm.conf", "gres.conf"):  # links a killed test run left: they are no host's configuration
+            link = SYSTEM_CONFIG / name
+            if link.is_symlink() and _left_by_a_test_run(link):
+                link.unlink()
         if existing.exists() or existing.is_symlink():
             return f"{existing} exists: this host has a SLURM configuration of its own; not replacing it"
         return None
