@@ -27,15 +27,22 @@ LONGEST_FIRST = ["test_default_experiment", "test_incremental", "test_workflow",
                  "test_real_models", "test_faults", "test_code_inputs", "test_smollm2", "test_gpu_check"]
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(config, items):
     """Under pytest-xdist (`make test` runs two workers, `--dist loadgroup`), tests that share an
     expensive fixture run on one worker, so it is built once: a module's tests together (its
     module-scoped runs: the default experiment, the stand-in repository), and every module that
     reads the session's smoke run together."""
     smoke_modules = {item.module.__name__ for item in items if "smoke_run" in getattr(item, "fixturenames", ())}
+    loadgroup = getattr(config.option, "loadgroup", False)  # set in xdist workers by `--dist loadgroup`
     for item in items:
         module = item.module.__name__
-        item.add_marker(pytest.mark.xdist_group("smoke_run" if module in smoke_modules else module))
+        group = "smoke_run" if module in smoke_modules else module
+        item.add_marker(pytest.mark.xdist_group(group))
+        if loadgroup and "@" not in item.nodeid:
+            # the "@group" suffix xdist's scheduler reads: xdist 3.8 sets it on `_nodeid`, which
+            # pytest 9 no longer has (the id lives in `_id`), so without this nothing is grouped
+            item._id = type(item._id).parse(f"{item.nodeid}@{group}")
     if hasattr(config, "workerinput"):  # an xdist worker: the longest groups are handed out first
         items.sort(key=lambda item: LONGEST_FIRST.index(item.module.__name__)
                    if item.module.__name__ in LONGEST_FIRST else len(LONGEST_FIRST))
@@ -133,3 +140,4 @@ def config_error(base: dict, edit) -> str:
     with pytest.raises(ConfigError) as error:
         validate_config(config)
     return str(error.value)
+
