@@ -38,9 +38,9 @@ run: setup
 	$(VENV)/bin/snakemake --cores $(CORES)
 
 # Two test processes (pytest-xdist): most tests use one core, the default experiment's run both;
-# tests/conftest.py keeps the tests that share a fixture on one worker and hands out the longest first.
+# tests/conftest.py keeps the tests that share a fixture on one worker and orders the groups longest first.
 test: setup
-	$(VENV)/bin/pytest -x -n $(CORES) --dist loadgroup --durations=15 -m "not real_track"
+	$(VENV)/bin/pytest -x -n $(CORES) --dist loadgroup --no-loadscope-reorder --durations=15 -m "not real_track"
 
 # The reduced real-model track (configs/ci/smollm2.yaml) from scratch: real weights and data, every stage.
 test-real: setup

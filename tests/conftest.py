@@ -25,32 +25,33 @@ UNPINNED_SHELL = {**os.environ, "ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "C
 torch.set_num_threads(1)
 
 
-# The modules that run whole DAGs, each its own xdist group (the smoke run's readers one group).
-# Every other module joins the default experiment's group, after it: xdist hands out the group with
-# the most tests first, so the longest job (the default experiment, ~21 min) starts at once on one
-# worker while the other takes the DAG modules (~16 min measured with --durations).
-DAG_MODULES = {"test_incremental", "test_workflow", "test_slurm", "test_report_browser", "test_real_models",
-               "test_faults", "test_code_inputs", "test_smollm2", "test_gpu_check", "test_alignment"}
+# The order xdist hands out the groups (`--no-loadscope-reorder`: collection order), longest
+# first (measured with --durations): the default experiment (~21 min alone) starts at once on one
+# worker, the other takes the whole-DAG modules, then every other module (unit tests).
+LONGEST_FIRST = ["test_default_experiment", "test_incremental", "test_workflow", "test_slurm", "test_report_browser",
+                 "test_real_models", "test_faults", "test_code_inputs", "test_smollm2", "test_gpu_check",
+                 "test_alignment"]
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (`make test` runs two workers, `--dist loadgroup`), tests that share an
-    expensive fixture run on one worker, so it is built once (the default experiment, the smoke
-    run, the stand-in repository), and the default experiment starts first (DAG_MODULES)."""
+    """Under pytest-xdist (`make test`: two workers, `--dist loadgroup --no-loadscope-reorder`), a
+    module's tests share a worker (its module-scoped runs are built once: the default experiment,
+    the stand-in repository), the modules that read the session's smoke run share one, and the
+    longest groups are handed out first (LONGEST_FIRST)."""
     smoke_modules = {item.module.__name__ for item in items if "smoke_run" in getattr(item, "fixturenames", ())}
     loadgroup = getattr(config.option, "loadgroup", False)  # set in xdist workers by `--dist loadgroup`
     for item in items:
         module = item.module.__name__
-        group = ("smoke_run" if module in smoke_modules else module if module in DAG_MODULES
-                 else "test_default_experiment")
+        group = "smoke_run" if module in smoke_modules else module
         item.add_marker(pytest.mark.xdist_group(group))
         if loadgroup and "@" not in item.nodeid:
             # the "@group" suffix xdist's scheduler reads: xdist 3.8 sets it on `_nodeid`, which
             # pytest 9 no longer has (the id lives in `_id`), so without this nothing is grouped
             item._id = type(item._id).parse(f"{item.nodeid}@{group}")
-    if loadgroup:  # the default experiment first in its group
-        items.sort(key=lambda item: item.module.__name__ != "test_default_experiment")
+    if loadgroup:
+        items.sort(key=lambda item: LONGEST_FIRST.index(item.module.__name__)
+                   if item.module.__name__ in LONGEST_FIRST else len(LONGEST_FIRST))
 
 
 @pytest.fixture(scope="session")
