@@ -146,4 +146,3 @@ def config_error(base: dict, edit) -> str:
     with pytest.raises(ConfigError) as error:
         validate_config(config)
     return str(error.value)
-

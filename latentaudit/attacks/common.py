@@ -124,6 +124,23 @@ def generations_frame(records: list[dict], generations: list[str], **columns) ->
     return frame
 
 
+
+def init_rows(context: AttackContext, frame: pd.DataFrame) -> pd.DataFrame:
+    """The unperturbed greedy answer to each of the attack's own harmful requests (``init`` True,
+    layer -1, strength 0): the papers' INIT, the clean ASR that MASR/PASR on those prompts are read
+    against. Taken from the sweep's ``clean_generation`` where the attack stored one for every
+    prompt (the same greedy tokens), else generated."""
+    forbidden = context.eval_records["eval_forbidden"]
+    stored = frame[frame["split"] == "eval_forbidden"]
+    by_prompt = dict(zip(stored["prompt_id"], stored["clean_generation"])) if "clean_generation" in frame else {}
+    if all(r["id"] in by_prompt for r in forbidden):
+        texts = [by_prompt[r["id"]] for r in forbidden]
+    else:
+        texts = context.generate(context.prompt_ids(forbidden), desc="clean (INIT)")
+    rows = generations_frame(forbidden, texts, layer=-1, strength=0.0, direction=0, init=True)
+    rows["pair_id"] = rows["prompt_id"]
+    return rows
+
 @torch.no_grad()
 def nll_probe(model: PreTrainedModel, prompts: list[list[int]], responses: list[list[int]],
               hidden_index: torch.Tensor | None, vectors: torch.Tensor | PromptDeltas | None,

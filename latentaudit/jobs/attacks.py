@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-from ..attacks.common import AttackContext, generations_frame
+from ..attacks.common import AttackContext, init_rows
 from ..batching import longest_prompt
 from ..generation import Sampling
 from ..io import EVAL_SPLITS, as_forbidden_split, read_jsonl, split_name
@@ -85,19 +85,3 @@ def run_attack(job) -> None:
                norm_reference="aligned" if load.get("norm_reference") else "own",
                extras={**extras, "aligned": aligned})
 
-
-def init_rows(context: AttackContext, frame: pd.DataFrame) -> pd.DataFrame:
-    """The unperturbed greedy answer to each of the attack's own harmful requests (``init`` True,
-    layer -1, strength 0): the papers' INIT, the clean ASR that MASR/PASR on those prompts are read
-    against. Taken from the sweep's ``clean_generation`` where the attack stored one (the same
-    greedy tokens), else generated."""
-    forbidden = context.eval_records["eval_forbidden"]
-    stored = frame[frame["split"] == "eval_forbidden"] if "clean_generation" in frame else frame.iloc[:0]
-    by_prompt = dict(zip(stored.get("prompt_id", []), stored.get("clean_generation", [])))
-    if all(r["id"] in by_prompt for r in forbidden):
-        texts = [by_prompt[r["id"]] for r in forbidden]
-    else:
-        texts = context.generate(context.prompt_ids(forbidden), desc="clean (INIT)")
-    rows = generations_frame(forbidden, texts, layer=-1, strength=0.0, direction=0, init=True)
-    rows["pair_id"] = rows["prompt_id"]
-    return rows
