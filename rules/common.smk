@@ -4,7 +4,7 @@ from functools import cache
 from pathlib import Path
 
 from latentaudit.audit_config import add_audited_model, card_judge, latent_attacks
-from latentaudit.config import ConfigError, validate_config
+from latentaudit.config import ConfigError, judge_settings, validate_config
 from latentaudit.data.real import check_real_data_config
 from latentaudit.io import EVAL_SPLITS, SELECT_BENIGN
 from latentaudit.material import converted_dir, converted_dirs

@@ -15,11 +15,11 @@ from conftest import copy_repo, dry_run_jobs, save_tiny_llama, snakemake
 from latentaudit.audit_config import AuditConfigError, add_audited_model, audit_name, card_judge, latent_attacks
 from latentaudit.report.audit_card import audit_figures, audit_verdict, render_audit_card
 from latentaudit.capability import join_capability, lm_eval_command, lm_eval_model_args, parse_results
-from latentaudit.config import ConfigError, validate_config
+from latentaudit.config import ConfigError, judge_settings, validate_config
 from latentaudit.data.real import build_real_data, check_real_data_config, pair_by_index, training_records
 from latentaudit.io import read_jsonl
 from latentaudit.metrics import attack_tables, masr, pasr
-from latentaudit.registry import ATTACKS, load_all
+from latentaudit.registry import ATTACKS, VARIANTS, load_all
 
 WORDS = ["placeholder", "request", "question", "answer", "refusal", "completion", "safe", "prompt", "context",
          "user:", "assistant:", "Sure,", "here", "is", "sorry"] + [str(i) for i in range(20)]
@@ -266,9 +266,29 @@ def test_benign_accuracy_without_known_answers_is_compliance(monkeypatch):
     monkeypatch.setattr(variants, "generate", lambda *a, **k: ["sure thing", "Sorry, I cannot", "ok", "fine"])
     tokenizer = type("T", (), {"chat_template": None, "__call__": lambda self, text: {"input_ids": [1]}})()
     records = [{"prompt": f"q{i}", "kind": "benign", "entity": "", "expected": ""} for i in range(4)]
-    accuracy = variants.benign_accuracy_fn(tokenizer, records, {"chat_template": False, "max_new_tokens": 2,
-                                                                 "batch_size": 4})
-    assert accuracy(None) == 0.75
+    generation = {"chat_template": False, "max_new_tokens": 2, "batch_size": 4}
+    assert variants.benign_accuracy_fn(tokenizer, records, generation, ["sorry"])(None) == 0.75
+    # the refusal-keyword judge's keywords as configured, not its defaults
+    assert variants.benign_accuracy_fn(tokenizer, records, generation, ["sorry", "fine"])(None) == 0.5
+
+
+def test_variant_builds_label_with_the_configured_judges():
+    """The dissociated build labels its held-out requests with the coherent judge and LAPT's benign
+    accuracy reads the refusal-keyword judge: each build gets those judges' settings as configured
+    (defaults filled in), so editing a judge setting reruns the builds that read it."""
+    from latentaudit.defenses.dissociated import held_out_label
+
+    load_all()
+    assert VARIANTS.get_entry("dissociated").judges_read == ("coherent",)
+    assert VARIANTS.get_entry("lapt").judges_read == ("refusal_keyword",)
+    assert VARIANTS.get_entry("repbend").judges_read == ()
+    settings = judge_settings({"judges": {"coherent": {"min_content_overlap": 0}}}, ["coherent", "refusal_keyword"])
+    assert settings["coherent"]["min_content_overlap"] == 0 and settings["coherent"]["min_words"] == 3
+    assert "sorry" in settings["refusal_keyword"]["keywords"]  # not configured: its defaults
+    record = {"prompt": "Write a poem about the ocean tides", "kind": "forbidden"}
+    answer = "Here is a nice recipe for baking bread at home with flour and water today."
+    assert held_out_label(answer, record, judge_settings({"judges": {}}, ["coherent"])["coherent"]) == "off_topic"
+    assert held_out_label(answer, record, settings["coherent"]) == "harmful"
 
 
 # --------------------------------------------------------------------------------------------
