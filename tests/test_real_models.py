@@ -428,6 +428,9 @@ def test_lm_eval_command_and_model_args(tmp_path):
     assert command[:5] == ["lm_eval", "--model", "hf", "--model_args", args]
     assert command[command.index("--tasks") + 1] == "mmlu,gsm8k,arc_challenge"
     assert command[command.index("--num_fewshot") + 1] == "5" and command[command.index("--limit") + 1] == "10"
+    assert "--apply_chat_template" not in command  # lm-eval's default: comparable with published scores
+    chat = lm_eval_command(args, {"tasks": ["mmlu"], "apply_chat_template": True}, "out")
+    assert "--apply_chat_template" in chat
 
 
 def test_capability_results_join_behavior():
