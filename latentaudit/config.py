@@ -39,7 +39,7 @@ def _fill_shared(settings: dict, entry, config: dict, where: str) -> None:
     settings.update({key: config[key] for key in entry.shared_keys})
 
 
-def judge_settings(config: dict, names) -> dict[str, dict]:
+def configured_judges(config: dict, names) -> dict[str, dict]:
     """The settings of the judges ``names`` as configured under ``judges:``, defaults filled in (a
     judge not configured gets its defaults): what a variant build that labels text reads."""
     return {name: JUDGES.get_entry(name).settings(config["judges"].get(name) or {}) for name in names}
