@@ -114,8 +114,14 @@ def latent_attacks(attacks: Iterable[str]) -> list[str]:
     return [a for a in attacks if ATTACKS.get_entry(a).latent]
 
 
-def card_judge(primary: str, applicable: list[str]) -> str:
-    """The judge the card reads: the primary one when it scores both models, else the first that does."""
+def card_judge(primary: str, applicable: list[str], chosen: str | None = None) -> str:
+    """The judge the card reads: ``chosen`` (``audit_judge``), which must score both models; else the
+    primary one when it scores both, else the first that does."""
+    if chosen is not None:
+        if chosen not in applicable:
+            raise AuditConfigError(f"config error at audit_judge: {chosen!r} does not score both the audited and "
+                                   f"the reference model; valid: {applicable}")
+        return chosen
     if primary in applicable:
         return primary
     if not applicable:

@@ -358,7 +358,7 @@ def audit_judges():
 
 
 def audit_judge():
-    return card_judge(config["report"]["primary_judge"], audit_judges())
+    return card_judge(config["report"]["primary_judge"], audit_judges(), config["audit_judge"])
 
 
 def audit_generations(wildcards):

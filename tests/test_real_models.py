@@ -312,6 +312,9 @@ def test_audit_name_and_model_entry():
     assert add_audited_model({"models": {"organism": {"source": "organism"}},
                               "audit_model": "organism"})["audit_reference"] == "organism"
     assert card_judge("structural", ["refusal_keyword"]) == "refusal_keyword"
+    assert card_judge("refusal_keyword", ["refusal_keyword", "coherent"], "coherent") == "coherent"
+    with pytest.raises(AuditConfigError, match=r"audit_judge: 'structural' .* valid: \['refusal_keyword'\]"):
+        card_judge("refusal_keyword", ["refusal_keyword"], "structural")
     assert audit_figures(["none", "asa_grad", "latent_pgd"]) == ["behavior", "asa_by_layer", "latent_pgd"]
 
 
