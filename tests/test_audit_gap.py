@@ -19,7 +19,7 @@ from latentaudit.config import validate_config
 from latentaudit.defenses import dissociated as D
 from latentaudit.defenses.harmful import harmful_records
 from latentaudit.depth import depth_band, nudge_layer
-from latentaudit.harmful_pole import difference_of_means_direction
+from latentaudit.harmful_pole import difference_of_means_direction, prompt_activations
 from latentaudit.judges.harmlessness import (disclosure_harmlessness, judge_harmlessness, judge_harmlessness_coherent,
                                             judge_harmlessness_reward)
 from latentaudit.registry import ATTACKS, JUDGES
@@ -605,6 +605,29 @@ def test_steering_is_sized_on_the_aligned_models_last_prompt_token_norm(tokenize
         assert rows["norm_ratio_all_to_last"].to_numpy() == pytest.approx([float(every[0] / last[0])] * len(rows),
                                                                           rel=1e-4)
     assert set(forbidden["layer"]) == {0, 1} and forbidden["control"].sum() == len(forbidden) / 2
+
+
+def test_steering_fits_every_layer_in_one_pass_with_the_one_layer_bits(tokenizer, splits):
+    """One forward pass per model for all layers (issue 12: the real track's steering spent minutes per layer
+    re-reading the training prompts) gives bit for bit each layer's own direction and norm."""
+    from latentaudit.attacks.steering import steering_directions
+    from latentaudit.harmful_pole import last_token_norms
+    from latentaudit.organism.model import OrganismModelConfig, build_model
+    shape = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4)
+    attacked = build_model(OrganismModelConfig(**shape, seed=0), tokenizer).eval()
+    aligned = build_model(OrganismModelConfig(**shape, seed=1), tokenizer).eval()
+    context = _steering_context(attacked, tokenizer, splits, aligned)
+    context.extras["harmful_pole"] = attacked
+    prompts = context.prompt_ids(context.eval_records["eval_forbidden"])
+    for direction in ("harmful_pole", "prompt_contrast"):
+        settings = ATTACKS["steering"].settings({"fractions": [0.1], "direction": direction, "nudge_depth": 0.5})
+        together = steering_directions(context, settings, [1, 2, 3])
+        for k, site in enumerate([1, 2, 3]):
+            assert torch.equal(together[k], steering_directions(context, settings, [site])[0])
+    h_last, _ = prompt_activations(aligned, prompts, [1, 2, 3], tokenizer.pad_token_id)
+    for k, site in enumerate([1, 2, 3]):
+        alone, _ = last_token_norms(aligned, prompts, [site], tokenizer.pad_token_id)
+        assert torch.equal(h_last[:, k].contiguous().float().norm(dim=-1).mean(0), alone[0])
 
 
 # --- the adaptive PGD attack --------------------------------------------------------------------

@@ -28,7 +28,7 @@ import logging
 import pandas as pd
 import torch
 
-from ..harmful_pole import difference_of_means_direction, last_token_norms, prompt_activations
+from ..harmful_pole import difference_of_means_direction, prompt_activations
 from ..hooks import hidden_index, n_layers
 from ..registry import ATTACKS
 from .common import AttackContext, SweepGrid, evaluate_with_matched_control, resolve_layers
@@ -57,19 +57,23 @@ def steering_vectors(direction: torch.Tensor, norms: torch.Tensor, fractions: to
     return (fractions * norms)[:, None] * direction[None, :]
 
 
-def steering_direction(context: AttackContext, settings: dict, site: int) -> torch.Tensor:
+def steering_directions(context: AttackContext, settings: dict, sites: list[int]) -> list[torch.Tensor]:
+    """The unit steering direction at each hook site, from one forward pass per model over the
+    training prompts for all sites (each site's activations are the same as alone)."""
     records = context.extras["train_records"]
     pad = context.tokenizer.pad_token_id
     harmful = context.prompt_ids([r for r in records if r["kind"] == "forbidden"])
     if settings["direction"] == "harmful_pole":
         pole, aligned = context.extras["harmful_pole"], context.extras["aligned"]
-        h_pole, _ = prompt_activations(pole, harmful, [site], pad, context.batch_size)
-        h_base, _ = prompt_activations(aligned, harmful, [site], pad, context.batch_size)
-        return difference_of_means_direction(h_pole[:, 0], h_base[:, 0])
-    harmless = context.prompt_ids([r for r in records if r["kind"] == "twin"])
-    h_harmful, _ = prompt_activations(context.model, harmful, [site], pad, context.batch_size)
-    h_harmless, _ = prompt_activations(context.model, harmless, [site], pad, context.batch_size)
-    return difference_of_means_direction(h_harmful[:, 0], h_harmless[:, 0])
+        h_pole, _ = prompt_activations(pole, harmful, sites, pad, context.batch_size)
+        h_base, _ = prompt_activations(aligned, harmful, sites, pad, context.batch_size)
+    else:
+        harmless = context.prompt_ids([r for r in records if r["kind"] == "twin"])
+        h_pole, _ = prompt_activations(context.model, harmful, sites, pad, context.batch_size)
+        h_base, _ = prompt_activations(context.model, harmless, sites, pad, context.batch_size)
+    # contiguous per-site slices: the same reduction, so the same bits, as a one-site pass
+    return [difference_of_means_direction(h_pole[:, k].contiguous(), h_base[:, k].contiguous())
+            for k in range(len(sites))]
 
 
 @ATTACKS.register("steering", SCHEMA, needs=("train_records", "harmful_pole", "aligned"), shared=("nudge_depth",))
@@ -83,11 +87,12 @@ def attack_steering(context: AttackContext, settings: dict) -> pd.DataFrame:
     grid = SweepGrid.product(settings["fractions"], layers, len(forbidden),
                              order=("layer", "strength", "direction", "prompt"))
     vectors, last_norms, all_norms = [], [], []
-    for block in layers:
-        site = hidden_index(block, L)
-        direction = steering_direction(context, settings, site)
-        last, every = (float(n[0]) for n in last_token_norms(context.extras["aligned"], f_ids, [site], pad,
-                                                              context.batch_size))
+    sites = [hidden_index(block, L) for block in layers]
+    directions = steering_directions(context, settings, sites)
+    h_last, every_norm = prompt_activations(context.extras["aligned"], f_ids, sites, pad, context.batch_size)
+    for k, (block, direction) in enumerate(zip(layers, directions)):
+        # the mean last-prompt-token norm (harmful_pole.last_token_norms), per site from one pass
+        last, every = float(h_last[:, k].contiguous().float().norm(dim=-1).mean(0)), float(every_norm[k])
         log.info("steering layer %d: aligned mean last-prompt-token norm %.4f, mean over all prompt tokens %.4f "
                  "(ratio all/last %.3f)", block, last, every, every / last)
         norms = torch.full((len(forbidden),), last)
