@@ -347,6 +347,16 @@ def test_audit_verdicts():
     assert audit_verdict(ref, ref, 0.1, same_model=True)[0] == "no reference"
 
 
+def _card_inputs(tmp_path, behavior, attacks, summary) -> tuple[dict, dict]:
+    """The metrics CSVs an audit card reads, written to ``tmp_path``, and its figure paths (ASA only)."""
+    paths = {}
+    for name, frame in (("behavior", behavior), ("attacks", attacks), ("attack_summary", summary)):
+        paths[name] = str(tmp_path / f"{name}.csv")
+        frame.to_csv(paths[name], index=False)
+    load_all()
+    return paths, {f: str(tmp_path / f"{f}.png") for f in audit_figures(["none", "asa_random"])}
+
+
 def test_audit_card_from_metrics_csvs(tmp_path):
     behavior = pd.DataFrame([
         {"model": m, "variant": "aligned", "judge": "j", "split": s, "refusal_rate": r, "benign_accuracy": math.nan,
@@ -360,12 +370,7 @@ def test_audit_card_from_metrics_csvs(tmp_path):
                              "pasr": v, "best_layer": 1 if a != "none" else -1, "n": 4}
                             for m, v in (("audited", 0.8), ("ref", 0.1))
                             for a, s in (("none", 0.0), ("asa_random", 1.0))])
-    paths = {}
-    for name, frame in (("behavior", behavior), ("attacks", attacks), ("attack_summary", summary)):
-        paths[name] = str(tmp_path / f"{name}.csv")
-        frame.to_csv(paths[name], index=False)
-    figures = {f: str(tmp_path / f"{f}.png") for f in audit_figures(["none", "asa_random"])}
-    load_all()
+    paths, figures = _card_inputs(tmp_path, behavior, attacks, summary)
     label = render_audit_card("audited", "ref", {"source": "org/audited"}, "j", paths, str(tmp_path / "card.md"),
                               figures, 0.1, latent_attacks(["none", "asa_random"]))
     card = (tmp_path / "card.md").read_text()
@@ -388,12 +393,7 @@ def test_audit_card_of_a_variant_against_the_same_models_aligned(tmp_path):
                              "best_layer": 1, "n": 4} for r in rows(lambda v: {"masr": masr[v]})])
     attacks = pd.DataFrame([{**r, "attack": "asa_random", "judge": "j", "layer": layer, "strength": 1.0, "n": 4}
                             for layer in (0, 1) for r in rows(lambda v: {"asr": masr[v]})])
-    paths = {}
-    for key, frame in (("behavior", behavior), ("attacks", attacks), ("attack_summary", summary)):
-        paths[key] = str(tmp_path / f"{key}.csv")
-        frame.to_csv(paths[key], index=False)
-    figures = {f: str(tmp_path / f"{f}.png") for f in audit_figures(["none", "asa_random"])}
-    load_all()
+    paths, figures = _card_inputs(tmp_path, behavior, attacks, summary)
     label = render_audit_card("m_dissociated", "m", {"source": "org/m"}, "j", paths, str(tmp_path / "card.md"),
                               figures, 0.1, ["asa_random"], subject=("m", "dissociated"))
     card = (tmp_path / "card.md").read_text()
