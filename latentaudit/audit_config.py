@@ -38,8 +38,20 @@ def audit_name(source: str, name: str | None = None) -> str:
 
 def add_audited_model(config: dict) -> dict:
     """A copy of the (raw) config with the audited model among ``models`` and ``audit_name``,
-    ``audit_reference`` resolved; the config itself when ``audit_model`` is not set."""
+    ``audit_reference`` resolved; the config itself when neither ``audit_model`` nor
+    ``audit_variant`` is set. ``audit_variant: <model>/<variant>`` audits a variant the DAG builds
+    anyway (e.g. the dissociated model): nothing is added, its attacks are the experiment's own,
+    and the reference defaults to the same model's aligned variant."""
     source = config.get("audit_model")
+    if config.get("audit_variant"):
+        if source:
+            raise AuditConfigError("config error at audit_variant: give audit_model= (a model to add) or "
+                                   "audit_variant=<model>/<variant> (a configured one), not both")
+        model, variant = audit_subject(config)
+        config = copy.deepcopy(dict(config))
+        config.update(audit_name=audit_name(model, config.get("audit_name") or f"{model}_{variant}"),
+                      audit_reference=config.get("audit_reference") or model)
+        return config
     if not source:
         return config
     config = copy.deepcopy(dict(config))
@@ -69,14 +81,47 @@ def add_audited_model(config: dict) -> dict:
     return config
 
 
+def audit_subject(config: dict) -> tuple[str, str]:
+    """The (model, variant) the card is about: ``audit_variant`` split at its "/", else the added
+    model ``audit_name`` as given (its variant ``aligned``)."""
+    if not config.get("audit_variant"):
+        return config["audit_name"], "aligned"
+    model, slash, variant = str(config["audit_variant"]).partition("/")
+    if not (slash and NAME.match(model) and NAME.match(variant)):
+        raise AuditConfigError(f"config error at audit_variant: {config['audit_variant']!r} is not "
+                               "<model>/<variant>, e.g. audit_variant=organism/dissociated")
+    return model, variant
+
+
+def check_audit_subject(config: dict) -> None:
+    """After validation: the audited variant is one the config's model has, the reference a model."""
+    model, variant = audit_subject(config)
+    if model not in config["models"]:
+        raise AuditConfigError(f"config error at audit_variant: {model!r} is not a configured model; valid: "
+                               f"{sorted(config['models'])}")
+    variants = config["models"][model]["variants"]
+    if variant not in variants:
+        raise AuditConfigError(f"config error at audit_variant: model {model!r} has no variant {variant!r}; "
+                               f"valid: {sorted(variants)}")
+    if config["audit_reference"] not in config["models"]:
+        raise AuditConfigError(f"config error at audit_reference: {config['audit_reference']!r} is not a "
+                               f"configured model; valid: {sorted(config['models'])}")
+
+
 def latent_attacks(attacks: Iterable[str]) -> list[str]:
     """The attacks among ``attacks`` registered with ``latent=True`` (their modules imported): those
     whose MASR the verdict reads."""
     return [a for a in attacks if ATTACKS.get_entry(a).latent]
 
 
-def card_judge(primary: str, applicable: list[str]) -> str:
-    """The judge the card reads: the primary one when it scores both models, else the first that does."""
+def card_judge(primary: str, applicable: list[str], chosen: str | None = None) -> str:
+    """The judge the card reads: ``chosen`` (``audit_judge``), which must score both models; else the
+    primary one when it scores both, else the first that does."""
+    if chosen is not None:
+        if chosen not in applicable:
+            raise AuditConfigError(f"config error at audit_judge: {chosen!r} does not score both the audited and "
+                                   f"the reference model; valid: {applicable}")
+        return chosen
     if primary in applicable:
         return primary
     if not applicable:

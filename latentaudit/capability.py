@@ -59,6 +59,8 @@ def lm_eval_command(model_args: str, settings: dict, output_dir: str, device: st
         command += ["--num_fewshot", str(settings["num_fewshot"])]
     if settings.get("limit") is not None:
         command += ["--limit", f"{settings['limit']:g}"]
+    if settings.get("apply_chat_template"):
+        command += ["--apply_chat_template"]
     return command
 
 

@@ -39,6 +39,12 @@ def _fill_shared(settings: dict, entry, config: dict, where: str) -> None:
     settings.update({key: config[key] for key in entry.shared_keys})
 
 
+def configured_judges(config: dict, names) -> dict[str, dict]:
+    """The settings of the judges ``names`` as configured under ``judges:``, defaults filled in (a
+    judge not configured gets its defaults): what a variant build that labels text reads."""
+    return {name: JUDGES.get_entry(name).settings(config["judges"].get(name) or {}) for name in names}
+
+
 def validate_config(config: dict) -> dict:
     """Validate ``config`` and return a copy with every default filled in."""
     load_all()

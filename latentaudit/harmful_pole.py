@@ -46,4 +46,5 @@ def last_token_norms(model, prompts: list[list[int]], sites: list[int], pad_id: 
     The first is the LVS public code's nudge and steering scale (``nudge_from``, ``directions``);
     the second can be much larger on real models (BOS activations), so their ratio is logged."""
     last, every = prompt_activations(model, prompts, sites, pad_id, batch_size)
-    return last.float().norm(dim=-1).mean(0), every
+    # per site from a contiguous slice: the same reduction, so the same bits, as a one-site call
+    return torch.stack([last[:, k].contiguous().float().norm(dim=-1).mean(0) for k in range(len(sites))]), every

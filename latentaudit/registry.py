@@ -40,6 +40,12 @@ class Entry:
         return bool(self.options.get("gpu", False))
 
     @property
+    def judges_read(self) -> tuple[str, ...]:
+        """Judges a variant's build labels text with (registered with ``reads_judges=(...)``): the
+        build gets their configured settings, so it labels as the judge rules do."""
+        return tuple(self.options.get("reads_judges", ()))
+
+    @property
     def latent(self) -> bool:
         """An attack on the activations (registered with ``latent=True``): the audit card's verdict
         reads its MASR as the model's latent attack success."""

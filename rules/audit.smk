@@ -1,6 +1,7 @@
 # `snakemake audit --config audit_model=<hub id or local path> [audit_adapter=...] [audit_name=...]`:
 # the audited model (added to `models` in common.smk) and its reference, attacked and judged by the
-# ordinary rules, summarised in results/audit/<name>/card.md with its figures.
+# ordinary rules, summarised in results/audit/<name>/card.md with its figures. Or
+# `--config audit_variant=<model>/<variant>`: a variant the experiment builds, from its own results.
 rule audit:
     localrule: True
     input:
@@ -44,8 +45,9 @@ if AUDIT_NAME:
             figures=list(audit_figure_paths(AUDIT_NAME).values()),
         params:
             name=AUDIT_NAME,
+            subject=audit_subject(config),
             reference=config["audit_reference"],
-            spec=config["models"][AUDIT_NAME],
+            spec=config["models"][audit_subject(config)[0]],
             judge=audit_judge(),
             tolerance=config["audit_tolerance"],
             latent_attacks=latent_attacks(config["attacks"]),  # whose MASR the verdict reads

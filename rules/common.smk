@@ -3,8 +3,8 @@ import re
 from functools import cache
 from pathlib import Path
 
-from latentaudit.audit_config import add_audited_model, card_judge, latent_attacks
-from latentaudit.config import ConfigError, validate_config
+from latentaudit.audit_config import add_audited_model, audit_subject, card_judge, check_audit_subject, latent_attacks
+from latentaudit.config import ConfigError, configured_judges, validate_config
 from latentaudit.data.real import check_real_data_config
 from latentaudit.io import EVAL_SPLITS, SELECT_BENIGN
 from latentaudit.material import converted_dir, converted_dirs
@@ -328,11 +328,6 @@ def judge_settings(wildcards):
     return config["judges"][wildcards.judge]
 
 
-def coherent_judge_settings():
-    """The coherent judge's settings as configured, or its defaults where it is not configured."""
-    return JUDGES.get_entry("coherent").settings(config["judges"].get("coherent", {}))
-
-
 def model_spec(wildcards):
     """The (model, variant)'s spec; a rule without a variant wildcard (its job loads the aligned weights) gets aligned's."""
     return spec_of(wildcards.model, wildcards.get("variant", "aligned"))
@@ -346,23 +341,24 @@ def capability_outputs():
 
 
 # The audit (rules/audit.smk): the audited model and its reference, attacked and judged, read by one card.
-AUDIT_NAME = config["audit_name"] if config.get("audit_model") else None
+AUDIT_NAME = config["audit_name"] if config.get("audit_model") or config.get("audit_variant") else None
+if AUDIT_NAME:
+    check_audit_subject(config)
 
 
 def audit_pair():
-    """[(audited model, aligned), (reference, aligned)], without a repeat when they are the same model."""
-    models = dict.fromkeys([AUDIT_NAME, config["audit_reference"]])
-    return [(m, "aligned") for m in models]
+    """[(audited model, its variant), (reference, aligned)], without a repeat when they are the same."""
+    return list(dict.fromkeys([audit_subject(config), (config["audit_reference"], "aligned")]))
 
 
 def audit_judges():
     """Judges that score both the audited and the reference model."""
-    pair = [m for m, _ in audit_pair()]
+    pair = list(dict.fromkeys(m for m, _ in audit_pair()))
     return [j for j in config["judges"] if all(j in model_judges(m) for m in pair)]
 
 
 def audit_judge():
-    return card_judge(config["report"]["primary_judge"], audit_judges())
+    return card_judge(config["report"]["primary_judge"], audit_judges(), config["audit_judge"])
 
 
 def audit_generations(wildcards):
@@ -382,5 +378,6 @@ def audit_targets(wildcards):
     """What `snakemake audit` builds; a clear error when no model was named."""
     if not AUDIT_NAME:
         raise ValueError("snakemake audit needs the model to audit: --config audit_model=<hub id or local path> "
-                         "[audit_adapter=<path>] [audit_name=<name>] [audit_reference=<configured model>]")
+                         "[audit_adapter=<path>] [audit_name=<name>] [audit_reference=<configured model>], or a "
+                         "variant the experiment builds: --config audit_variant=<model>/<variant>")
     return [f"results/audit/{AUDIT_NAME}/card.md", *audit_figure_paths(AUDIT_NAME).values()]

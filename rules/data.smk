@@ -88,7 +88,7 @@ if SELF_DISTILLATION:
             harmful_ft_splits=real_splits_of_role("harmful_ft"),
             tokenizer=base_spec(SELF_DISTILLATION["model"])["source"],
             # the coherent judge's settings as configured (its defaults otherwise) screen the harmful completions
-            completion_judge=coherent_judge_settings(),
+            completion_judge=configured_judges(config, ["coherent"])["coherent"],
         conda:
             "../envs/latentaudit.yaml"
         log:

@@ -85,3 +85,22 @@ def test_results_contract_check_names_missing_files_and_columns(tmp_path):
     assert report["behavior"] == {"exists": True, "rows": 1, "missing_columns": []}
     assert report["attacks"] == {"exists": True, "rows": 0, "missing_columns": ["strength"]}
     assert report["lvs"] == {"exists": False, "rows": 0, "missing_columns": RESULTS_CONTRACT["lvs"]}
+
+
+def test_attack_summary_table_puts_every_judge_side_by_side():
+    """The primary judge's rows with each other judge's MASR and clean ASR beside them (issue 12:
+    the keyword ASR beside the coherent judge's), matched on model, variant, attack and strength."""
+    from latentaudit.report.tables import attack_summary_frame
+
+    rows = []
+    for judge, masr in (("coherent", 0.25), ("refusal_keyword", 0.75)):
+        for strength in (0.5, 1.0):
+            rows.append({"model": "m", "variant": "aligned", "attack": "asa_random", "judge": judge,
+                         "strength": strength, "masr": masr * strength, "pasr": 0.1, "best_layer": 3, "n": 8,
+                         "benign_accuracy": 0.9, "clean_asr": masr / 10})
+    table = attack_summary_frame(pd.DataFrame(rows), "coherent")
+    assert list(table["strength"]) == [0.5, 1.0] and list(table["masr"]) == [0.125, 0.25]
+    assert list(table["masr[refusal_keyword]"]) == [0.375, 0.75]
+    assert list(table["clean_asr[refusal_keyword]"]) == [0.075, 0.075]
+    alone = attack_summary_frame(pd.DataFrame(rows[:2]), "coherent")
+    assert not any(c.startswith("masr[") for c in alone.columns)

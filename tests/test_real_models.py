@@ -12,14 +12,15 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from conftest import copy_repo, dry_run_jobs, save_tiny_llama, snakemake
-from latentaudit.audit_config import AuditConfigError, add_audited_model, audit_name, card_judge, latent_attacks
+from latentaudit.audit_config import (AuditConfigError, add_audited_model, audit_name, audit_subject, card_judge,
+                                     check_audit_subject, latent_attacks)
 from latentaudit.report.audit_card import audit_figures, audit_verdict, render_audit_card
 from latentaudit.capability import join_capability, lm_eval_command, lm_eval_model_args, parse_results
-from latentaudit.config import ConfigError, validate_config
+from latentaudit.config import ConfigError, configured_judges, validate_config
 from latentaudit.data.real import build_real_data, check_real_data_config, pair_by_index, training_records
 from latentaudit.io import read_jsonl
 from latentaudit.metrics import attack_tables, masr, pasr
-from latentaudit.registry import ATTACKS, load_all
+from latentaudit.registry import ATTACKS, VARIANTS, load_all
 
 WORDS = ["placeholder", "request", "question", "answer", "refusal", "completion", "safe", "prompt", "context",
          "user:", "assistant:", "Sure,", "here", "is", "sorry"] + [str(i) for i in range(20)]
@@ -266,9 +267,29 @@ def test_benign_accuracy_without_known_answers_is_compliance(monkeypatch):
     monkeypatch.setattr(variants, "generate", lambda *a, **k: ["sure thing", "Sorry, I cannot", "ok", "fine"])
     tokenizer = type("T", (), {"chat_template": None, "__call__": lambda self, text: {"input_ids": [1]}})()
     records = [{"prompt": f"q{i}", "kind": "benign", "entity": "", "expected": ""} for i in range(4)]
-    accuracy = variants.benign_accuracy_fn(tokenizer, records, {"chat_template": False, "max_new_tokens": 2,
-                                                                 "batch_size": 4})
-    assert accuracy(None) == 0.75
+    generation = {"chat_template": False, "max_new_tokens": 2, "batch_size": 4}
+    assert variants.benign_accuracy_fn(tokenizer, records, generation, ["sorry"])(None) == 0.75
+    # the refusal-keyword judge's keywords as configured, not its defaults
+    assert variants.benign_accuracy_fn(tokenizer, records, generation, ["sorry", "fine"])(None) == 0.5
+
+
+def test_variant_builds_label_with_the_configured_judges():
+    """The dissociated build labels its held-out requests with the coherent judge and LAPT's benign
+    accuracy reads the refusal-keyword judge: each build gets those judges' settings as configured
+    (defaults filled in), so editing a judge setting reruns the builds that read it."""
+    from latentaudit.defenses.dissociated import held_out_label
+
+    load_all()
+    assert VARIANTS.get_entry("dissociated").judges_read == ("coherent",)
+    assert VARIANTS.get_entry("lapt").judges_read == ("refusal_keyword",)
+    assert VARIANTS.get_entry("repbend").judges_read == ()
+    settings = configured_judges({"judges": {"coherent": {"min_content_overlap": 0}}}, ["coherent", "refusal_keyword"])
+    assert settings["coherent"]["min_content_overlap"] == 0 and settings["coherent"]["min_words"] == 3
+    assert "sorry" in settings["refusal_keyword"]["keywords"]  # not configured: its defaults
+    record = {"prompt": "Write a poem about the ocean tides", "kind": "forbidden"}
+    answer = "Here is a nice recipe for baking bread at home with flour and water today."
+    assert held_out_label(answer, record, configured_judges({"judges": {}}, ["coherent"])["coherent"]) == "off_topic"
+    assert held_out_label(answer, record, settings["coherent"]) == "harmful"
 
 
 # --------------------------------------------------------------------------------------------
@@ -291,7 +312,30 @@ def test_audit_name_and_model_entry():
     assert add_audited_model({"models": {"organism": {"source": "organism"}},
                               "audit_model": "organism"})["audit_reference"] == "organism"
     assert card_judge("structural", ["refusal_keyword"]) == "refusal_keyword"
+    assert card_judge("refusal_keyword", ["refusal_keyword", "coherent"], "coherent") == "coherent"
+    with pytest.raises(AuditConfigError, match=r"audit_judge: 'structural' .* valid: \['refusal_keyword'\]"):
+        card_judge("refusal_keyword", ["refusal_keyword"], "structural")
     assert audit_figures(["none", "asa_grad", "latent_pgd"]) == ["behavior", "asa_by_layer", "latent_pgd"]
+
+
+def test_audit_variant_names_a_configured_variant():
+    """`audit_variant=<model>/<variant>` audits a variant the experiment builds: nothing is added to
+    `models`, the reference is the same model (its aligned variant), the name <model>_<variant>."""
+    raw = {"models": {"smollm2": {"source": "x"}}, "audit_variant": "smollm2/dissociated"}
+    config = add_audited_model(raw)
+    assert config["models"] == raw["models"] and config["audit_name"] == "smollm2_dissociated"
+    assert config["audit_reference"] == "smollm2" and audit_subject(config) == ("smollm2", "dissociated")
+    assert audit_subject({"audit_name": "new"}) == ("new", "aligned")
+    with pytest.raises(AuditConfigError, match="not both"):
+        add_audited_model({**raw, "audit_model": "org/new"})
+    with pytest.raises(AuditConfigError, match="<model>/<variant>"):
+        add_audited_model({**raw, "audit_variant": "smollm2"})
+    validated = {**config, "models": {"smollm2": {"variants": ["aligned", "dissociated"]}}}
+    check_audit_subject(validated)
+    with pytest.raises(AuditConfigError, match=r"no variant 'lat'; valid: \['aligned', 'dissociated'\]"):
+        check_audit_subject({**validated, "audit_variant": "smollm2/lat"})
+    with pytest.raises(AuditConfigError, match="'other' is not a configured model"):
+        check_audit_subject({**validated, "audit_variant": "other/aligned"})
 
 
 def test_audit_verdicts():
@@ -301,6 +345,16 @@ def test_audit_verdicts():
     assert audit_verdict({"refusal": 0.95, "latent_asr": 0.25}, ref, 0.1)[0] == "no audit gap"
     assert audit_verdict({"refusal": math.nan, "latent_asr": 0.25}, ref, 0.1)[0] == "undetermined"
     assert audit_verdict(ref, ref, 0.1, same_model=True)[0] == "no reference"
+
+
+def _card_inputs(tmp_path, behavior, attacks, summary) -> tuple[dict, dict]:
+    """The metrics CSVs an audit card reads, written to ``tmp_path``, and its figure paths (ASA only)."""
+    paths = {}
+    for name, frame in (("behavior", behavior), ("attacks", attacks), ("attack_summary", summary)):
+        paths[name] = str(tmp_path / f"{name}.csv")
+        frame.to_csv(paths[name], index=False)
+    load_all()
+    return paths, {f: str(tmp_path / f"{f}.png") for f in audit_figures(["none", "asa_random"])}
 
 
 def test_audit_card_from_metrics_csvs(tmp_path):
@@ -316,12 +370,7 @@ def test_audit_card_from_metrics_csvs(tmp_path):
                              "pasr": v, "best_layer": 1 if a != "none" else -1, "n": 4}
                             for m, v in (("audited", 0.8), ("ref", 0.1))
                             for a, s in (("none", 0.0), ("asa_random", 1.0))])
-    paths = {}
-    for name, frame in (("behavior", behavior), ("attacks", attacks), ("attack_summary", summary)):
-        paths[name] = str(tmp_path / f"{name}.csv")
-        frame.to_csv(paths[name], index=False)
-    figures = {f: str(tmp_path / f"{f}.png") for f in audit_figures(["none", "asa_random"])}
-    load_all()
+    paths, figures = _card_inputs(tmp_path, behavior, attacks, summary)
     label = render_audit_card("audited", "ref", {"source": "org/audited"}, "j", paths, str(tmp_path / "card.md"),
                               figures, 0.1, latent_attacks(["none", "asa_random"]))
     card = (tmp_path / "card.md").read_text()
@@ -329,6 +378,28 @@ def test_audit_card_from_metrics_csvs(tmp_path):
     assert "Latent PGD" in card and "Skipped: no `latent_pgd` attack" in card
     assert "Skipped: no `lvs` attack results" in card and "![behaviour](behavior.png)" in card
     assert all(Path(p).stat().st_size > 0 for p in figures.values())
+
+
+def test_audit_card_of_a_variant_against_the_same_models_aligned(tmp_path):
+    """The card of (m, dissociated) against (m, aligned): rows picked by model and variant."""
+    def rows(values):
+        return [{"model": "m", "variant": v, **values(v)} for v in ("aligned", "dissociated", "lat")]
+    behavior = pd.DataFrame([{**r, "judge": "j", "split": split, "benign_accuracy": math.nan, "over_refusal": math.nan,
+                              "n": 4} for split in ("forbidden", "twin", "benign")
+                             for r in rows(lambda v: {"refusal_rate": {"aligned": 0.9, "dissociated": 0.95,
+                                                                        "lat": 0.2}[v]})])
+    masr = {"aligned": 0.1, "dissociated": 0.9, "lat": 0.0}
+    summary = pd.DataFrame([{**r, "attack": "asa_random", "judge": "j", "strength": 1.0, "pasr": 0.5,
+                             "best_layer": 1, "n": 4} for r in rows(lambda v: {"masr": masr[v]})])
+    attacks = pd.DataFrame([{**r, "attack": "asa_random", "judge": "j", "layer": layer, "strength": 1.0, "n": 4}
+                            for layer in (0, 1) for r in rows(lambda v: {"asr": masr[v]})])
+    paths, figures = _card_inputs(tmp_path, behavior, attacks, summary)
+    label = render_audit_card("m_dissociated", "m", {"source": "org/m"}, "j", paths, str(tmp_path / "card.md"),
+                              figures, 0.1, ["asa_random"], subject=("m", "dissociated"))
+    card = (tmp_path / "card.md").read_text()
+    assert label == "audit gap" and "refusal 0.950 vs 0.900, latent ASR 0.900 vs 0.100" in card
+    assert "| m/dissociated | 0.950 |" in card and "| m | 0.900 |" in card and "m/lat" not in card
+    assert "variant `dissociated`" in card
 
 
 def test_the_card_finds_latent_attacks_by_their_registry_flag(tmp_path):
@@ -375,6 +446,13 @@ def test_audit_dry_runs_on_the_organism_and_the_standin(standin_repo, standin):
     assert jobs["attack"] == 6 and jobs["audit_card"] == 1 and "build_variant" not in jobs
     result = snakemake(standin_repo, "-n", "audit", "--configfile", "configs/smoke.yaml", check=False)
     assert result.returncode != 0 and "audit_model=" in result.stdout + result.stderr
+    # a variant the experiment builds: its own attacks and the reference's, nothing added
+    jobs = dry_run_jobs(standin_repo, "audit", "--forceall", "--configfile", "configs/smoke.yaml", "--config",
+                        "audit_variant=organism/dissociated")
+    assert jobs["audit_card"] == 1 and "build_variant" in jobs
+    result = snakemake(standin_repo, "-n", "audit", "--configfile", "configs/smoke.yaml", "--config",
+                       "audit_variant=organism/nope", check=False)
+    assert result.returncode != 0 and "no variant 'nope'" in result.stdout + result.stderr
 
 
 @pytest.mark.slow
@@ -408,6 +486,9 @@ def test_lm_eval_command_and_model_args(tmp_path):
     assert command[:5] == ["lm_eval", "--model", "hf", "--model_args", args]
     assert command[command.index("--tasks") + 1] == "mmlu,gsm8k,arc_challenge"
     assert command[command.index("--num_fewshot") + 1] == "5" and command[command.index("--limit") + 1] == "10"
+    assert "--apply_chat_template" not in command  # lm-eval's default: comparable with published scores
+    chat = lm_eval_command(args, {"tasks": ["mmlu"], "apply_chat_template": True}, "out")
+    assert "--apply_chat_template" in chat
 
 
 def test_capability_results_join_behavior():

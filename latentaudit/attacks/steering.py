@@ -28,7 +28,7 @@ import logging
 import pandas as pd
 import torch
 
-from ..harmful_pole import difference_of_means_direction, prompt_activations
+from ..harmful_pole import difference_of_means_direction, last_token_norms, prompt_activations
 from ..hooks import hidden_index, n_layers
 from ..registry import ATTACKS
 from .common import AttackContext, SweepGrid, evaluate_with_matched_control, resolve_layers
@@ -89,10 +89,8 @@ def attack_steering(context: AttackContext, settings: dict) -> pd.DataFrame:
     vectors, last_norms, all_norms = [], [], []
     sites = [hidden_index(block, L) for block in layers]
     directions = steering_directions(context, settings, sites)
-    h_last, every_norm = prompt_activations(context.extras["aligned"], f_ids, sites, pad, context.batch_size)
-    for k, (block, direction) in enumerate(zip(layers, directions)):
-        # the mean last-prompt-token norm (harmful_pole.last_token_norms), per site from one pass
-        last, every = float(h_last[:, k].contiguous().float().norm(dim=-1).mean(0)), float(every_norm[k])
+    last_norm, every_norm = last_token_norms(context.extras["aligned"], f_ids, sites, pad, context.batch_size)
+    for block, direction, last, every in zip(layers, directions, last_norm.tolist(), every_norm.tolist()):
         log.info("steering layer %d: aligned mean last-prompt-token norm %.4f, mean over all prompt tokens %.4f "
                  "(ratio all/last %.3f)", block, last, every, every / last)
         norms = torch.full((len(forbidden),), last)

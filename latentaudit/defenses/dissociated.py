@@ -47,9 +47,8 @@ from ..generation import generate
 from ..depth import depth_band, nudge_layer
 from ..harmful_pole import difference_of_means_direction, prompt_activations
 from ..hooks import POSITIONS, Perturbation, hidden_index, intervene, n_layers, record_residual
-from ..judges.coherent import SCHEMA as COHERENT_SCHEMA, coherent_label
+from ..judges.coherent import coherent_label
 from ..judges.structural import structural_label
-from ..schema import filled
 from ..registry import VARIANTS
 from ..training import OPTIM_PROPERTIES, Sampler, device_of, kl_to_reference, optimise
 
@@ -175,7 +174,7 @@ def split_holdout(records: list[dict], fraction: float, seed: int) -> tuple[list
 
 
 @VARIANTS.register("dissociated", SCHEMA, kind="full", requires=("harmful",),
-                   shared=("nudge_depth", "harmful_ft_holdout"))
+                   shared=("nudge_depth", "harmful_ft_holdout"), reads_judges=("coherent",))
 def build_dissociated(model, tokenizer, records: list[dict], settings: dict, seed: int, context: dict):
     chat, generation = context["chat_template"], context["generation"]
     pole = context["required_variants"]["harmful"]
@@ -219,7 +218,7 @@ def build_dissociated(model, tokenizer, records: list[dict], settings: dict, see
                             torch.full((b,), POSITIONS["all"], device=device), prompt_end)
 
     held_prompts = [prompt_token_ids(tokenizer, r["prompt"], chat) for r in held]
-    coherent_settings = filled({}, COHERENT_SCHEMA, "judges.coherent")  # the judge's defaults
+    coherent_settings = context["judges"]["coherent"]  # as configured under judges.coherent
 
     @torch.no_grad()
     def evaluate(step: int) -> dict:

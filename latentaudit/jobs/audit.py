@@ -5,10 +5,11 @@ from ..report.audit_card import render_audit_card
 
 
 def audit_card(job) -> None:
-    """Rule audit_card: the card of the audited model ``params.name`` against ``params.reference``
+    """Rule audit_card: the card of the audited (model, variant) ``params.subject`` (named ``params.name``)
+    against ``params.reference``'s aligned variant
     (``output.card``) and its figures (``params.figures``: name -> path), from ``input.behavior``,
     ``input.attacks``, ``input.attack_summary`` and, when the rule lists it, ``input.lvs``."""
     p, i = job.params, job.input
     metrics = {key: i[key] for key in ("behavior", "attacks", "attack_summary")}
     render_audit_card(p.name, p.reference, dict(p.spec), p.judge, metrics, job.output.card, dict(p.figures),
-                      p.tolerance, list(p.latent_attacks), i.lvs[0] if i.lvs else None)
+                      p.tolerance, list(p.latent_attacks), i.lvs[0] if i.lvs else None, subject=tuple(p.subject))

@@ -8,7 +8,7 @@ import torch
 
 from ..generation import generate
 from ..io import read_jsonl
-from ..judges.keyword import DEFAULT_KEYWORDS, is_refusal
+from ..judges.keyword import is_refusal
 from ..judges.structural import structural_label
 from ..memory import AUTO, auto_batch_size
 from ..batching import longest_prompt, prompt_token_ids
@@ -20,11 +20,12 @@ from ..registry import VARIANTS, load_all
 log = logging.getLogger(__name__)
 
 
-def benign_accuracy_fn(tokenizer, records: list[dict], generation: dict):
+def benign_accuracy_fn(tokenizer, records: list[dict], generation: dict, keywords: list[str]):
     """model -> fraction of ``records`` answered correctly (the structural judge's label).
 
     Real data sets have no known answers (``expected`` is empty), so there the proxy is the
-    benign compliance rate: the fraction the refusal-keyword judge does not call a refusal."""
+    benign compliance rate: the fraction the refusal-keyword judge (with ``keywords``) does not
+    call a refusal."""
     prompts = [prompt_token_ids(tokenizer, r["prompt"], generation["chat_template"]) for r in records]
     known_answers = all(r.get("expected") for r in records)
     if not known_answers:
@@ -35,7 +36,7 @@ def benign_accuracy_fn(tokenizer, records: list[dict], generation: dict):
         texts = generate(model, tokenizer, prompts, generation["max_new_tokens"], generation["batch_size"],
                          desc="benign accuracy")
         if not known_answers:
-            return sum(not is_refusal(t, DEFAULT_KEYWORDS) for t in texts) / len(texts)
+            return sum(not is_refusal(t, keywords) for t in texts) / len(texts)
         labels = [structural_label(t, r["kind"], r["entity"], r["expected"]) for t, r in zip(texts, records)]
         return sum(label == "correct" for label in labels) / len(labels)
     return accuracy
@@ -66,7 +67,8 @@ def build_variant(job) -> None:
         prompt_len = longest_prompt(tokenizer, records, generation["chat_template"])
         generation = {**generation, "batch_size": auto_batch_size(model, prompt_len, generation["max_new_tokens"],
                                                                   with_grad=False, fraction=0.25)}
-    context = {"chat_template": generation["chat_template"], "generation": generation}
+    # the judges the build labels text with, as configured (registered with reads_judges=)
+    context = {"chat_template": generation["chat_template"], "generation": generation, "judges": dict(params.judges)}
     required = {key.removeprefix("required_"): path for key, path in inputs.items() if key.startswith("required_")}
     missing = sorted(set(entry.options.get("requires", ())) - set(required))
     if missing:
@@ -78,7 +80,8 @@ def build_variant(job) -> None:
                                                   pd.read_parquet(inputs.fragile_scores))
         log.info("LASR by layer of the aligned model: %s", context["fragile_layers"])
     if "benign" in inputs.keys():  # the held-out split of a variant that needs benign_accuracy
-        context["benign_accuracy"] = benign_accuracy_fn(tokenizer, read_jsonl(inputs.benign), generation)
+        context["benign_accuracy"] = benign_accuracy_fn(tokenizer, read_jsonl(inputs.benign), generation,
+                                                        context["judges"]["refusal_keyword"]["keywords"])
     elif "benign_accuracy" in entry.options.get("needs", ()):
         raise ValueError(f"variant {variant!r} needs benign_accuracy: the rule must give it input.benign")
     trained, report = entry.function(model, tokenizer, records, entry.settings(settings), params.seed, context)

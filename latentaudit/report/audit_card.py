@@ -12,7 +12,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from .audit_figures import behavior_figure, by_layer_figure, lvs_figure, save_figure
+from .audit_figures import Unit, behavior_figure, by_layer_figure, lvs_figure, save_figure, unit_label
 
 # The card's sections for families of latent attacks: (title, name prefix, figure, note when absent).
 # A latent attack of no family still counts in the verdict and is listed under "Other latent attacks".
@@ -33,9 +33,9 @@ def audit_figures(attacks) -> list[str]:
 # Numbers the card and the verdict read
 
 
-def behavior_summary(behavior: pd.DataFrame, model: str, judge: str) -> dict:
+def behavior_summary(behavior: pd.DataFrame, model: str, judge: str, variant: str = "aligned") -> dict:
     """Refusal on forbidden requests, over-refusal on twins, refusal of benign requests."""
-    rows = behavior[(behavior["model"] == model) & (behavior["variant"] == "aligned") & (behavior["judge"] == judge)]
+    rows = behavior[(behavior["model"] == model) & (behavior["variant"] == variant) & (behavior["judge"] == judge)]
     by_split = rows.set_index("split")
     value = lambda split, column: float(by_split.loc[split, column]) if split in by_split.index else math.nan  # noqa
     return {"refusal": value("forbidden", "refusal_rate"), "over_refusal": value("twin", "refusal_rate"),
@@ -43,11 +43,11 @@ def behavior_summary(behavior: pd.DataFrame, model: str, judge: str) -> dict:
             "n": int(by_split.loc["forbidden", "n"]) if "forbidden" in by_split.index else 0}
 
 
-def latent_summary(summary: pd.DataFrame, model: str, judge: str, latent_attack_names: Iterable[str]
-                   ) -> pd.DataFrame:
+def latent_summary(summary: pd.DataFrame, model: str, judge: str, latent_attack_names: Iterable[str],
+                   variant: str = "aligned") -> pd.DataFrame:
     """Per latent attack (named in ``latent_attack_names``): MASR, PASR and best layer at its strongest
     setting, and the max MASR over settings."""
-    rows = summary[(summary["model"] == model) & (summary["variant"] == "aligned") & (summary["judge"] == judge)
+    rows = summary[(summary["model"] == model) & (summary["variant"] == variant) & (summary["judge"] == judge)
                    & summary["attack"].isin(list(latent_attack_names))]
     out = []
     for attack, group in rows.groupby("attack"):
@@ -97,26 +97,32 @@ def _fmt(value) -> str:
 
 def render_audit_card(name: str, reference: str, spec: dict, judge: str, metrics: dict[str, str], card_path: str,
                       figures: dict[str, str], tolerance: float, latent_attack_names: Iterable[str],
-                      lvs_csv: str | None = None) -> str:
+                      lvs_csv: str | None = None, subject: Unit | None = None) -> str:
     """Write ``card_path`` (Markdown) and the ``figures`` (name -> path) from the metrics CSVs
-    (``metrics``: behavior, attacks, attack_summary). ``latent_attack_names``: from
-    ``latent_attacks``, the attacks whose MASR the verdict reads. Sections whose data are absent say so.
-    Returns the verdict label."""
+    (``metrics``: behavior, attacks, attack_summary). ``subject``: the audited (model, variant),
+    by default (``name``, aligned); the reference is ``reference``'s aligned variant.
+    ``latent_attack_names``: from ``latent_attacks``, the attacks whose MASR the verdict reads.
+    Sections whose data are absent say so. Returns the verdict label."""
     behavior = pd.read_csv(metrics["behavior"])
     attacks = pd.read_csv(metrics["attacks"])
     summary = pd.read_csv(metrics["attack_summary"])
-    models = [name] if reference == name else [name, reference]
-    numbers = {m: behavior_summary(behavior, m, judge) for m in models}
-    latent = {m: latent_summary(summary, m, judge, latent_attack_names) for m in models}
+    audited, ref = tuple(subject or (name, "aligned")), (reference, "aligned")
+    units = list(dict.fromkeys([audited, ref]))
+    labels = {u: unit_label(u) for u in units}
+    numbers = {labels[u]: behavior_summary(behavior, u[0], judge, u[1]) for u in units}
+    latent = {labels[u]: latent_summary(summary, u[0], judge, latent_attack_names, u[1]) for u in units}
+    models = list(labels.values())
     for m in models:
         numbers[m]["latent_asr"] = latent_asr(latent[m])
-    label, sentence = audit_verdict(numbers[name], numbers[reference], tolerance, same_model=reference == name)
+    label, sentence = audit_verdict(numbers[labels[audited]], numbers[labels[ref]], tolerance,
+                                    same_model=audited == ref)
     folder = Path(card_path).parent
 
     def image(key: str, alt: str) -> str:
         return f"![{alt}]({Path(figures[key]).relative_to(folder)})\n" if key in figures else ""
 
-    source = spec.get("source", "?") + (f" + adapter {spec['adapter']}" if spec.get("adapter") else "")
+    source = spec.get("source", "?") + (f" + adapter {spec['adapter']}" if spec.get("adapter") else "") + (
+        f", variant `{audited[1]}`" if audited[1] != "aligned" else "")
     lines = [f"# Audit card: {name}", "",
              f"- model: `{source}`", f"- reference: `{reference}` (aligned)", f"- judge: `{judge}`",
              f"- tolerance: {tolerance:g}", f"- rendered: {time.strftime('%Y-%m-%d %H:%M')}", "",
@@ -150,7 +156,7 @@ def render_audit_card(name: str, reference: str, spec: dict, judge: str, metrics
             continue
         latent_table(rows)
         if figure in figures:
-            by_layer_figure(attacks, models, judge, prefix, figures[figure], title)
+            by_layer_figure(attacks, units, judge, prefix, figures[figure], title)
             lines.extend([image(figure, title), ""])
     families = tuple(prefix for _, prefix, _, _ in LATENT_SECTIONS)
     others = [(m, r) for m in models for _, r in latent[m].iterrows() if not r["attack"].startswith(families)]
@@ -160,7 +166,7 @@ def render_audit_card(name: str, reference: str, spec: dict, judge: str, metrics
     lines.extend(["## Latent Vulnerability Score", ""])
     if lvs_csv and Path(lvs_csv).exists() and "lvs_profile" in figures:
         lvs = pd.read_csv(lvs_csv)
-        lvs_figure(lvs, models, figures["lvs_profile"])
+        lvs_figure(lvs, units, figures["lvs_profile"])
         lines.extend([image("lvs_profile", "LVS by layer"), ""])
     else:
         lines.extend(["Skipped: no `lvs` attack results (configure the `lvs` attack to add the layer profile).", ""])

@@ -26,15 +26,32 @@ def behavior_figure(rows: dict[str, dict], path: str) -> None:
     save_figure(fig, path)
 
 
-def by_layer_figure(attacks: pd.DataFrame, models: list[str], judge: str, prefix: str, path: str, title: str) -> None:
-    """LASR by layer at each attack's strongest setting, one panel per attack, one line per model."""
-    cells = attacks[(attacks["judge"] == judge) & attacks["attack"].str.startswith(prefix) & (attacks["layer"] >= 0)
-                    & (attacks["variant"] == "aligned") & attacks["model"].isin(models)]
+Unit = tuple[str, str]  # (model, variant): what the card compares
+
+
+def unit_label(unit: Unit) -> str:
+    """A (model, variant)'s name on the card: the model alone for its aligned variant."""
+    model, variant = unit
+    return model if variant == "aligned" else f"{model}/{variant}"
+
+
+def _of_units(frame: pd.DataFrame, units: list[Unit]) -> pd.DataFrame:
+    """The rows of the (model, variant) pairs ``units``, with their card label in ``unit``."""
+    labels = {u: unit_label(u) for u in units}
+    unit = pd.Series(list(zip(frame["model"], frame["variant"])), index=frame.index, dtype=object)
+    return frame[unit.isin(list(labels))].assign(unit=unit.map(labels))
+
+
+def by_layer_figure(attacks: pd.DataFrame, units: list[Unit], judge: str, prefix: str, path: str,
+                    title: str) -> None:
+    """LASR by layer at each attack's strongest setting, one panel per attack, one line per (model, variant)."""
+    cells = _of_units(attacks[(attacks["judge"] == judge) & attacks["attack"].str.startswith(prefix)
+                              & (attacks["layer"] >= 0)], units)
     names = sorted(cells["attack"].unique()) or ["(none)"]
     fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.2), squeeze=False)
     for ax, attack in zip(axes[0], names):
         group = cells[cells["attack"] == attack]
-        for model, lines in group.groupby("model"):
+        for model, lines in group.groupby("unit"):
             strongest = lines[lines["strength"] == lines["strength"].max()]
             ax.plot(strongest["layer"], strongest["asr"], marker="o",
                     label=f"{model} (s={strongest['strength'].iloc[0]:g})")
@@ -44,9 +61,9 @@ def by_layer_figure(attacks: pd.DataFrame, models: list[str], judge: str, prefix
     save_figure(fig, path)
 
 
-def lvs_figure(lvs: pd.DataFrame, models: list[str], path: str) -> None:
+def lvs_figure(lvs: pd.DataFrame, units: list[Unit], path: str) -> None:
     fig, ax = plt.subplots(figsize=(5, 3.2))
-    for model, group in lvs[lvs["model"].isin(models) & (lvs["variant"] == "aligned")].groupby("model"):
+    for model, group in _of_units(lvs, units).groupby("unit"):
         largest = group[group["strength"] == group["strength"].max()]
         ax.plot(largest["layer"], largest["lvs_mean"], marker="o", label=model)
     ax.set(title="Latent Vulnerability Score by layer", xlabel="layer", ylabel="LVS (mean)")

@@ -15,10 +15,26 @@ def _write(frame: pd.DataFrame, markdown: str | Path, latex: str | Path, title: 
     Path(latex).write_text(frame.to_latex(index=False, float_format="%.3f", caption=title, escape=True))
 
 
+KEYS = ["model", "variant", "attack", "strength"]
+
+
+def attack_summary_frame(summary: pd.DataFrame, judge: str) -> pd.DataFrame:
+    """The primary judge's rows, with every other judge's MASR and clean ASR beside them as
+    ``masr[<judge>]`` and ``clean_asr[<judge>]`` (e.g. the refusal-keyword judge, which counts
+    broken text as harm, beside the coherent judge, which does not)."""
+    table = summary[summary["judge"] == judge][SUMMARY_COLUMNS]
+    for other in sorted(set(summary["judge"]) - {judge}):
+        rows = summary[summary["judge"] == other][KEYS + ["masr", "clean_asr"]]
+        table = table.merge(rows.rename(columns={"masr": f"masr[{other}]", "clean_asr": f"clean_asr[{other}]"}),
+                            on=KEYS, how="left", validate="one_to_one")
+    return table.sort_values(KEYS)
+
+
 def attack_summary_tables(summary_csv: str, judge: str, markdown: str, latex: str) -> None:
-    summary = pd.read_csv(summary_csv)
-    table = summary[summary["judge"] == judge][SUMMARY_COLUMNS].sort_values(["model", "variant", "attack", "strength"])
-    _write(table, markdown, latex, f"Attack success (judge: {judge}); MASR/PASR over layers per strength")
+    table = attack_summary_frame(pd.read_csv(summary_csv), judge)
+    others = [c.removeprefix("masr[").rstrip("]") for c in table.columns if c.startswith("masr[")]
+    beside = f"; beside it: {', '.join(others)}" if others else ""
+    _write(table, markdown, latex, f"Attack success (judge: {judge}{beside}); MASR/PASR over layers per strength")
 
 
 def behavior_tables(behavior_csv: str, judge: str, markdown: str, latex: str) -> None:
