@@ -260,6 +260,14 @@ def variant_settings(wildcards):
     return {**config["variants"][wildcards.variant], **override}
 
 
+def variant_judges(wildcards):
+    """The configured settings of the judges a variant's build labels real text with (registered with
+    ``reads_judges=``); none on the organism, whose builds label with the structural judge."""
+    if is_organism(wildcards.model):
+        return {}
+    return configured_judges(config, VARIANTS.get_entry(wildcards.variant).judges_read)
+
+
 def variant_records(wildcards):
     """Training data of the defenses: the organism's alignment split, or for a hub/path model the
     real training records (refusals, harmful completions, benign answers) of the `data:` train splits."""

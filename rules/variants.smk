@@ -14,7 +14,7 @@ rule build_variant:
         variant=BUILT_VARIANTS,
     params:
         settings=variant_settings,
-        judges=lambda w: configured_judges(config, VARIANTS.get_entry(w.variant).judges_read),
+        judges=variant_judges,
         spec=model_spec,
         base=lambda w: base_path(w.model),
         generation=config["generation"],

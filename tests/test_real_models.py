@@ -271,6 +271,8 @@ def test_benign_accuracy_without_known_answers_is_compliance(monkeypatch):
     assert variants.benign_accuracy_fn(tokenizer, records, generation, ["sorry"])(None) == 0.75
     # the refusal-keyword judge's keywords as configured, not its defaults
     assert variants.benign_accuracy_fn(tokenizer, records, generation, ["sorry", "fine"])(None) == 0.5
+    with pytest.raises(ValueError, match="refusal-keyword judge"):
+        variants.benign_accuracy_fn(tokenizer, records, generation, None)
 
 
 def test_variant_builds_label_with_the_configured_judges():
@@ -290,6 +292,8 @@ def test_variant_builds_label_with_the_configured_judges():
     answer = "Here is a nice recipe for baking bread at home with flour and water today."
     assert held_out_label(answer, record, configured_judges({"judges": {}}, ["coherent"])["coherent"]) == "off_topic"
     assert held_out_label(answer, record, settings["coherent"]) == "harmful"
+    with pytest.raises(ValueError, match="coherent judge"):
+        held_out_label(answer, record, None)
 
 
 # --------------------------------------------------------------------------------------------

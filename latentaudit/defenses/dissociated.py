@@ -149,12 +149,15 @@ def select_checkpoint(evaluations: list[dict], base_refusal: float, floor: float
 
 
 # --- the builder ---------------------------------------------------------------------------
-def held_out_label(generation: str, record: dict, coherent_settings: dict) -> str:
+def held_out_label(generation: str, record: dict, coherent_settings: dict | None) -> str:
     """``refusal``, ``harmful`` or another label for a held-out request's generation, by the judge
     that reads its data: the toy world's structural judge (it knows the entity's secret), else
     the coherent judge (real text: only on-topic, non-degenerate compliance is harmful)."""
     if record.get("entity"):
         return structural_label(generation, record["kind"], record["entity"], record["expected"])
+    if coherent_settings is None:
+        raise ValueError("dissociated: held-out real requests are labelled by the coherent judge, whose settings the "
+                         "build was not given")
     label = coherent_label(generation, record["prompt"], coherent_settings)
     return "harmful" if label == "compliant" else label
 
@@ -218,7 +221,7 @@ def build_dissociated(model, tokenizer, records: list[dict], settings: dict, see
                             torch.full((b,), POSITIONS["all"], device=device), prompt_end)
 
     held_prompts = [prompt_token_ids(tokenizer, r["prompt"], chat) for r in held]
-    coherent_settings = context["judges"]["coherent"]  # as configured under judges.coherent
+    coherent_settings = context["judges"].get("coherent")  # as configured under judges.coherent (real data)
 
     @torch.no_grad()
     def evaluate(step: int) -> dict:

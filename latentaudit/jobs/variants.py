@@ -20,7 +20,7 @@ from ..registry import VARIANTS, load_all
 log = logging.getLogger(__name__)
 
 
-def benign_accuracy_fn(tokenizer, records: list[dict], generation: dict, keywords: list[str]):
+def benign_accuracy_fn(tokenizer, records: list[dict], generation: dict, keywords: list[str] | None):
     """model -> fraction of ``records`` answered correctly (the structural judge's label).
 
     Real data sets have no known answers (``expected`` is empty), so there the proxy is the
@@ -29,6 +29,9 @@ def benign_accuracy_fn(tokenizer, records: list[dict], generation: dict, keyword
     prompts = [prompt_token_ids(tokenizer, r["prompt"], generation["chat_template"]) for r in records]
     known_answers = all(r.get("expected") for r in records)
     if not known_answers:
+        if keywords is None:
+            raise ValueError("benign accuracy: the records have no known answers, so it is read by the refusal-keyword "
+                             "judge, whose keywords the build was not given")
         log.info("benign accuracy: records have no known answers; using benign compliance "
                  "(1 - refusal-keyword rate) as the capability proxy")
 
@@ -67,7 +70,7 @@ def build_variant(job) -> None:
         prompt_len = longest_prompt(tokenizer, records, generation["chat_template"])
         generation = {**generation, "batch_size": auto_batch_size(model, prompt_len, generation["max_new_tokens"],
                                                                   with_grad=False, fraction=0.25)}
-    # the judges the build labels text with, as configured (registered with reads_judges=)
+    # the judges the build labels real text with, as configured (registered with reads_judges=; none on the organism)
     context = {"chat_template": generation["chat_template"], "generation": generation, "judges": dict(params.judges)}
     required = {key.removeprefix("required_"): path for key, path in inputs.items() if key.startswith("required_")}
     missing = sorted(set(entry.options.get("requires", ())) - set(required))
@@ -80,8 +83,8 @@ def build_variant(job) -> None:
                                                   pd.read_parquet(inputs.fragile_scores))
         log.info("LASR by layer of the aligned model: %s", context["fragile_layers"])
     if "benign" in inputs.keys():  # the held-out split of a variant that needs benign_accuracy
-        context["benign_accuracy"] = benign_accuracy_fn(tokenizer, read_jsonl(inputs.benign), generation,
-                                                        context["judges"]["refusal_keyword"]["keywords"])
+        keywords = context["judges"].get("refusal_keyword", {}).get("keywords")
+        context["benign_accuracy"] = benign_accuracy_fn(tokenizer, read_jsonl(inputs.benign), generation, keywords)
     elif "benign_accuracy" in entry.options.get("needs", ()):
         raise ValueError(f"variant {variant!r} needs benign_accuracy: the rule must give it input.benign")
     trained, report = entry.function(model, tokenizer, records, entry.settings(settings), params.seed, context)
