@@ -92,8 +92,8 @@ def test_variant_attacks_choose_a_variants_attacks_with_none_always():
     message = _bad(lambda c: c["models"]["organism"].update(variant_attacks={"lat": ["asa_grd"]}))
     assert "models.organism.variant_attacks.lat: ['asa_grd'] are not configured attacks" in message
     assert "'asa_grad'" in message
-    message = _bad(lambda c: c["models"]["organism"].update(variant_attacks={"base": ["none"]}))
-    assert "models.organism.variant_attacks: 'base' is not one of this model's variants" in message
+    message = _bad(lambda c: c["models"]["organism"].update(variant_attacks={"harmfull": ["none"]}))
+    assert "models.organism.variant_attacks: 'harmfull' is not a variant" in message and "'harmful'" in message
 
 
 def test_lapt_fragile_layers_need_the_attack():
