@@ -209,7 +209,8 @@ def test_the_reduced_real_track_runs_every_stage(reduced_track, config):
 
     workdir, seconds = reduced_track
     print(f"reduced real track: {seconds:.0f} s")
-    assert seconds < 1500, f"the reduced real track took {seconds:.0f} s (target <= 360 s on 2 cores)"
+    # 383 s alone on 2 cores (103 jobs); the bound leaves room for a loaded CI machine, not for a doubled DAG
+    assert seconds < 900, f"the reduced real track took {seconds:.0f} s (target <= 360 s on 2 cores)"
     # the layered config as Snakemake merges it (key by key)
     track = yaml.safe_load(CONFIG.read_text())
     update_config(track, yaml.safe_load((REPO / "configs/ci/smollm2.yaml").read_text()))
