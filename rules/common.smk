@@ -3,8 +3,9 @@ import re
 from functools import cache
 from pathlib import Path
 
-from latentaudit.audit_config import add_audited_model, audit_subject, card_judge, check_audit_subject, latent_attacks
-from latentaudit.config import ConfigError, configured_judges, validate_config
+from latentaudit.audit_config import (add_audited_model, audit_gap_points, audit_subject, card_judge, check_audit_subject,
+                                      latent_attacks)
+from latentaudit.config import ConfigError, attacks_of, configured_judges, validate_config
 from latentaudit.data.real import check_real_data_config
 from latentaudit.io import EVAL_SPLITS, SELECT_BENIGN
 from latentaudit.material import converted_dir, converted_dirs
@@ -234,7 +235,8 @@ def model_variants():
 
 
 def generation_outputs():
-    return [f"results/attacks/{m}/{v}/{a}/generations.parquet" for m, v in model_variants() for a in config["attacks"]]
+    return [f"results/attacks/{m}/{v}/{a}/generations.parquet" for m, v in model_variants()
+            for a in attacks_of(config, m, v)]
 
 
 def model_judges(model):
@@ -250,7 +252,7 @@ def judges_for(model, attack):
 
 
 def score_outputs():
-    return [f"results/scores/{m}/{v}/{a}/{j}.parquet" for m, v in model_variants() for a in config["attacks"]
+    return [f"results/scores/{m}/{v}/{a}/{j}.parquet" for m, v in model_variants() for a in attacks_of(config, m, v)
             for j in judges_for(m, a)]
 
 

@@ -3,7 +3,7 @@ import copy
 import pytest
 import yaml
 
-from latentaudit.config import validate_config
+from latentaudit.config import attacks_of, validate_config
 from conftest import REPO, config_error
 
 DEFAULT = yaml.safe_load((REPO / "config.yaml").read_text())
@@ -81,6 +81,19 @@ def test_unknown_variant_and_variant_settings():
     assert "unknown variant name(s) ['repbnd']" in _bad(lambda c: c["variants"].update(repbnd={}))
     message = _bad(lambda c: c["variants"]["repbend"].update(alpah=0.5))
     assert "variants.repbend" in message and "alpah" in message
+
+
+def test_variant_attacks_choose_a_variants_attacks_with_none_always():
+    config = validate_config(_with(lambda c: c["models"]["organism"].update(
+        variant_attacks={"harmful": [], "lat": ["latent_pgd", "asa_grad"]})))
+    assert attacks_of(config, "organism", "harmful") == ["none"]
+    assert attacks_of(config, "organism", "lat") == ["asa_grad", "latent_pgd", "none"]  # the validated config's order
+    assert attacks_of(config, "organism", "aligned") == list(config["attacks"])
+    message = _bad(lambda c: c["models"]["organism"].update(variant_attacks={"lat": ["asa_grd"]}))
+    assert "models.organism.variant_attacks.lat: ['asa_grd'] are not configured attacks" in message
+    assert "'asa_grad'" in message
+    message = _bad(lambda c: c["models"]["organism"].update(variant_attacks={"harmfull": ["none"]}))
+    assert "models.organism.variant_attacks: 'harmfull' is not a variant" in message and "'harmful'" in message
 
 
 def test_lapt_fragile_layers_need_the_attack():

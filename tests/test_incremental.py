@@ -71,3 +71,12 @@ def test_dropping_a_variant_reruns_only_the_aggregates(smoke_run, tmp_path):
     config = _edited(smoke_run, tmp_path, lambda c: c["models"]["organism"]["variants"].remove("lapt"))
     jobs = dry_run_jobs(smoke_run, "--configfile", config)
     assert set(jobs) <= {"metrics", "tables", "figures", "audit_gap_report", "all"}, jobs
+
+
+@pytest.mark.slow
+def test_narrowing_a_variants_attacks_reruns_only_the_aggregates(smoke_run, tmp_path):
+    # models.<name>.variant_attacks: the attacks left out are no longer targets (nothing is regenerated,
+    # no job's params change), so only what aggregates over the generations reruns
+    config = _edited(smoke_run, tmp_path, lambda c: c["models"]["organism"].update(variant_attacks={"lat": ["asa_grad"]}))
+    jobs = dry_run_jobs(smoke_run, "--configfile", config)
+    assert set(jobs) <= {"metrics", "tables", "figures", "audit_gap_report", "all"} and "metrics" in jobs, jobs

@@ -7,9 +7,11 @@ import json
 import re
 
 import pytest
+import yaml
+from snakemake.utils import update_config
 
 from conftest import REPO, copy_repo, snakemake
-from latentaudit.config import load_config
+from latentaudit.config import attacks_of, load_config, validate_config
 from latentaudit.data.real import build_real_data
 from latentaudit.data.splits import normalise_text
 from latentaudit.io import read_jsonl
@@ -207,18 +209,25 @@ def test_the_reduced_real_track_runs_every_stage(reduced_track, config):
 
     workdir, seconds = reduced_track
     print(f"reduced real track: {seconds:.0f} s")
-    assert seconds < 1500, f"the reduced real track took {seconds:.0f} s (target <= 360 s on 2 cores)"
-    variants, attacks = config["models"]["smollm2"]["variants"], list(config["attacks"])
+    # 383 s alone on 2 cores (103 jobs); the bound leaves room for a loaded CI machine, not for a doubled DAG
+    assert seconds < 900, f"the reduced real track took {seconds:.0f} s (target <= 360 s on 2 cores)"
+    # the layered config as Snakemake merges it (key by key)
+    track = yaml.safe_load(CONFIG.read_text())
+    update_config(track, yaml.safe_load((REPO / "configs/ci/smollm2.yaml").read_text()))
+    track = validate_config(track)
+    variants = config["models"]["smollm2"]["variants"]
     for variant in variants:
-        for attack in attacks:
+        for attack in attacks_of(track, "smollm2", variant):
             generations = pd.read_parquet(workdir / f"results/attacks/smollm2/{variant}/{attack}/generations.parquet")
             assert len(generations) and set(generations["variant"]) == {variant}, (variant, attack)
+    assert not (workdir / "results/attacks/smollm2/base/lvs").exists()  # variant_attacks: base faces asa_grad only
     contract = results_contract_check(str(workdir / "results/metrics"))
     assert all(c["exists"] and c["rows"] and not c["missing_columns"] for c in contract.values()), contract
     summary = pd.read_csv(workdir / "results/metrics/attack_summary.csv")
     assert set(summary["judge"]) == {"refusal_keyword", "coherent"} and set(summary["variant"]) == set(variants)
     lvs = pd.read_csv(workdir / "results/metrics/lvs.csv")  # scored offline: the coherent judge's compliance
-    assert set(lvs["scorer"]) == {"harmlessness_coherent"} and set(lvs["variant"]) == set(variants)
+    assert set(lvs["scorer"]) == {"harmlessness_coherent"}
+    assert set(lvs["variant"]) == {v for v in variants if "lvs" in attacks_of(track, "smollm2", v)} == {"aligned", "dissociated"}
     assert lvs["s_clean_mean"].between(0, 1).all() and lvs["n"].gt(0).all()
     behavior = pd.read_csv(workdir / "results/metrics/behavior.csv")
     assert behavior["refusal_rate"].notna().all()
