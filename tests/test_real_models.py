@@ -418,7 +418,7 @@ def test_audit_card_of_a_variant_against_the_same_models_aligned(tmp_path):
     card = (tmp_path / "card.md").read_text()
     assert label == "audit gap" and "refusal 0.950 vs 0.900, latent ASR 0.900 vs 0.100" in card
     assert "| m/dissociated | 0.950 |" in card and "| m | 0.900 |" in card and "m/lat" not in card
-    assert "variant `dissociated`" in card
+    assert "- model: `org/m`, variant `dissociated`" in card  # each name in its own code span
 
 
 def test_the_card_finds_latent_attacks_by_their_registry_flag(tmp_path):

@@ -145,10 +145,10 @@ def render_audit_card(name: str, reference: str, spec: dict, judge: str, metrics
     def image(key: str, alt: str) -> str:
         return f"![{alt}]({Path(figures[key]).relative_to(folder)})\n" if key in figures else ""
 
-    source = spec.get("source", "?") + (f" + adapter {spec['adapter']}" if spec.get("adapter") else "") + (
+    source = f"`{spec.get('source', '?')}`" + (f" + adapter `{spec['adapter']}`" if spec.get("adapter") else "") + (
         f", variant `{audited[1]}`" if audited[1] != "aligned" else "")
     lines = [f"# Audit card: {name}", "",
-             f"- model: `{source}`", f"- reference: `{reference}` (aligned)", f"- judge: `{judge}`",
+             f"- model: {source}", f"- reference: `{reference}` (aligned)", f"- judge: `{judge}`",
              f"- tolerance: {tolerance:g}", f"- rendered: {time.strftime('%Y-%m-%d %H:%M')}", "",
              f"## Verdict: {label}", "", sentence, "",
              "## Behaviour without attack", "",
