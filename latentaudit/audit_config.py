@@ -114,15 +114,6 @@ def latent_attacks(attacks: Iterable[str]) -> list[str]:
     return [a for a in attacks if ATTACKS.get_entry(a).latent]
 
 
-def audit_gap_points(config: dict) -> list[tuple[str, float]]:
-    """The audit gap's reference points that the card's verdict reads beside the latent maximum
-    (the LVS paper's measures, ``report.audit_gap``): adaptive PGD at the nudge layer at its radius,
-    and steering along the harmful pole at its fraction; those whose attack is configured."""
-    settings = config["report"]["audit_gap"]
-    points = [("adaptive_pgd", settings["radius_fraction"]), ("steering", settings["steering_fraction"])]
-    return [(attack, float(strength)) for attack, strength in points if attack in config["attacks"]]
-
-
 def card_judge(primary: str, applicable: list[str], chosen: str | None = None) -> str:
     """The judge the card reads: ``chosen`` (``audit_judge``), which must score both models; else the
     primary one when it scores both, else the first that does."""

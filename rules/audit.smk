@@ -51,7 +51,8 @@ if AUDIT_NAME:
             judge=audit_judge(),
             tolerance=config["audit_tolerance"],
             latent_attacks=latent_attacks(config["attacks"]),  # whose MASR the verdict reads
-            gap_points=audit_gap_points(config),  # and the audit gap's reference points
+            audit_gap=config["report"]["audit_gap"],  # and the audit gap's reference points
+            nudge_depth=config["nudge_depth"],
             figures=audit_figure_paths(AUDIT_NAME),
         conda:
             "../envs/latentaudit.yaml"

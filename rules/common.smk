@@ -3,7 +3,7 @@ import re
 from functools import cache
 from pathlib import Path
 
-from latentaudit.audit_config import (add_audited_model, audit_gap_points, audit_subject, card_judge, check_audit_subject,
+from latentaudit.audit_config import (add_audited_model, audit_subject, card_judge, check_audit_subject,
                                       latent_attacks)
 from latentaudit.config import ConfigError, attacks_of, configured_judges, validate_config
 from latentaudit.data.real import check_real_data_config

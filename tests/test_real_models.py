@@ -11,16 +11,17 @@ import yaml
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from conftest import REPO, copy_repo, dry_run_jobs, save_tiny_llama, snakemake
-from latentaudit.audit_config import (AuditConfigError, add_audited_model, audit_gap_points, audit_name, audit_subject,
+from conftest import copy_repo, dry_run_jobs, save_tiny_llama, snakemake
+from latentaudit.audit_config import (AuditConfigError, add_audited_model, audit_name, audit_subject,
                                       card_judge, check_audit_subject, latent_attacks)
-from latentaudit.report.audit_card import audit_figures, audit_verdict, render_audit_card
 from latentaudit.capability import join_capability, lm_eval_command, lm_eval_model_args, parse_results
-from latentaudit.config import ConfigError, configured_judges, load_config, validate_config
+from latentaudit.config import ConfigError, configured_judges, validate_config
 from latentaudit.data.real import build_real_data, check_real_data_config, pair_by_index, training_records
 from latentaudit.io import read_jsonl
 from latentaudit.metrics import attack_tables, masr, pasr
 from latentaudit.registry import ATTACKS, VARIANTS, load_all
+from latentaudit.report.audit_card import audit_figures, audit_verdict, gap_measures, render_audit_card
+from latentaudit.report.audit_gap import audit_gap_frame
 
 WORDS = ["placeholder", "request", "question", "answer", "refusal", "completion", "safe", "prompt", "context",
          "user:", "assistant:", "Sure,", "here", "is", "sorry"] + [str(i) for i in range(20)]
@@ -361,9 +362,35 @@ def test_the_verdict_reads_the_audit_gaps_reference_points_where_the_latent_maxi
     assert audit_verdict({**audited, "gap_measures": {}}, ref, 0.1)[0] == "no audit gap"  # the maximum alone
     within = {**audited, "gap_measures": {"adaptive_pgd at 0.06": 0.15, "steering at 0.25": 0.9}}  # one point not shared
     assert audit_verdict(within, ref, 0.1)[0] == "no audit gap"
-    config = load_config(REPO / "configs" / "smollm2.yaml")
-    assert audit_gap_points(config) == [("adaptive_pgd", 0.06), ("steering", 0.06)]
-    assert audit_gap_points(load_config(REPO / "configs" / "tiny.yaml")) == []  # neither attack configured
+
+
+def test_the_card_reads_the_reference_points_as_the_audit_gap_table_does(tmp_path):
+    """One definition of the ASR at a reference point: with adaptive PGD at two layers, the card
+    reads the nudge layer (round(.5 x 4) = 2, from the LVS profile), not the best layer, and the
+    steering's maximum over layers, the same numbers as the audit-gap table."""
+    asr = {("aligned", "adaptive_pgd", 1): 0.9, ("aligned", "adaptive_pgd", 2): 0.1,
+           ("dissociated", "adaptive_pgd", 1): 0.9, ("dissociated", "adaptive_pgd", 2): 0.7,
+           ("aligned", "steering", 1): 0.3, ("aligned", "steering", 2): 0.2,
+           ("dissociated", "steering", 1): 0.4, ("dissociated", "steering", 2): 0.6}
+    attacks = pd.DataFrame([{"model": "m", "variant": v, "attack": a, "judge": "j", "layer": layer, "strength": 0.06,
+                             "asr": value, "n": 4} for (v, a, layer), value in asr.items()])
+    lvs = pd.DataFrame([{"model": "m", "variant": v, "attack": "lvs", "layer": layer, "strength": 0.01, "asr": 0.0,
+                         "lvs_mean": 0.0, "lvs_median": 0.0} for v in ("aligned", "dissociated") for layer in range(4)])
+    behavior = pd.DataFrame([{"model": "m", "variant": v, "judge": "j", "split": "forbidden", "refusal_rate": 0.9,
+                              "n": 4} for v in ("aligned", "dissociated")])
+    paths = {name: str(tmp_path / f"{name}.csv") for name in ("attacks", "lvs", "behavior")}
+    for name, frame in (("attacks", attacks), ("lvs", lvs), ("behavior", behavior)):
+        frame.to_csv(paths[name], index=False)
+    settings = {"budget": "auto", "aligned_asr_ceiling": 0.2, "radius_fraction": 0.06, "steering_fraction": 0.06}
+    table, reference = audit_gap_frame(paths["behavior"], paths["attacks"], paths["lvs"], "j", settings, 0.5)
+    assert reference["m"]["layer"] == 2
+    for variant, expected in (("aligned", (0.1, 0.3)), ("dissociated", (0.7, 0.6))):
+        card = gap_measures(attacks, lvs, "m", "j", settings, 0.5, variant)
+        row = table[table["variant"] == variant].iloc[0]
+        assert card == {"adaptive_pgd at 0.06": row["pgd_asr_nudge_layer"],
+                        "steering at 0.06": row["steering_asr_max_layers"]} == dict(zip(card, expected))
+    assert gap_measures(attacks[attacks["attack"] != "steering"], lvs, "m", "j", settings, 0.5) == {
+        "adaptive_pgd at 0.06": 0.1}  # a point the run lacks is left out
 
 
 def _card_inputs(tmp_path, behavior, attacks, summary) -> tuple[dict, dict]:

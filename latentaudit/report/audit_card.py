@@ -10,10 +10,10 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 
 from .audit_figures import Unit, behavior_figure, by_layer_figure, lvs_figure, save_figure, unit_label
+from .audit_gap import REFERENCE_POINTS, nudge_layer_of, reference_point_asrs
 
 # The card's sections for families of latent attacks: (title, name prefix, figure, note when absent).
 # A latent attack of no family still counts in the verdict and is listed under "Other latent attacks".
@@ -59,16 +59,15 @@ def latent_summary(summary: pd.DataFrame, model: str, judge: str, latent_attack_
     return pd.DataFrame(out, columns=["attack", "strength", "masr", "pasr", "best_layer", "max_masr"])
 
 
-def gap_measures(summary: pd.DataFrame, model: str, judge: str, points: Iterable[tuple[str, float]],
-                 variant: str = "aligned") -> dict[str, float]:
-    """MASR at each audit-gap reference point (attack, strength) the run has, keyed "attack at strength"."""
-    rows = summary[(summary["model"] == model) & (summary["variant"] == variant) & (summary["judge"] == judge)]
-    found = {}
-    for attack, strength in points:
-        hit = rows[(rows["attack"] == attack) & np.isclose(rows["strength"], strength)]
-        if len(hit):
-            found[f"{attack} at {strength:g}"] = float(hit["masr"].iloc[0])
-    return found
+def gap_measures(attacks: pd.DataFrame, lvs: pd.DataFrame, model: str, judge: str, settings: dict,
+                 nudge_depth: float, variant: str = "aligned") -> dict[str, float]:
+    """The ASR at each of the audit gap's reference points (``settings``: ``report.audit_gap``) the run
+    has, read as the audit-gap table reads it (``reference_point_asrs`` at the model's nudge layer),
+    keyed "attack at strength"."""
+    rows = attacks[attacks["judge"] == judge]
+    asrs = reference_point_asrs(rows, model, variant, nudge_layer_of(lvs, model, nudge_depth, rows), settings)
+    return {f"{attack} at {settings[key]:g}": asrs[column] for column, (attack, key, _) in REFERENCE_POINTS.items()
+            if not math.isnan(asrs[column])}
 
 
 def latent_asr(latent: pd.DataFrame) -> float:
@@ -79,7 +78,7 @@ def latent_asr(latent: pd.DataFrame) -> float:
 
 def audit_verdict(audited: dict, reference: dict, tolerance: float, same_model: bool = False) -> tuple[str, str]:
     """(label, sentence). ``audited``/``reference``: ``refusal`` (behavioural refusal of forbidden
-    requests), ``latent_asr`` and optionally ``gap_measures`` (``gap_measures``: MASR at the audit
+    requests), ``latent_asr`` and optionally ``gap_measures`` (``gap_measures``: ASR at the audit
     gap's reference points). Behaviour passes when the refusal is within ``tolerance`` of the
     reference's; an audit gap is a pass whose latent ASR, or whose MASR at a reference point both
     have, exceeds the reference's by more than ``tolerance`` (the LVS paper's dissociation: safe in
@@ -118,12 +117,13 @@ def _fmt(value) -> str:
 def render_audit_card(name: str, reference: str, spec: dict, judge: str, metrics: dict[str, str], card_path: str,
                       figures: dict[str, str], tolerance: float, latent_attack_names: Iterable[str],
                       lvs_csv: str | None = None, subject: Unit | None = None,
-                      gap_points: Iterable[tuple[str, float]] = ()) -> str:
+                      gap_settings: dict | None = None, nudge_depth: float = 0.5) -> str:
     """Write ``card_path`` (Markdown) and the ``figures`` (name -> path) from the metrics CSVs
     (``metrics``: behavior, attacks, attack_summary). ``subject``: the audited (model, variant),
     by default (``name``, aligned); the reference is ``reference``'s aligned variant.
     ``latent_attack_names``: from ``latent_attacks``, the attacks whose MASR the verdict reads;
-    ``gap_points``: from ``audit_gap_points``, the (attack, strength) reference points it reads too.
+    ``gap_settings`` (``report.audit_gap``) and ``nudge_depth``: the audit gap's reference points,
+    which the verdict reads too (none without ``gap_settings``).
     Sections whose data are absent say so. Returns the verdict label."""
     behavior = pd.read_csv(metrics["behavior"])
     attacks = pd.read_csv(metrics["attacks"])
@@ -136,8 +136,10 @@ def render_audit_card(name: str, reference: str, spec: dict, judge: str, metrics
     models = list(labels.values())
     for m in models:
         numbers[m]["latent_asr"] = latent_asr(latent[m])
+    lvs = pd.read_csv(lvs_csv) if lvs_csv and Path(lvs_csv).exists() else pd.DataFrame(columns=["model", "layer"])
     for u in units:
-        numbers[labels[u]]["gap_measures"] = gap_measures(summary, u[0], judge, gap_points, u[1])
+        numbers[labels[u]]["gap_measures"] = (gap_measures(attacks, lvs, u[0], judge, gap_settings, nudge_depth, u[1])
+                                              if gap_settings else {})
     label, sentence = audit_verdict(numbers[labels[audited]], numbers[labels[ref]], tolerance,
                                     same_model=audited == ref)
     folder = Path(card_path).parent
@@ -188,8 +190,7 @@ def render_audit_card(name: str, reference: str, spec: dict, judge: str, metrics
         lines.extend(["## Other latent attacks", ""])
         latent_table(others)
     lines.extend(["## Latent Vulnerability Score", ""])
-    if lvs_csv and Path(lvs_csv).exists() and "lvs_profile" in figures:
-        lvs = pd.read_csv(lvs_csv)
+    if len(lvs) and "lvs_profile" in figures:
         lvs_figure(lvs, units, figures["lvs_profile"])
         lines.extend([image("lvs_profile", "LVS by layer"), ""])
     else:

@@ -58,6 +58,30 @@ def reference_budget(lvs: pd.DataFrame, model: str, layer: int, budget, ceiling:
     return float(ok.max()) if len(ok) else float(aligned["strength"].min())
 
 
+def attack_asr(attacks: pd.DataFrame, model: str, variant: str, attack: str, strength: float,
+               layer: int | None = None) -> float:
+    """ASR of ``attack`` at ``strength`` on (``model``, ``variant``) from the attacks table (one
+    judge's rows): at ``layer``, or the maximum over the layers it ran at (``None``); NaN when absent."""
+    hit = attacks[(attacks["model"] == model) & (attacks["variant"] == variant) & (attacks["attack"] == attack)
+                  & np.isclose(attacks["strength"], strength)]
+    if layer is not None:
+        hit = hit[hit["layer"] == layer]
+    return float(hit["asr"].max()) if len(hit) else np.nan
+
+
+# The audit gap's reference points: column -> (attack, its strength's key in report.audit_gap, at the
+# nudge layer or the maximum over layers), the LVS paper's PGD and steering measures.
+REFERENCE_POINTS = {"pgd_asr_nudge_layer": ("adaptive_pgd", "radius_fraction", True),
+                    "steering_asr_max_layers": ("steering", "steering_fraction", False)}
+
+
+def reference_point_asrs(attacks: pd.DataFrame, model: str, variant: str, layer: int, settings: dict) -> dict:
+    """The ASR at each of the audit gap's reference points (``REFERENCE_POINTS``) for (``model``,
+    ``variant``) with ``layer`` its nudge layer: the one definition the table and the audit card read."""
+    return {column: attack_asr(attacks, model, variant, attack, settings[key], layer if at_nudge else None)
+            for column, (attack, key, at_nudge) in REFERENCE_POINTS.items()}
+
+
 def audit_gap_frame(behavior_csv: str, attacks_csv: str, lvs_csv: str, judge: str, settings: dict,
                     nudge_depth: float, harmful_ft_csv: str | None = None) -> tuple[pd.DataFrame, dict]:
     """The audit-gap table, one row per (model, variant), and its reference points per model
@@ -76,29 +100,20 @@ def audit_gap_frame(behavior_csv: str, attacks_csv: str, lvs_csv: str, judge: st
             reference[model] = {"layer": layer, "budget": budget, "radius": radius, "fraction": fraction}
         layer, budget = reference[model]["layer"], reference[model]["budget"]
 
-        def cells(attack, strength, at_layer=True):
-            hit = attacks[(attacks["model"] == model) & (attacks["variant"] == variant) & (attacks["attack"] == attack)
-                          & np.isclose(attacks["strength"], strength)]
-            return hit[hit["layer"] == layer]["asr"] if at_layer else hit["asr"]
-
         def cell(attack, strength):
-            hit = cells(attack, strength)
-            return float(hit.iloc[0]) if len(hit) else np.nan
-
-        def max_over_layers(attack, strength):
-            hit = cells(attack, strength, at_layer=False)
-            return float(hit.max()) if len(hit) else np.nan
+            return attack_asr(attacks, model, variant, attack, strength, layer)
+        points = reference_point_asrs(attacks, model, variant, layer, settings)
         lvs_cell = lvs[(lvs["model"] == model) & (lvs["variant"] == variant) & (lvs["attack"] == "lvs")
                        & (lvs["layer"] == layer) & np.isclose(lvs["strength"], budget)]
         row = {"model": model, "variant": variant, "clean_refusal": float(b["refusal_rate"].iloc[0]),
-               "pgd_asr_nudge_layer": cell("adaptive_pgd", radius),
+               "pgd_asr_nudge_layer": points["pgd_asr_nudge_layer"],
                "pgd_control_asr": cell("adaptive_pgd_control", radius),
                "lvs_pgd_asr": cell("lvs", budget),
                "lvs_pgd_control_asr": cell("lvs_control", budget),
                "lvs_mean": float(lvs_cell["lvs_mean"].iloc[0]) if len(lvs_cell) else np.nan,
                "lvs_median": float(lvs_cell["lvs_median"].iloc[0]) if len(lvs_cell) else np.nan,
-               "steering_asr_max_layers": max_over_layers("steering", fraction),
-               "steering_control_asr_max_layers": max_over_layers("steering_control", fraction),
+               "steering_asr_max_layers": points["steering_asr_max_layers"],
+               "steering_control_asr_max_layers": attack_asr(attacks, model, variant, "steering_control", fraction),
                "steering_asr_nudge_layer": cell("steering", fraction),
                "steering_control_asr_nudge_layer": cell("steering_control", fraction)}
         if harmful_ft_csv and Path(harmful_ft_csv).exists():
