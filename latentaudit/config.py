@@ -74,20 +74,7 @@ def validate_config(config: dict) -> dict:
             raise ConfigError(f"config error at variants.{name}.fragile_from: {settings.get('fragile_from')!r} is "
                               f"not a configured attack; valid: {sorted(set(config['attacks']) - {'none'})}")
     _check_harmful_pole(config)
-    # a model whose harmful pole is its weights as given needs no `harmful` variant built
-    built_pole = any(m["harmful_pole"] == "built" for m in config["models"].values())
-    for name in config["variants"]:
-        missing = [r for r in VARIANTS[name].options.get("requires", ())
-                   if r not in config["variants"] and (r != "harmful" or built_pole)]
-        if missing:
-            raise ConfigError(f"config error at variants.{name}: it is built from the variant(s) {missing}, which "
-                              f"are not configured under `variants:`; configured: {sorted(config['variants'])}")
-    for name, settings in config["attacks"].items():
-        if "harmful_pole" in ATTACKS[name].options.get("needs", ()) and built_pole and \
-                settings.get("direction", "harmful_pole") == "harmful_pole" and "harmful" not in config["variants"]:
-            raise ConfigError(f"config error at attacks.{name}.direction: 'harmful_pole' needs the `harmful` variant "
-                              f"configured under `variants:` (or `harmful_pole: base` on every model); configure "
-                              f"it or use direction: prompt_contrast")
+    _check_required_variants(config)
     uses_organism = any(m["source"] == "organism" for m in config["models"].values())
     _check_harmful_ft_data(config, uses_organism)
     _check_alignment(config)
@@ -119,6 +106,34 @@ def validate_config(config: dict) -> dict:
             raise ConfigError("config error at organism.model: hidden_size must be divisible by "
                               "num_attention_heads")
     return _canonical(config)
+
+
+def _check_required_variants(config: dict) -> None:
+    """Each configured variant's and attack's prerequisite variants are configured. The `harmful`
+    pole is needed only by the models that list the variant (or face the attack) and build their pole
+    (`harmful_pole: built`); a model whose pole is its weights as given needs no `harmful` variant."""
+    built = {name: model for name, model in config["models"].items() if model["harmful_pole"] == "built"}
+    for name in config["variants"]:
+        needing_pole = [m for m, model in built.items() if name in model["variants"]]
+        missing = [r for r in VARIANTS[name].options.get("requires", ())
+                   if r not in config["variants"] and (r != "harmful" or needing_pole)]
+        if missing:
+            raise ConfigError(f"config error at variants.{name}: it is built from the variant(s) {missing}, which "
+                              f"are not configured under `variants:`; configured: {sorted(config['variants'])}"
+                              + (f" (models {needing_pole} build their harmful pole)" if "harmful" in missing else ""))
+    if "harmful" in config["variants"]:
+        return
+    for name, settings in config["attacks"].items():
+        if "harmful_pole" not in ATTACKS[name].options.get("needs", ()) or \
+                settings.get("direction", "harmful_pole") != "harmful_pole":
+            continue
+        facing = [m for m, model in built.items()
+                  if any(name in attacks_of(config, m, v) for v in model["variants"])]
+        if facing:
+            raise ConfigError(f"config error at attacks.{name}.direction: 'harmful_pole' on the model(s) {facing} "
+                              f"(harmful_pole: built) needs the `harmful` variant configured under `variants:`; "
+                              f"configure it, set `harmful_pole: base` on those models, or use direction: "
+                              f"prompt_contrast")
 
 
 def _check_harmful_pole(config: dict) -> None:

@@ -107,6 +107,24 @@ def test_hub_model_may_list_built_variants():
     validate_config(_with(add))
 
 
+def test_the_harmful_pole_is_required_only_of_the_models_that_build_and_use_it():
+    smollm2 = yaml.safe_load((REPO / "configs" / "smollm2.yaml").read_text())
+    validate_config(copy.deepcopy(smollm2))  # its pole is the base as shipped: no `harmful` variant configured
+
+    def add_hub(variants, direction="harmful_pole"):  # a model beside it, as `audit_model=` adds one
+        def edit(config):
+            config["models"]["hub"] = {"source": "org/model", "variants": variants}
+            config["attacks"]["steering"]["direction"] = direction
+        return edit
+    message = config_error(smollm2, add_hub(["aligned"]))
+    assert "attacks.steering.direction: 'harmful_pole' on the model(s) ['hub'] (harmful_pole: built)" in message
+    message = config_error(smollm2, add_hub(["aligned", "dissociated"]))
+    assert "variants.dissociated: it is built from the variant(s) ['harmful']" in message and "['hub']" in message
+    config = copy.deepcopy(smollm2)
+    add_hub(["aligned"], "prompt_contrast")(config)
+    validate_config(config)  # steering along the prompt contrast needs no pole
+
+
 def test_negative_training_steps():
     assert "organism.pretrain.steps" in _bad(lambda c: c["organism"]["pretrain"].update(steps=0))
 
