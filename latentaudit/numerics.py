@@ -4,10 +4,13 @@ torch picks its CPU kernels by the instruction sets it finds: ATen's vectorised 
 (softmax, norms, reductions, element-wise ops) by ``ATEN_CPU_CAPABILITY`` (default, avx2,
 avx512), MKL's GEMMs by its own dispatcher (AVX2, AVX-512, AMX on Intel), oneDNN by its ISA
 limit. Each choice rounds differently, and a few hundred training steps amplify one rounding
-into another organism. Pinning all three to AVX2 (which every x86-64 CPU of the last decade
+into another organism. NumPy dispatches too: on AVX-512 CPUs its ``log1p``, ``expm1``, ``log2``
+and other transcendental functions run Intel's SVML, elsewhere the C library's, and the two differ
+in the last bits (the LVS mean of the default experiment differed by one ulp between an AVX-512
+machine and an AVX2 one). Pinning all four to AVX2 (which every x86-64 CPU of the last decade
 runs) makes a CPU job's results a function of the config alone; threads are fixed per rule.
 
-The pins must be in the environment before torch loads: the workflow sets them once, when the
+The pins must be in the environment before torch and numpy load: the workflow sets them once, when the
 Snakefile is read (rules/common.smk), so every job process, local or SLURM, starts with them;
 the test suite sets them in conftest.py. This module never imports torch itself.
 """
@@ -22,6 +25,8 @@ PINNED_KERNELS = {
     "ATEN_CPU_CAPABILITY": "avx2",  # ATen's vectorised kernels
     "MKL_CBWR": "AVX2",             # MKL's conditional numerical reproducibility branch (GEMMs)
     "ONEDNN_MAX_CPU_ISA": "AVX2",   # oneDNN (mkldnn) primitives
+    # NumPy's dispatch targets above AVX2 (numpy 2.4's names; read when numpy is imported)
+    "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",
 }
 
 

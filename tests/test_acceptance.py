@@ -40,6 +40,16 @@ def test_pins_are_inherited_by_child_processes_and_recorded():
     assert record["pinned"] and record["pins"] == PINNED_KERNELS and record["cpu_capability"] == "AVX2"
 
 
+def test_numpy_in_a_pinned_child_runs_no_avx512_code_and_the_c_librarys_log1p():
+    """On an AVX-512 CPU an unpinned numpy computes log1p with SVML, which differs from the C
+    library's in the last bits (what moved the LVS mean by one ulp between machines)."""
+    code = ("import math, numpy as np; from numpy._core._multiarray_umath import __cpu_features__ as f; "
+            "x = np.random.default_rng(0).uniform(0, 50, 200_000); "
+            "print(f['X86_V4'], f['AVX512_ICL'], bool((np.log1p(x) == [math.log1p(v) for v in x]).all()))")
+    child = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, check=True)
+    assert child.stdout.split() == ["False", "False", "True"]
+
+
 def test_pinning_off_leaves_the_users_environment_alone(monkeypatch):
     monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")
     pin_cpu_kernels(False)
