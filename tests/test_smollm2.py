@@ -187,7 +187,9 @@ def test_the_smollm2_dag_dry_runs(tmp_path):
 @pytest.fixture(scope="module")
 def reduced_track(wheels, config, tmp_path_factory):
     """The reduced real track (configs/ci/smollm2.yaml on configs/smollm2.yaml) run once from scratch
-    in a copy of the repository: real weights, real data, every stage. Returns (workdir, seconds)."""
+    in a copy of the repository: real weights, real data, every stage. Returns (workdir, wall seconds,
+    CPU seconds: user + system of the Snakemake process and every job it ran)."""
+    import resource
     import shutil
     import time
 
@@ -196,9 +198,12 @@ def reduced_track(wheels, config, tmp_path_factory):
     cache.mkdir(parents=True)
     for wheel in wheels.values():  # the wheels as downloaded once (a fresh clone downloads them in fetch_wheel)
         shutil.copy(wheel.path, cache)
-    start = time.time()
+    def cpu_seconds():  # of this process's waited-for descendants (snakemake waits for its jobs)
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
+    start, cpu = time.time(), cpu_seconds()
     snakemake(workdir, "--cores", "2", "--configfile", "configs/smollm2.yaml", "configs/ci/smollm2.yaml")
-    return workdir, time.time() - start
+    return workdir, time.time() - start, cpu_seconds() - cpu
 
 
 @pytest.mark.slow
@@ -207,10 +212,12 @@ def test_the_reduced_real_track_runs_every_stage(reduced_track, config):
     import pandas as pd
     from latentaudit.metrics import results_contract_check
 
-    workdir, seconds = reduced_track
-    print(f"reduced real track: {seconds:.0f} s")
-    # 383 s alone on 2 cores (103 jobs); the bound leaves room for a loaded CI machine, not for a doubled DAG
-    assert seconds < 900, f"the reduced real track took {seconds:.0f} s (target <= 360 s on 2 cores)"
+    workdir, seconds, cpu = reduced_track
+    print(f"reduced real track: {seconds:.0f} s wall, {cpu:.0f} CPU s")
+    # Its CPU time, not its wall time, is what the DAG decides: beside the default experiment in CI the
+    # wall time doubles (383 s alone on 2 cores, 833 and 951 s beside it on two machines). The bound
+    # leaves room for a slower CPU, not for a doubled DAG.
+    assert cpu < 1500, f"the reduced real track used {cpu:.0f} CPU s ({seconds:.0f} s wall; target <= 360 s alone)"
     # the layered config as Snakemake merges it (key by key)
     track = yaml.safe_load(CONFIG.read_text())
     update_config(track, yaml.safe_load((REPO / "configs/ci/smollm2.yaml").read_text()))
