@@ -35,14 +35,16 @@ def run_attack(job) -> None:
     spec, load, generation = params.spec, params.load, params.generation
     options = {**spec_options(spec), "device": params.device}
     model, tokenizer = load_variant(load["base"], variant_dir=load.get("variant_dir"), **options)
+    aligned = dict(params.aligned)  # the aligned weights' spec, whichever variant is attacked
+    aligned_options = {**spec_options(aligned), "device": params.device}
     norm_model = model
     if load.get("norm_reference"):
         norm_model, _ = load_variant(load["norm_reference"], variant_dir=None, **options)
+    # the norm reference is the aligned weights: loaded once, not again below for the pole's base or direction
+    same_weights = bool(load.get("norm_reference")) and (load["norm_reference"], options) == (aligned["source"], aligned_options)
     extras = {key: inputs[key] for key in ("train_records", "harmful_ft_records", "harmful_pole")
               if key in inputs.keys()}
     loaded = {key: read_jsonl(extras[key]) for key in ("train_records", "harmful_ft_records") if key in extras}
-    aligned = dict(params.aligned)  # the aligned weights' spec, whichever variant is attacked
-    aligned_options = {**spec_options(aligned), "device": params.device}
     if "harmful_pole" in extras:  # a built pole sits on the aligned weights; `harmful_pole: base` is whole weights
         loaded["harmful_pole"] = load_variant(aligned["source"], variant_dir=extras["harmful_pole"],
                                               **aligned_options)[0]
@@ -50,8 +52,8 @@ def run_attack(job) -> None:
     if "harmful_pole" in extras or "aligned" in entry.options.get("needs", ()):
         # the base model of the paper's norms and directions; the attacked model itself when it is the aligned one
         is_aligned = job.wildcards.variant == "aligned"
-        loaded["aligned"] = model if is_aligned else load_variant(aligned["source"], variant_dir=None,
-                                                                  **aligned_options)[0]
+        loaded["aligned"] = model if is_aligned else norm_model if same_weights else load_variant(
+            aligned["source"], variant_dir=None, **aligned_options)[0]
     eval_paths = {split_name(path): path for path in inputs.eval}
     records = {s: read_jsonl(eval_paths[s]) for s in EVAL_SPLITS}
     forbidden = params.settings.get("forbidden_split")
