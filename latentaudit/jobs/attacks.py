@@ -37,11 +37,18 @@ def run_attack(job) -> None:
     model, tokenizer = load_variant(load["base"], variant_dir=load.get("variant_dir"), **options)
     aligned = dict(params.aligned)  # the aligned weights' spec, whichever variant is attacked
     aligned_options = {**spec_options(aligned), "device": params.device}
-    norm_model = model
-    if load.get("norm_reference"):
-        norm_model, _ = load_variant(load["norm_reference"], variant_dir=None, **options)
-    # the norm reference is the aligned weights: loaded once, not again below for the pole's base or direction
-    same_weights = bool(load.get("norm_reference")) and (load["norm_reference"], options) == (aligned["source"], aligned_options)
+    aligned_model = model if job.wildcards.variant == "aligned" else None
+
+    def aligned_weights():
+        """The aligned model (the norms' reference, the paper's base of norms and directions), loaded
+        at most once; the attacked model itself when it is the aligned one."""
+        nonlocal aligned_model
+        if aligned_model is None:
+            aligned_model = load_variant(aligned["source"], variant_dir=None, **aligned_options)[0]
+        return aligned_model
+
+    # `norm_reference` (rules/common.smk) is set only on built variants and names the aligned weights
+    norm_model = aligned_weights() if load.get("norm_reference") else model
     extras = {key: inputs[key] for key in ("train_records", "harmful_ft_records", "harmful_pole")
               if key in inputs.keys()}
     loaded = {key: read_jsonl(extras[key]) for key in ("train_records", "harmful_ft_records") if key in extras}
@@ -50,10 +57,7 @@ def run_attack(job) -> None:
                                               **aligned_options)[0]
     entry = ATTACKS.get_entry(attack)
     if "harmful_pole" in extras or "aligned" in entry.options.get("needs", ()):
-        # the base model of the paper's norms and directions; the attacked model itself when it is the aligned one
-        is_aligned = job.wildcards.variant == "aligned"
-        loaded["aligned"] = model if is_aligned else norm_model if same_weights else load_variant(
-            aligned["source"], variant_dir=None, **aligned_options)[0]
+        loaded["aligned"] = aligned_weights()
     eval_paths = {split_name(path): path for path in inputs.eval}
     records = {s: read_jsonl(eval_paths[s]) for s in EVAL_SPLITS}
     forbidden = params.settings.get("forbidden_split")
