@@ -17,9 +17,24 @@ import copy
 import re
 from collections.abc import Iterable
 
-from .registry import ATTACKS
+from .catalog import catalog
 
 NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
+
+
+# The card's sections for families of latent attacks: (title, name prefix, figure, note when absent).
+# A latent attack of no family still counts in the verdict and is listed under "Other latent attacks".
+LATENT_SECTIONS = (("Activation steering (ASA)", "asa", "asa_by_layer", "no `asa_*` attack is configured."),
+                   ("Latent PGD", "latent_pgd", "latent_pgd", "no `latent_pgd` attack is configured."))
+
+
+def audit_figures(attacks) -> list[str]:
+    """The card's figure names for the configured attacks (absent attacks, absent figures)."""
+    names = ["behavior"]
+    names += [figure for _, prefix, figure, _ in LATENT_SECTIONS if any(a.startswith(prefix) for a in attacks)]
+    if "lvs" in attacks:
+        names.append("lvs_profile")
+    return names
 
 
 class AuditConfigError(ValueError):
@@ -109,9 +124,9 @@ def check_audit_subject(config: dict) -> None:
 
 
 def latent_attacks(attacks: Iterable[str]) -> list[str]:
-    """The attacks among ``attacks`` registered with ``latent=True`` (their modules imported): those
-    whose MASR the verdict reads."""
-    return [a for a in attacks if ATTACKS.get_entry(a).latent]
+    """The attacks among ``attacks`` registered with ``latent=True``: those whose MASR the verdict reads."""
+    registered = catalog().attacks
+    return [a for a in attacks if registered.get_entry(a).latent]
 
 
 def card_judge(primary: str, applicable: list[str], chosen: str | None = None) -> str:

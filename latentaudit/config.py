@@ -8,15 +8,19 @@ from pathlib import Path
 
 import yaml
 
-from .alignment import SCHEMA as ALIGN_SCHEMA
+from .catalog import catalog
 from .data import DATA_SCHEMA, check_data_config
 from .data.heldout import HARMFUL_FT_ROLE, HARMFUL_FT_SPLITS
+from .defenses.controls import CONTROLS, control_mismatches
 from .io import SELECT_BENIGN
 from .material import converted_dirs
-from .registry import ATTACKS, JUDGES, VARIANTS, load_all
 from .schema import ConfigError, check  # noqa: F401 (ConfigError: the rules import it from here)
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
+
+# The keys of a model's config entry that say how its weights load; a rule's `spec` param holds
+# these and no more (rules/common.smk), so editing a model's variant list reruns no existing job.
+LOAD_KEYS = ("source", "adapter", "dtype", "trust_remote_code", "chat_template")
 
 
 def _check_names(section: dict, registry, key: str) -> None:
@@ -42,16 +46,17 @@ def _fill_shared(settings: dict, entry, config: dict, where: str) -> None:
 def configured_judges(config: dict, names) -> dict[str, dict]:
     """The settings of the judges ``names`` as configured under ``judges:``, defaults filled in (a
     judge not configured gets its defaults): what a variant build that labels text reads."""
-    return {name: JUDGES.get_entry(name).settings(config["judges"].get(name) or {}) for name in names}
+    judges = catalog().judges
+    return {name: judges.get_entry(name).settings(config["judges"].get(name) or {}) for name in names}
 
 
 def validate_config(config: dict) -> dict:
     """Validate ``config`` and return a copy with every default filled in."""
-    load_all()
+    methods = catalog()  # the methods' schemas and options, without importing them
     config = copy.deepcopy(dict(config))
     schema = yaml.safe_load(SCHEMA_PATH.read_text())
     check(config, schema, "")
-    for key, registry in (("attacks", ATTACKS), ("judges", JUDGES), ("variants", VARIANTS)):
+    for key, registry in (("attacks", methods.attacks), ("judges", methods.judges), ("variants", methods.variants)):
         _check_names(config[key], registry, key)
         for name, settings in config[key].items():
             _fill_shared(settings, registry[name], config, f"{key}.{name}")
@@ -87,14 +92,14 @@ def validate_config(config: dict) -> dict:
         if bad:
             raise ConfigError(f"config error at models.{name}.variants: {bad} are not built by this pipeline for "
                               f"this model; valid: {sorted(valid)} (configure a registered variant under "
-                              f"`variants:` to build it; registered: {sorted(VARIANTS)})")
+                              f"`variants:` to build it; registered: {sorted(methods.variants)})")
     for name, model in config["models"].items():
         for variant, override in model["variant_settings"].items():
             if variant not in config["variants"]:
                 raise ConfigError(f"config error at models.{name}.variant_settings: {variant!r} is not a configured "
                                   f"variant; valid: {sorted(config['variants'])}")
-            _reject_shared(override, VARIANTS[variant], f"models.{name}.variant_settings.{variant}")
-            check({**config["variants"][variant], **override}, VARIANTS[variant].schema,
+            _reject_shared(override, methods.variants[variant], f"models.{name}.variant_settings.{variant}")
+            check({**config["variants"][variant], **override}, methods.variants[variant].schema,
                    f"models.{name}.variant_settings.{variant}")
     _check_variant_attacks(config)
     _check_selection_split(config)
@@ -115,7 +120,7 @@ def _check_required_variants(config: dict) -> None:
     built = {name: model for name, model in config["models"].items() if model["harmful_pole"] == "built"}
     for name in config["variants"]:
         needing_pole = [m for m, model in built.items() if name in model["variants"]]
-        missing = [r for r in VARIANTS[name].options.get("requires", ())
+        missing = [r for r in catalog().variants[name].options.get("requires", ())
                    if r not in config["variants"] and (r != "harmful" or needing_pole)]
         if missing:
             raise ConfigError(f"config error at variants.{name}: it is built from the variant(s) {missing}, which "
@@ -124,7 +129,7 @@ def _check_required_variants(config: dict) -> None:
     if "harmful" in config["variants"]:
         return
     for name, settings in config["attacks"].items():
-        if "harmful_pole" not in ATTACKS[name].options.get("needs", ()) or \
+        if "harmful_pole" not in catalog().attacks[name].options.get("needs", ()) or \
                 settings.get("direction", "harmful_pole") != "harmful_pole":
             continue
         facing = [m for m, model in built.items()
@@ -164,7 +169,7 @@ def _check_alignment(config: dict) -> None:
         if model.get("adapter"):
             raise ConfigError(f"config error at models.{name}.align: the model has an `adapter` too; `align` builds "
                               f"the aligned adapter from the weights as given, so give one or the other")
-        check(model["align"], ALIGN_SCHEMA, f"models.{name}.align")
+        check(model["align"], catalog().align_schema, f"models.{name}.align")
     distillation = config.get("data", {}).get("self_distillation")
     if distillation:
         model = config["models"].get(distillation["model"])
@@ -216,15 +221,15 @@ def _check_selection_split(config: dict) -> None:
     """A variant that chooses a setting on capability (LAPT's λ: ``needs`` benign_accuracy) on a
     hub/path model needs the held-out ``select_benign`` data split: benign accuracy is reported on
     eval_benign, which must not be the split the choice was made on."""
-    splits = config.get("data", {}).get("splits", {})
+    splits, variants = config.get("data", {}).get("splits", {}), catalog().variants
     for name, model in config["models"].items():
         if model["source"] == "organism":
             continue
         for variant in model["variants"]:
             if variant not in config["variants"] or \
-                    "benign_accuracy" not in VARIANTS[variant].options.get("needs", ()):
+                    "benign_accuracy" not in variants[variant].options.get("needs", ()):
                 continue
-            settings = VARIANTS[variant].settings({**config["variants"][variant],
+            settings = variants[variant].settings({**config["variants"][variant],
                                                    **model["variant_settings"].get(variant, {})})
             if settings.get("interpolation") != "auto":
                 continue
@@ -236,15 +241,14 @@ def _check_selection_split(config: dict) -> None:
 
 def _check_matched_controls(config: dict) -> None:
     """A model that builds a refusal-SFT control and the defense it controls for trains both alike
-    (defenses/refusal_sft.py CONTROLS): else "the gain from the latent term" is confounded."""
-    from .defenses.refusal_sft import CONTROLS, control_mismatches
-
+    (defenses/controls.py): else "the gain from the latent term" is confounded."""
+    variants = catalog().variants
     for name, model in config["models"].items():
         overrides = model["variant_settings"]
         for control, defense in CONTROLS.items():
             if control not in model["variants"] or defense not in model["variants"]:
                 continue
-            settings = {v: VARIANTS[v].settings({**config["variants"][v], **overrides.get(v, {})})
+            settings = {v: variants[v].settings({**config["variants"][v], **overrides.get(v, {})})
                         for v in (control, defense)}
             mismatches = control_mismatches(settings[control], defense, settings[defense])
             if mismatches:
@@ -277,7 +281,7 @@ def _check_variant_attacks(config: dict) -> None:
             where = f"config error at models.{name}.variant_attacks"
             # a variant the model does not list is allowed (dropping one from `variants` needs no second
             # edit); a name no model could have is a typo
-            known = {"aligned", "base", "pretrained", *VARIANTS}
+            known = {"aligned", "base", "pretrained", *catalog().variants}
             if variant not in known:
                 raise ConfigError(f"{where}: {variant!r} is not a variant; valid: {sorted(known)}")
             unknown = sorted(set(attacks) - set(config["attacks"]))

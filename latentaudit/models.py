@@ -29,11 +29,6 @@ def resolve_device(requested: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
-# The keys of a model's config entry that say how its weights load; a rule's `spec` param holds
-# these and no more (rules/common.smk), so editing a model's variant list reruns no existing job.
-LOAD_KEYS = ("source", "adapter", "dtype", "trust_remote_code", "chat_template")
-
-
 def spec_options(spec: dict) -> dict:
     """How a model spec's weights load, as keywords of ``load_model`` / ``load_variant``: its
     adapter, dtype, trust_remote_code and chat template (everything but ``source`` and the device)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 from collections.abc import Iterable
+from functools import lru_cache
 from pathlib import Path
 
 
@@ -23,8 +24,16 @@ def imported_modules(path: Path, package: str | None) -> set[str]:
     function-level import too). ``from a import b`` names ``a`` and ``a.b`` (``b`` may be a
     submodule); a relative import is resolved against ``package``, the package ``path`` is in
     (None for a script outside any package, where a relative import is an error)."""
+    stat = path.stat()
+    return set(_imported_modules(str(path), package, stat.st_mtime_ns, stat.st_size))
+
+
+@lru_cache(maxsize=None)
+def _imported_modules(path: str, package: str | None, mtime_ns: int, size: int) -> frozenset[str]:
+    """``imported_modules`` of one version of a file (its modification time and size are part of the
+    key): a Snakefile asks for the same files once per rule, and parsing them was ~2 s of every DAG."""
     names = set()
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+    for node in ast.walk(ast.parse(Path(path).read_text(), filename=path)):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -38,7 +47,7 @@ def imported_modules(path: Path, package: str | None) -> set[str]:
                 base = node.module
             names.add(base)
             names.update(f"{base}.{alias.name}" for alias in node.names if alias.name != "*")
-    return names
+    return frozenset(names)
 
 
 def imported_project_files(script: str | Path, root: str | Path, also_imports: Iterable[str] = ()) -> list[str]:

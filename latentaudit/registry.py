@@ -16,10 +16,11 @@ from .schema import filled
 @dataclass
 class Entry:
     name: str
-    function: Callable
+    function: Callable | None  # None in the catalog (latentaudit/catalog.py): metadata, nothing imported
     schema: dict = field(default_factory=dict)  # JSON schema of the method's config settings
     kind: str = ""
     options: dict = field(default_factory=dict)  # method-specific facts, e.g. a variant's output kind
+    module: str = ""  # the module that registers it: what the method's job imports
 
     def settings(self, raw: dict) -> dict:
         """The method's settings as it reads them: ``raw`` validated against its schema with every
@@ -88,7 +89,7 @@ class Registry(dict):
             if self.kind == "attack" and "properties" in schema_:  # every attack's generation length and requests
                 schema_ = {**schema_, "properties": {**schema_["properties"], "max_new_tokens": MAX_NEW_TOKENS,
                                                      "forbidden_split": FORBIDDEN_SPLIT}}
-            self[name] = Entry(name, function, schema_, self.kind, options)
+            self[name] = Entry(name, function, schema_, self.kind, options, function.__module__)
             return function
         return decorate
 

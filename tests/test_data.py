@@ -336,7 +336,7 @@ def test_overlap_counts_exact_normalised_and_near():
 
 
 def test_eval_forbidden_data_sets_are_never_trained_on():
-    from latentaudit.data.real import check_real_data_config
+    from latentaudit.data.splits import check_real_data_config
 
     data = {"splits": {"train_harmful": {"role": "train", "datasets": ["harmbench", "other"]},
                        "eval_forbidden": {"role": "eval", "datasets": ["harmbench"]},

@@ -282,7 +282,7 @@ def test_refusal_sft_controls_match_their_defenses(config_file):
     import yaml
     from conftest import REPO
     from latentaudit.config import ConfigError, validate_config
-    from latentaudit.defenses.refusal_sft import CONTROLS, defender_updates
+    from latentaudit.defenses.controls import CONTROLS, defender_updates
     raw = yaml.safe_load((REPO / config_file).read_text())
     config = validate_config(copy.deepcopy(raw))
     load_all()
@@ -305,7 +305,7 @@ def test_refusal_sft_controls_match_their_defenses(config_file):
 
 
 def test_lat_defender_updates_are_rounds_times_updates_per_round():
-    from latentaudit.defenses.refusal_sft import defender_updates
+    from latentaudit.defenses.controls import defender_updates
     assert defender_updates("lat", {"steps": 100, "model_steps_per_attack": 4}) == 400
     assert defender_updates("repbend", {"steps": 450}) == 450
 

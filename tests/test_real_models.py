@@ -16,11 +16,14 @@ from latentaudit.audit_config import (AuditConfigError, add_audited_model, audit
                                       card_judge, check_audit_subject, latent_attacks)
 from latentaudit.capability import join_capability, lm_eval_command, lm_eval_model_args, parse_results
 from latentaudit.config import ConfigError, configured_judges, validate_config
-from latentaudit.data.real import build_real_data, check_real_data_config, pair_by_index, training_records
+from latentaudit.data.real import build_real_data, pair_by_index, training_records
+from latentaudit.data.splits import check_real_data_config
 from latentaudit.io import read_jsonl
 from latentaudit.metrics import attack_tables, masr, pasr
-from latentaudit.registry import ATTACKS, VARIANTS, load_all
-from latentaudit.report.audit_card import audit_figures, audit_verdict, gap_measures, render_audit_card
+from latentaudit.catalog import catalog
+from latentaudit.registry import VARIANTS, load_all
+from latentaudit.audit_config import audit_figures
+from latentaudit.report.audit_card import audit_verdict, gap_measures, render_audit_card
 from latentaudit.report.audit_gap import audit_gap_frame
 
 WORDS = ["placeholder", "request", "question", "answer", "refusal", "completion", "safe", "prompt", "context",
@@ -449,13 +452,13 @@ def test_audit_card_of_a_variant_against_the_same_models_aligned(tmp_path):
 
 
 def test_the_card_finds_latent_attacks_by_their_registry_flag(tmp_path):
-    """A latent attack registered anywhere (here, in the test) counts in the verdict and is on the
-    card; one registered without the flag does not, whatever its name."""
-    load_all()
+    """A latent attack (registered with the flag; here, added to the catalog the workflow reads)
+    counts in the verdict and is on the card; one registered without the flag does not, whatever its name."""
+    attacks = catalog().attacks
     new = {"probe_in_test": True, "asa_lookalike": False}  # name -> registered with latent=...
     try:
         for name, latent in new.items():
-            ATTACKS.register(name, latent=latent)(lambda context, settings: None)
+            attacks.register(name, latent=latent)(lambda context, settings: None)
         names = latent_attacks(["none", "asa_random", *new])
         assert names == ["asa_random", "probe_in_test"]
         masr = {"none": 0.95, "asa_random": 0.1, "probe_in_test": 0.8, "asa_lookalike": 0.95}
@@ -480,7 +483,7 @@ def test_the_card_finds_latent_attacks_by_their_registry_flag(tmp_path):
         assert "asa_lookalike" not in card
     finally:
         for name in new:
-            ATTACKS.pop(name, None)
+            attacks.pop(name, None)
 
 
 def test_audit_dry_runs_on_the_organism_and_the_standin(standin_repo, standin):

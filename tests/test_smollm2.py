@@ -83,7 +83,7 @@ def test_config_errors_name_the_key(tmp_path):
         load_config(_write(tmp_path / "b.yaml", raw))
     raw = yaml.safe_load(CONFIG.read_text())
     raw["data"]["splits"]["train_harmful"]["datasets"].append("harmbench")
-    from latentaudit.data.real import check_real_data_config
+    from latentaudit.data.splits import check_real_data_config
     assert any("also feed eval_forbidden" in p for p in check_real_data_config(load_config(
         _write(tmp_path / "c.yaml", raw))["data"]))
 

@@ -50,37 +50,11 @@ from ..io import EVAL_SPLITS, write_jsonl
 from ..material import Wheel, member_digests
 from ..provenance import write_meta
 from .loaders import get_loader
-from .splits import DataSplits, load_splits, normalise_text, to_eval_records
+from .splits import DataSplits, check_real_data_config, load_splits, normalise_text, to_eval_records
 
 log = logging.getLogger(__name__)
 
 REQUIRED_KIND = {"eval_forbidden": "forbidden", "eval_benign": "benign", "eval_twin": "benign"}
-
-
-def check_real_data_config(data: dict | None) -> list[str]:
-    """Problems with a ``data:`` section that hub/path models are attacked on."""
-    if not data:
-        return ["data: a hub or local-path model is configured, so the experiment needs a `data:` section with the "
-                f"eval splits {list(EVAL_SPLITS)} (see configs/paper.yaml)"]
-    problems, splits = [], data.get("splits", {})
-    for name in EVAL_SPLITS:
-        if name not in splits:
-            problems.append(f"data.splits: {name!r} is missing; hub/path models are attacked on "
-                            f"{list(EVAL_SPLITS)}; configured: {sorted(splits)}")
-        elif splits[name]["role"] != "eval":
-            problems.append(f"data.splits.{name}.role: must be 'eval', not {splits[name]['role']!r}")
-    for name in ("eval_benign", "eval_twin"):
-        if name in splits and splits[name].get("harmful") is not False:
-            problems.append(f"data.splits.{name}.harmful: must be false (benign requests only)")
-    if "eval_forbidden" in splits and splits["eval_forbidden"].get("harmful") is False:
-        problems.append("data.splits.eval_forbidden.harmful: must be true or null (harmful requests)")
-    evaluated = set(splits.get("eval_forbidden", {}).get("datasets", []))
-    for name, spec in sorted(splits.items()):
-        shared = sorted(evaluated & set(spec["datasets"])) if spec["role"] == "train" else []
-        if shared:
-            problems.append(f"data.splits.{name}.datasets: {shared} also feed eval_forbidden; the eval behaviours "
-                            f"must never be trained on (use another data set for training)")
-    return problems
 
 
 def pair_by_index(benign: list[dict], n: int) -> tuple[list[dict], int]:

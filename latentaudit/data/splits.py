@@ -8,7 +8,7 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 
-from ..io import SELECT_BENIGN
+from ..io import EVAL_SPLITS, SELECT_BENIGN
 
 from .loaders import LOADERS, load_dataset_records
 
@@ -275,3 +275,29 @@ def to_eval_records(split: str, records: list[dict], default_affirmative_prefix:
             "source": record["source"], "source_id": record["source_id"],
         })
     return out
+
+
+def check_real_data_config(data: dict | None) -> list[str]:
+    """Problems with a ``data:`` section that hub/path models are attacked on."""
+    if not data:
+        return ["data: a hub or local-path model is configured, so the experiment needs a `data:` section with the "
+                f"eval splits {list(EVAL_SPLITS)} (see configs/paper.yaml)"]
+    problems, splits = [], data.get("splits", {})
+    for name in EVAL_SPLITS:
+        if name not in splits:
+            problems.append(f"data.splits: {name!r} is missing; hub/path models are attacked on "
+                            f"{list(EVAL_SPLITS)}; configured: {sorted(splits)}")
+        elif splits[name]["role"] != "eval":
+            problems.append(f"data.splits.{name}.role: must be 'eval', not {splits[name]['role']!r}")
+    for name in ("eval_benign", "eval_twin"):
+        if name in splits and splits[name].get("harmful") is not False:
+            problems.append(f"data.splits.{name}.harmful: must be false (benign requests only)")
+    if "eval_forbidden" in splits and splits["eval_forbidden"].get("harmful") is False:
+        problems.append("data.splits.eval_forbidden.harmful: must be true or null (harmful requests)")
+    evaluated = set(splits.get("eval_forbidden", {}).get("datasets", []))
+    for name, spec in sorted(splits.items()):
+        shared = sorted(evaluated & set(spec["datasets"])) if spec["role"] == "train" else []
+        if shared:
+            problems.append(f"data.splits.{name}.datasets: {shared} also feed eval_forbidden; the eval behaviours "
+                            f"must never be trained on (use another data set for training)")
+    return problems

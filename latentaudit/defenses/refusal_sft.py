@@ -1,7 +1,7 @@
 """The control: refusal SFT through trl's ``SFTTrainer`` on the defenses' own data (refusals for
 forbidden requests, answers for the rest), completion-only loss, a LoRA adapter, no latent
 term. Any gain of a latent defense over this one is attributable to its latent term, when the
-two train alike: ``CONTROLS`` names the defense each control variant matches (``refusal_sft``
+two train alike: ``defenses/controls.py`` names the defense each control variant matches (``refusal_sft``
 RepBend, ``refusal_sft_lat`` targeted LAT), and config validation requires the same number of
 defender updates, learning rate, schedule, batch and LoRA (``control_mismatches``)."""
 from __future__ import annotations
@@ -37,27 +37,7 @@ def sft_dataset(records: list[dict], chat_template: bool) -> Dataset:
     return Dataset.from_list(rows)
 
 
-# control variant -> the defense it controls for
-CONTROLS = {"refusal_sft": "repbend", "refusal_sft_lat": "lat"}
-MATCHED = ("lr", "batch_size", "schedule", "warmup_fraction", "grad_clip", "lora")
-
-
-def defender_updates(defense: str, defense_settings: dict) -> int:
-    """The defense's optimiser updates, from its own (filled) settings: targeted LAT's ``steps`` are
-    attack rounds, each followed by ``model_steps_per_attack`` updates (the public code's 100 x 4);
-    every other defense's are steps."""
-    steps = defense_settings["steps"]
-    return steps * defense_settings["model_steps_per_attack"] if defense == "lat" else steps
-
-
-def control_mismatches(control: dict, defense: str, defense_settings: dict) -> list[str]:
-    """``key: control value != defense value`` for every training setting the control must share."""
-    pairs = [("steps (defender updates)", control["steps"], defender_updates(defense, defense_settings))]
-    pairs += [(key, control.get(key), defense_settings.get(key)) for key in MATCHED]
-    return [f"{key}: {mine!r} != {theirs!r}" for key, mine, theirs in pairs if mine != theirs]
-
-
-@VARIANTS.register("refusal_sft_lat", SCHEMA, kind="lora")  # the same method, matched to LAT (CONTROLS)
+@VARIANTS.register("refusal_sft_lat", SCHEMA, kind="lora")  # the same method, matched to LAT (controls.CONTROLS)
 @VARIANTS.register("refusal_sft", SCHEMA, kind="lora")
 def build_refusal_sft(model, tokenizer, records: list[dict], settings: dict, seed: int, context: dict):
     lora = settings["lora"]

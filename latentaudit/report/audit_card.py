@@ -12,23 +12,9 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from ..audit_config import LATENT_SECTIONS
 from .audit_figures import Unit, behavior_figure, by_layer_figure, lvs_figure, save_figure, unit_label
 from .audit_gap import REFERENCE_POINTS, nudge_layer_of, reference_point_asrs
-
-# The card's sections for families of latent attacks: (title, name prefix, figure, note when absent).
-# A latent attack of no family still counts in the verdict and is listed under "Other latent attacks".
-LATENT_SECTIONS = (("Activation steering (ASA)", "asa", "asa_by_layer", "no `asa_*` attack is configured."),
-                   ("Latent PGD", "latent_pgd", "latent_pgd", "no `latent_pgd` attack is configured."))
-
-
-def audit_figures(attacks) -> list[str]:
-    """The card's figure names for the configured attacks (absent attacks, absent figures)."""
-    names = ["behavior"]
-    names += [figure for _, prefix, figure, _ in LATENT_SECTIONS if any(a.startswith(prefix) for a in attacks)]
-    if "lvs" in attacks:
-        names.append("lvs_profile")
-    return names
-
 
 # ---------------------------------------------------------------------------------------------
 # Numbers the card and the verdict read
