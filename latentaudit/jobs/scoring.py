@@ -7,7 +7,8 @@ from .. import metrics
 from ..capability import join_capability
 from ..io import GENERATION_KEYS
 from ..provenance import write_meta
-from ..registry import JUDGES, load_all, load_module
+from ..catalog import catalog
+from ..registry import JUDGES, load_module
 
 
 def run_judge(job) -> None:
@@ -41,12 +42,12 @@ def collect_metrics(job) -> None:
     outputs, primary_judge, lvs_settings = dict(job.output.items()), job.params.primary_judge, dict(job.params.lvs)
     generation_paths, score_paths = list(job.input.generations), list(job.input.scores)
     capability_paths = list(job.input.capability)
-    load_all()
     generations = pd.concat([pd.read_parquet(p) for p in generation_paths], ignore_index=True)
     scores = pd.concat([pd.read_parquet(p) for p in score_paths], ignore_index=True)
     judged = generations.merge(scores, on=[*GENERATION_KEYS, "row_id"], how="inner", validate="one_to_many")
     judged = metrics.split_controls(judged)
-    score_judges = [name for name, entry in JUDGES.items() if entry.options.get("scores")]
+    # the judges' options from the catalog: this job imports no method module (no torch)
+    score_judges = [name for name, entry in catalog().judges.items() if entry.options.get("scores")]
     if "lvs" in outputs:
         metrics.lvs_table(judged, primary_judge, lvs_settings).to_csv(outputs["lvs"], index=False)
     judged = judged[~judged["judge"].isin(score_judges)]
