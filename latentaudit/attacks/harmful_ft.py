@@ -159,6 +159,7 @@ def attack_harmful_ft(context: AttackContext, settings: dict) -> pd.DataFrame:
     eval_records = forbidden + benign
     eval_ids = context.prompt_ids(eval_records)
     frames = []
+    untrained: list[str] = []  # step 0's answers: every run starts from the same weights, so one generation serves all
     for data in settings["data"]:
         records, trained = harmful_pairs(held_out_records(context, settings["harmful_ft_holdout"]), data,
                                          settings["ood_categories"], settings["max_pairs"])
@@ -169,7 +170,12 @@ def attack_harmful_ft(context: AttackContext, settings: dict) -> pd.DataFrame:
                  len(pairs), sorted(trained), nll_step0)
         for seed in settings["seeds"]:
             def probe(step: int) -> None:
-                texts = context.generate(eval_ids, desc=f"harmful_ft {data} seed {seed} step {step}")
+                if step == 0 and untrained:
+                    texts = untrained
+                else:
+                    texts = context.generate(eval_ids, desc=f"harmful_ft {data} seed {seed} step {step}")
+                    if step == 0:
+                        untrained.extend(texts)
                 frame = generations_frame(eval_records, texts, layer=-1, strength=float(step), direction=seed)
                 frame["ft_data"] = data
                 frame["nll_step0"] = nll_step0
