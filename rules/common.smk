@@ -4,7 +4,7 @@ from functools import cache
 from pathlib import Path
 
 # Nothing imported here loads torch, transformers or pandas: the methods' schemas and options come
-# from their catalog (latentaudit/catalog.py), so a parse takes ~3 s, not ~9 (tests/test_catalog.py).
+# from their catalog (latentaudit/catalog.py), so a parse takes ~2 s, not ~10 (tests/test_catalog.py).
 from latentaudit.audit_config import (add_audited_model, audit_figures, audit_subject, card_judge,
                                       check_audit_subject, latent_attacks)
 from latentaudit.catalog import catalog
