@@ -2,7 +2,7 @@
 
 Validating a config and laying out the DAG needs each registered attack's, judge's and
 variant's schema, options and module, and the alignment recipe's schema; importing the method
-modules for them loads torch, transformers and peft, ~5 of the ~9 s every `snakemake` call
+modules for them loads torch, transformers and peft, ~7 of the ~10 s every `snakemake` call
 took (a dry run, a SLURM job re-reading the Snakefile, each whole-DAG test). The catalog is that
 metadata as the registries hold it after ``load_all()``, stored as JSON under a key that hashes
 every source file of the package (and the Python and library versions): the first parse after an

@@ -12,17 +12,16 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from conftest import copy_repo, dry_run_jobs, save_tiny_llama, snakemake
-from latentaudit.audit_config import (AuditConfigError, add_audited_model, audit_name, audit_subject,
+from latentaudit.audit_config import (AuditConfigError, add_audited_model, audit_figures, audit_name, audit_subject,
                                       card_judge, check_audit_subject, latent_attacks)
 from latentaudit.capability import join_capability, lm_eval_command, lm_eval_model_args, parse_results
+from latentaudit.catalog import catalog
 from latentaudit.config import ConfigError, configured_judges, validate_config
 from latentaudit.data.real import build_real_data, pair_by_index, training_records
 from latentaudit.data.splits import check_real_data_config
 from latentaudit.io import read_jsonl
 from latentaudit.metrics import attack_tables, masr, pasr
-from latentaudit.catalog import catalog
 from latentaudit.registry import VARIANTS, load_all
-from latentaudit.audit_config import audit_figures
 from latentaudit.report.audit_card import audit_verdict, gap_measures, render_audit_card
 from latentaudit.report.audit_gap import audit_gap_frame
 

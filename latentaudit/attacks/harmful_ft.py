@@ -159,7 +159,9 @@ def attack_harmful_ft(context: AttackContext, settings: dict) -> pd.DataFrame:
     eval_records = forbidden + benign
     eval_ids = context.prompt_ids(eval_records)
     frames = []
-    untrained: list[str] = []  # step 0's answers: every run starts from the same weights, so one generation serves all
+    # step 0's answers: every run starts from the same weights and decoding draws nothing from the run's
+    # seed (greedy, or Gumbel noise hashed from the prompt and step), so one generation serves all runs
+    untrained: list[str] = []
     for data in settings["data"]:
         records, trained = harmful_pairs(held_out_records(context, settings["harmful_ft_holdout"]), data,
                                          settings["ood_categories"], settings["max_pairs"])
