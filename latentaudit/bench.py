@@ -45,7 +45,7 @@ COLUMNS = ["setting", "n_generations", "naive_s", "fast_s", "speedup", "identica
 @dataclass(frozen=True)
 class BenchSettings:
     """One benchmark run (configs/bench/cpu.yaml; configs/bench/gpu.yaml for the GPU variant)."""
-    model: str = "organism"             # "organism": the model directory given; "random_llama": built from `random_llama`
+    model: str = "given"                # "given": the weights in the model directory given; "random_llama": built from `random_llama`
     device: str = "cpu"
     dtype: str = "float32"
     random_llama: dict = field(default_factory=lambda: {
@@ -324,15 +324,15 @@ def build_random_llama(tokenizer, settings: BenchSettings, device: torch.device)
 
 
 def load_bench_model(model_path: str, settings: BenchSettings):
-    """(model, tokenizer): the organism at ``model_path``, or a random Llama with its tokenizer."""
+    """(model, tokenizer): the weights at ``model_path``, or a random Llama with its tokenizer."""
     from .models import load_model, resolve_device
 
-    if settings.model == "organism":
+    if settings.model == "given":
         return load_model(model_path, None, settings.dtype, settings.device)
     if settings.model == "random_llama":
         _, tokenizer = load_model(model_path, None, "float32", "cpu")
         return build_random_llama(tokenizer, settings, resolve_device(settings.device)), tokenizer
-    raise ValueError(f"bench model {settings.model!r} unknown; valid: 'organism', 'random_llama'")
+    raise ValueError(f"bench model {settings.model!r} unknown; valid: 'given', 'random_llama'")
 
 
 def run_bench(model_path: str, forbidden_path: str, settings: BenchSettings) -> pd.DataFrame:
@@ -340,7 +340,10 @@ def run_bench(model_path: str, forbidden_path: str, settings: BenchSettings) -> 
     ``forbidden_path``: one row per sweep (``COLUMNS`` first)."""
     torch.manual_seed(settings.seed)
     model, tokenizer = load_bench_model(model_path, settings)
-    return bench_sweeps(model, tokenizer, read_jsonl(forbidden_path), settings)
+    frame = bench_sweeps(model, tokenizer, read_jsonl(forbidden_path), settings)
+    frame["model"] = model_path if settings.model == "given" else "random Llama ({num_hidden_layers} blocks, hidden " \
+        "{hidden_size})".format(**settings.random_llama)
+    return frame
 
 
 def bench_sweeps(model, tokenizer, records: list[dict], settings: BenchSettings) -> pd.DataFrame:
@@ -392,7 +395,7 @@ def render_markdown(frame: pd.DataFrame, settings: BenchSettings) -> str:
     shown["vector_agreement"] = shown["vector_agreement"].map(lambda v: f"{v:.5f}")
     notes = [
         "# Sweep benchmark: naive loop vs shared-prefix batched path", "",
-        f"Model: {settings.model} ({int(frame['parameters'].iloc[0]):,} parameters, {settings.dtype}) "
+        f"Model: {frame['model'].iloc[0] if 'model' in frame else settings.model} ({int(frame['parameters'].iloc[0]):,} parameters, {settings.dtype}) "
         f"on {frame['device'].iloc[0]}; "
         f"max_new_tokens {settings.max_new_tokens}, batch size {settings.batch_size} "
         f"({frame['batch_size'].iloc[0]} generation, {frame['pgd_batch_size'].iloc[0]} PGD rows), "

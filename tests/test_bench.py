@@ -90,6 +90,7 @@ def test_bench_writes_the_contract_columns(tiny_model, tokenizer, splits, tmp_pa
     assert 0.9 < table["vector_agreement"].iloc[1] <= 1.0              # LVS: each path's own PGD
     markdown = (tmp_path / "sweep.md").read_text()
     assert "asa_random" in markdown and ("sampled at T = 1" in markdown) == (temperature > 0)
+    assert (table["model"] == str(model_dir)).all() and f"Model: {model_dir} (" in markdown  # the weights timed
     # FLOP/s: ASA runs forwards only, LVS's PGD adds a backward; the shared prefix does less work
     # per generation than the naive loop; both rates are a fraction of the same measured limit.
     asa, lvs = table.iloc[0], table.iloc[1]
