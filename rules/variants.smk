@@ -13,6 +13,7 @@ rule build_variant:
     wildcard_constraints:
         variant=BUILT_VARIANTS,
     params:
+        module=lambda w: method_module(VARIANTS, w.variant),
         settings=variant_settings,
         judges=variant_judges,
         spec=model_spec,

@@ -15,7 +15,7 @@ from ..batching import longest_prompt, prompt_token_ids
 from ..metrics import lasr_by_layer
 from ..models import load_variant, spec_options
 from ..provenance import write_meta
-from ..registry import VARIANTS, load_all
+from ..registry import VARIANTS, load_module
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +57,10 @@ def build_variant(job) -> None:
     harmful pole), loaded on the same aligned weights and handed over as
     ``context["required_variants"]``; ``input.fragile_generations`` and ``input.fragile_scores``
     (the aligned model's attack sweep, for LAPT's fragile layers); ``input.benign`` for a variant
-    that ``needs`` ``benign_accuracy`` (the held-out select_benign split)."""
-    load_all()
+    that ``needs`` ``benign_accuracy`` (the held-out select_benign split). The job imports only the
+    module that registers the variant (``params.module``; a required variant is read from disk)."""
     params, inputs, variant = job.params, job.input, job.wildcards.variant
+    load_module(params.module)
     entry = VARIANTS.get_entry(variant)
     torch.manual_seed(params.seed)
     spec, generation, settings = params.spec, dict(params.generation), dict(params.settings)
