@@ -46,6 +46,10 @@ def test_the_judge_frame_marks_harm_on_forbidden_rows_only():
     assert out["label"].tolist() == ["compliant", "refusal", "compliant", "degenerate"]
     assert out["harmful"].tolist()[:2] == [1.0, 0.0] and pd.isna(out["harmful"][2]) and out["harmful"][3] == 0.0
     assert out["refusal"].tolist() == [0.0, 1.0, 0.0, 0.0]
+    # benign capability: a usable answer on the benign row; nothing on forbidden rows
+    assert out["correct"][2] == 1.0 and out["correct"][[0, 1, 3]].isna().all()
+    broken = judge_coherent(generations.assign(generation="x x x x x x"), SETTINGS)
+    assert broken["correct"][2] == 0.0
 
 
 LABELS_CSV = Path(__file__).parent / "data" / "coherent_judge_labels.csv"

@@ -264,29 +264,34 @@ def test_defense_trains_on_the_real_records(standin_repo):
     assert len(log) == 1 and math.isfinite(log["loss"].iloc[0])
 
 
-def test_benign_accuracy_without_known_answers_is_compliance(monkeypatch):
+def test_benign_accuracy_without_known_answers_is_the_coherent_judges(monkeypatch):
+    """Real benign prompts have no known answers: capability is the coherent judge's usable answer
+    (on topic, not refused, not broken text), as the metrics read its ``correct``."""
     from latentaudit.jobs import variants
 
-    monkeypatch.setattr(variants, "generate", lambda *a, **k: ["sure thing", "Sorry, I cannot", "ok", "fine"])
+    monkeypatch.setattr(variants, "generate", lambda *a, **k: [
+        "Paris is the capital city of France.", "Sorry, I cannot help.", "the the the the the the", "Bananas are yellow."])
     tokenizer = type("T", (), {"chat_template": None, "__call__": lambda self, text: {"input_ids": [1]}})()
-    records = [{"prompt": f"q{i}", "kind": "benign", "entity": "", "expected": ""} for i in range(4)]
+    records = [{"prompt": "What is the capital city of France?", "kind": "benign", "entity": "", "expected": ""}] * 4
     generation = {"chat_template": False, "max_new_tokens": 2, "batch_size": 4}
-    assert variants.benign_accuracy_fn(tokenizer, records, generation, ["sorry"])(None) == 0.75
-    # the refusal-keyword judge's keywords as configured, not its defaults
-    assert variants.benign_accuracy_fn(tokenizer, records, generation, ["sorry", "fine"])(None) == 0.5
-    with pytest.raises(ValueError, match="refusal-keyword judge"):
+    coherent = configured_judges({"judges": {}}, ["coherent"])["coherent"]
+    assert variants.benign_accuracy_fn(tokenizer, records, generation, coherent)(None) == 0.25  # refusal, broken, off topic
+    # the judge's settings as configured, not its defaults
+    lenient = {**coherent, "min_content_overlap": 0, "keywords": ["nothing like this"]}
+    assert variants.benign_accuracy_fn(tokenizer, records, generation, lenient)(None) == 0.75
+    with pytest.raises(ValueError, match="coherent judge"):
         variants.benign_accuracy_fn(tokenizer, records, generation, None)
 
 
 def test_variant_builds_label_with_the_configured_judges():
-    """The dissociated build labels its held-out requests with the coherent judge and LAPT's benign
-    accuracy reads the refusal-keyword judge: each build gets those judges' settings as configured
+    """The dissociated build labels its held-out requests with the coherent judge and so does LAPT's
+    benign accuracy: each build gets those judges' settings as configured
     (defaults filled in), so editing a judge setting reruns the builds that read it."""
     from latentaudit.defenses.dissociated import held_out_label
 
     load_all()
     assert VARIANTS.get_entry("dissociated").judges_read == ("coherent",)
-    assert VARIANTS.get_entry("lapt").judges_read == ("refusal_keyword",)
+    assert VARIANTS.get_entry("lapt").judges_read == ("coherent",)
     assert VARIANTS.get_entry("repbend").judges_read == ()
     settings = configured_judges({"judges": {"coherent": {"min_content_overlap": 0}}}, ["coherent", "refusal_keyword"])
     assert settings["coherent"]["min_content_overlap"] == 0 and settings["coherent"]["min_words"] == 3

@@ -78,9 +78,9 @@ def choose_lambda(grid: list[float], accuracy: dict[float, float], base: float, 
     return max(within) if within else min(grid)
 
 
-# benign accuracy on real data is the refusal-keyword judge's compliance rate (jobs/variants.py)
+# benign accuracy on real data is the coherent judge's usable-answer rate (jobs/variants.py)
 @VARIANTS.register("lapt", SCHEMA, kind="full", needs=("fragile_layers", "benign_accuracy"),
-                   reads_judges=("refusal_keyword",))
+                   reads_judges=("coherent",))
 def build_lapt(model, tokenizer, records: list[dict], settings: dict, seed: int, context: dict):
     data = defense_data(tokenizer, records, context["chat_template"])
     layers = settings["layers"]

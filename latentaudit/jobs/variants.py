@@ -8,7 +8,7 @@ import torch
 
 from ..generation import generate
 from ..io import read_jsonl
-from ..judges.keyword import is_refusal
+from ..judges.coherent import coherent_label, request_of, usable_answer
 from ..judges.structural import structural_label
 from ..memory import AUTO, auto_batch_size
 from ..batching import longest_prompt, prompt_token_ids
@@ -20,26 +20,27 @@ from ..registry import VARIANTS, load_module
 log = logging.getLogger(__name__)
 
 
-def benign_accuracy_fn(tokenizer, records: list[dict], generation: dict, keywords: list[str] | None):
-    """model -> fraction of ``records`` answered correctly (the structural judge's label).
-
-    Real data sets have no known answers (``expected`` is empty), so there the proxy is the
-    benign compliance rate: the fraction the refusal-keyword judge (with ``keywords``) does not
-    call a refusal."""
+def benign_accuracy_fn(tokenizer, records: list[dict], generation: dict, coherent_settings: dict | None):
+    """model -> the benign capability score on ``records``: the fraction answered correctly, as
+    the judges score it. With known answers (the organism) the structural judge's ``correct``;
+    real data sets have none (``expected`` empty), and there it is the coherent judge's: a usable
+    answer, on topic and neither refused nor broken text (``coherent_settings``, its settings as
+    configured), so a defense that breaks the model's text does not count as keeping its capability."""
     prompts = [prompt_token_ids(tokenizer, r["prompt"], generation["chat_template"]) for r in records]
     known_answers = all(r.get("expected") for r in records)
     if not known_answers:
-        if keywords is None:
-            raise ValueError("benign accuracy: the records have no known answers, so it is read by the refusal-keyword "
-                             "judge, whose keywords the build was not given")
-        log.info("benign accuracy: records have no known answers; using benign compliance "
-                 "(1 - refusal-keyword rate) as the capability proxy")
+        if coherent_settings is None:
+            raise ValueError("benign accuracy: the records have no known answers, so it is read by the coherent "
+                             "judge, whose settings the build was not given")
+        log.info("benign accuracy: records have no known answers; the capability score is the coherent judge's "
+                 "usable-answer rate")
 
     def accuracy(model) -> float:
         texts = generate(model, tokenizer, prompts, generation["max_new_tokens"], generation["batch_size"],
                          desc="benign accuracy")
         if not known_answers:
-            return sum(not is_refusal(t, keywords) for t in texts) / len(texts)
+            return sum(usable_answer(coherent_label(t, request_of(r), coherent_settings))
+                       for t, r in zip(texts, records)) / len(texts)
         labels = [structural_label(t, r["kind"], r["entity"], r["expected"]) for t, r in zip(texts, records)]
         return sum(label == "correct" for label in labels) / len(labels)
     return accuracy
@@ -84,8 +85,8 @@ def build_variant(job) -> None:
                                                   pd.read_parquet(inputs.fragile_scores))
         log.info("LASR by layer of the aligned model: %s", context["fragile_layers"])
     if "benign" in inputs.keys():  # the held-out split of a variant that needs benign_accuracy
-        keywords = context["judges"].get("refusal_keyword", {}).get("keywords")
-        context["benign_accuracy"] = benign_accuracy_fn(tokenizer, read_jsonl(inputs.benign), generation, keywords)
+        context["benign_accuracy"] = benign_accuracy_fn(tokenizer, read_jsonl(inputs.benign), generation,
+                                                        context["judges"].get("coherent"))
     elif "benign_accuracy" in entry.options.get("needs", ()):
         raise ValueError(f"variant {variant!r} needs benign_accuracy: the rule must give it input.benign")
     trained, report = entry.function(model, tokenizer, records, entry.settings(settings), params.seed, context)
