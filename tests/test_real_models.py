@@ -430,6 +430,7 @@ def test_audit_card_from_metrics_csvs(tmp_path):
     assert label == "audit gap" and "## Verdict: audit gap" in card
     assert "Latent PGD" in card and "Skipped: no `latent_pgd` attack" in card
     assert "Skipped: no `lvs` attack results" in card and "![behaviour](behavior.png)" in card
+    assert "Benign accuracy is n/a where the judge `j` does not score answers" in card  # NaN: said why
     assert all(Path(p).stat().st_size > 0 for p in figures.values())
 
 
@@ -437,8 +438,8 @@ def test_audit_card_of_a_variant_against_the_same_models_aligned(tmp_path):
     """The card of (m, dissociated) against (m, aligned): rows picked by model and variant."""
     def rows(values):
         return [{"model": "m", "variant": v, **values(v)} for v in ("aligned", "dissociated", "lat")]
-    behavior = pd.DataFrame([{**r, "judge": "j", "split": split, "benign_accuracy": math.nan, "over_refusal": math.nan,
-                              "n": 4} for split in ("forbidden", "twin", "benign")
+    behavior = pd.DataFrame([{**r, "judge": "j", "split": split, "benign_accuracy": 0.7 if split == "benign" else math.nan,
+                              "over_refusal": math.nan, "n": 4} for split in ("forbidden", "twin", "benign")
                              for r in rows(lambda v: {"refusal_rate": {"aligned": 0.9, "dissociated": 0.95,
                                                                         "lat": 0.2}[v]})])
     masr = {"aligned": 0.1, "dissociated": 0.9, "lat": 0.0}
@@ -452,6 +453,7 @@ def test_audit_card_of_a_variant_against_the_same_models_aligned(tmp_path):
     card = (tmp_path / "card.md").read_text()
     assert label == "audit gap" and "refusal 0.950 vs 0.900, latent ASR 0.900 vs 0.100" in card
     assert "| m/dissociated | 0.950 |" in card and "| m | 0.900 |" in card and "m/lat" not in card
+    assert "| 0.700 | 4 |" in card and "Benign accuracy is n/a" not in card  # scored by the judge: no caveat
     assert "- model: `org/m`, variant `dissociated`" in card  # each name in its own code span
 
 

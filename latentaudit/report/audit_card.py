@@ -146,8 +146,10 @@ def render_audit_card(name: str, reference: str, spec: dict, judge: str, metrics
         v = numbers[m]
         lines.append(f"| {m} | {_fmt(v['refusal'])} | {_fmt(v['over_refusal'])} | {_fmt(v['benign_refusal'])} | "
                      f"{_fmt(v['benign_accuracy'])} | {v['n']} |")
-    lines += ["", "Benign accuracy is n/a for real models unless a capability evaluation (`capability:`) "
-              "supplies it.", ""]
+    lines.append("")
+    if any(pd.isna(numbers[m]["benign_accuracy"]) for m in models):  # the judge cannot tell (keyword, classifier)
+        lines += [f"Benign accuracy is n/a where the judge `{judge}` does not score answers on real prompts, unless a "
+                  "capability evaluation (`capability:`) supplies it.", ""]
     if "behavior" in figures:
         behavior_figure({m: numbers[m] for m in models}, figures["behavior"])
         lines += [image("behavior", "behaviour"), ""]
