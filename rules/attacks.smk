@@ -18,6 +18,7 @@ rule attack:
         seed=config["seed"],
         device=config["device"],
     threads: config["threads"]
+    priority: feeds_a_build
     conda:
         "../envs/latentaudit.yaml"
     log:

@@ -289,6 +289,20 @@ def fragile_inputs(wildcards):
             "fragile_scores": f"results/scores/{wildcards.model}/aligned/{attack}/{judge}.parquet"}
 
 
+def feeds_a_build(wildcards):
+    """Scheduling priority of an attack or judge job: 1 for the aligned model's sweep (and its
+    primary-judge scores) that a variant of the same model reads to choose its layers (LAPT,
+    fragile_inputs), so that build, and the attacks waiting on it, do not start last; 0 otherwise."""
+    if wildcards.variant != "aligned":
+        return 0
+    for variant in config["models"][wildcards.model]["variants"]:
+        settings = config["variants"].get(variant, {})
+        if settings.get("layers") == "fragile" and settings["fragile_from"] == wildcards.attack and \
+                getattr(wildcards, "judge", config["report"]["primary_judge"]) == config["report"]["primary_judge"]:
+            return 1
+    return 0
+
+
 def harmful_pole_dir(model):
     """The weights of a model's harmful pole: the variant `harmful` built here, or with
     ``models.<name>.harmful_pole: base`` the weights as given (config validation checks they are a

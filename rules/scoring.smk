@@ -12,6 +12,7 @@ rule judge:
     params:
         settings=judge_settings,
         module=lambda w: method_module(JUDGES, w.judge),
+    priority: feeds_a_build
     conda:
         "../envs/latentaudit.yaml"
     log:

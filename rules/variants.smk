@@ -22,6 +22,7 @@ rule build_variant:
         seed=config["seed"],
         device=config["device"],
     threads: config["threads"]
+    priority: 1  # its attacks wait on it: builds start before ready attacks
     conda:
         "../envs/latentaudit.yaml"
     log:

