@@ -28,8 +28,8 @@ def benign_accuracy_fn(tokenizer, records: list[dict], generation: dict, coheren
     right answer (``coherent_settings``, its settings as configured), so a defense that breaks the
     model's text, or its facts, does not count as keeping its capability."""
     prompts = [prompt_token_ids(tokenizer, r["prompt"], generation["chat_template"]) for r in records]
-    known_answers = all(r.get("expected") for r in records)
-    if not known_answers:
+    structural = all(r.get("expected") for r in records)  # the organism's records
+    if not structural:
         if coherent_settings is None:
             raise ValueError("benign accuracy: the records have no known answers, so it is read by the coherent "
                              "judge, whose settings the build was not given")
@@ -39,7 +39,7 @@ def benign_accuracy_fn(tokenizer, records: list[dict], generation: dict, coheren
     def accuracy(model) -> float:
         texts = generate(model, tokenizer, prompts, generation["max_new_tokens"], generation["batch_size"],
                          desc="benign accuracy")
-        if not known_answers:
+        if not structural:
             requests = [request_of(r) for r in records]
             return sum(usable_answer(coherent_label(t, q, coherent_settings), t, q)
                        for t, q in zip(texts, requests)) / len(texts)
