@@ -168,8 +168,9 @@ def attack_harmful_ft(context: AttackContext, settings: dict) -> pd.DataFrame:
         pairs = [(prompt_token_ids(context.tokenizer, r["prompt"], context.chat_template),
                   target_token_ids(context.tokenizer, r["harmful_response"], eos=True)) for r in records]
         nll_step0 = completion_nll(context, pairs)
-        log.info("harmful_ft %s: %d pairs over categories %s; NLL of their completions at step 0: %.4f", data,
-                 len(pairs), sorted(trained), nll_step0)
+        read_on = f"eval prompts outside {sorted(trained)}" if data == "ood" and trained else "every eval prompt"
+        log.info("harmful_ft %s: %d pairs (categories %s), compliance read on %s; NLL of their completions at "
+                 "step 0: %.4f", data, len(pairs), sorted({r["category"] for r in records}), read_on, nll_step0)
         for seed in settings["seeds"]:
             def probe(step: int) -> None:
                 if step == 0 and untrained:
