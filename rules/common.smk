@@ -279,28 +279,33 @@ def variant_records(wildcards):
     return organism_split("align") if is_organism(wildcards.model) else TRAIN_RECORDS
 
 
+def fragile_source(variant):
+    """(attack, judge) of the aligned model's sweep a variant reads to choose its layers (LAPT with
+    ``layers: fragile``: the sweep ``fragile_from`` scored by the primary judge), or None."""
+    settings = config["variants"].get(variant, {})
+    if settings.get("layers") != "fragile":
+        return None
+    return settings["fragile_from"], config["report"]["primary_judge"]
+
+
 def fragile_inputs(wildcards):
     """LAPT's layer choice reads the aligned model's ASA sweep (generations and primary-judge scores)."""
-    settings = config["variants"][wildcards.variant]
-    if settings.get("layers") != "fragile":
+    source = fragile_source(wildcards.variant)
+    if source is None:
         return {}
-    attack, judge = settings["fragile_from"], config["report"]["primary_judge"]
+    attack, judge = source
     return {"fragile_generations": f"results/attacks/{wildcards.model}/aligned/{attack}/generations.parquet",
             "fragile_scores": f"results/scores/{wildcards.model}/aligned/{attack}/{judge}.parquet"}
 
 
 def feeds_a_build(wildcards):
-    """Scheduling priority of an attack or judge job: 1 for the aligned model's sweep (and its
-    primary-judge scores) that a variant of the same model reads to choose its layers (LAPT,
-    fragile_inputs), so that build, and the attacks waiting on it, do not start last; 0 otherwise."""
+    """Scheduling priority of an attack or judge job: 1 where a build of the same model reads its
+    output (fragile_inputs), so that build, and the attacks waiting on it, do not start last; 0 otherwise."""
     if wildcards.variant != "aligned":
         return 0
-    for variant in config["models"][wildcards.model]["variants"]:
-        settings = config["variants"].get(variant, {})
-        if settings.get("layers") == "fragile" and settings["fragile_from"] == wildcards.attack and \
-                getattr(wildcards, "judge", config["report"]["primary_judge"]) == config["report"]["primary_judge"]:
-            return 1
-    return 0
+    sources = {fragile_source(variant) for variant in config["models"][wildcards.model]["variants"]} - {None}
+    return int(any(wildcards.attack == attack and getattr(wildcards, "judge", judge) == judge
+                   for attack, judge in sources))
 
 
 def harmful_pole_dir(model):

@@ -257,6 +257,8 @@ def known_answers(prompt: str) -> tuple[str, ...]:
 def states_answer(text: str, answers: tuple[str, ...]) -> bool:
     """Whether ``text`` states one of ``answers`` as a whole word or number ("19" in "12 + 7 = 19.",
     not in "190" or "19.5"; "Bogota" for "Bogotá")."""
+    if not answers:
+        return False
     text = _normalised(text)
     return any(re.search(rf"(?<![a-z0-9]){re.escape(_normalised(answer))}(?![a-z0-9]|\.\d)", text) for answer in answers)
 
