@@ -9,7 +9,7 @@ import torch
 
 from .batching import make_batch
 from .generation import model_device
-from .hooks import record_residual
+from .shared_prefix import clean_pass
 
 
 def difference_of_means_direction(h_pole: torch.Tensor, h_base: torch.Tensor) -> torch.Tensor:
@@ -29,8 +29,7 @@ def prompt_activations(model, prompts: list[list[int]], sites: list[int], pad_id
     device, last, norm_sum, count = model_device(model), [], torch.zeros(len(sites)), 0
     for start in range(0, len(prompts), batch_size):
         batch = make_batch(prompts[start:start + batch_size], None, pad_id).to(device)
-        with record_residual(model) as residual:
-            model(**batch.model_inputs())
+        residual = clean_pass(model, batch)
         stream = torch.stack([residual[s] for s in sites], 1).float()  # [B, S, T, d]
         last.append(stream[:, :, -1].cpu())
         real = batch.attention_mask[:, None, :].float()

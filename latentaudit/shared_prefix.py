@@ -32,8 +32,11 @@ def unique_rows(sequences: list[tuple]) -> tuple[list[tuple], torch.Tensor]:
 
 
 @torch.no_grad()
-def clean_pass(model, batch, cache) -> list[torch.Tensor]:
-    """Residual at every site of a clean forward of ``batch``, filling ``cache`` if given."""
+def clean_pass(model, batch, cache: DynamicCache | None = None) -> list[torch.Tensor]:
+    """Residual at every site ([embed, block 0, ..., block L-1], each [B, T, d]) of a clean forward
+    of ``batch``, filling ``cache`` if given. The decoder alone: the vocabulary head's logits at
+    every position would be discarded (on SmolLM2-135M the head is a fifth of the forward); the
+    residuals are bit-identical to those of a full forward (tests/test_asa.py)."""
     decoder = decoder_parts(model)[0]
     with record_residual(model) as residual:
         decoder(**batch.model_inputs(), use_cache=cache is not None, **cache_kwargs(decoder, cache))

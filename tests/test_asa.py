@@ -162,3 +162,29 @@ def test_shared_prefix_pgd_matches_the_hooked_pgd(tiny_model, tokenizer, splits)
                                     tokenizer.pad_token_id, shared_prefix=shared) for shared in (True, False))
     for a, b in zip(fast, slow):
         assert torch.allclose(a, b, atol=1e-4)
+
+
+def test_the_clean_pass_records_a_full_forwards_residuals_bit_for_bit(tiny_model, tokenizer, splits):
+    """clean_pass runs the decoder without the vocabulary head; every site's activations are the
+    full model's, bit for bit, plain and under a LoRA adapter (the attacks' norms, radii and
+    steering directions read them)."""
+    from peft import LoraConfig, get_peft_model
+
+    from latentaudit.batching import make_batch
+    from latentaudit.hooks import record_residual
+    from latentaudit.shared_prefix import clean_pass
+
+    prompts, _ = _prompts(tokenizer, splits)
+    batch = make_batch(prompts, None, tokenizer.pad_token_id)
+
+    def same_as_full_forward(model):
+        with torch.no_grad(), record_residual(model) as full:
+            model(**batch.model_inputs())
+        residual = clean_pass(model, batch)
+        return len(residual) == len(full) == 3 and all(torch.equal(a, b) for a, b in zip(residual, full))
+
+    assert same_as_full_forward(tiny_model)
+    # non-zero LoRA weights (peft injects them into tiny_model's modules in place: checked after the plain model)
+    adapted = get_peft_model(tiny_model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "down_proj"],
+                                                    init_lora_weights=False))
+    assert same_as_full_forward(adapted)

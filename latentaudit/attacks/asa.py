@@ -19,8 +19,8 @@ from transformers import PreTrainedModel
 from ..batching import make_batch, target_token_ids
 from ..generation import model_device
 from ..pgd_objective import TargetObjective
-from ..shared_prefix import sweep_chunks
-from ..hooks import frozen_weights, n_layers, position_code, record_residual
+from ..shared_prefix import clean_pass, sweep_chunks
+from ..hooks import frozen_weights, n_layers, position_code
 from ..perturbation_size import NORMALISATIONS
 from ..registry import ATTACKS
 from .common import AttackContext, SweepGrid, evaluate_vectors, resolve_layers, site_indices
@@ -33,8 +33,7 @@ def last_prompt_hidden(model: PreTrainedModel, prompts: list[list[int]], pad_id:
     device, out = model_device(model), []
     for start in range(0, len(prompts), batch_size):
         batch = make_batch(prompts[start:start + batch_size], None, pad_id).to(device)
-        with record_residual(model) as hidden:
-            model(**batch.model_inputs())
+        hidden = clean_pass(model, batch)
         out.append(torch.stack([h[:, -1] for h in hidden], dim=1).float().cpu())
     return torch.cat(out)
 

@@ -17,8 +17,8 @@ from transformers import PreTrainedModel
 from ..batching import make_batch, target_token_ids
 from ..generation import model_device
 from ..pgd_objective import TargetObjective
-from ..shared_prefix import sweep_chunks
-from ..hooks import POSITIONS, PromptDeltas, frozen_weights, n_layers, record_residual
+from ..shared_prefix import clean_pass, sweep_chunks
+from ..hooks import POSITIONS, PromptDeltas, frozen_weights, n_layers
 from ..perturbation_size import linf_epsilon
 from ..registry import ATTACKS
 from .common import AttackContext, SweepGrid, evaluate_vectors, resolve_layers, site_indices
@@ -64,9 +64,8 @@ def latent_pgd_deltas(model: PreTrainedModel, prompts: list[list[int]], targets:
             # when they are the attacked model's, else a forward of the reference model
             stream = objective.clean_prompt_residual() if norm_model in (None, model) else None
             if stream is None:
-                with torch.no_grad(), record_residual(norm_model or model) as residual:
-                    (norm_model or model)(**batch.model_inputs())
-                stream = torch.stack(residual)[site, torch.arange(len(site), device=device), :p_len]
+                stream = torch.stack(clean_pass(norm_model or model, batch))
+                stream = stream[site, torch.arange(len(site), device=device), :p_len]
             stream = stream.float()  # [B, P, d]
             real = batch.attention_mask[:, :p_len, None].float()
             row_budget = budget[rows].to(device)

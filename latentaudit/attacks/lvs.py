@@ -19,9 +19,10 @@ import torch
 
 from ..batching import make_batch, target_token_ids
 from ..generation import model_device
-from ..hooks import EMBED, hidden_index, n_layers, record_residual
+from ..hooks import EMBED, hidden_index, n_layers
 from ..perturbation_size import linf_epsilon
 from ..registry import ATTACKS
+from ..shared_prefix import clean_pass
 from .common import AttackContext, SweepGrid, evaluate_vectors, resolve_layers
 from .latent_pgd import latent_pgd_deltas
 
@@ -49,9 +50,8 @@ def linf_radius(model, prompts: list[list[int]], sites: torch.Tensor, budget: to
     for start in range(0, len(prompts), batch_size):
         rows = slice(start, start + batch_size)
         batch = make_batch(prompts[rows], None, pad_id).to(device)
-        with record_residual(model) as residual:
-            model(**batch.model_inputs())
-        stream = torch.stack(residual)[sites[rows].to(device), torch.arange(len(batch.input_ids), device=device)]
+        stream = torch.stack(clean_pass(model, batch))
+        stream = stream[sites[rows].to(device), torch.arange(len(batch.input_ids), device=device)]
         real = batch.attention_mask[:, :, None].float()
         out.append(linf_epsilon(budget[rows].to(device), stream, real).cpu())
     return torch.cat(out)
