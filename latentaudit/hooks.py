@@ -199,6 +199,18 @@ def record_residual(model: nn.Module) -> Iterator[list]:
             handle.remove()
 
 
+def residual_stream(model: nn.Module, batch, **decoder_kwargs) -> list:
+    """The residual at every site ([embed, block 0, ..., block L-1], each [B, T, d]) of a forward of
+    ``batch`` through the decoder alone, for callers that read activations only: the vocabulary
+    head's logits at every position would be discarded (on SmolLM2-135M the head is a fifth of the
+    forward). Bit-identical to the sites of a full forward (tests/test_asa.py); gradients flow as
+    the caller's context allows (``shared_prefix.clean_pass`` is the no-grad form)."""
+    decoder = decoder_parts(model)[0]
+    with record_residual(model) as residual:
+        decoder(**batch.model_inputs(), **decoder_kwargs)
+    return residual
+
+
 @contextlib.contextmanager
 def frozen_weights(model: nn.Module) -> Iterator[None]:
     """No parameter gradients inside the block (attacks differentiate only their perturbation);

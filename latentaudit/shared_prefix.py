@@ -12,7 +12,7 @@ from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 from .batching import make_batch, target_nll
 from .generation import Sampling, cut_at_stop, generate, model_device, next_tokens, stop_token_ids
 from .hooks import (PROMPT, Perturbation, PromptDeltas, batch_vectors, decoder_parts, intervene, lm_head,
-                    record_residual, unwrap)
+                    residual_stream, unwrap)
 from .partial_forward import cache_kwargs, run_blocks_from, supports_shared_prefix
 
 
@@ -33,14 +33,9 @@ def unique_rows(sequences: list[tuple]) -> tuple[list[tuple], torch.Tensor]:
 
 @torch.no_grad()
 def clean_pass(model, batch, cache: DynamicCache | None = None) -> list[torch.Tensor]:
-    """Residual at every site ([embed, block 0, ..., block L-1], each [B, T, d]) of a clean forward
-    of ``batch``, filling ``cache`` if given. The decoder alone: the vocabulary head's logits at
-    every position would be discarded (on SmolLM2-135M the head is a fifth of the forward); the
-    residuals are bit-identical to those of a full forward (tests/test_asa.py)."""
+    """``hooks.residual_stream`` without gradients, filling ``cache`` (the KV cache) if given."""
     decoder = decoder_parts(model)[0]
-    with record_residual(model) as residual:
-        decoder(**batch.model_inputs(), use_cache=cache is not None, **cache_kwargs(decoder, cache))
-    return residual
+    return residual_stream(model, batch, use_cache=cache is not None, **cache_kwargs(decoder, cache))
 
 
 def first_perturbed(positions: torch.Tensor, length: int) -> int:

@@ -165,13 +165,13 @@ def test_shared_prefix_pgd_matches_the_hooked_pgd(tiny_model, tokenizer, splits)
 
 
 def test_the_clean_pass_records_a_full_forwards_residuals_bit_for_bit(tiny_model, tokenizer, splits):
-    """clean_pass runs the decoder without the vocabulary head; every site's activations are the
-    full model's, bit for bit, plain and under a LoRA adapter (the attacks' norms, radii and
-    steering directions read them)."""
+    """clean_pass (residual_stream without gradients) runs the decoder without the vocabulary head;
+    every site's activations are the full model's, bit for bit, plain and under a LoRA adapter (the
+    attacks' norms, radii and steering directions and the defenses' clean states read them)."""
     from peft import LoraConfig, get_peft_model
 
     from latentaudit.batching import make_batch
-    from latentaudit.hooks import record_residual
+    from latentaudit.hooks import record_residual, residual_stream
     from latentaudit.shared_prefix import clean_pass
 
     prompts, _ = _prompts(tokenizer, splits)
@@ -188,3 +188,5 @@ def test_the_clean_pass_records_a_full_forwards_residuals_bit_for_bit(tiny_model
     adapted = get_peft_model(tiny_model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "down_proj"],
                                                     init_lora_weights=False))
     assert same_as_full_forward(adapted)
+    # outside no_grad the pass keeps the graph (RepBend's distance terms train the adapter through it)
+    assert residual_stream(adapted, batch)[-1].requires_grad

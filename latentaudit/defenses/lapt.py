@@ -21,7 +21,7 @@ import logging
 
 import torch
 
-from ..hooks import Perturbation, hidden_index, intervene, n_layers, position_code, record_residual
+from ..hooks import Perturbation, hidden_index, intervene, n_layers, position_code, residual_stream
 from ..perturbation_size import eq1_normalise
 from ..registry import VARIANTS
 from ..training import OPTIM_PROPERTIES, Sampler, device_of, optimise, pair_batch, token_ce
@@ -99,8 +99,8 @@ def build_lapt(model, tokenizer, records: list[dict], settings: dict, seed: int,
         batch = pair_batch(pairs, rows(), 1, pad, device)
         b = len(batch.input_ids)
         site = sites[torch.randint(len(sites), (b,), generator=gen)].to(device)
-        with torch.no_grad(), record_residual(model) as clean:
-            model(**batch.model_inputs())
+        with torch.no_grad():
+            clean = residual_stream(model, batch)
         h = torch.stack(clean)[site, torch.arange(b, device=device), batch.prompt_end - 1].float()
         z = torch.randn(b, h.shape[-1], generator=gen).to(device)  # fresh noise every step
         delta = settings["alpha"] * eq1_normalise(z, h)

@@ -28,7 +28,8 @@ import torch
 from peft import PeftModel
 
 from ..batching import Batch
-from ..hooks import EMBED, POSITIONS, Perturbation, frozen_weights, hidden_index, intervene, n_layers, record_residual
+from ..hooks import (EMBED, POSITIONS, Perturbation, frozen_weights, hidden_index, intervene, n_layers,
+                     residual_stream)
 from ..registry import VARIANTS
 from ..training import (LORA_SCHEMA, OPTIM_PROPERTIES, Sampler, attach_lora, device_of, kl_from_reference_sum,
                         optimise, pair_batch, reference, response_mask, token_away, token_ce)
@@ -95,8 +96,8 @@ def adversary(model, harmful: Batch, refusal: Batch, sites: list[int], settings:
     positions = POSITIONS["prompt"] if settings["perturb"] == "prompt" else POSITIONS["all"]
     length = harmful.input_ids.shape[1] if positions == POSITIONS["all"] else int(harmful.prompt_end[0])
     real = harmful.attention_mask[:, :length, None].float()
-    with torch.no_grad(), record_residual(model) as clean:
-        model(**harmful.model_inputs())
+    with torch.no_grad():
+        clean = residual_stream(model, harmful)
     if settings["epsilon_mode"] == "relative":
         radii = {s: settings["epsilon"] * clean[s][:, :length].float().norm(dim=-1, keepdim=True) for s in sites}
     else:

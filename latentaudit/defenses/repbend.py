@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from peft import PeftModel
 
-from ..hooks import hidden_index, n_layers, record_residual
+from ..hooks import hidden_index, n_layers, residual_stream
 from ..registry import VARIANTS
 from ..training import (LORA_SCHEMA, OPTIM_PROPERTIES, Sampler, attach_lora, device_of, kl_to_reference,
                         optimise, pair_batch, reference, response_mask)
@@ -86,16 +86,14 @@ def repbend_terms(model: PeftModel, safe, unsafe, general, target_sites: list[in
                   ) -> dict[str, torch.Tensor]:
     """The four terms and the total, for one batch of each kind (``Batch`` objects)."""
     all_sites = list(range(n_layers(model) + 1))
-    with record_residual(model) as new_s:
-        model(**safe.model_inputs())
-    with reference(model), record_residual(model) as ref_s:
-        model(**safe.model_inputs())
+    new_s = residual_stream(model, safe)
+    with reference(model):
+        ref_s = residual_stream(model, safe)
     v_s = token_distance(new_s, ref_s, all_sites, response_mask(safe))
 
-    with record_residual(model) as new_u:
-        model(**unsafe.model_inputs())
-    with reference(model), record_residual(model) as ref_u:
-        model(**unsafe.model_inputs())
+    new_u = residual_stream(model, unsafe)
+    with reference(model):
+        ref_u = residual_stream(model, unsafe)
     v_u = token_distance(new_u, ref_u, target_sites, response_mask(unsafe), settings["unsafe_distance_cap"])
     last = unsafe.prompt_end - 1
     rows = torch.arange(len(last), device=last.device)

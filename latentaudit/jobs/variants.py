@@ -31,10 +31,10 @@ def benign_accuracy_fn(tokenizer, records: list[dict], generation: dict, coheren
     structural = all(r.get("expected") for r in records)  # the organism's records
     if not structural:
         if coherent_settings is None:
-            raise ValueError("benign accuracy: the records have no known answers, so it is read by the coherent "
-                             "judge, whose settings the build was not given")
-        log.info("benign accuracy: records have no known answers; the capability score is the coherent judge's "
-                 "usable-answer rate")
+            raise ValueError("benign accuracy: the records have no expected answers (the organism's), so it is read "
+                             "by the coherent judge, whose settings the build was not given")
+        log.info("benign accuracy: records have no expected answers (the organism's); the capability score is the "
+                 "coherent judge's usable-answer rate")
 
     def accuracy(model) -> float:
         texts = generate(model, tokenizer, prompts, generation["max_new_tokens"], generation["batch_size"],
