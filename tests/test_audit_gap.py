@@ -64,6 +64,17 @@ def test_bootstrap_ci_is_seeded_and_reproducible():
     assert metrics.bootstrap_ci(np.full(10, 2.0), np.mean, samples=50) == (2.0, 2.0)
 
 
+@pytest.mark.parametrize("statistic", [np.mean, np.median])
+def test_bootstrap_ci_is_the_percentiles_of_each_resample(statistic):
+    """The resamples' statistic in one call along an axis: the interval of each resample taken alone
+    (to rounding: NumPy sums a row of a matrix in another order than the same values alone)."""
+    values = np.random.default_rng(2).standard_normal(48)
+    draws = np.random.default_rng(5).integers(0, len(values), size=(400, len(values)))
+    stats = [statistic(values[row]) for row in draws]
+    assert metrics.bootstrap_ci(values, statistic, samples=400, level=0.9, seed=5) == pytest.approx(
+        (np.quantile(stats, 0.05), np.quantile(stats, 0.95)), rel=1e-12)
+
+
 def test_controls_become_their_own_attack():
     frame = pd.DataFrame({"attack": ["lvs", "lvs", "none"], "control": [False, True, np.nan]})
     assert metrics.split_controls(frame)["attack"].tolist() == ["lvs", "lvs_control", "none"]

@@ -104,3 +104,18 @@ def test_attack_summary_table_puts_every_judge_side_by_side():
     assert list(table["clean_asr[refusal_keyword]"]) == [0.075, 0.075]
     alone = attack_summary_frame(pd.DataFrame(rows[:2]), "coherent")
     assert not any(c.startswith("masr[") for c in alone.columns)
+
+
+def test_metrics_read_string_columns_in_one_chunk(tmp_path):
+    """Frames concatenated from many parquet files hold each string column in as many Arrow chunks;
+    collect_metrics's one_chunk gives one chunk each, the values and dtypes unchanged."""
+    from latentaudit.jobs.scoring import one_chunk
+
+    for i in range(3):
+        pd.DataFrame({"split": ["eval_forbidden", None], "label": ["refusal", "compliant"], "x": [i, i]}).to_parquet(
+            tmp_path / f"{i}.parquet")
+    frame = pd.concat([pd.read_parquet(tmp_path / f"{i}.parquet") for i in range(3)], ignore_index=True)
+    assert frame["split"].array.__arrow_array__().num_chunks == 3
+    single = one_chunk(frame)
+    pd.testing.assert_frame_equal(single, frame)
+    assert all(single[c].array.__arrow_array__().num_chunks == 1 for c in ("split", "label"))
