@@ -171,3 +171,16 @@ def test_an_import_added_to_a_job_becomes_an_input_of_its_rule(tmp_path):
     attack_job = workdir / "latentaudit/jobs/attacks.py"
     attack_job.write_text(attack_job.read_text() + "\nfrom ..bench import BenchSettings  # noqa: E402,F401\n")
     assert "latentaudit/bench.py" in attack_inputs()
+
+
+def test_editing_the_tables_code_rebuilds_no_model():
+    """The tables (latentaudit/metrics.py) are the code inputs of the report's rules only: a build
+    (LAPT reads LASR by layer) and an attack read the success rates from attack_success, so an edit
+    of a table does not rebuild every defense and rerun its attacks."""
+    load_all()
+    for registry, script in ((VARIANTS, "workflow_scripts/build_variant.py"), (ATTACKS, "workflow_scripts/attack.py")):
+        for name, entry in registry.items():
+            files = imported_project_files(REPO / script, REPO, also_imports=(entry.function.__module__,))
+            assert "latentaudit/metrics.py" not in files, (script, name)
+    assert "latentaudit/attack_success.py" in imported_project_files(
+        REPO / "workflow_scripts/build_variant.py", REPO, also_imports=(VARIANTS["lapt"].function.__module__,))

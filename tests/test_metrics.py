@@ -2,7 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from latentaudit.metrics import attack_tables, behavior_table, lasr, masr, pasr
+from latentaudit.attack_success import lasr, masr, pasr
+from latentaudit.metrics import attack_tables, behavior_table
 
 # 3 prompts x 2 layers, by hand: LASR = [2/3, 1/3]; PASR = 2/3; MASR = 3/3 (every prompt broken somewhere)
 A = np.array([[1, 0], [1, 0], [0, 1]])

@@ -20,7 +20,8 @@ from latentaudit.config import ConfigError, configured_judges, validate_config
 from latentaudit.data.real import build_real_data, pair_by_index, training_records
 from latentaudit.data.splits import check_real_data_config
 from latentaudit.io import read_jsonl
-from latentaudit.metrics import attack_tables, masr, pasr
+from latentaudit.attack_success import masr, pasr
+from latentaudit.metrics import attack_tables
 from latentaudit.registry import VARIANTS, load_all
 from latentaudit.report.audit_card import audit_verdict, gap_measures, render_audit_card
 from latentaudit.report.audit_gap import audit_gap_frame

@@ -12,7 +12,7 @@ from ..judges.coherent import coherent_label, request_of, usable_answer
 from ..judges.structural import structural_label
 from ..memory import AUTO, auto_batch_size
 from ..batching import longest_prompt, prompt_token_ids
-from ..metrics import lasr_by_layer
+from ..attack_success import lasr_by_layer
 from ..models import load_variant, spec_options
 from ..provenance import write_meta
 from ..registry import VARIANTS, load_module
