@@ -173,14 +173,18 @@ def test_an_import_added_to_a_job_becomes_an_input_of_its_rule(tmp_path):
     assert "latentaudit/bench.py" in attack_inputs()
 
 
-def test_editing_the_tables_code_rebuilds_no_model():
-    """The tables (latentaudit/metrics.py) are the code inputs of the report's rules only: a build
-    (LAPT reads LASR by layer) and an attack read the success rates from attack_success, so an edit
-    of a table does not rebuild every defense and rerun its attacks."""
+def test_editing_the_tables_code_rebuilds_no_model_and_rejudges_nothing():
+    """The tables (latentaudit/metrics.py, jobs/scoring.py) are the code inputs of the report's rules
+    only: a build (LAPT reads LASR by layer) reads the success rates from attack_success, and the
+    judge rule's job (jobs/judging.py) is apart from the metrics job's, so an edit of a table neither
+    rebuilds every defense and reruns its attacks nor re-judges every generation (with a model judge
+    on a cluster, hours)."""
     load_all()
-    for registry, script in ((VARIANTS, "workflow_scripts/build_variant.py"), (ATTACKS, "workflow_scripts/attack.py")):
+    tables = {"latentaudit/metrics.py", "latentaudit/jobs/scoring.py", "latentaudit/capability.py"}
+    for registry, script in ((VARIANTS, "workflow_scripts/build_variant.py"), (ATTACKS, "workflow_scripts/attack.py"),
+                             (JUDGES, "workflow_scripts/judge.py")):
         for name, entry in registry.items():
             files = imported_project_files(REPO / script, REPO, also_imports=(entry.function.__module__,))
-            assert "latentaudit/metrics.py" not in files, (script, name)
+            assert not tables & set(files), (script, name, sorted(tables & set(files)))
     assert "latentaudit/attack_success.py" in imported_project_files(
         REPO / "workflow_scripts/build_variant.py", REPO, also_imports=(VARIANTS["lapt"].function.__module__,))

@@ -18,7 +18,7 @@ from latentaudit.judges.harmbench import harmbench_prompt, parse_harmbench_verdi
 from latentaudit.judges.llamaguard import llamaguard_prompt, parse_llamaguard_verdict
 from latentaudit.registry import JUDGES, load_all
 from latentaudit.jobs import job
-from latentaudit.jobs.scoring import run_judge
+from latentaudit.jobs.judging import run_judge
 
 WORDS = [f"w{i}" for i in range(600)] + ["Yes", "No", "yes", "safe", "unsafe", "maybe", "placeholder", "request",
                                          "reply"]

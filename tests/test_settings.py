@@ -12,7 +12,7 @@ from latentaudit.judges.keyword import DEFAULT_KEYWORDS
 from latentaudit.registry import ATTACKS, JUDGES, VARIANTS, load_all
 from latentaudit.schema import ConfigError
 from latentaudit.jobs import job
-from latentaudit.jobs.scoring import run_judge
+from latentaudit.jobs.judging import run_judge
 from latentaudit.training import OPTIM_PROPERTIES
 
 PACKAGE = Path(__file__).resolve().parents[1] / "latentaudit"

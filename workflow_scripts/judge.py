@@ -1,6 +1,6 @@
 """Rule judge / model_judge: label stored generations with one judge."""
 from latentaudit.cli import start
-from latentaudit.jobs.scoring import run_judge
+from latentaudit.jobs.judging import run_judge
 
 start(snakemake)  # noqa: F821 (injected by Snakemake)
 run_judge(snakemake)  # noqa: F821
