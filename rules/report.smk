@@ -39,6 +39,7 @@ rule figures:
                     caption="../captions/masr_vs_strength.rst", category="ASA"),
         nll=report(expand("results/figures/nll_probe.{ext}", ext=config["report"]["formats"]),
                    caption="../captions/nll_probe.rst", category="ASA"),
+    threads: 4  # one process per figure, scaled down to --cores
     params:
         judge=config["report"]["primary_judge"],
         style=config["report"]["style"],

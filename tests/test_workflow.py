@@ -37,6 +37,37 @@ def test_results_contract(smoke_run):
     assert (smoke_run / "logs/pretrain_organism.log").stat().st_size > 0
 
 
+FIGURE_OUTPUTS = {"lasr": "lasr_vs_layer", "masr": "masr_vs_strength", "nll": "nll_probe", "pareto": "defense_pareto"}
+
+
+def _figures_job(metrics, out, threads: int):
+    from latentaudit.jobs import job
+
+    out.mkdir()
+    return job(input={"attacks": str(metrics / "attacks.csv"), "summary": str(metrics / "attack_summary.csv"),
+                      "nll": str(metrics / "nll_probe.csv"), "defenses": str(metrics / "defenses.csv")},
+               output={key: [str(out / f"{name}.png")] for key, name in FIGURE_OUTPUTS.items()},
+               params={"judge": "structural", "style": "default", "dpi": 60}, threads=threads)
+
+
+@pytest.mark.slow
+def test_figures_drawn_side_by_side_equal_those_drawn_in_turn(smoke_run, tmp_path):
+    """The figures job's processes (one per figure, up to its threads) change no pixel, and a
+    plot's error still fails the job."""
+    from latentaudit.jobs.report import figures
+
+    metrics = smoke_run / "results" / "metrics"
+    figures(_figures_job(metrics, tmp_path / "one", threads=1))
+    figures(_figures_job(metrics, tmp_path / "four", threads=4))
+    for name in FIGURE_OUTPUTS.values():
+        drawn = (tmp_path / "four" / f"{name}.png").read_bytes()
+        assert len(drawn) > 1000 and drawn == (tmp_path / "one" / f"{name}.png").read_bytes(), name
+    broken = _figures_job(metrics, tmp_path / "broken", threads=2)
+    broken.input["nll"] = str(tmp_path / "missing.csv")
+    with pytest.raises(FileNotFoundError, match="missing.csv"):
+        figures(broken)
+
+
 @pytest.mark.slow
 def test_every_job_ran_with_the_pinned_kernels_and_says_so(smoke_run):
     """The smoke run was started from a shell asking for other kernels (conftest.UNPINNED_SHELL);
