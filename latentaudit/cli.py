@@ -1,4 +1,5 @@
-"""What every workflow script does first: log to the rule's log file, fix thread counts."""
+"""What every workflow script does: hand its job to ``run_job``, which logs to the rule's log file
+and fixes thread counts (``start``) before the job runs."""
 from __future__ import annotations
 
 import logging
@@ -24,3 +25,11 @@ def start(snakemake) -> None:
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(threads)
     logging.getLogger(__name__).info("numerics: %s", numerics_record())
+
+
+def run_job(snakemake, target: str) -> None:
+    """A workflow script's one call: the job ``target`` ("latentaudit.jobs.module:function", read
+    as an import by ``project_imports``) on the rule's ``snakemake`` object, in a process forked
+    from the warm job server on a local run (``job_server``), else in this one."""
+    from .job_server import run_job as run
+    run(snakemake, target)

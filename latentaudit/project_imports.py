@@ -21,9 +21,10 @@ def module_file(module: str, root: Path) -> Path | None:
 
 def imported_modules(path: Path, package: str | None) -> set[str]:
     """The dotted names every import statement of ``path`` may load, wherever it stands (a
-    function-level import too). ``from a import b`` names ``a`` and ``a.b`` (``b`` may be a
-    submodule); a relative import is resolved against ``package``, the package ``path`` is in
-    (None for a script outside any package, where a relative import is an error)."""
+    function-level import too), and the job module a workflow script names in ``run_job``.
+    ``from a import b`` names ``a`` and ``a.b`` (``b`` may be a submodule); a relative import is
+    resolved against ``package``, the package ``path`` is in (None for a script outside any
+    package, where a relative import is an error)."""
     stat = path.stat()
     return set(_imported_modules(str(path), package, stat.st_mtime_ns, stat.st_size))
 
@@ -47,7 +48,18 @@ def _imported_modules(path: str, package: str | None, mtime_ns: int, size: int) 
                 base = node.module
             names.add(base)
             names.update(f"{base}.{alias.name}" for alias in node.names if alias.name != "*")
+        elif _is_job_call(node):  # run_job(snakemake, "package.module:function") imports the module
+            names.add(node.args[1].value.partition(":")[0])
     return frozenset(names)
+
+
+def _is_job_call(node: ast.AST) -> bool:
+    """A workflow script's ``run_job(snakemake, "package.module:function")`` (``cli.run_job``)."""
+    if not isinstance(node, ast.Call) or len(node.args) < 2:
+        return False
+    name = node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", None)
+    target = node.args[1]
+    return name == "run_job" and isinstance(target, ast.Constant) and isinstance(target.value, str)
 
 
 def imported_project_files(script: str | Path, root: str | Path, also_imports: Iterable[str] = ()) -> list[str]:

@@ -1,7 +1,9 @@
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -100,6 +102,33 @@ def smoke_run(tmp_path_factory):
     # started from a shell that asks for other kernels: the workflow pins its own
     snakemake(workdir, "--cores", "2", "--configfile", "configs/smoke.yaml", env=UNPINNED_SHELL)
     return workdir
+
+
+RUN_MARK = "LATENTAUDIT_TEST_RUN"  # an environment variable: which run's job servers to count
+
+
+def job_server_cpu_seconds(mark: str, jobs_only: bool = False) -> float:
+    """User + system CPU seconds of the warm job servers (latentaudit/job_server.py) started by a run
+    whose environment had ``RUN_MARK=mark``: their own (the imports) and their jobs' (each waited
+    for once it ended), or the jobs' alone. Stops them (they would idle out): call once the run is over."""
+    servers = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if (proc.name.isdigit() and b"job_server import serve" in (proc / "cmdline").read_bytes()
+                    and f"{RUN_MARK}={mark}".encode() in (proc / "environ").read_bytes().split(b"\0")):
+                servers.append(proc)
+        except OSError:
+            continue
+    ticks, total = os.sysconf("SC_CLK_TCK"), 0.0
+    for proc in servers:
+        children = proc / "task" / proc.name / "children"
+        deadline = time.monotonic() + 10  # the server reaps its ended jobs each second
+        while children.read_text().strip() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        total += sum(int(value) for value in fields[13 if jobs_only else 11:15]) / ticks  # utime, stime, cutime, cstime
+        os.kill(int(proc.name), signal.SIGTERM)
+    return total
 
 
 def dry_run_jobs(workdir: Path, *args: str) -> dict[str, int]:

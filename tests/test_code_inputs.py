@@ -18,7 +18,7 @@ METHOD_OF_RULE = {"attack": (ATTACKS, "attack"), "judge": (JUDGES, "judge"), "mo
                   "build_variant": (VARIANTS, "variant")}
 
 # Run in a fresh interpreter: for each (script, method modules) line on stdin, a forked child runs
-# the script's own import statements and imports the modules, then reports the files of the project
+# the script's own import statements, imports what its run_job call imports and the modules, then reports the files of the project
 # modules now loaded (the parent loads the heavy third-party packages once, and nothing of the project).
 LOADED_PROJECT_FILES = textwrap.dedent("""
     import ast, importlib, json, os, sys
@@ -45,7 +45,10 @@ LOADED_PROJECT_FILES = textwrap.dedent("""
             tree = ast.parse((root / script).read_text())
             imports = [node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))]
             exec(compile(ast.Module(imports, type_ignores=[]), script, "exec"), {})
-            for module in modules:
+            # run_job(snakemake, "module:function") imports the job server, then the job's module
+            jobs = [node.args[1].value.partition(":")[0] for node in ast.walk(tree)
+                    if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "run_job"]
+            for module in (["latentaudit.job_server"] if jobs else []) + jobs + list(modules):
                 importlib.import_module(module)
             os.write(write, json.dumps(project_files()).encode())
             os._exit(0)

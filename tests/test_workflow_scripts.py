@@ -27,17 +27,19 @@ def test_every_rule_script_exists_and_every_script_is_run_by_a_rule():
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda path: path.name)
-def test_a_workflow_script_is_at_most_12_lines_and_calls_one_job_with_the_snakemake_object(script):
+def test_a_workflow_script_is_at_most_12_lines_and_hands_one_job_the_snakemake_object(script):
     lines = script.read_text().splitlines()
     assert len(lines) <= 12, f"{script.name}: {len(lines)} lines; the logic belongs in latentaudit/jobs/"
     tree = ast.parse(script.read_text())
-    jobs = {alias.name for node in tree.body if isinstance(node, ast.ImportFrom)
-            and node.module.startswith("latentaudit.jobs.") for alias in node.names}
+    imports = [(node.module, [alias.name for alias in node.names]) for node in tree.body
+               if isinstance(node, (ast.Import, ast.ImportFrom))]
     calls = [node.value for node in tree.body if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call)]
-    # start(snakemake), then the job(snakemake): nothing reshaped in between
-    assert [(call.func.id, [ast.unparse(a) for a in call.args]) for call in calls] == \
-        [("start", ["snakemake"]), (*jobs, ["snakemake"])], ast.unparse(tree)
-    assert len(jobs) == 1
+    # run_job(snakemake, "latentaudit.jobs.<module>:<function>"): nothing reshaped, nothing else run
+    assert imports == [("latentaudit.cli", ["run_job"])] and len(calls) == 1, ast.unparse(tree)
+    call = calls[0]
+    assert call.func.id == "run_job" and [ast.unparse(a) for a in call.args[:1]] == ["snakemake"], ast.unparse(tree)
+    assert call.args[1].value.startswith("latentaudit.jobs.")
+    job_of_script(script.name)  # the job exists (read from the source: the module is not imported here)
 
 
 # Every rule with a script, as the workflow declares it: loaded through Snakemake's API in a fresh
@@ -107,11 +109,10 @@ def fields_read(function: ast.FunctionDef) -> tuple[set[tuple[str, str]], set[tu
 
 
 def job_of_script(script: str) -> ast.FunctionDef:
-    """The job function a workflow script calls, parsed from its module in latentaudit/jobs/."""
-    imports = ast.parse((REPO / "workflow_scripts" / script).read_text()).body
-    [(module, name)] = [(node.module, alias.name) for node in imports
-                        if isinstance(node, ast.ImportFrom) and node.module.startswith("latentaudit.jobs.")
-                        for alias in node.names]
+    """The job function a workflow script hands to run_job, parsed from its module in latentaudit/jobs/."""
+    [call] = [node.value for node in ast.parse((REPO / "workflow_scripts" / script).read_text()).body
+              if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call)]
+    module, name = call.args[1].value.split(":")
     tree = ast.parse((REPO / Path(*module.split("."))).with_suffix(".py").read_text())
     return next(node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == name)
 

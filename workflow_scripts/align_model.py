@@ -1,6 +1,4 @@
 """Rule align_model: a model's `aligned` variant, a refusal LoRA on its weights as given."""
-from latentaudit.cli import start
-from latentaudit.jobs.alignment import align_model
+from latentaudit.cli import run_job
 
-start(snakemake)  # noqa: F821 (injected by Snakemake)
-align_model(snakemake)  # noqa: F821
+run_job(snakemake, "latentaudit.jobs.alignment:align_model")  # noqa: F821 (injected by Snakemake)

@@ -1,6 +1,4 @@
 """Rule align_organism: refusal SFT through a merged LoRA adapter."""
-from latentaudit.cli import start
-from latentaudit.jobs.organism import align_organism
+from latentaudit.cli import run_job
 
-start(snakemake)  # noqa: F821 (injected by Snakemake)
-align_organism(snakemake)  # noqa: F821
+run_job(snakemake, "latentaudit.jobs.organism:align_organism")  # noqa: F821 (injected by Snakemake)

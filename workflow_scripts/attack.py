@@ -1,6 +1,4 @@
 """Rule attack: one attack's whole sweep on one (model, variant); stores generations."""
-from latentaudit.cli import start
-from latentaudit.jobs.attacks import run_attack
+from latentaudit.cli import run_job
 
-start(snakemake)  # noqa: F821 (injected by Snakemake)
-run_attack(snakemake)  # noqa: F821
+run_job(snakemake, "latentaudit.jobs.attacks:run_attack")  # noqa: F821 (injected by Snakemake)

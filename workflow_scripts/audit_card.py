@@ -1,6 +1,4 @@
 """Rule audit_card: the audit card and its figures, from the audit's metrics CSVs."""
-from latentaudit.cli import start
-from latentaudit.jobs.audit import audit_card
+from latentaudit.cli import run_job
 
-start(snakemake)  # noqa: F821 (injected by Snakemake)
-audit_card(snakemake)  # noqa: F821
+run_job(snakemake, "latentaudit.jobs.audit:audit_card")  # noqa: F821 (injected by Snakemake)

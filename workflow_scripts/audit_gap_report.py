@@ -1,6 +1,4 @@
 """Rule audit_gap_report: the audit-gap table (Markdown, LaTeX) and its figures."""
-from latentaudit.cli import start
-from latentaudit.jobs.audit_gap import audit_gap_report
+from latentaudit.cli import run_job
 
-start(snakemake)  # noqa: F821 (injected by Snakemake)
-audit_gap_report(snakemake)  # noqa: F821
+run_job(snakemake, "latentaudit.jobs.audit_gap:audit_gap_report")  # noqa: F821 (injected by Snakemake)

@@ -1,6 +1,4 @@
 """Rule bench_sweep / bench_gpu: sweeps timed naive vs shared-prefix batched; CSV + Markdown."""
-from latentaudit.cli import start
-from latentaudit.jobs.bench import bench
+from latentaudit.cli import run_job
 
-start(snakemake)  # noqa: F821 (injected by Snakemake)
-bench(snakemake)  # noqa: F821
+run_job(snakemake, "latentaudit.jobs.bench:bench")  # noqa: F821 (injected by Snakemake)

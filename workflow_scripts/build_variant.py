@@ -1,6 +1,4 @@
 """Rule build_variant: train one variant (a defense) on top of a model's aligned weights."""
-from latentaudit.cli import start
-from latentaudit.jobs.variants import build_variant
+from latentaudit.cli import run_job
 
-start(snakemake)  # noqa: F821 (injected by Snakemake)
-build_variant(snakemake)  # noqa: F821
+run_job(snakemake, "latentaudit.jobs.variants:build_variant")  # noqa: F821 (injected by Snakemake)

@@ -1,6 +1,4 @@
 """Rule capability: lm-eval-harness on one (model, variant); tidy scores CSV."""
-from latentaudit.cli import start
-from latentaudit.jobs.capability import capability
+from latentaudit.cli import run_job
 
-start(snakemake)  # noqa: F821 (injected by Snakemake)
-capability(snakemake)  # noqa: F821
+run_job(snakemake, "latentaudit.jobs.capability:capability")  # noqa: F821 (injected by Snakemake)

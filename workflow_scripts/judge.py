@@ -1,6 +1,4 @@
 """Rule judge / model_judge: label stored generations with one judge."""
-from latentaudit.cli import start
-from latentaudit.jobs.judging import run_judge
+from latentaudit.cli import run_job
 
-start(snakemake)  # noqa: F821 (injected by Snakemake)
-run_judge(snakemake)  # noqa: F821
+run_job(snakemake, "latentaudit.jobs.judging:run_judge")  # noqa: F821 (injected by Snakemake)

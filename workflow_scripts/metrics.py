@@ -1,6 +1,4 @@
 """Rule metrics / audit_metrics: the results-contract CSVs from every generation and score file."""
-from latentaudit.cli import start
-from latentaudit.jobs.scoring import collect_metrics
+from latentaudit.cli import run_job
 
-start(snakemake)  # noqa: F821 (injected by Snakemake)
-collect_metrics(snakemake)  # noqa: F821
+run_job(snakemake, "latentaudit.jobs.scoring:collect_metrics")  # noqa: F821 (injected by Snakemake)

@@ -1,6 +1,4 @@
 """Rule organism_data: the toy world's splits and tokenizer."""
-from latentaudit.cli import start
-from latentaudit.jobs.organism import organism_data
+from latentaudit.cli import run_job
 
-start(snakemake)  # noqa: F821 (injected by Snakemake)
-organism_data(snakemake)  # noqa: F821
+run_job(snakemake, "latentaudit.jobs.organism:organism_data")  # noqa: F821 (injected by Snakemake)

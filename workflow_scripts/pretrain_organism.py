@@ -1,6 +1,4 @@
 """Rule pretrain_organism: build the tiny Llama and teach it to answer every request."""
-from latentaudit.cli import start
-from latentaudit.jobs.organism import pretrain_organism
+from latentaudit.cli import run_job
 
-start(snakemake)  # noqa: F821 (injected by Snakemake)
-pretrain_organism(snakemake)  # noqa: F821
+run_job(snakemake, "latentaudit.jobs.organism:pretrain_organism")  # noqa: F821 (injected by Snakemake)

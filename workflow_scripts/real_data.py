@@ -1,6 +1,4 @@
 """Rule real_data: the real data sets' eval splits, training records and overlap report."""
-from latentaudit.cli import start
-from latentaudit.jobs.data import real_data
+from latentaudit.cli import run_job
 
-start(snakemake)  # noqa: F821 (injected by Snakemake)
-real_data(snakemake)  # noqa: F821
+run_job(snakemake, "latentaudit.jobs.data:real_data")  # noqa: F821 (injected by Snakemake)

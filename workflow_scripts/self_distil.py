@@ -1,6 +1,4 @@
 """Rule self_distil: the training prompts' missing texts, generated once by a model's weights as given."""
-from latentaudit.cli import start
-from latentaudit.jobs.self_distillation import self_distil
+from latentaudit.cli import run_job
 
-start(snakemake)  # noqa: F821 (injected by Snakemake)
-self_distil(snakemake)  # noqa: F821
+run_job(snakemake, "latentaudit.jobs.self_distillation:self_distil")  # noqa: F821 (injected by Snakemake)

@@ -1,6 +1,4 @@
 """Rule tables: Markdown and LaTeX renderings of the summary CSVs."""
-from latentaudit.cli import start
-from latentaudit.jobs.report import tables
+from latentaudit.cli import run_job
 
-start(snakemake)  # noqa: F821 (injected by Snakemake)
-tables(snakemake)  # noqa: F821
+run_job(snakemake, "latentaudit.jobs.report:tables")  # noqa: F821 (injected by Snakemake)

@@ -1,6 +1,4 @@
 """Rule training_records: the defenses' training records, filled from the self-distilled texts."""
-from latentaudit.cli import start
-from latentaudit.jobs.self_distillation import distilled_training_records
+from latentaudit.cli import run_job
 
-start(snakemake)  # noqa: F821 (injected by Snakemake)
-distilled_training_records(snakemake)  # noqa: F821
+run_job(snakemake, "latentaudit.jobs.self_distillation:distilled_training_records")  # noqa: F821 (injected by Snakemake)
