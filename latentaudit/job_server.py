@@ -19,7 +19,7 @@ exit status. A forked child computes what a fresh process computes: same code, s
   children's (``/proc/<pid>/stat``), as a cold job's is the snakemake process's.
 - A job whose script process dies (snakemake killed, a cancelled job) dies with it: the child
   watches the connection and kills itself when it closes.
-- Not used inside a SLURM job (each job is its own allocation) or with
+- Used on Linux only; not inside a SLURM job (each job is its own allocation) or with
   ``LATENTAUDIT_JOB_SERVER=0``; where the server cannot start, the job runs in its own process
   as before.
 """
@@ -85,7 +85,10 @@ def split_target(target: str) -> tuple[str, str]:
 
 
 def server_enabled() -> bool:
-    return os.environ.get(DISABLE_VARIABLE, "1") != "0" and "SLURM_JOB_ID" not in os.environ
+    """Linux only (forking a process that loaded macOS's system frameworks is unsafe), outside
+    SLURM jobs, unless turned off."""
+    return (sys.platform == "linux" and os.environ.get(DISABLE_VARIABLE, "1") != "0"
+            and "SLURM_JOB_ID" not in os.environ)
 
 
 def server_key() -> str:
