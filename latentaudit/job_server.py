@@ -1,14 +1,15 @@
-"""Warm job processes for local runs: a server that has imported torch and transformers once
-forks one process per job.
+"""Warm job processes for local runs: a server that imports each job module (torch,
+transformers, ...) once forks one process per job.
 
 Every model job used to import torch and transformers afresh: ~2500 modules, 5-10 CPU s per
 job by machine (``python -X importtime``), often more than the job's own work in the smoke
 experiment and a sixth of the default experiment's CPU. The first job of a local run starts a
-server (``serve``, in a new interpreter with the job's ``sys.path``) in its own session, which imports them and
+server (``serve``, in a new interpreter with the job's ``sys.path``) in its own session, which
 waits on a Unix socket; each job's script sends it the pickled ``snakemake`` object, its working
-directory, environment, ``sys.path`` and standard streams, and the server forks a child that runs
-the job exactly as the script would have (``cli.start``, then the job function) and reports the
-exit status. A forked child computes what a fresh process computes: same code, same environment
+directory, environment, ``sys.path`` and standard streams; the server imports the job's module
+(the first job of a kind pays what it always paid, the next ones nothing: a report job never
+loads torch) and forks a child that runs the job exactly as the script would have (``cli.start``,
+then the job function) and reports the exit status. A forked child computes what a fresh process computes: same code, same environment
 (the server's key, below, includes the whole environment), same kernels.
 
 - The server serves one key only: the environment, the interpreter, the working directory, the
@@ -44,11 +45,8 @@ import traceback
 from pathlib import Path
 
 IDLE_SECONDS = float(os.environ.get("LATENTAUDIT_JOB_SERVER_IDLE", 60))
-BOOT_SECONDS = 600.0  # a server still importing after this long is given up on: the job runs cold
+BOOT_SECONDS = 60.0  # a server not listening after this long is given up on: the job runs cold
 DISABLE_VARIABLE = "LATENTAUDIT_JOB_SERVER"
-# What the server imports before it forks anything: what the model jobs share.
-PRELOAD = ("torch", "transformers", "transformers.modeling_utils", "transformers.models.llama.modeling_llama",
-           "peft", "pandas", "pyarrow.parquet", "snakemake.script")
 _HEADER = struct.Struct("!Q")
 _STATUS = struct.Struct("!i")
 _RUNNING = b"R"
@@ -195,13 +193,9 @@ def _receive_exactly(connection: socket.socket, size: int) -> bytes:
 
 
 def serve(path: str | Path) -> None:
-    """Import what the jobs share, listen on ``path``, fork a process per job; exit when idle."""
+    """Listen on ``path``; for each job import its module here, then fork the job's process; exit
+    when idle."""
     path = Path(path)
-    for module in PRELOAD:
-        try:
-            importlib.import_module(module)
-        except ImportError:  # a job that needs it reports the error itself
-            pass
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(str(path))
     listener.listen(64)
