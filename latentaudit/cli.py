@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 
+from .job_server import run_job  # noqa: F401 (a workflow script's one call: cli.run_job)
 from .numerics import numerics_record
 
 
@@ -25,11 +26,3 @@ def start(snakemake) -> None:
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(threads)
     logging.getLogger(__name__).info("numerics: %s", numerics_record())
-
-
-def run_job(snakemake, target: str) -> None:
-    """A workflow script's one call: the job ``target`` ("latentaudit.jobs.module:function", read
-    as an import by ``project_imports``) on the rule's ``snakemake`` object, in a process forked
-    from the warm job server on a local run (``job_server``), else in this one."""
-    from .job_server import run_job as run
-    run(snakemake, target)
