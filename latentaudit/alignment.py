@@ -21,7 +21,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .batching import make_batch, prompt_token_ids, target_token_ids
-from .training import LORA_SCHEMA, OPTIM_PROPERTIES, Sampler, attach_lora, device_of, optimise, token_ce
+from .training import LORA_SCHEMA, optim_properties, Sampler, attach_lora, device_of, optimise, token_ce
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +32,7 @@ SCHEMA = {
                    "variant `base`), from the training records (latentaudit/alignment.py); null: the "
                    "weights as given are `aligned`",
     "properties": {
-        **{key: OPTIM_PROPERTIES[key] for key in ("steps", "lr", "grad_clip")},
-        "schedule": {"enum": ["constant", "cosine", "linear"], "default": "linear"},
-        "warmup_fraction": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.1},
+        **{key: spec for key, spec in optim_properties("linear", 0.1).items() if key != "batch_size"},
         "harmful_per_batch": {"type": "integer", "minimum": 1, "default": 4,
                               "description": "forbidden requests (taught their refusal) per step"},
         "benign_per_batch": {"type": "integer", "minimum": 0, "default": 4,

@@ -28,14 +28,20 @@ LORA_SCHEMA = {
                            "default": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]},
     },
 }
-OPTIM_PROPERTIES = {
-    "steps": {"type": "integer", "minimum": 1},
-    "lr": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
-    "batch_size": {"type": "integer", "minimum": 1, "default": 16},
-    "schedule": {"enum": ["constant", "cosine", "linear"], "default": "constant"},
-    "warmup_fraction": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.0},
-    "grad_clip": {"type": ["number", "null"], "exclusiveMinimum": 0, "default": 1.0},
-}
+def optim_properties(schedule: str = "constant", warmup_fraction: float = 0.0) -> dict:
+    """The optimisation keys every trained variant's schema takes, with this method's default
+    learning-rate schedule and warm-up."""
+    return {
+        "steps": {"type": "integer", "minimum": 1},
+        "lr": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+        "batch_size": {"type": "integer", "minimum": 1, "default": 16},
+        "schedule": {"enum": ["constant", "cosine", "linear"], "default": schedule},
+        "warmup_fraction": {"type": "number", "minimum": 0, "maximum": 1, "default": warmup_fraction},
+        "grad_clip": {"type": ["number", "null"], "exclusiveMinimum": 0, "default": 1.0},
+    }
+
+
+OPTIM_PROPERTIES = optim_properties()
 
 
 class Sampler:

@@ -50,7 +50,7 @@ from ..hooks import POSITIONS, Perturbation, hidden_index, intervene, n_layers, 
 from ..judges.coherent import coherent_label
 from ..judges.structural import structural_label
 from ..registry import VARIANTS
-from ..training import OPTIM_PROPERTIES, Sampler, device_of, kl_to_reference, optimise
+from ..training import optim_properties, Sampler, device_of, kl_to_reference, optimise
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +59,7 @@ SCHEMA = {
     "type": "object", "additionalProperties": False, "required": ["steps", "lr", "nudge_depth",
                                                                   "harmful_ft_holdout"],
     "properties": {
-        **OPTIM_PROPERTIES,
-        "schedule": {"enum": ["constant", "cosine", "linear"], "default": "cosine"},
-        "warmup_fraction": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.1},
+        **optim_properties("cosine", 0.1),
         "weights": {"type": "object", "additionalProperties": False, "default": {},
                     "description": "the six loss weights (paper: 1, .3, .2, 1, 1, 1)",
                     "properties": {name: {"type": "number", "minimum": 0, "default": default}

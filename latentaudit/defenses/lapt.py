@@ -24,7 +24,7 @@ import torch
 from ..hooks import Perturbation, hidden_index, intervene, n_layers, position_code, residual_stream
 from ..perturbation_size import eq1_normalise
 from ..registry import VARIANTS
-from ..training import OPTIM_PROPERTIES, Sampler, device_of, optimise, pair_batch, token_ce
+from ..training import optim_properties, Sampler, device_of, optimise, pair_batch, token_ce
 from .common import defense_data
 
 log = logging.getLogger(__name__)
@@ -32,9 +32,7 @@ log = logging.getLogger(__name__)
 SCHEMA = {
     "type": "object", "additionalProperties": False, "required": ["steps", "lr"],
     "properties": {
-        **OPTIM_PROPERTIES,
-        "schedule": {"enum": ["constant", "cosine", "linear"], "default": "cosine"},
-        "warmup_fraction": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.1},
+        **optim_properties("cosine", 0.1),
         "layers": {"oneOf": [{"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1},
                              {"const": "fragile"}], "default": "fragile",
                    "description": "block indices, or 'fragile': the top_k layers of the aligned model's ASA sweep"},

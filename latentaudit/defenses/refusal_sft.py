@@ -37,28 +37,37 @@ def sft_dataset(records: list[dict], chat_template: bool) -> Dataset:
     return Dataset.from_list(rows)
 
 
-@VARIANTS.register("refusal_sft_lat", SCHEMA, kind="lora")  # the same method, matched to LAT (controls.CONTROLS)
-@VARIANTS.register("refusal_sft", SCHEMA, kind="lora")
-def build_refusal_sft(model, tokenizer, records: list[dict], settings: dict, seed: int, context: dict):
-    lora = settings["lora"]
-    chat_template = context["chat_template"]
+def sft_train(model, tokenizer, records: list[dict], settings: dict, seed: int, chat_template: bool,
+              lora: dict | None) -> tuple:
+    """Supervised fine-tuning of ``model`` on ``records`` through trl's ``SFTTrainer``: completion-only
+    loss, the settings' steps, lr, batch, schedule, warm-up, clipping and ``max_length``, in the
+    weights' own precision. ``lora``: a LoRA adapter (a ``LORA_SCHEMA`` dict; left unmerged), or
+    None: every weight trains. Returns (the trained model, the loss history)."""
     with tempfile.TemporaryDirectory() as scratch:
         args = SFTConfig(
             output_dir=scratch, max_steps=settings["steps"], learning_rate=settings["lr"],
-            per_device_train_batch_size=settings["batch_size"],
-            lr_scheduler_type=settings["schedule"],
+            per_device_train_batch_size=settings["batch_size"], lr_scheduler_type=settings["schedule"],
             warmup_steps=int(settings["warmup_fraction"] * settings["steps"]), max_grad_norm=settings["grad_clip"] or 0.0,
             max_length=settings["max_length"], completion_only_loss=True, seed=seed, data_seed=seed,
             logging_steps=1, save_strategy="no", report_to=[], dataloader_num_workers=0,
             use_cpu=model.device.type == "cpu", disable_tqdm=False,
             bf16=model.dtype == torch.bfloat16, fp16=False)  # train in the weights' own precision
         torch.manual_seed(seed)  # the adapter's initialisation draws from the global generator
-        trainer = SFTTrainer(
-            model=model, args=args, train_dataset=sft_dataset(records, chat_template), processing_class=tokenizer,
-            peft_config=LoraConfig(r=lora["rank"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
-                                   target_modules=list(lora["target_modules"]), task_type="CAUSAL_LM"))
+        peft_config = None if lora is None else LoraConfig(
+            r=lora["rank"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
+            target_modules=list(lora["target_modules"]), task_type="CAUSAL_LM")
+        if lora is None:
+            for p in model.parameters():
+                p.requires_grad_(True)
+        trainer = SFTTrainer(model=model, args=args, train_dataset=sft_dataset(records, chat_template),
+                             processing_class=tokenizer, peft_config=peft_config)
         trainer.train()
-    history = [{"loss": e["loss"]} for e in trainer.state.log_history if "loss" in e]
-    trained = trainer.model
+    return trainer.model, [{"loss": e["loss"]} for e in trainer.state.log_history if "loss" in e]
+
+
+@VARIANTS.register("refusal_sft_lat", SCHEMA, kind="lora")  # the same method, matched to LAT (controls.CONTROLS)
+@VARIANTS.register("refusal_sft", SCHEMA, kind="lora")
+def build_refusal_sft(model, tokenizer, records: list[dict], settings: dict, seed: int, context: dict):
+    trained, history = sft_train(model, tokenizer, records, settings, seed, context["chat_template"], settings["lora"])
     trained.eval()
     return trained, {"history": history}
