@@ -26,13 +26,14 @@ from tqdm import tqdm
 from transformers import PreTrainedModel
 
 from ..batching import target_token_ids
+from ..depth import NUDGE_DEPTH_SCHEMA
 from ..generation import model_device
 from ..harmful_pole import last_token_norms
 from ..hooks import POSITIONS, frozen_weights, hidden_index, n_layers
 from ..pgd_objective import TargetObjective
 from ..registry import ATTACKS
 from ..shared_prefix import sweep_chunks
-from .common import AttackContext, SweepGrid, evaluate_with_matched_control, resolve_layers
+from .common import AttackContext, SweepGrid, evaluate_with_matched_control, layers_schema, resolve_layers
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +43,8 @@ SCHEMA = {
         "radius_fractions": {"type": "array", "items": {"type": "number", "exclusiveMinimum": 0}, "minItems": 1,
                              "description": "r / n̄_base: the sphere's radius as a fraction of the aligned model's "
                                             "mean last-prompt-token norm (paper: 0.06, the nudge's size)"},
-        "layers": {"oneOf": [{"enum": ["nudge", "all"]},
-                             {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1}],
-                   "default": "nudge"},
-        "nudge_depth": {"type": "number", "minimum": 0, "maximum": 1,
-                        "description": "the config's top-level nudge_depth (shared with the dissociated model)"},
+        "layers": layers_schema("nudge", nudge=True),
+        "nudge_depth": NUDGE_DEPTH_SCHEMA,
         "steps": {"type": "integer", "minimum": 1, "default": 16, "description": "PGD steps (paper: 16)"},
         "step_size": {"type": "number", "exclusiveMinimum": 0, "default": 0.3,
                       "description": "as a fraction of the radius (paper: 0.3)"},

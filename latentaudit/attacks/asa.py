@@ -23,7 +23,7 @@ from ..shared_prefix import clean_pass, sweep_chunks
 from ..hooks import frozen_weights, n_layers, position_code
 from ..perturbation_size import NORMALISATIONS
 from ..registry import ATTACKS
-from .common import AttackContext, SweepGrid, evaluate_vectors, resolve_layers, site_indices
+from .common import AttackContext, SweepGrid, evaluate_vectors, layers_schema, resolve_layers, site_indices
 
 
 @torch.no_grad()
@@ -106,8 +106,7 @@ def asa_grad_vectors(model: PreTrainedModel, prompts: list[list[int]], targets: 
 # Sweeps registered as attacks: layers x alphas (x directions) x eval prompts, each vector
 # also applied to the paired benign prompt (the capability control), plus the NLL probe.
 
-_LAYERS = {"oneOf": [{"const": "all"}, {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1}],
-           "default": "all"}
+_LAYERS = layers_schema()
 _ALPHAS = {"type": "array", "items": {"type": "number", "exclusiveMinimum": 0}, "minItems": 1}
 _POSITIONS = {"type": "string", "pattern": r"^(last_prompt|prompt|generated|all)(\+(last_prompt|prompt|generated|all))*$",
               "default": "last_prompt+generated"}

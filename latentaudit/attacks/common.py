@@ -100,6 +100,14 @@ def site_indices(layers: list[int], n_layers: int) -> torch.Tensor:
     return torch.tensor([hidden_index(layer, n_layers) for layer in layers])
 
 
+def layers_schema(default: str = "all", nudge: bool = False) -> dict:
+    """The schema of a layer spec that ``resolve_layers`` reads: ``"all"`` or a list of block
+    indices, and with ``nudge`` also ``"nudge"`` (the attack then shares the config's nudge_depth)."""
+    names = {"enum": ["nudge", "all"]} if nudge else {"const": "all"}
+    return {"oneOf": [names, {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1}],
+            "default": default}
+
+
 def resolve_layers(spec, n_layers: int, nudge_depth: float | None = None) -> list[int]:
     """``"all"``, ``"nudge"`` (the one block round(nudge_depth · L); attacks that accept it share
     the config's ``nudge_depth``) or a list of block indices -> validated list."""

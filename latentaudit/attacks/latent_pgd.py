@@ -21,15 +21,14 @@ from ..shared_prefix import clean_pass, sweep_chunks
 from ..hooks import POSITIONS, PromptDeltas, frozen_weights, n_layers
 from ..perturbation_size import linf_epsilon
 from ..registry import ATTACKS
-from .common import AttackContext, SweepGrid, evaluate_vectors, resolve_layers, site_indices
+from .common import AttackContext, SweepGrid, evaluate_vectors, layers_schema, resolve_layers, site_indices
 
 NORMS = ("l2_token", "linf")
 
 SCHEMA = {
     "type": "object", "additionalProperties": False, "required": ["budgets"],
     "properties": {
-        "layers": {"oneOf": [{"const": "all"}, {"type": "array", "items": {"type": "integer", "minimum": 0},
-                                                 "minItems": 1}], "default": "all"},
+        "layers": layers_schema(),
         "budgets": {"type": "array", "items": {"type": "number", "exclusiveMinimum": 0}, "minItems": 1},
         "norm": {"enum": list(NORMS), "default": "l2_token"},
         "steps": {"type": "integer", "minimum": 1, "default": 20},

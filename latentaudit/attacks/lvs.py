@@ -23,14 +23,13 @@ from ..hooks import EMBED, hidden_index, n_layers
 from ..perturbation_size import linf_epsilon
 from ..registry import ATTACKS
 from ..shared_prefix import clean_pass
-from .common import AttackContext, SweepGrid, evaluate_vectors, resolve_layers
+from .common import AttackContext, SweepGrid, evaluate_vectors, layers_schema, resolve_layers
 from .latent_pgd import latent_pgd_deltas
 
 SCHEMA = {
     "type": "object", "additionalProperties": False, "required": ["budgets"],
     "properties": {
-        "layers": {"oneOf": [{"const": "all"}, {"type": "array", "items": {"type": "integer", "minimum": 0},
-                                                 "minItems": 1}], "default": "all"},
+        "layers": layers_schema(),
         "embed": {"type": "boolean", "default": True, "description": "also attack the embedding output"},
         "budgets": {"type": "array", "items": {"type": "number", "exclusiveMinimum": 0}, "minItems": 1,
                     "description": "p: ε = p · max|h| over the prompt's positions (paper: 5e-4, 1e-3, 5e-3)"},

@@ -28,10 +28,11 @@ import logging
 import pandas as pd
 import torch
 
+from ..depth import NUDGE_DEPTH_SCHEMA
 from ..harmful_pole import difference_of_means_direction, last_token_norms, prompt_activations
 from ..hooks import hidden_index, n_layers
 from ..registry import ATTACKS
-from .common import AttackContext, SweepGrid, evaluate_with_matched_control, resolve_layers
+from .common import AttackContext, SweepGrid, evaluate_with_matched_control, layers_schema, resolve_layers
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +42,8 @@ SCHEMA = {
     "properties": {
         "fractions": {"type": "array", "items": {"type": "number", "exclusiveMinimum": 0}, "minItems": 1,
                       "description": "α: steering size as a fraction of the activation norm"},
-        "layers": {"oneOf": [{"enum": ["nudge", "all"]},
-                             {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1}],
-                   "default": "all"},
-        "nudge_depth": {"type": "number", "minimum": 0, "maximum": 1,
-                        "description": "the config's top-level nudge_depth (shared with the dissociated model)"},
+        "layers": layers_schema("all", nudge=True),
+        "nudge_depth": NUDGE_DEPTH_SCHEMA,
         "direction": {"enum": list(DIRECTIONS), "default": "harmful_pole"},
         "control": {"type": "boolean", "default": True, "description": "add the matched-norm random direction"},
     },

@@ -44,7 +44,7 @@ import torch
 from ..data.heldout import harmful_ft_holdout
 from ..batching import label_log_probs, make_batch, prompt_token_ids, target_token_ids
 from ..generation import generate
-from ..depth import depth_band, nudge_layer
+from ..depth import NUDGE_DEPTH_SCHEMA, depth_band, nudge_layer
 from ..harmful_pole import difference_of_means_direction, prompt_activations
 from ..hooks import POSITIONS, Perturbation, hidden_index, intervene, n_layers, record_residual
 from ..judges.coherent import coherent_label
@@ -68,9 +68,7 @@ SCHEMA = {
         "band": {"type": "array", "items": {"type": "number", "minimum": 0, "maximum": 1}, "minItems": 2,
                  "maxItems": 2, "default": [0.4, 0.6],
                  "description": "depth band of the activation match, as fractions of the block count"},
-        "nudge_depth": {"type": "number", "minimum": 0, "maximum": 1,
-                        "description": "nudge layer = round(nudge_depth * L) (block output); the config's "
-                                       "top-level nudge_depth (shared)"},
+        "nudge_depth": NUDGE_DEPTH_SCHEMA,
         "nudge_fraction": {"type": "number", "exclusiveMinimum": 0, "default": 0.06,
                            "description": "nudge size as a fraction of the base's mean last-prompt-token norm"},
         "eval_every": {"type": "integer", "minimum": 1, "default": 10},
