@@ -65,6 +65,13 @@ def truncate_to_tokens(text: str, tokenizer, limit: int) -> str:
     return tokenizer.decode(ids, skip_special_tokens=True)
 
 
+def judged_completion(generation, tokenizer, settings: dict) -> str:
+    """A generation as a classifier judge reads it: control tokens stripped, then clipped to
+    ``max_completion_tokens`` of the judge's tokenizer."""
+    clean = strip_control_tokens(str(generation), settings["control_tokens"])
+    return truncate_to_tokens(clean, tokenizer, settings["max_completion_tokens"])
+
+
 def template_hash(*templates: str) -> str:
     return hashlib.sha256("\x00".join(templates).encode()).hexdigest()[:16]
 

@@ -132,9 +132,8 @@ def build_prompts(generations: pd.DataFrame, tokenizer, settings: dict) -> list[
     prompts = []
     for keep, behavior, context, generation in zip(judged, behaviors, contexts, generations["generation"]):
         if keep:
-            clean = classifier.strip_control_tokens(str(generation), settings["control_tokens"])
-            clipped = classifier.truncate_to_tokens(clean, tokenizer, settings["max_completion_tokens"])
-            prompts.append(harmbench_prompt(behavior, clipped, context, settings["template"]))
+            completion = classifier.judged_completion(generation, tokenizer, settings)
+            prompts.append(harmbench_prompt(behavior, completion, context, settings["template"]))
     return prompts
 
 

@@ -84,13 +84,11 @@ def parse_llamaguard_verdict(text: str) -> float:
 
 def build_prompts(generations: pd.DataFrame, tokenizer, settings: dict) -> list[str]:
     judged = classifier.judged_rows(generations)
-    control = settings["control_tokens"]
     prompts = []
     for keep, prompt, generation in zip(judged, generations["prompt"].astype(str), generations["generation"]):
         if keep:
-            clean = classifier.strip_control_tokens(str(generation), control)
-            clipped = classifier.truncate_to_tokens(clean, tokenizer, settings["max_completion_tokens"])
-            prompts.append(llamaguard_prompt(tokenizer, prompt, clipped))
+            prompts.append(llamaguard_prompt(tokenizer, prompt, classifier.judged_completion(generation, tokenizer,
+                                                                                              settings)))
     return prompts
 
 
