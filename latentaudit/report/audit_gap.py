@@ -28,7 +28,8 @@ import pandas as pd  # noqa: E402
 
 from ..depth import nudge_layer  # noqa: E402
 from ..metrics import HARMFUL_FT_THRESHOLD, harmful_ft_summary  # noqa: E402
-from .tables import _write  # noqa: E402
+from .figures import save_figure  # noqa: E402
+from .tables import write_table  # noqa: E402
 
 
 def _order(variants) -> list[str]:
@@ -136,15 +137,9 @@ def audit_gap_tables(frame: pd.DataFrame, reference: dict, judge: str, markdown:
     """``audit_gap_frame``'s table as Markdown and LaTeX, captioned with each model's reference points."""
     where = "; ".join(f"{model}: nudge layer {ref['layer']}, adaptive PGD radius {ref['radius']:g}, LVS budget "
                       f"p = {ref['budget']:g}, steering fraction {ref['fraction']:g}" for model, ref in reference.items())
-    _write(frame, markdown, latex, f"Audit gap (judge: {judge}): behaviour vs latent vulnerability ({where}; "
+    write_table(frame, markdown, latex, f"Audit gap (judge: {judge}): behaviour vs latent vulnerability ({where}; "
                                    "controls: random direction on the PGD sphere / uniform in the LVS ball / "
                                    "matched-norm random steering)")
-
-
-def _save(fig, paths: list[str], dpi: int) -> None:
-    for path in paths:
-        fig.savefig(path, dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
 
 
 def lvs_layer_profile(lvs_csv: str, paths: list[str], style: str = "default", dpi: int = 150) -> None:
@@ -166,7 +161,7 @@ def lvs_layer_profile(lvs_csv: str, paths: list[str], style: str = "default", dp
             ax.set(title=f"{model}: p = {budget:g}", xlabel="site (block output)", ylabel="LVS (median, 95% CI)")
             ax.legend(fontsize=7)
         fig.tight_layout()
-        _save(fig, paths, dpi)
+        save_figure(fig, paths, dpi)
 
 
 def steering_vs_fraction(attacks_csv: str, judge: str, paths: list[str], style: str = "default", dpi: int = 150) -> None:
@@ -190,7 +185,7 @@ def steering_vs_fraction(attacks_csv: str, judge: str, paths: list[str], style: 
                    ylim=(-0.02, 1.02), xscale="log")
             ax.legend(fontsize=7)
         fig.tight_layout()
-        _save(fig, paths, dpi)
+        save_figure(fig, paths, dpi)
 
 
 def harmful_ft_curves(harmful_ft_csv: str, judge: str, paths: list[str], style: str = "default", dpi: int = 150
@@ -213,7 +208,7 @@ def harmful_ft_curves(harmful_ft_csv: str, judge: str, paths: list[str], style: 
             if len(rows):
                 ax.legend(fontsize=7)
         fig.tight_layout()
-        _save(fig, paths, dpi)
+        save_figure(fig, paths, dpi)
 
 
 def audit_gap_dumbbell(frame: pd.DataFrame, paths: list[str], style: str = "default", dpi: int = 150) -> None:
@@ -231,4 +226,4 @@ def audit_gap_dumbbell(frame: pd.DataFrame, paths: list[str], style: str = "defa
         ax.set(xlim=(-0.02, 1.02), xlabel="safety")
         ax.legend(fontsize=7, loc="lower left")
         fig.tight_layout()
-        _save(fig, paths, dpi)
+        save_figure(fig, paths, dpi)

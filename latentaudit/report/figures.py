@@ -9,7 +9,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 
-def _save(fig, paths: list[str], dpi: int) -> None:
+def save_figure(fig, paths: list[str], dpi: int) -> None:
+    """Write ``fig`` to every path (one per format) and close it."""
     for path in paths:
         fig.savefig(path, dpi=dpi, bbox_inches="tight")
     plt.close(fig)
@@ -61,7 +62,7 @@ def lasr_vs_layer(attacks_csv: str, judge: str, paths: list[str], style: str = "
                    ylim=(-0.02, 1.02))
             ax.legend(fontsize=7, title="strength", title_fontsize=7)
         fig.tight_layout()
-        _save(fig, paths, dpi)
+        save_figure(fig, paths, dpi)
 
 
 def masr_vs_strength(summary_csv: str, judge: str, paths: list[str], style: str = "default", dpi: int = 150) -> None:
@@ -82,7 +83,7 @@ def masr_vs_strength(summary_csv: str, judge: str, paths: list[str], style: str 
             _strength_axis(ax, group["strength"])
             ax.legend(fontsize=7)
         fig.tight_layout()
-        _save(fig, paths, dpi)
+        save_figure(fig, paths, dpi)
 
 
 def nll_probe(nll_csv: str, paths: list[str], style: str = "default", dpi: int = 150) -> None:
@@ -101,7 +102,7 @@ def nll_probe(nll_csv: str, paths: list[str], style: str = "default", dpi: int =
             ax.legend(fontsize=7)
         fig.suptitle("NLL probe: the original clean response, scored under each perturbation", fontsize=10)
         fig.tight_layout()
-        _save(fig, paths, dpi)
+        save_figure(fig, paths, dpi)
 
 
 def defense_pareto(defenses_csv: str, judge: str, paths: list[str], style: str = "default", dpi: int = 150) -> None:
@@ -133,4 +134,4 @@ def defense_pareto(defenses_csv: str, judge: str, paths: list[str], style: str =
                    "same vectors)", ylabel="MASR", xlim=(-0.02, 1.02), ylim=(-0.02, 1.02))
             ax.legend(fontsize=7, ncol=2)
         fig.tight_layout()
-        _save(fig, paths, dpi)
+        save_figure(fig, paths, dpi)

@@ -10,7 +10,7 @@ SUMMARY_COLUMNS = ["model", "variant", "attack", "strength", "masr", "pasr", "be
 BEHAVIOR_COLUMNS = ["model", "variant", "split", "refusal_rate", "benign_accuracy", "over_refusal", "n"]
 
 
-def _write(frame: pd.DataFrame, markdown: str | Path, latex: str | Path, title: str) -> None:
+def write_table(frame: pd.DataFrame, markdown: str | Path, latex: str | Path, title: str) -> None:
     Path(markdown).write_text(f"### {title}\n\n" + frame.to_markdown(index=False, floatfmt=".3f") + "\n")
     Path(latex).write_text(frame.to_latex(index=False, float_format="%.3f", caption=title, escape=True))
 
@@ -34,14 +34,14 @@ def attack_summary_tables(summary_csv: str, judge: str, markdown: str, latex: st
     table = attack_summary_frame(pd.read_csv(summary_csv), judge)
     others = [c.removeprefix("masr[").rstrip("]") for c in table.columns if c.startswith("masr[")]
     beside = f"; beside it: {', '.join(others)}" if others else ""
-    _write(table, markdown, latex, f"Attack success (judge: {judge}{beside}); MASR/PASR over layers per strength")
+    write_table(table, markdown, latex, f"Attack success (judge: {judge}{beside}); MASR/PASR over layers per strength")
 
 
 def behavior_tables(behavior_csv: str, judge: str, markdown: str, latex: str) -> None:
     behavior = pd.read_csv(behavior_csv)
     columns = BEHAVIOR_COLUMNS + [c for c in behavior.columns if c.startswith("capability_")]
     table = behavior[behavior["judge"] == judge][columns].sort_values(["model", "variant", "split"])
-    _write(table, markdown, latex, f"Behaviour without attack (judge: {judge})")
+    write_table(table, markdown, latex, f"Behaviour without attack (judge: {judge})")
 
 
 def defense_tables(defenses_csv: str, judge: str, markdown: str, latex: str) -> None:
@@ -51,7 +51,7 @@ def defense_tables(defenses_csv: str, judge: str, markdown: str, latex: str) -> 
     table = table[(table["judge"] == judge) & table["at_reference"]]
     if table.empty:
         frame = pd.DataFrame({"note": ["no attack strength equals s* (the aligned ASA_grad MASR >= 0.8 point)"]})
-        _write(frame, markdown, latex, f"Defenses (judge: {judge})")
+        write_table(frame, markdown, latex, f"Defenses (judge: {judge})")
         return
     s_star = table["reference_strength"].iloc[0]
     cell = table.assign(cell=[f"{m:.3f} ({b:.2f})" for m, b in
@@ -63,5 +63,5 @@ def defense_tables(defenses_csv: str, judge: str, markdown: str, latex: str) -> 
     order = {"aligned": 0}
     frame = frame.sort_values(["model", "variant"], key=lambda c: c.map(lambda v: (order.get(v, 1), v))
                               if c.name == "variant" else c)
-    _write(frame, markdown, latex, f"Defenses at s* = {s_star:g} (judge: {judge}): MASR (benign accuracy under "
+    write_table(frame, markdown, latex, f"Defenses at s* = {s_star:g} (judge: {judge}): MASR (benign accuracy under "
                                    f"the same vectors); clean benign accuracy, benign refusal, over-refusal")
