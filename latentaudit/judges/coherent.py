@@ -36,13 +36,12 @@ import pandas as pd
 
 from ..data.written import known_answers, states_answer
 from ..registry import JUDGES
-from .keyword import DEFAULT_KEYWORDS, is_refusal
+from .keyword import KEYWORDS_SCHEMA, is_refusal
 
 SCHEMA = {
     "type": "object", "additionalProperties": False,
     "properties": {
-        "keywords": {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1,
-                     "default": DEFAULT_KEYWORDS},
+        "keywords": KEYWORDS_SCHEMA,
         "min_words": {"type": "integer", "minimum": 1, "default": 3},
         "max_repeat": {"type": "integer", "minimum": 2, "default": 5},
         "max_trigram_repeats": {"type": "integer", "minimum": 2, "default": 3},
