@@ -122,14 +122,28 @@ def _connect(path: Path) -> socket.socket | None:
         return None
 
 
+def _locked(lock_path: Path):
+    """``lock_path`` opened and exclusively locked. A server removes its lock file when it exits
+    (under the lock), so a starter that waited on a removed file takes the new one instead."""
+    while True:
+        lock = open(lock_path, "a")
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            held, current = os.fstat(lock.fileno()), os.stat(lock_path)
+            if (held.st_dev, held.st_ino) == (current.st_dev, current.st_ino):
+                return lock
+        except FileNotFoundError:
+            pass
+        lock.close()
+
+
 def _connect_or_start(path: Path) -> socket.socket | None:
     """A connection to the server at ``path``, started here if none listens (one starter at a
     time: the others wait on the lock, then connect)."""
     client = _connect(path)
     if client is not None:
         return client
-    with open(path.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with _locked(path.with_suffix(".lock")):
         client = _connect(path)
         if client is not None:
             return client
@@ -235,8 +249,10 @@ def serve(path: str | Path) -> None:
             connection.close()
             for fd in fds:
                 os.close(fd)
-    finally:
-        path.unlink(missing_ok=True)
+    finally:  # the socket and the lock file go together, under the lock: no starter is mid-start
+        with _locked(path.with_suffix(".lock")):
+            path.unlink(missing_ok=True)
+            path.with_suffix(".lock").unlink(missing_ok=True)
 
 
 def _reap() -> set[int]:

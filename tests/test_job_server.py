@@ -65,6 +65,22 @@ def test_the_server_accounts_for_its_jobs_cpu_time(tmp_path):
     assert burned >= 1.0 and job_server_cpu_seconds(mark, jobs_only=True) >= burned - 0.05
 
 
+def test_an_idle_server_exits_and_leaves_no_socket_or_lock_file(tmp_path):
+    mark = uuid.uuid4().hex
+    result, job = run_job(tmp_path, "server_jobs:where", mark, LATENTAUDIT_JOB_SERVER_IDLE="2")
+    assert result.returncode == 0, result.stderr
+    found = json.loads(Path(job.output[0]).read_text())
+    sock = Path(found["socket"])
+    assert found["ppid"] != os.getpid() and found["files"] == [True, True]  # it ran on a server, both files there
+    deadline = time.monotonic() + 30
+    while (sock.exists() or sock.with_suffix(".lock").exists()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not sock.exists() and not sock.with_suffix(".lock").exists()
+    again, job = run_job(tmp_path, "server_jobs:where", mark, "again", LATENTAUDIT_JOB_SERVER_IDLE="2")
+    assert again.returncode == 0, again.stderr  # a later job starts a new server at the same key
+    assert json.loads(Path(job.output[0]).read_text())["ppid"] not in (found["ppid"], os.getpid())
+
+
 def test_a_failing_job_fails_its_script_with_the_traceback_in_its_log(tmp_path):
     result, job = run_job(tmp_path, "server_jobs:fail", uuid.uuid4().hex)
     assert result.returncode == 1
