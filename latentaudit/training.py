@@ -28,6 +28,8 @@ LORA_SCHEMA = {
                            "default": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]},
     },
 }
+
+
 def optim_properties(schedule: str = "constant", warmup_fraction: float = 0.0) -> dict:
     """The optimisation keys every trained variant's schema takes, with this method's default
     learning-rate schedule and warm-up."""

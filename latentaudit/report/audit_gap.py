@@ -138,8 +138,8 @@ def audit_gap_tables(frame: pd.DataFrame, reference: dict, judge: str, markdown:
     where = "; ".join(f"{model}: nudge layer {ref['layer']}, adaptive PGD radius {ref['radius']:g}, LVS budget "
                       f"p = {ref['budget']:g}, steering fraction {ref['fraction']:g}" for model, ref in reference.items())
     write_table(frame, markdown, latex, f"Audit gap (judge: {judge}): behaviour vs latent vulnerability ({where}; "
-                                   "controls: random direction on the PGD sphere / uniform in the LVS ball / "
-                                   "matched-norm random steering)")
+                                        "controls: random direction on the PGD sphere / uniform in the LVS ball / "
+                                        "matched-norm random steering)")
 
 
 def lvs_layer_profile(lvs_csv: str, paths: list[str], style: str = "default", dpi: int = 150) -> None:

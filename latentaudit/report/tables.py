@@ -64,4 +64,4 @@ def defense_tables(defenses_csv: str, judge: str, markdown: str, latex: str) -> 
     frame = frame.sort_values(["model", "variant"], key=lambda c: c.map(lambda v: (order.get(v, 1), v))
                               if c.name == "variant" else c)
     write_table(frame, markdown, latex, f"Defenses at s* = {s_star:g} (judge: {judge}): MASR (benign accuracy under "
-                                   f"the same vectors); clean benign accuracy, benign refusal, over-refusal")
+                                        f"the same vectors); clean benign accuracy, benign refusal, over-refusal")
