@@ -53,6 +53,13 @@ def _non_finite_numbers(value, path=()):
             yield from _non_finite_numbers(item, (*path, index))
 
 
+def _boolean_as_text(error) -> bool:
+    """A boolean written as the text "true" or "false"."""
+    types = error.validator_value if error.validator == "type" else ()
+    wants_boolean = types == "boolean" or (isinstance(types, list) and "boolean" in types)
+    return wants_boolean and isinstance(error.instance, str) and error.instance.lower() in {"true", "false"}
+
+
 def check(instance: dict, schema: dict, prefix: str) -> None:
     """Validate ``instance`` against ``schema`` in place, filling defaults; a ``ConfigError``
     names every bad key (``prefix`` is where ``instance`` sits in the config) and the valid ones."""
@@ -68,6 +75,9 @@ def check(instance: dict, schema: dict, prefix: str) -> None:
             if error.validator == "additionalProperties":
                 allowed = sorted(error.schema.get("properties", {}))
                 message += f"; valid keys: {allowed}"
+            elif _boolean_as_text(error):
+                # snakemake's --config reads True/False as booleans, but true/false as text
+                message += f" (on snakemake's command line write {error.instance.capitalize()})"
             lines.append(f"config error at {_location(prefix, error.absolute_path)}: {message}")
         raise ConfigError("\n".join(lines))
 

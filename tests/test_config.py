@@ -56,6 +56,14 @@ def test_bad_positions_and_device():
     assert "device" in _bad(lambda c: c.update(device="tpu"))
 
 
+def test_a_boolean_given_as_text_says_how_to_write_it():
+    # what `snakemake --config pin_cpu_kernels=false` passes: the text "false"
+    message = _bad(lambda c: c.update(pin_cpu_kernels="false"))
+    assert message == ("config error at pin_cpu_kernels: 'false' is not of type 'boolean' "
+                       "(on snakemake's command line write False)")
+    assert "command line" not in _bad(lambda c: c.update(pin_cpu_kernels="no"))
+
+
 def test_primary_judge_must_be_configured():
     message = _bad(lambda c: c["report"].update(primary_judge="refusal_keyword") or c["judges"].pop("refusal_keyword"))
     assert "report.primary_judge" in message
