@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 CORES ?= 2
 
-.PHONY: setup lock run test test-real test-fast dag bench gpu-check robustness clean
+.PHONY: setup lock run test test-real test-fast dag bench gpu-check robustness robustness-native clean
 
 setup: $(VENV)/.installed
 
@@ -64,6 +64,11 @@ gpu-check:
 # 30 min each on 2 cores; not in CI): results/robustness/seeds.csv, seeds.md, spread.md.
 robustness: setup
 	$(PY) -m latentaudit.robustness --cores $(CORES)
+
+# The same claims under this machine's own CPU kernels, not the pinned AVX2 ones: does a claim
+# hold under other floating-point rounding, not only reproduce under the same? results/robustness/native/.
+robustness-native: setup
+	$(PY) -m latentaudit.robustness --native-kernels --cores $(CORES)
 
 dag: setup
 	$(VENV)/bin/snakemake --dag | dot -Tpng > dag.png

@@ -7,10 +7,16 @@ pretraining and alignment, every defense and attack) in its own workflow directo
 reruns what it touches there too), and ``acceptance.claims`` scores each run. Writes
 ``results/robustness/seeds.csv`` (seed, issue, number, value, threshold, holds), ``seeds.md``
 and the per-number spread ``spread.md``.
+
+``--native-kernels`` runs the seeds with the machine's own CPU kernels instead of the pinned AVX2
+ones (``pin_cpu_kernels=False``, the pin variables removed from the jobs' environment), into
+``results/robustness/native/``: whether a claim holds under other floating-point kernels, not
+only whether a run reproduces under the same ones.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,17 +25,29 @@ import pandas as pd
 
 from .acceptance import claims
 from .config import load_config
+from .numerics import PINNED_KERNELS
 from .workflow_dir import REPO, linked_workflow_dir
+
 
 def seed_workdir(root: Path, seed: int) -> Path:
     """A workflow directory for one seed whose code is the repository's own (symlinks)."""
     return linked_workflow_dir(root / f"seed{seed}")
 
 
-def run_seed(workdir: Path, seed: int, cores: int, extra: list[str]) -> None:
-    command = [sys.executable, "-m", "snakemake", "--cores", str(cores), "--config", f"seed={seed}", *extra]
+def seed_command(seed: int, cores: int, extra: list[str], native_kernels: bool = False) -> tuple[list[str], dict]:
+    """The snakemake command line and environment of one seed's run."""
+    config = [f"seed={seed}"] + (["pin_cpu_kernels=False"] if native_kernels else [])
+    environment = dict(os.environ)
+    if native_kernels:  # nothing pins them: neither the workflow nor the caller's shell
+        for name in PINNED_KERNELS:
+            environment.pop(name, None)
+    return [sys.executable, "-m", "snakemake", "--cores", str(cores), "--config", *config, *extra], environment
+
+
+def run_seed(workdir: Path, seed: int, cores: int, extra: list[str], native_kernels: bool = False) -> None:
+    command, environment = seed_command(seed, cores, extra, native_kernels)
     print(f"seed {seed}: {' '.join(command)} (in {workdir})", flush=True)
-    subprocess.run(command, cwd=workdir, check=True)
+    subprocess.run(command, cwd=workdir, env=environment, check=True)
 
 
 def seed_table(root: Path, seeds: list[int]) -> pd.DataFrame:
@@ -58,13 +76,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--cores", type=int, default=2)
-    parser.add_argument("--root", type=Path, default=REPO / "results" / "robustness")
+    parser.add_argument("--root", type=Path, help="default results/robustness, or results/robustness/native")
+    parser.add_argument("--native-kernels", action="store_true",
+                        help="the machine's own CPU kernels instead of the pinned AVX2 ones")
     parser.add_argument("--score-only", action="store_true", help="score existing runs, run nothing")
     parser.add_argument("snakemake_args", nargs="*", help="passed to each seed's snakemake (after --)")
     args = parser.parse_args(argv)
+    if args.root is None:
+        args.root = REPO / "results" / "robustness" / ("native" if args.native_kernels else "")
     if not args.score_only:
         for seed in args.seeds:
-            run_seed(seed_workdir(args.root, seed), seed, args.cores, args.snakemake_args)
+            run_seed(seed_workdir(args.root, seed), seed, args.cores, args.snakemake_args, args.native_kernels)
     # every seed run so far under root, so a later run of one more seed adds a column, not a new table
     finished = {int(d.name[4:]) for d in args.root.glob("seed*") if (d / "results/metrics/behavior.csv").exists()}
     seeds = sorted(finished | set(args.seeds))

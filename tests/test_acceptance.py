@@ -6,7 +6,7 @@ import sys
 import pandas as pd
 
 from latentaudit.numerics import PINNED_KERNELS, numerics_record, pin_cpu_kernels, weights_digest
-from latentaudit.robustness import seed_workdir, spread_table
+from latentaudit.robustness import seed_command, seed_workdir, spread_table
 from latentaudit.workflow_dir import WORKFLOW_FILES
 
 
@@ -30,6 +30,16 @@ def test_each_seed_gets_a_workflow_directory_running_the_repository_code(tmp_pat
     for name in WORKFLOW_FILES:
         assert (workdir / name).is_symlink() and (workdir / name).exists()
     assert seed_workdir(tmp_path, 3) == workdir  # idempotent: a rerun continues the same run
+
+
+def test_native_kernel_runs_unpin_the_workflow_and_the_jobs_environment():
+    # the test session is pinned (conftest), as a user's shell may be
+    command, environment = seed_command(2, 2, ["--dry-run"], native_kernels=True)
+    assert command[command.index("--config") + 1:] == ["seed=2", "pin_cpu_kernels=False", "--dry-run"]
+    assert not set(PINNED_KERNELS) & set(environment)
+    command, environment = seed_command(2, 2, [])
+    assert command[command.index("--config") + 1:] == ["seed=2"]
+    assert all(environment[name] == value for name, value in PINNED_KERNELS.items())
 
 
 def test_pins_are_inherited_by_child_processes_and_recorded():
