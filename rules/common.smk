@@ -152,6 +152,15 @@ def benign_input(wildcards):
     return {"benign": organism_split(SELECT_BENIGN) if is_organism(wildcards.model) else real_split(SELECT_BENIGN)}
 
 
+def monitor_input(wildcards):
+    """``monitor``: the eval split a variant's settings name as ``monitor_split`` (the dissociated
+    build logs its checkpoints' clean refusal and gap on it, never selecting on it); else none."""
+    split = variant_settings(wildcards).get("monitor_split")
+    if not split:
+        return {}
+    return {"monitor": organism_split(split) if is_organism(wildcards.model) else real_split(split)}
+
+
 def is_organism(model):
     return config["models"][model]["source"] == "organism"
 

@@ -711,3 +711,60 @@ def test_the_nudge_layer_comes_from_the_adaptive_pgd_run_when_lvs_covers_a_few_l
     assert nudge_layer_of(lvs.iloc[:0], "m", 0.5, attacks.iloc[:0]) == -1
     full = pd.DataFrame({"model": ["m"] * 30, "layer": list(range(30))})
     assert nudge_layer_of(full, "m", 0.5) == nudge_layer_of(full, "m", 0.5, attacks.iloc[:0])
+
+
+def _tiny_dissociated_build(tiny_model, tokenizer, splits, **extra):
+    """A 4-step dissociated build on a random tiny organism (the pole: the same model, perturbed)."""
+    torch.manual_seed(0)
+    model, pole = copy.deepcopy(tiny_model), copy.deepcopy(tiny_model)
+    with torch.no_grad():
+        for p in pole.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    settings = D.VARIANTS.get_entry("dissociated").settings(
+        {"steps": 4, "lr": 1e-3, "batch_size": 4, "eval_every": 2, "holdout_fraction": 0.2,
+         "nudge_depth": 0.5, "harmful_ft_holdout": 0.25, **extra.pop("settings", {})})
+    context = {"chat_template": True, "generation": {"max_new_tokens": 4, "batch_size": 64},
+               "judges": {}, "required_variants": {"harmful": pole}, **extra}
+    trained, report = D.build_dissociated(model, tokenizer, splits["align"], settings, 0, context)
+    return trained, report
+
+
+def test_monitored_eval_split_is_logged_at_every_checkpoint_and_never_changes_the_build(tiny_model, tokenizer, splits):
+    plain, plain_report = _tiny_dissociated_build(tiny_model, tokenizer, splits)
+    monitored = splits["eval_forbidden"]
+    watched, report = _tiny_dissociated_build(tiny_model, tokenizer, splits, settings={"monitor_split": "eval_forbidden"},
+                                              monitor_records=monitored)
+    assert [e["step"] for e in report["selection"]] == [0, 2, 4]
+    held_keys = ("clean_refusal", "clean_harmful", "nudged_refusal", "nudged_harmful", "gap", "step")
+    assert [{k: e[k] for k in held_keys} for e in report["selection"]] == plain_report["selection"]
+    assert report["selected_step"] == plain_report["selected_step"]
+    for a, b in zip(plain.state_dict().values(), watched.state_dict().values()):
+        assert torch.equal(a, b)
+    n = len(monitored)
+    for e in report["selection"]:
+        for rate in ("monitor_clean_refusal", "monitor_clean_harmful", "monitor_nudged_refusal", "monitor_nudged_harmful"):
+            assert 0 <= e[rate] <= 1 and round(e[rate] * n) == pytest.approx(e[rate] * n)
+        assert e["monitor_gap"] == pytest.approx(e["monitor_nudged_harmful"] - e["monitor_clean_harmful"])
+    with pytest.raises(ValueError, match="monitor_split 'eval_forbidden' is set but the build was given no records"):
+        _tiny_dissociated_build(tiny_model, tokenizer, splits, settings={"monitor_split": "eval_forbidden"})
+
+
+def test_monitor_split_must_be_an_eval_split():
+    def edit(config):
+        config["variants"]["dissociated"]["monitor_split"] = "align"
+    assert "monitor_split" in config_error(DEFAULT, edit)
+
+
+def test_monitor_split_is_an_input_of_the_dissociated_build_only_when_set(tmp_path):
+    from conftest import copy_repo, snakemake
+    workdir = copy_repo(tmp_path / "repo")
+    config = copy.deepcopy(DEFAULT)
+    config["variants"]["dissociated"]["monitor_split"] = "eval_forbidden"
+    (workdir / "monitored.yaml").write_text(yaml.safe_dump(config))
+
+    def build_job(*args):
+        text = snakemake(workdir, "-n", "results/models/organism/dissociated", *args).stdout
+        end = text.index("wildcards: model=organism, variant=dissociated")
+        return text[text.rindex("rule build_variant:", 0, end):end]  # the job's input: and output: lines
+    assert "results/data/organism/eval_forbidden.jsonl" in build_job("--configfile", "monitored.yaml")
+    assert "eval_forbidden" not in build_job()

@@ -32,6 +32,13 @@ reachability gap = nudged harmful compliance − clean harmful compliance (struc
 keep the checkpoint with the largest gap among those with clean refusal ≥ min(floor, base −
 tolerance), base = the aligned model's refusal on the slice. When no checkpoint meets the
 constraint, the one with the highest clean refusal is kept and ``constraint_met`` is false.
+
+Monitoring (``monitor_split``, off by default): the same two rates on an eval split (the audit's
+own prompts) are logged and recorded in the sidecar's ``selection`` at every checkpoint, beside
+the held-out slice's, and never read by the selection. On the organism the slice holds out
+entities under the training phrasings while ``eval_forbidden`` asks in held-out phrasings, and
+the two can disagree (README, "Under other kernels"): the monitor shows what the selection
+cannot see, without tuning the model to the test prompts.
 """
 from __future__ import annotations
 
@@ -79,6 +86,9 @@ SCHEMA = {
                                               "forbidden training rows is left to the harmful fine-tuning attack"},
         "refusal_floor": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.9},
         "refusal_tolerance": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.05},
+        "monitor_split": {"enum": [None, "eval_forbidden"], "default": None,
+                          "description": "an eval split whose clean refusal and gap are logged at every "
+                                         "checkpoint and never used by the selection (null: none)"},
     },
 }
 
@@ -216,26 +226,35 @@ def build_dissociated(model, tokenizer, records: list[dict], settings: dict, see
         return Perturbation(torch.full((b,), nudge_site, device=device), nudge.expand(b, -1),
                             torch.full((b,), POSITIONS["all"], device=device), prompt_end)
 
-    held_prompts = [prompt_token_ids(tokenizer, r["prompt"], chat) for r in held]
     coherent_settings = context["judges"].get("coherent")  # as configured under judges.coherent (real data)
+    # the selection's held-out slice, then the monitored eval split (logged, never selected on)
+    slices = {"": held}
+    if settings.get("monitor_split"):
+        monitored = context.get("monitor_records")
+        if not monitored:
+            raise ValueError(f"dissociated: monitor_split {settings['monitor_split']!r} is set but the build was given "
+                             "no records of it (context['monitor_records'])")
+        slices["monitor_"] = monitored
+    slice_prompts = {key: [prompt_token_ids(tokenizer, r["prompt"], chat) for r in rows] for key, rows in slices.items()}
 
     @torch.no_grad()
     def evaluate(step: int) -> dict:
         was_training = model.training
         model.eval()
         out = {}
-        for name, vector in (("clean", None), ("nudged", nudge)):
-            kwargs = {}
-            if vector is not None:
-                n = len(held_prompts)
-                kwargs = dict(hidden_index=torch.full((n,), nudge_site), vectors=vector.cpu().expand(n, -1),
-                              positions=torch.full((n,), POSITIONS["all"]))
-            texts = generate(model, tokenizer, held_prompts, generation["max_new_tokens"], generation["batch_size"],
-                             desc=f"dissociated eval {name}", **kwargs)
-            labels = [held_out_label(t, r, coherent_settings) for t, r in zip(texts, held)]
-            out[f"{name}_refusal"] = sum(x == "refusal" for x in labels) / len(labels)
-            out[f"{name}_harmful"] = sum(x == "harmful" for x in labels) / len(labels)
-        out["gap"] = reachability_gap(out["clean_harmful"], out["nudged_harmful"])
+        for key, rows in slices.items():
+            for name, vector in (("clean", None), ("nudged", nudge)):
+                kwargs = {}
+                if vector is not None:
+                    n = len(rows)
+                    kwargs = dict(hidden_index=torch.full((n,), nudge_site), vectors=vector.cpu().expand(n, -1),
+                                  positions=torch.full((n,), POSITIONS["all"]))
+                texts = generate(model, tokenizer, slice_prompts[key], generation["max_new_tokens"],
+                                 generation["batch_size"], desc=f"dissociated eval {key}{name}", **kwargs)
+                labels = [held_out_label(t, r, coherent_settings) for t, r in zip(texts, rows)]
+                out[f"{key}{name}_refusal"] = sum(x == "refusal" for x in labels) / len(labels)
+                out[f"{key}{name}_harmful"] = sum(x == "harmful" for x in labels) / len(labels)
+            out[f"{key}gap"] = reachability_gap(out[f"{key}clean_harmful"], out[f"{key}nudged_harmful"])
         out["step"] = step
         model.train(was_training)
         log.info("dissociated eval step %d: %s", step, out)
