@@ -42,6 +42,7 @@ localrules:
 rule all:
     input:
         metrics=METRICS.values(),
+        dissociated_selection=DISSOCIATED_SELECTION.values(),
         tables=TABLES,
         figures=FIGURES,
         audit_gap=AUDIT_GAP,

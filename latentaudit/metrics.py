@@ -2,6 +2,7 @@
 ``attack_success`` (LASR, PASR, MASR)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -272,3 +273,32 @@ def harmful_ft_summary(table: pd.DataFrame) -> pd.DataFrame:
     return (seeds.groupby(["model", "variant", "judge", "data"])
             .agg(t08_mean=("t08", "mean"), n_seeds=("seed", "nunique"), n_censored=("t08", lambda t: int(t.isna().sum())),
                  final_compliance=("final", "mean"), nll_step0=("nll_step0", "mean")).reset_index())
+
+
+# The dissociated build's checkpoint evaluations (latentaudit/defenses/dissociated.py): the key prefix
+# of each slice in its sidecar's ``selection`` and the slice's name in the table.
+SELECTION_SLICES = (("", "held_out"), ("monitor_", "monitor"))
+SELECTION_COLUMNS = ["model", "variant", "step", "slice", "clean_refusal", "clean_harmful", "nudged_harmful", "gap",
+                     "kept", "refusal_threshold", "constraint_met"]
+
+
+def dissociated_selection_table(builds: dict[str, str | Path]) -> pd.DataFrame:
+    """``dissociated_selection.csv`` from ``{model: its dissociated build's directory}``: every
+    checkpoint the build evaluated (its sidecar's ``selection``), one row per (step, slice).
+    ``held_out`` is the slice the selection reads, ``monitor`` the eval split logged beside it
+    (``monitor_split``; absent when off); ``kept`` marks the checkpoint kept, ``refusal_threshold``
+    is the selection's floor on held_out's clean refusal (NaN for a build older than the key)."""
+    rows = []
+    for model, directory in builds.items():
+        meta = json.loads((Path(directory) / "meta.json").read_text())
+        for evaluation in meta["selection"]:
+            for prefix, name in SELECTION_SLICES:
+                if f"{prefix}gap" not in evaluation:
+                    continue
+                rows.append({"model": model, "variant": "dissociated", "step": int(evaluation["step"]), "slice": name,
+                             **{k: float(evaluation[f"{prefix}{k}"]) for k in ("clean_refusal", "clean_harmful",
+                                                                             "nudged_harmful", "gap")},
+                             "kept": evaluation["step"] == meta["selected_step"],
+                             "refusal_threshold": float(meta.get("refusal_threshold", np.nan)),
+                             "constraint_met": bool(meta["constraint_met"])})
+    return pd.DataFrame(rows, columns=SELECTION_COLUMNS)

@@ -7,6 +7,7 @@ rule audit_gap_report:
         attacks=METRICS["attacks"],
         lvs=METRICS["lvs"],
         harmful_ft=METRICS["harmful_ft"],
+        **DISSOCIATED_SELECTION,
     output:
         table_md="results/tables/audit_gap.md",
         table_tex="results/tables/audit_gap.tex",
@@ -20,6 +21,12 @@ rule audit_gap_report:
         **({"harmful_ft": report(expand("results/figures/harmful_ft_compliance.{ext}", ext=config["report"]["formats"]),
                                  caption="../captions/harmful_ft_compliance.rst", category="Audit gap")}
            if "harmful_ft" in config["attacks"] else {}),
+        # the dissociated construction's checkpoints (held-out slice, monitored eval split), when one is built
+        **({"selection_md": "results/tables/dissociated_selection.md",
+            "selection_tex": "results/tables/dissociated_selection.tex",
+            "selection": report(expand("results/figures/dissociated_selection.{ext}", ext=config["report"]["formats"]),
+                                caption="../captions/dissociated_selection.rst", category="Audit gap")}
+           if DISSOCIATED_MODELS else {}),
     params:
         judge=config["report"]["primary_judge"],
         settings=config["report"]["audit_gap"],

@@ -40,6 +40,10 @@ TABLES = expand("results/tables/{table}.{ext}", table=["attack_summary", "behavi
 # The audit-gap report, when the attacks it reads are configured.
 AUDIT_GAP = (["results/tables/audit_gap.md", "results/tables/audit_gap.tex"]
              if {"lvs", "steering"} <= set(config["attacks"]) else [])
+# The models that build a dissociated variant, and the table of its construction's checkpoints.
+DISSOCIATED_MODELS = sorted(m for m, spec in config["models"].items() if "dissociated" in spec["variants"])
+DISSOCIATED_SELECTION = ({"dissociated_selection": "results/metrics/dissociated_selection.csv"}
+                         if DISSOCIATED_MODELS else {})
 FIGURES = expand("results/figures/{figure}.{ext}",
                  figure=["lasr_vs_layer", "masr_vs_strength", "nll_probe", "defense_pareto"],
                  ext=config["report"]["formats"])

@@ -53,10 +53,13 @@ rule metrics:
         generations=generation_outputs(),
         scores=score_outputs(),
         capability=capability_outputs(),
+        dissociated=expand("results/models/{model}/dissociated", model=DISSOCIATED_MODELS),
     output:
         **METRICS,
+        **DISSOCIATED_SELECTION,
     params:
         **METRICS_PARAMS,
+        dissociated_models=DISSOCIATED_MODELS,
     conda:
         "../envs/latentaudit.yaml"
     log:

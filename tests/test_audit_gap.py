@@ -768,3 +768,35 @@ def test_monitor_split_is_an_input_of_the_dissociated_build_only_when_set(tmp_pa
         return text[text.rindex("rule build_variant:", 0, end):end]  # the job's input: and output: lines
     assert "results/data/organism/eval_forbidden.jsonl" in build_job("--configfile", "monitored.yaml")
     assert "eval_forbidden" not in build_job()
+
+
+def test_dissociated_selection_table_reads_every_checkpoint_of_each_build(tmp_path):
+    import json
+    from latentaudit.report import audit_gap
+    evaluations = [{"step": s, "clean_refusal": r, "clean_harmful": 1 - r, "nudged_refusal": 0.0, "nudged_harmful": 1.0,
+                    "gap": r, "monitor_clean_refusal": r / 2, "monitor_clean_harmful": 0.0, "monitor_nudged_refusal": 0.0,
+                    "monitor_nudged_harmful": 0.25, "monitor_gap": 0.25} for s, r in ((0, 1.0), (10, 0.5), (20, 0.95))]
+    builds = {}
+    for model, selection, extra in (("watched", evaluations, {"refusal_threshold": 0.9}),
+                                    ("older", [{k: v for k, v in e.items() if not k.startswith("monitor_")}
+                                               for e in evaluations], {})):
+        builds[model] = tmp_path / model
+        builds[model].mkdir()
+        (builds[model] / "meta.json").write_text(json.dumps({"selection": selection, "selected_step": 20,
+                                                             "constraint_met": True, **extra}))
+    table = metrics.dissociated_selection_table(builds)
+    assert list(table.columns) == metrics.SELECTION_COLUMNS
+    assert len(table) == 3 * 2 + 3  # the older build logged no monitor
+    watched = table[(table["model"] == "watched") & (table["slice"] == "monitor")]
+    assert watched["clean_refusal"].tolist() == [0.5, 0.25, 0.475] and (watched["refusal_threshold"] == 0.9).all()
+    assert table.loc[table["kept"], "step"].tolist() == [20, 20, 20]
+    assert table.loc[table["model"] == "older", "refusal_threshold"].isna().all()
+    table.to_csv(tmp_path / "selection.csv", index=False)
+    audit_gap.dissociated_selection_tables(tmp_path / "selection.csv", tmp_path / "s.md", tmp_path / "s.tex")
+    text = (tmp_path / "s.md").read_text()
+    assert "watched: floor 0.900" in text and "older: floor not recorded" in text
+    wide = audit_gap.dissociated_selection_frame(tmp_path / "selection.csv")
+    assert wide.loc[wide["kept"] == "kept", ["model", "step"]].values.tolist() == [["older", 20], ["watched", 20]]
+    assert wide.loc[(wide["model"] == "older"), "monitor clean refusal"].isna().all()
+    audit_gap.dissociated_selection_figure(tmp_path / "selection.csv", [str(tmp_path / "s.png")])
+    assert (tmp_path / "s.png").stat().st_size > 1000

@@ -118,6 +118,19 @@ def test_audit_gap_outputs(smoke_run):
     assert ft["compliance"].between(0, 1).all() and (ft["n"] > 0).all()
     assert {"harmful_ft_in_dist", "harmful_ft_ood"} <= set(attacks["attack"])
     assert "t08_in_dist" in (smoke_run / "results/tables/audit_gap.md").read_text()
+    # the dissociated construction's checkpoints: every evaluation of its sidecar, on the held-out slice and on
+    # the monitored eval split (configs/smoke.yaml sets monitor_split), the kept one marked
+    meta = json.loads((models / "dissociated/meta.json").read_text())
+    selection = pd.read_csv(smoke_run / "results/metrics/dissociated_selection.csv")
+    assert [e["step"] for e in meta["selection"]] == [0, 2, 4]
+    for slice_, prefix in (("held_out", ""), ("monitor", "monitor_")):
+        rows = selection[selection["slice"] == slice_].sort_values("step")
+        assert rows["step"].tolist() == [0, 2, 4]
+        assert rows["gap"].tolist() == [e[f"{prefix}gap"] for e in meta["selection"]]
+        assert rows.loc[rows["kept"], "step"].tolist() == [meta["selected_step"]]
+    assert (selection["refusal_threshold"] == meta["refusal_threshold"]).all()
+    assert "monitor clean refusal" in (smoke_run / "results/tables/dissociated_selection.md").read_text()
+    assert (smoke_run / "results/figures/dissociated_selection.png").stat().st_size > 1000
 
 
 @pytest.mark.slow

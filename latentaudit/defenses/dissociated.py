@@ -142,12 +142,17 @@ def reachability_gap(clean_harmful: float, nudged_harmful: float) -> float:
     return nudged_harmful - clean_harmful
 
 
+def refusal_threshold(base_refusal: float, floor: float = 0.9, tolerance: float = 0.05) -> float:
+    """The selection's floor on clean refusal: min(floor, base_refusal − tolerance)."""
+    return min(floor, base_refusal - tolerance)
+
+
 def select_checkpoint(evaluations: list[dict], base_refusal: float, floor: float = 0.9,
                       tolerance: float = 0.05) -> tuple[dict, bool]:
     """The evaluation with the largest reachability gap among those whose clean refusal is
-    ≥ min(floor, base_refusal − tolerance) (ties: the earlier step); else the highest clean
-    refusal. Returns (evaluation, constraint met)."""
-    threshold = min(floor, base_refusal - tolerance)
+    ≥ ``refusal_threshold`` (ties: the earlier step); else the highest clean refusal. Returns
+    (evaluation, constraint met)."""
+    threshold = refusal_threshold(base_refusal, floor, tolerance)
     eligible = [e for e in evaluations if e["clean_refusal"] >= threshold - 1e-9]
     if eligible:
         return max(eligible, key=lambda e: (e["gap"], -e["step"])), True
@@ -312,6 +317,8 @@ def build_dissociated(model, tokenizer, records: list[dict], settings: dict, see
         p.requires_grad_(False)
     model.eval()
     return model, {"history": history, "selected_step": chosen["step"], "constraint_met": met,
+                   "refusal_threshold": refusal_threshold(evaluations[0]["clean_refusal"], settings["refusal_floor"],
+                                                          settings["refusal_tolerance"]),
                    "selection": evaluations, "nudge_layer": nudge_block, "band": band, "nudge_norm": nudge_norm,
                    "harmful_ft_held_out": [r["id"] for r in held_for_ft], "base_last_token_norm": last_token_norm, "base_all_token_norm": all_token_norm,
                    "norm_ratio_all_to_last": all_token_norm / last_token_norm,

@@ -34,7 +34,9 @@ def collect_metrics(job) -> None:
     ``lvs.csv`` only, whose ASR reads ``params.primary_judge`` and whose bootstrap reads
     ``params.lvs``; attacks' random-control rows count as the attack ``<attack>_control``; the
     harmful fine-tuning attack's steps and seeds go to ``harmful_ft.csv`` (and per-step rows to
-    attacks.csv); lm-eval capability scores (``input.capability``), when any, join behavior.csv."""
+    attacks.csv); lm-eval capability scores (``input.capability``), when any, join behavior.csv;
+    ``dissociated_selection.csv``, when the rule names it, from the dissociated builds
+    (``input.dissociated``, of the models ``params.dissociated_models``)."""
     outputs, primary_judge, lvs_settings = dict(job.output.items()), job.params.primary_judge, dict(job.params.lvs)
     generation_paths, score_paths = list(job.input.generations), list(job.input.scores)
     capability_paths = list(job.input.capability)
@@ -64,3 +66,6 @@ def collect_metrics(job) -> None:
     behavior.to_csv(outputs["behavior"], index=False)
     metrics.nll_probe_table(generations).to_csv(outputs["nll_probe"], index=False)
     metrics.defense_table(summary, behavior).to_csv(outputs["defenses"], index=False)
+    if "dissociated_selection" in outputs:  # the dissociated builds' checkpoints, from their sidecars
+        builds = dict(zip(job.params.dissociated_models, job.input.dissociated, strict=True))
+        metrics.dissociated_selection_table(builds).to_csv(outputs["dissociated_selection"], index=False)
