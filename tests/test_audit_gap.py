@@ -758,16 +758,17 @@ def test_monitor_split_must_be_an_eval_split():
 def test_monitor_split_is_an_input_of_the_dissociated_build_only_when_set(tmp_path):
     from conftest import copy_repo, snakemake
     workdir = copy_repo(tmp_path / "repo")
-    config = copy.deepcopy(DEFAULT)
-    config["variants"]["dissociated"]["monitor_split"] = "eval_forbidden"
-    (workdir / "monitored.yaml").write_text(yaml.safe_dump(config))
+    for name, split in (("monitored", "eval_forbidden"), ("unmonitored", None)):
+        config = copy.deepcopy(DEFAULT)
+        config["variants"]["dissociated"]["monitor_split"] = split
+        (workdir / f"{name}.yaml").write_text(yaml.safe_dump(config))
 
     def build_job(*args):
         text = snakemake(workdir, "-n", "results/models/organism/dissociated", *args).stdout
         end = text.index("wildcards: model=organism, variant=dissociated")
         return text[text.rindex("rule build_variant:", 0, end):end]  # the job's input: and output: lines
     assert "results/data/organism/eval_forbidden.jsonl" in build_job("--configfile", "monitored.yaml")
-    assert "eval_forbidden" not in build_job()
+    assert "eval_forbidden" not in build_job("--configfile", "unmonitored.yaml")
 
 
 def test_dissociated_selection_table_reads_every_checkpoint_of_each_build(tmp_path):
