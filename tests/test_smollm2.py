@@ -282,6 +282,11 @@ def test_the_reduced_real_track_runs_every_stage(reduced_track, config):
         {"eval_benign": 0, "eval_forbidden": 0, "eval_twin": 0, "select_benign": 0}
     audit_gap = (workdir / "results/tables/audit_gap.md").read_text()
     assert "dissociated" in audit_gap and "aligned" in audit_gap
+    # the dissociated build's checkpoints on its held-out Do-Not-Answer slice and on HarmBench (monitor_split)
+    selection = pd.read_csv(workdir / "results/metrics/dissociated_selection.csv")
+    assert set(selection["slice"]) == {"held_out", "monitor"} and selection["clean_refusal"].between(0, 1).all()
+    assert selection.groupby("slice")["step"].apply(sorted).tolist() == [[0, 1], [0, 1]]
+    assert (workdir / "results/figures/dissociated_selection.png").stat().st_size > 1000
     for figure in ("lasr_vs_layer", "masr_vs_strength", "nll_probe", "defense_pareto"):
         assert (workdir / f"results/figures/{figure}.png").stat().st_size > 1000
 
