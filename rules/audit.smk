@@ -18,11 +18,13 @@ if AUDIT_NAME:
             generations=audit_generations,
             scores=audit_scores,
             capability=[],
+            dissociated=[],  # the card reads no construction's checkpoints (rule metrics writes them)
         output:
             **{name: f"results/audit/{AUDIT_NAME}/metrics/{name}.csv" for name in METRICS},
         params:
             # LVS ASR from the judge the card reports
             **dict(METRICS_PARAMS, primary_judge=audit_judge()),
+            dissociated_models=[],
         conda:
             "../envs/latentaudit.yaml"
         log:
