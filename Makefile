@@ -54,7 +54,7 @@ test-fast: setup
 bench: setup
 	$(VENV)/bin/snakemake --cores $(CORES) bench
 
-# The sweep bench (random ~1B Llama, bf16) and the smoke pipeline on a CUDA GPU, offline, into
+# The sweep bench (random ~1B Llama, bf16) and the reduced real-model track on a CUDA GPU, offline, into
 # results/gpu_check/ (summary.json, summary.md); tiny on the CPU where no GPU is usable. No set-up
 # step, so an offline GPU machine runs it with its own Python: `make gpu-check PY=python3` (README).
 gpu-check:

@@ -10,11 +10,14 @@ The size is a file in configs/gpu_check/: ``gpu`` where CUDA is usable, else ``c
    tokens/s, batch sizes from ``auto``, peak memory, FLOP/s against the measured matmul
    (latentaudit.bench) -> ``<out>/bench/sweep.csv``, ``sweep.md``.
 2. pipeline: a reduced experiment through the whole Snakemake DAG on the device (gpu: the
-   smoke config; cpu: configs/tiny.yaml), from scratch in ``<out>/pipeline/``, a linked
-   workflow directory; its results/metrics/ checked against the results contract.
+   reduced real-model track, configs/ci/smollm2.yaml on configs/smollm2.yaml, its two wheels
+   read from the repository's cache; cpu: configs/tiny.yaml), from scratch in
+   ``<out>/pipeline/``, a linked workflow directory; its results/metrics/ checked against the
+   results contract.
 
 ``<out>/summary.json`` and ``summary.md`` hold the device, each part's status and wall time,
 the bench's figures and the contract check. The exit status is 0 only if both parts passed.
+``--part bench|pipeline`` runs one part and updates its entry in the folder's summary.
 """
 from __future__ import annotations
 
@@ -50,6 +53,7 @@ from .workflow_dir import REPO, linked_workflow_dir
 log = logging.getLogger(__name__)
 
 SIZES = ("gpu", "cpu")
+PARTS = ("bench", "pipeline")
 # The bench's figures the summary carries, per sweep.
 SWEEP_FIGURES = ["setting", "n_generations", "naive_tokens_per_s", "fast_tokens_per_s", "speedup", "identical",
                  "naive_peak_mb", "fast_peak_mb", "naive_flop_per_s", "fast_flop_per_s", "naive_fraction_of_matmul",
@@ -62,21 +66,31 @@ class CheckSize:
     name: str
     device: str
     bench: BenchSettings
-    pipeline_configfile: str            # an experiment config, relative to the repository
+    pipeline_configfiles: tuple[str, ...]  # experiment configs, relative to the repository, merged in order
 
     @classmethod
     def load(cls, name: str, repo: Path = REPO) -> "CheckSize":
         """The size's file: ``device``, ``bench: {settings: <bench settings file>, overrides}``,
-        ``pipeline: {configfile}``."""
+        ``pipeline: {configfiles: [...]}`` (Snakemake merges them key by key, in order)."""
         if name not in SIZES:
             raise ValueError(f"gpu check size {name!r} unknown; valid: {list(SIZES)}")
         spec = yaml.safe_load((repo / "configs" / "gpu_check" / f"{name}.yaml").read_text())
         base = yaml.safe_load((repo / spec["bench"]["settings"]).read_text()) or {}
         bench = BenchSettings.from_dict({**base, **spec["bench"].get("overrides", {}), "device": spec["device"]})
-        configfile = spec["pipeline"]["configfile"]
-        if not (repo / configfile).is_file():
-            raise FileNotFoundError(f"configs/gpu_check/{name}.yaml: pipeline.configfile {configfile} does not exist")
-        return cls(name, spec["device"], bench, configfile)
+        configfiles = tuple(spec["pipeline"]["configfiles"])
+        for configfile in configfiles:
+            if not (repo / configfile).is_file():
+                raise FileNotFoundError(f"configs/gpu_check/{name}.yaml: pipeline.configfiles names {configfile}, "
+                                        "which does not exist")
+        return cls(name, spec["device"], bench, configfiles)
+
+    def wheel_cache(self, repo: Path = REPO) -> str | None:
+        """The pipeline's ``material.cache_dir`` (the last config that sets it), if it reads wheels."""
+        cache = None
+        for configfile in self.pipeline_configfiles:
+            material = (yaml.safe_load((repo / configfile).read_text()) or {}).get("material") or {}
+            cache = material.get("cache_dir", cache)
+        return cache
 
 
 def default_size() -> str:
@@ -129,7 +143,12 @@ def run_pipeline_part(size: CheckSize, out: Path, cores: int) -> dict:
     if out.exists():
         shutil.rmtree(out)  # links are unlinked, never followed
     workdir = linked_workflow_dir(out)
-    command = [sys.executable, "-m", "snakemake", "--cores", str(cores), "--configfile", size.pipeline_configfile,
+    cache = size.wheel_cache()
+    if cache:  # the repository's wheel cache, shared: fetched once, or copied there on an offline machine
+        (REPO / cache).mkdir(parents=True, exist_ok=True)
+        (workdir / cache).parent.mkdir(parents=True, exist_ok=True)
+        (workdir / cache).symlink_to(REPO / cache)
+    command = [sys.executable, "-m", "snakemake", "--cores", str(cores), "--configfile", *size.pipeline_configfiles,
                "--config", f"device={size.device}"]
     # the jobs import this repository's library, installed or not (an offline GPU machine's copy)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
@@ -144,7 +163,7 @@ def run_pipeline_part(size: CheckSize, out: Path, cores: int) -> dict:
                  and not contract[name]["rows"]]
     if problems:
         raise PipelineFailed("; ".join(problems), {"contract": contract})
-    return {"configfile": size.pipeline_configfile, "device": size.device, "cores": cores, "contract": contract,
+    return {"configfiles": list(size.pipeline_configfiles), "device": size.device, "cores": cores, "contract": contract,
             "command": " ".join(command[1:]),
             "files": ["pipeline/results/", "pipeline/logs/", "pipeline/snakemake.log"]}
 
@@ -169,7 +188,7 @@ def render_summary(summary: dict) -> str:
     lines = [f"# GPU check (size {summary['size']}, device {name})", "",
              f"torch {device['torch']}, transformers {device['transformers']}, python {device['python']}; "
              f"{'passed' if summary['passed'] else 'FAILED'} in {summary['wall_s']:.0f} s.", "",
-             f"## Bench: {bench['status']} in {bench['wall_s']:.1f} s", ""]
+             f"## Bench: {bench['status']}" + (f" in {bench['wall_s']:.1f} s" if "wall_s" in bench else ""), ""]
     if bench["status"] == "passed":
         lines += [f"Random Llama, {bench['parameters']:,} parameters in {bench['dtype']} "
                   f"({bench['weights_mb']:.1f} MB); batch size {bench['batch_size_setting']}: "
@@ -192,33 +211,50 @@ def render_summary(summary: dict) -> str:
         lines += [shown.to_markdown(index=False), "",
                   "Peak memory: above the phase's start (CUDA allocator peak on a GPU, peak RSS on a CPU). "
                   "Details and notes: bench/sweep.md.", ""]
-    else:
+    elif bench["status"] == "failed":
         lines += [f"Error: `{bench['error']}`", ""]
-    lines += [f"## Pipeline ({pipeline.get('configfile', '?')} on {device['type']}): {pipeline['status']} "
-              f"in {pipeline['wall_s']:.0f} s", ""]
+    lines += [f"## Pipeline ({' on '.join(reversed(pipeline.get('configfiles', ['?'])))} on {device['type']}): "
+              f"{pipeline['status']}" + (f" in {pipeline['wall_s']:.0f} s" if "wall_s" in pipeline else ""), ""]
     if "contract" in pipeline:
         contract = pd.DataFrame([{"file": f"results/metrics/{name}.csv", "rows": c["rows"],
                                   "missing columns": ", ".join(c["missing_columns"]) or "none"}
                                  for name, c in pipeline["contract"].items()])
         lines += [contract.to_markdown(index=False), ""]
-    if pipeline["status"] != "passed":
+    if pipeline["status"] == "failed":
         lines += [f"Error: `{pipeline['error']}`", ""]
     return "\n".join(lines)
 
 
-def run_check(size: CheckSize, out: Path, cores: int) -> dict:
-    """Both parts; writes ``summary.json`` and ``summary.md`` under ``out`` and returns the summary."""
+def earlier_summary(size: CheckSize, out: Path) -> dict:
+    """The folder's summary of this size, if a run left one: a part run alone updates its entry."""
+    path = out / "summary.json"
+    if path.is_file():
+        summary = json.loads(path.read_text())
+        if summary.get("size") == size.name:
+            return summary
+    return {}
+
+
+def run_check(size: CheckSize, out: Path, cores: int, parts: tuple[str, ...] = PARTS) -> dict:
+    """``parts`` (both by default); writes ``summary.json`` and ``summary.md`` under ``out`` and
+    returns the summary. A part not run keeps the folder's earlier record of it, else "not run"."""
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
+    earlier = earlier_summary(size, out) if set(parts) != set(PARTS) else {}
     summary = {"size": size.name, "device": device_record(size.device),
-               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    summary["bench"] = run_part("bench", run_bench_part, size, out / "bench")
-    if size.device == "cuda":  # hand the bench's cached blocks back: the pipeline's jobs size `auto` from free memory
-        gc.collect()
-        torch.cuda.empty_cache()
-    summary["pipeline"] = run_part("pipeline", run_pipeline_part, size, out / "pipeline", cores)
+               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "parts_run": list(parts)}
+    for part in PARTS:
+        summary[part] = earlier.get(part, {"status": "not run"})
+    if "bench" in parts:
+        summary["bench"] = run_part("bench", run_bench_part, size, out / "bench")
+        if size.device == "cuda":  # hand the bench's cached blocks back: the pipeline's jobs size `auto` from free memory
+            gc.collect()
+            torch.cuda.empty_cache()
+    if "pipeline" in parts:
+        summary["pipeline"] = run_part("pipeline", run_pipeline_part, size, out / "pipeline", cores)
     summary["passed"] = summary["bench"]["status"] == summary["pipeline"]["status"] == "passed"
-    summary["wall_s"] = round(time.perf_counter() - start, 1)
+    summary["wall_s"] = round(time.perf_counter() - start, 1) + sum(
+        earlier.get(part, {}).get("wall_s", 0) for part in PARTS if part not in parts)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     (out / "summary.md").write_text(render_summary(summary))
     return summary
@@ -229,13 +265,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", choices=SIZES, default=None, help="default: gpu where CUDA is usable, else cpu")
     parser.add_argument("--out", type=Path, default=REPO / "results" / "gpu_check")
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 1, help="snakemake cores of the pipeline part")
+    parser.add_argument("--part", choices=PARTS, default=None,
+                        help="run one part only (default: both); it updates that part's entry in OUT's summary")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     size = CheckSize.load(args.size or default_size())
     resolve_device(size.device)  # --size gpu without a usable GPU: fail now, not after minutes of CPU work
-    summary = run_check(size, args.out, args.cores)
+    summary = run_check(size, args.out, args.cores, (args.part,) if args.part else PARTS)
     print((args.out / "summary.md").read_text())
-    return 0 if summary["passed"] else 1
+    return 0 if all(summary[part]["status"] == "passed" for part in summary["parts_run"]) else 1
 
 
 if __name__ == "__main__":

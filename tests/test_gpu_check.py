@@ -16,9 +16,11 @@ from latentaudit.organism.world import ToyWorld, WorldConfig
 from conftest import REPO
 
 
-def test_the_gpu_size_is_a_1b_bf16_llama_with_auto_batches_and_the_smoke_pipeline_on_cuda():
+def test_the_gpu_size_is_a_1b_bf16_llama_with_auto_batches_and_the_reduced_real_track_on_cuda():
     size = CheckSize.load("gpu")
-    assert size.device == "cuda" and size.bench.device == "cuda" and size.pipeline_configfile == "configs/smoke.yaml"
+    assert size.device == "cuda" and size.bench.device == "cuda"
+    assert size.pipeline_configfiles == ("configs/smollm2.yaml", "configs/ci/smollm2.yaml")
+    assert size.wheel_cache() == "resources/wheels"  # the repository's cache, linked into the pipeline's folder
     assert (size.bench.model, size.bench.dtype, size.bench.batch_size) == ("random_llama", "bfloat16", "auto")
     tokenizer = build_tokenizer(ToyWorld(WorldConfig.with_defaults(seed=0)).words())  # the check's own: the default world's vocabulary
     model = build_random_llama(tokenizer, size.bench, torch.device("meta"))  # sized, never allocated
@@ -28,7 +30,8 @@ def test_the_gpu_size_is_a_1b_bf16_llama_with_auto_batches_and_the_smoke_pipelin
 @pytest.mark.parametrize("name", SIZES)
 def test_every_size_names_an_existing_experiment(name):
     size = CheckSize.load(name)
-    assert (REPO / size.pipeline_configfile).is_file() and size.bench.device == size.device
+    assert size.pipeline_configfiles and size.bench.device == size.device
+    assert all((REPO / configfile).is_file() for configfile in size.pipeline_configfiles)
 
 
 def test_an_unknown_size_is_named():
@@ -53,6 +56,31 @@ def test_a_failing_part_is_recorded_with_its_error_and_details_not_raised():
     assert record["status"] == "failed" and record["error"] == "PipelineFailed: lvs.csv lacks ['strength']"
     assert record["contract"]["lvs"]["missing_columns"] == ["strength"] and record["wall_s"] >= 0
     assert run_part("bench", lambda: {"batch_size": 8})["status"] == "passed"
+
+
+def test_a_part_run_alone_updates_its_entry_in_the_folders_summary(tmp_path, monkeypatch):
+    from latentaudit import gpu_check
+
+    size = CheckSize.load("cpu")
+    monkeypatch.setattr(gpu_check, "run_pipeline_part",
+                        lambda size, out, cores: {"configfiles": list(size.pipeline_configfiles), "cores": cores})
+    first = gpu_check.run_check(size, tmp_path, 3, ("pipeline",))
+    assert first["pipeline"]["status"] == "passed" and first["bench"] == {"status": "not run"}
+    assert not first["passed"] and "## Bench: not run" in (tmp_path / "summary.md").read_text()
+
+    def broken(size, out):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(gpu_check, "run_bench_part", broken)
+    second = gpu_check.run_check(size, tmp_path, 2, ("bench",))
+    assert second["bench"]["error"] == "RuntimeError: out of memory" and second["pipeline"] == first["pipeline"]
+    assert second["wall_s"] >= first["pipeline"]["wall_s"] and not second["passed"]
+    markdown = (tmp_path / "summary.md").read_text()
+    assert "Error: `RuntimeError: out of memory`" in markdown and "## Pipeline (configs/tiny.yaml on cpu): passed" in markdown
+    assert json.loads((tmp_path / "summary.json").read_text())["parts_run"] == ["bench"]
+    monkeypatch.setattr(gpu_check, "run_bench_part", lambda size, out: {"batch_size": 8})
+    monkeypatch.setattr(gpu_check, "render_summary", lambda summary: "")
+    assert gpu_check.run_check(size, tmp_path, 2, ("bench",))["passed"]  # both parts passed, in two runs
 
 
 @pytest.mark.slow
