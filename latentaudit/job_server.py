@@ -20,6 +20,8 @@ then the job function) and reports the exit status. A forked child computes what
   children's (``/proc/<pid>/stat``), as a cold job's is the snakemake process's.
 - A job whose script process dies (snakemake killed, a cancelled job) dies with it: the child
   watches the connection and kills itself when it closes.
+- A server whose imports initialised CUDA forks nothing (a forked child could not use the GPU):
+  it marks its key failed and exits, and the jobs run in their own processes.
 - Used on Linux only; not inside a SLURM job (each job is its own allocation) or with
   ``LATENTAUDIT_JOB_SERVER=0``; where the server cannot start, the job runs in its own process
   as before.
@@ -240,6 +242,12 @@ def serve(path: str | Path) -> None:
                 importlib.import_module(split_target(request["target"])[0])
             except Exception:  # noqa: BLE001 (the child imports it again and reports the error)
                 pass
+            if cuda_initialised():  # a child forked now could not use CUDA: this key's jobs run cold
+                path.with_suffix(".failed").touch()
+                connection.close()  # before RUNNING: the job runs in its own process
+                for fd in fds:
+                    os.close(fd)
+                return
             pid = os.fork()
             if pid == 0:
                 listener.close()
@@ -253,6 +261,14 @@ def serve(path: str | Path) -> None:
         with _locked(path.with_suffix(".lock")):
             path.unlink(missing_ok=True)
             path.with_suffix(".lock").unlink(missing_ok=True)
+
+
+def cuda_initialised() -> bool:
+    """Whether this process holds a CUDA context: a process forked from it cannot use CUDA. The job
+    modules import torch without initialising CUDA (checked on an H200: a job forked after every
+    job module's import ran CUDA work), so this guards what an import might do, not what they do."""
+    torch = sys.modules.get("torch")
+    return torch is not None and torch.cuda.is_initialized()
 
 
 def _reap() -> set[int]:

@@ -116,6 +116,20 @@ def test_inside_a_slurm_job_or_when_disabled_the_job_runs_in_the_scripts_process
     assert record["ppid"] == os.getpid()  # the script's process (started here) ran the job itself
 
 
+def test_a_server_whose_imports_initialised_cuda_forks_nothing_and_its_jobs_run_cold(tmp_path, monkeypatch):
+    from latentaudit.job_server import server_key, socket_path
+
+    mark = uuid.uuid4().hex
+    for name in ("first", "second"):  # the first job's server exits unforked, the second finds the key failed
+        result, job = run_job(tmp_path, "server_jobs_cuda:record_process", mark, name)
+        assert result.returncode == 0, result.stderr
+        assert json.loads(Path(job.output[0]).read_text())["ppid"] == os.getpid()  # the script's own process ran it
+    for name, value in {"JOB_MARK": mark, RUN_MARK: mark, "LATENTAUDIT_JOB_SERVER_IDLE": "20"}.items():
+        monkeypatch.setenv(name, value)  # the scripts' environment and directory: their server's key
+    monkeypatch.chdir(tmp_path)
+    assert socket_path(server_key()).with_suffix(".failed").exists()
+
+
 def test_the_server_key_changes_with_the_environment(monkeypatch):
     from latentaudit.job_server import server_key
     before = server_key()
