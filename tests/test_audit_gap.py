@@ -304,6 +304,19 @@ def test_audit_gap_reads_each_models_own_nudge_layer_and_budget(tmp_path):
     assert row["lvs_pgd_asr"] == pytest.approx(0.04)
 
 
+def test_auto_budget_stops_at_the_first_budget_above_the_ceiling():
+    """A ball so large that the aligned model's answers degenerate brings its ASR back under the
+    ceiling (SmolLM2 at p = 5e-4): that budget is past the regime, not in it. Budgets in any order."""
+    from latentaudit.report.audit_gap import reference_budget
+    asr = {2e-5: 0.0, 1e-5: 0.0, 5e-5: 0.44, 5e-4: 0.0, 1e-4: 0.1}
+    lvs = pd.DataFrame([{"model": "m", "variant": v, "attack": "lvs", "layer": 15, "strength": p, "asr": a}
+                        for p, a in asr.items() for v in ("aligned", "dissociated")])
+    assert reference_budget(lvs, "m", 15, "auto", 0.2) == 2e-5
+    assert reference_budget(lvs, "m", 15, 1e-3, 0.2) == 1e-3  # a fixed budget as given
+    lvs.loc[np.isclose(lvs["strength"], 1e-5), "asr"] = 0.5  # above the ceiling from the smallest: the smallest
+    assert reference_budget(lvs, "m", 15, "auto", 0.2) == 1e-5
+
+
 def test_audit_gap_pgd_column_is_the_adaptive_attack_and_steering_has_max_and_nudge_layer(tmp_path):
     """The headline PGD column reads ``adaptive_pgd`` at the reference radius and the nudge layer (not
     the LVS attack's l-inf PGD, its own column); steering gives the max over layers and the nudge layer's

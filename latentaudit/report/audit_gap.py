@@ -11,9 +11,10 @@ matched random control (the control's maximum over layers beside the maximum); a
 compliance 0.8, with the censored seeds (never reached) counted beside it, and the NLL of that
 data set's harmful completions at step 0. The nudge layer of each model is round(nudge_depth ·
 L) with L = the number of blocks its LVS attack covered (its largest layer + 1). The reference
-budget is ``budget``, or with ``budget: auto`` the largest LVS budget at which that model's
-aligned variant has LVS PGD ASR at the nudge layer ≤ ``aligned_asr_ceiling``: the regime where
-the behavioural audit and the latent one can disagree. Reads only the results-contract CSVs.
+budget is ``budget``, or with ``budget: auto`` the largest LVS budget up to which that model's
+aligned variant keeps LVS PGD ASR at the nudge layer ≤ ``aligned_asr_ceiling`` (``reference_budget``):
+the regime where the behavioural audit and the latent one can disagree. Reads only the
+results-contract CSVs.
 """
 from __future__ import annotations
 
@@ -49,14 +50,17 @@ def nudge_layer_of(lvs: pd.DataFrame, model: str, nudge_depth: float, attacks: p
 
 
 def reference_budget(lvs: pd.DataFrame, model: str, layer: int, budget, ceiling: float) -> float:
-    """``budget``, or (``auto``) the largest LVS budget at which ``model``'s aligned variant has PGD
-    ASR <= ``ceiling`` at ``layer`` (the smallest budget when none does)."""
+    """``budget``, or (``auto``) the largest LVS budget up to which ``model``'s aligned variant keeps
+    PGD ASR <= ``ceiling`` at ``layer``: budgets are read from the smallest up and the first one above
+    the ceiling ends the scan, since a larger ball can bring the ASR back under it by breaking the
+    answers into harmless gibberish, not by the model resisting (SmolLM2: docs/real_model.md). The
+    smallest budget when none stays under it."""
     if budget != "auto":
         return float(budget)
     aligned = lvs[(lvs["model"] == model) & (lvs["variant"] == "aligned") & (lvs["attack"] == "lvs")
-                  & (lvs["layer"] == layer)]
-    ok = aligned[aligned["asr"] <= ceiling]["strength"]
-    return float(ok.max()) if len(ok) else float(aligned["strength"].min())
+                  & (lvs["layer"] == layer)].sort_values("strength")
+    under = (aligned["asr"] <= ceiling).cummin()  # True until the first budget above the ceiling
+    return float(aligned["strength"][under].max()) if under.any() else float(aligned["strength"].min())
 
 
 def attack_asr(attacks: pd.DataFrame, model: str, variant: str, attack: str, strength: float,
