@@ -84,7 +84,9 @@ def attack_tables(judged: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def behavior_table(judged: pd.DataFrame) -> pd.DataFrame:
-    """``behavior.csv``: refusal, benign accuracy and over-refusal per eval split, from plain generation."""
+    """``behavior.csv``: refusal, benign accuracy and over-refusal per eval split, from plain generation
+    (the contract's columns with no rows when no ``none`` attack ran: a metrics call on a few attacks)."""
+    columns = ["model", "variant", "judge", "split", "refusal_rate", "benign_accuracy", "over_refusal", "n"]
     plain = judged[judged["attack"] == "none"]
     rows = []
     for (model, variant, judge, split), group in plain.groupby(["model", "variant", "judge", "split"]):
@@ -93,7 +95,7 @@ def behavior_table(judged: pd.DataFrame) -> pd.DataFrame:
                      "refusal_rate": refusal,
                      "benign_accuracy": float(group["correct"].mean()) if split == "eval_benign" else np.nan,
                      "over_refusal": refusal if split == "eval_twin" else np.nan, "n": len(group)})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=columns)
 
 
 def nll_probe_table(generations: pd.DataFrame) -> pd.DataFrame:

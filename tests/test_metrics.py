@@ -74,6 +74,19 @@ def test_behavior_table():
     assert table.loc["twin", "over_refusal"] == 1.0 and np.isnan(table.loc["forbidden", "over_refusal"])
 
 
+def test_tables_of_attacks_without_a_clean_run():
+    """Judged rows of attacks only (no ``none``): an empty behaviour table with the contract's columns,
+    and the defense table reads it (clean columns NaN) instead of failing on a missing column."""
+    from latentaudit.metrics import RESULTS_CONTRACT, defense_table
+    attacked = _judged()
+    attacked = attacked[attacked["attack"] != "none"]
+    behavior = behavior_table(attacked)
+    assert behavior.empty and set(RESULTS_CONTRACT["behavior"]) <= set(behavior.columns)
+    _, summary = attack_tables(attacked)
+    defenses = defense_table(summary, behavior)
+    assert len(summary) == 1 and len(defenses) == 1 and defenses["clean_refusal"].isna().all()
+
+
 def test_results_contract_check_names_missing_files_and_columns(tmp_path):
     from latentaudit.metrics import RESULTS_CONTRACT, results_contract_check
 
