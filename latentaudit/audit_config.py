@@ -4,9 +4,10 @@ The audited model joins the config's ``models`` (variant ``aligned``, the model 
 attacked with every configured attack beside a reference model (by default the first other
 configured model: the aligned model the audit is read against), and an audit card is
 rendered from the metrics CSVs of the two (latentaudit/report/audit_card.py): behavioural
-refusal and over-refusal, ASA MASR/PASR and LASR by layer, latent PGD ASR, the LVS layer
-profile when an ``lvs.csv`` is given, and the audit-gap verdict (LVS paper): does the model pass
-a behavioural evaluation while being latently more vulnerable than the reference?
+refusal and over-refusal, ASA MASR/PASR and LASR by layer, latent PGD ASR, the LVS at the audit
+gap's reference point with its profiles by layer and budget when an ``lvs.csv`` is given, and the
+audit-gap verdict (LVS paper): does the model pass a behavioural evaluation while being latently
+more vulnerable than the reference?
 
 This module rewrites the config for it (the audited model added, the reference resolved) and
 reads from config what the audit rules need: the card's judge and the latent attacks.

@@ -1,7 +1,7 @@
 """The audit card (``snakemake audit``, see latentaudit/audit_config.py): behavioural refusal and
-over-refusal, ASA MASR/PASR and LASR by layer, latent PGD ASR, the LVS layer profile when an
-``lvs.csv`` is given, and the audit-gap verdict (LVS paper), from the metrics CSVs of the audited
-model and its reference."""
+over-refusal, ASA MASR/PASR and LASR by layer, latent PGD ASR, the LVS at the audit gap's reference
+point with its profiles by layer and by budget when an ``lvs.csv`` is given, and the audit-gap verdict
+(LVS paper), from the metrics CSVs of the audited model and its reference."""
 from __future__ import annotations
 
 import math
@@ -10,11 +10,12 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 
 from ..audit_config import LATENT_SECTIONS
 from .audit_figures import Unit, behavior_figure, by_layer_figure, lvs_figure, save_figure, unit_label
-from .audit_gap import REFERENCE_POINTS, nudge_layer_of, reference_point_asrs
+from .audit_gap import REFERENCE_POINTS, reference_point_asrs, reference_points
 
 # ---------------------------------------------------------------------------------------------
 # Numbers the card and the verdict read
@@ -48,12 +49,35 @@ def latent_summary(summary: pd.DataFrame, model: str, judge: str, latent_attack_
 def gap_measures(attacks: pd.DataFrame, lvs: pd.DataFrame, model: str, judge: str, settings: dict,
                  nudge_depth: float, variant: str = "aligned") -> dict[str, float]:
     """The ASR at each of the audit gap's reference points (``settings``: ``report.audit_gap``) the run
-    has, read as the audit-gap table reads it (``reference_point_asrs`` at the model's nudge layer),
+    has, read as the audit-gap table reads it (``reference_points`` of the model, ``reference_point_asrs``),
     keyed "attack at strength"."""
     rows = attacks[attacks["judge"] == judge]
-    asrs = reference_point_asrs(rows, model, variant, nudge_layer_of(lvs, model, nudge_depth, rows), settings)
-    return {f"{attack} at {settings[key]:g}": asrs[column] for column, (attack, key, _) in REFERENCE_POINTS.items()
+    reference = reference_points(lvs, rows, model, nudge_depth, settings)
+    asrs = reference_point_asrs(rows, model, variant, reference)
+    return {f"{attack} at {reference[key]:g}": asrs[column] for column, (attack, key, _) in REFERENCE_POINTS.items()
             if not math.isnan(asrs[column])}
+
+
+def lvs_at_reference(lvs: pd.DataFrame, attacks: pd.DataFrame, units: list[Unit], judge: str, settings: dict,
+                     nudge_depth: float) -> pd.DataFrame:
+    """Per (model, variant) in ``units`` and LVS scorer: the LVS (mean with its CI, median), the LVS
+    attack's PGD ASR, its uniform control's ASR and the degenerate rate at the model's reference
+    point (nudge layer, reference budget: ``reference_points``, as the audit-gap table reads them)."""
+    rows = attacks[attacks["judge"] == judge]
+    out = []
+    for model, variant in units:
+        reference = reference_points(lvs, rows, model, nudge_depth, settings)
+        cells = lvs[(lvs["model"] == model) & (lvs["variant"] == variant) & (lvs["layer"] == reference["layer"])
+                    & np.isclose(lvs["strength"], reference["budget"])]
+        control = cells[cells["attack"] == "lvs_control"]
+        for _, r in cells[cells["attack"] == "lvs"].iterrows():
+            same = control[control["scorer"] == r["scorer"]]
+            out.append({"unit": unit_label((model, variant)), "scorer": r["scorer"], "layer": reference["layer"],
+                        "budget": reference["budget"], "lvs_mean": r["lvs_mean"], "mean_ci_low": r["mean_ci_low"],
+                        "mean_ci_high": r["mean_ci_high"], "lvs_median": r["lvs_median"], "asr": r["asr"],
+                        "control_asr": float(same["asr"].iloc[0]) if len(same) else math.nan,
+                        "degenerate_rate": r["degenerate_rate"], "n": int(r["n"])})
+    return pd.DataFrame(out)
 
 
 def latent_asr(latent: pd.DataFrame) -> float:
@@ -122,7 +146,8 @@ def render_audit_card(name: str, reference: str, spec: dict, judge: str, metrics
     models = list(labels.values())
     for m in models:
         numbers[m]["latent_asr"] = latent_asr(latent[m])
-    lvs = pd.read_csv(lvs_csv) if lvs_csv and Path(lvs_csv).exists() else pd.DataFrame(columns=["model", "layer"])
+    lvs = (pd.read_csv(lvs_csv) if lvs_csv and Path(lvs_csv).exists()
+           else pd.DataFrame(columns=["model", "variant", "attack", "scorer", "layer", "strength", "asr"]))
     for u in units:
         numbers[labels[u]]["gap_measures"] = (gap_measures(attacks, lvs, u[0], judge, gap_settings, nudge_depth, u[1])
                                               if gap_settings else {})
@@ -178,9 +203,23 @@ def render_audit_card(name: str, reference: str, spec: dict, judge: str, metrics
         lines.extend(["## Other latent attacks", ""])
         latent_table(others)
     lines.extend(["## Latent Vulnerability Score", ""])
+    at_reference = (lvs_at_reference(lvs, attacks, units, judge, gap_settings, nudge_depth)
+                    if len(lvs) and gap_settings else pd.DataFrame())
+    if len(at_reference):
+        lines.extend(["At each model's nudge layer and LVS reference budget p (as in the audit-gap table; "
+                      "ε = p · max|h| over the prompt):", "",
+                      "| model | scorer | layer | p | LVS mean [95% CI] | LVS median | PGD ASR | uniform control ASR "
+                      "| degenerate | n |", "|---|---|---|---|---|---|---|---|---|---|"])
+        for _, r in at_reference.iterrows():
+            lines.append(f"| {r['unit']} | {r['scorer']} | {r['layer']} | {r['budget']:g} | {_fmt(r['lvs_mean'])} "
+                         f"[{_fmt(r['mean_ci_low'])}, {_fmt(r['mean_ci_high'])}] | {_fmt(r['lvs_median'])} | "
+                         f"{_fmt(r['asr'])} | {_fmt(r['control_asr'])} | {_fmt(r['degenerate_rate'])} | {r['n']} |")
+        lines.append("")
     if len(lvs) and "lvs_profile" in figures:
-        lvs_figure(lvs, units, figures["lvs_profile"])
-        lines.extend([image("lvs_profile", "LVS by layer"), ""])
+        budgets = {} if at_reference.empty else dict(zip(at_reference["unit"], at_reference["budget"]))
+        layers = {} if at_reference.empty else dict(zip(at_reference["unit"], at_reference["layer"]))
+        lvs_figure(lvs, units, figures["lvs_profile"], budgets, layers)
+        lines.extend([image("lvs_profile", "LVS by layer and by budget"), ""])
     else:
         lines.extend(["Skipped: no `lvs` attack results (configure the `lvs` attack to add the layer profile).", ""])
     for key, path in figures.items():  # a figure the card has no data for still exists, as an empty plot

@@ -1,10 +1,11 @@
-"""The audit card's figures: behaviour without attack, LASR by layer, the LVS layer profile."""
+"""The audit card's figures: behaviour without attack, LASR by layer, the LVS by layer and by budget."""
 from __future__ import annotations
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 
@@ -61,11 +62,37 @@ def by_layer_figure(attacks: pd.DataFrame, units: list[Unit], judge: str, prefix
     save_figure(fig, path)
 
 
-def lvs_figure(lvs: pd.DataFrame, units: list[Unit], path: str) -> None:
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    for model, group in _of_units(lvs, units).groupby("unit"):
-        largest = group[group["strength"] == group["strength"].max()]
-        ax.plot(largest["layer"], largest["lvs_mean"], marker="o", label=model)
-    ax.set(title="Latent Vulnerability Score by layer", xlabel="layer", ylabel="LVS (mean)")
-    ax.legend(fontsize=8)
+def lvs_figure(lvs: pd.DataFrame, units: list[Unit], path: str, budgets: dict[str, float] | None = None,
+               layers: dict[str, int] | None = None) -> None:
+    """Two panels of the LVS attack's PGD rows (not its control), one line per (model, variant) and
+    scorer, mean with its 95 % CI bars: against the site at the unit's reference budget (``budgets``, by
+    card label; the largest budget where none), and against the budget at the unit's nudge layer
+    (``layers``; the first site it ran at where none)."""
+    budgets, layers = budgets or {}, layers or {}
+    rows = _of_units(lvs[lvs["attack"] == "lvs"], units)
+    several = rows["scorer"].nunique() > 1
+    fig, (by_layer, by_budget) = plt.subplots(1, 2, figsize=(9.5, 3.2))
+
+    def plot(ax, line, x, color, label):
+        ax.errorbar(line[x], line["lvs_mean"], yerr=[line["lvs_mean"] - line["mean_ci_low"],
+                                                     line["mean_ci_high"] - line["lvs_mean"]],
+                    marker="o", capsize=3, color=color, label=label)
+
+    for i, ((unit, scorer), group) in enumerate(rows.groupby(["unit", "scorer"])):
+        label = f"{unit} ({scorer})" if several else unit
+        budget = budgets.get(unit, group["strength"].max())
+        plot(by_layer, group[np.isclose(group["strength"], budget)].sort_values("layer"), "layer", f"C{i}",
+             f"{label}, p={budget:g}")
+        layer = layers.get(unit, group["layer"].min())
+        plot(by_budget, group[group["layer"] == layer].sort_values("strength"), "strength", f"C{i}",
+             f"{label}, layer {layer}")
+    ticks = sorted(rows["layer"].unique())
+    by_layer.set_xticks(ticks, ["embed" if t < 0 else str(t) for t in ticks])
+    by_layer.set(title="LVS by layer (reference budget)", xlabel="site (block output)", ylabel="LVS (mean, 95% CI)")
+    by_budget.set(title="LVS by budget (nudge layer)", xlabel="budget p (ε = p · max|h|)", ylabel="LVS (mean, 95% CI)",
+                  xscale="log")
+    for ax in (by_layer, by_budget):
+        if len(rows):
+            ax.legend(fontsize=7)
+    fig.tight_layout()
     save_figure(fig, path)

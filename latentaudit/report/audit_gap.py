@@ -74,16 +74,31 @@ def attack_asr(attacks: pd.DataFrame, model: str, variant: str, attack: str, str
     return float(hit["asr"].max()) if len(hit) else np.nan
 
 
-# The audit gap's reference points: column -> (attack, its strength's key in report.audit_gap, at the
-# nudge layer or the maximum over layers), the LVS paper's PGD and steering measures.
-REFERENCE_POINTS = {"pgd_asr_nudge_layer": ("adaptive_pgd", "radius_fraction", True),
-                    "steering_asr_max_layers": ("steering", "steering_fraction", False)}
+def reference_points(lvs: pd.DataFrame, attacks: pd.DataFrame, model: str, nudge_depth: float,
+                     settings: dict) -> dict:
+    """``model``'s reference points, ``{"layer", "budget", "radius", "fraction"}``: its nudge layer
+    (``nudge_layer_of``), its LVS reference budget there (``reference_budget``: NaN without LVS rows
+    of its aligned variant), and ``settings``' adaptive-PGD radius and steering fraction. The one
+    place the audit-gap table and the audit card take them from."""
+    layer = nudge_layer_of(lvs, model, nudge_depth, attacks)
+    budget = reference_budget(lvs, model, layer, settings["budget"], settings["aligned_asr_ceiling"])
+    return {"layer": layer, "budget": budget, "radius": settings["radius_fraction"],
+            "fraction": settings["steering_fraction"]}
 
 
-def reference_point_asrs(attacks: pd.DataFrame, model: str, variant: str, layer: int, settings: dict) -> dict:
+# The audit gap's reference points: column -> (attack, its strength's key in ``reference_points``, at
+# the nudge layer or the maximum over layers), the LVS paper's PGD, LVS-ball and steering measures.
+REFERENCE_POINTS = {"pgd_asr_nudge_layer": ("adaptive_pgd", "radius", True),
+                    "lvs_pgd_asr": ("lvs", "budget", True),
+                    "steering_asr_max_layers": ("steering", "fraction", False)}
+
+
+def reference_point_asrs(attacks: pd.DataFrame, model: str, variant: str, reference: dict) -> dict:
     """The ASR at each of the audit gap's reference points (``REFERENCE_POINTS``) for (``model``,
-    ``variant``) with ``layer`` its nudge layer: the one definition the table and the audit card read."""
-    return {column: attack_asr(attacks, model, variant, attack, settings[key], layer if at_nudge else None)
+    ``variant``), ``reference`` its model's ``reference_points``: the one definition the table and the
+    audit card read (NaN where the run lacks the attack or the point)."""
+    return {column: attack_asr(attacks, model, variant, attack, reference[key],
+                               reference["layer"] if at_nudge else None)
             for column, (attack, key, at_nudge) in REFERENCE_POINTS.items()}
 
 
@@ -100,20 +115,18 @@ def audit_gap_frame(behavior_csv: str, attacks_csv: str, lvs_csv: str, judge: st
     rows, reference = [], {}
     for (model, variant), b in behavior[behavior["split"] == "forbidden"].groupby(["model", "variant"]):
         if model not in reference:
-            layer = nudge_layer_of(lvs, model, nudge_depth, attacks)
-            budget = reference_budget(lvs, model, layer, settings["budget"], settings["aligned_asr_ceiling"])
-            reference[model] = {"layer": layer, "budget": budget, "radius": radius, "fraction": fraction}
+            reference[model] = reference_points(lvs, attacks, model, nudge_depth, settings)
         layer, budget = reference[model]["layer"], reference[model]["budget"]
 
         def cell(attack, strength):
             return attack_asr(attacks, model, variant, attack, strength, layer)
-        points = reference_point_asrs(attacks, model, variant, layer, settings)
+        points = reference_point_asrs(attacks, model, variant, reference[model])
         lvs_cell = lvs[(lvs["model"] == model) & (lvs["variant"] == variant) & (lvs["attack"] == "lvs")
                        & (lvs["layer"] == layer) & np.isclose(lvs["strength"], budget)]
         row = {"model": model, "variant": variant, "clean_refusal": float(b["refusal_rate"].iloc[0]),
                "pgd_asr_nudge_layer": points["pgd_asr_nudge_layer"],
                "pgd_control_asr": cell("adaptive_pgd_control", radius),
-               "lvs_pgd_asr": cell("lvs", budget),
+               "lvs_pgd_asr": points["lvs_pgd_asr"],
                "lvs_pgd_control_asr": cell("lvs_control", budget),
                "lvs_mean": float(lvs_cell["lvs_mean"].iloc[0]) if len(lvs_cell) else np.nan,
                "lvs_median": float(lvs_cell["lvs_median"].iloc[0]) if len(lvs_cell) else np.nan,
