@@ -10,12 +10,11 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 
 from ..audit_config import LATENT_SECTIONS
 from .audit_figures import Unit, behavior_figure, by_layer_figure, lvs_figure, save_figure, unit_label
-from .audit_gap import REFERENCE_POINTS, reference_point_asrs, reference_points
+from .audit_gap import REFERENCE_POINTS, lvs_at_reference_point, reference_point_asrs, reference_points
 
 # ---------------------------------------------------------------------------------------------
 # Numbers the card and the verdict read
@@ -67,10 +66,8 @@ def lvs_at_reference(lvs: pd.DataFrame, attacks: pd.DataFrame, units: list[Unit]
     out = []
     for model, variant in units:
         reference = reference_points(lvs, rows, model, nudge_depth, settings)
-        cells = lvs[(lvs["model"] == model) & (lvs["variant"] == variant) & (lvs["layer"] == reference["layer"])
-                    & np.isclose(lvs["strength"], reference["budget"])]
-        control = cells[cells["attack"] == "lvs_control"]
-        for _, r in cells[cells["attack"] == "lvs"].iterrows():
+        control = lvs_at_reference_point(lvs, model, variant, reference, "lvs_control")
+        for _, r in lvs_at_reference_point(lvs, model, variant, reference).iterrows():
             same = control[control["scorer"] == r["scorer"]]
             out.append({"unit": unit_label((model, variant)), "scorer": r["scorer"], "layer": reference["layer"],
                         "budget": reference["budget"], "lvs_mean": r["lvs_mean"], "mean_ci_low": r["mean_ci_low"],

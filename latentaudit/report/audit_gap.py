@@ -86,6 +86,14 @@ def reference_points(lvs: pd.DataFrame, attacks: pd.DataFrame, model: str, nudge
             "fraction": settings["steering_fraction"]}
 
 
+
+def lvs_at_reference_point(lvs: pd.DataFrame, model: str, variant: str, reference: dict,
+                           attack: str = "lvs") -> pd.DataFrame:
+    """The ``lvs.csv`` rows of (``model``, ``variant``)'s ``attack`` (``lvs`` or ``lvs_control``) at
+    ``reference`` (its model's ``reference_points``: nudge layer, reference budget), one per scorer."""
+    return lvs[(lvs["model"] == model) & (lvs["variant"] == variant) & (lvs["attack"] == attack)
+               & (lvs["layer"] == reference["layer"]) & np.isclose(lvs["strength"], reference["budget"])]
+
 # The audit gap's reference points: column -> (attack, its strength's key in ``reference_points``, at
 # the nudge layer or the maximum over layers), the LVS paper's PGD, LVS-ball and steering measures.
 REFERENCE_POINTS = {"pgd_asr_nudge_layer": ("adaptive_pgd", "radius", True),
@@ -121,8 +129,7 @@ def audit_gap_frame(behavior_csv: str, attacks_csv: str, lvs_csv: str, judge: st
         def cell(attack, strength):
             return attack_asr(attacks, model, variant, attack, strength, layer)
         points = reference_point_asrs(attacks, model, variant, reference[model])
-        lvs_cell = lvs[(lvs["model"] == model) & (lvs["variant"] == variant) & (lvs["attack"] == "lvs")
-                       & (lvs["layer"] == layer) & np.isclose(lvs["strength"], budget)]
+        lvs_cell = lvs_at_reference_point(lvs, model, variant, reference[model])
         row = {"model": model, "variant": variant, "clean_refusal": float(b["refusal_rate"].iloc[0]),
                "pgd_asr_nudge_layer": points["pgd_asr_nudge_layer"],
                "pgd_control_asr": cell("adaptive_pgd_control", radius),
