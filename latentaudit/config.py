@@ -105,12 +105,26 @@ def validate_config(config: dict) -> dict:
     _check_selection_split(config)
     _check_forbidden_splits(config, uses_organism)
     _check_matched_controls(config)
+    _check_lvs_scorer(config, methods.judges)
     if uses_organism:
         org = config["organism"]
         if org["model"]["hidden_size"] % org["model"]["num_attention_heads"]:
             raise ConfigError("config error at organism.model: hidden_size must be divisible by "
                               "num_attention_heads")
     return _canonical(config)
+
+
+def _check_lvs_scorer(config: dict, judges) -> None:
+    """The audit-gap table reads one LVS per variant: with several scoring judges configured, which
+    one is ``report.audit_gap.lvs_scorer`` (checked here, not after every attack has run)."""
+    scorers = sorted(name for name in config["judges"] if judges[name].options.get("scores"))
+    named = config["report"]["audit_gap"].get("lvs_scorer")
+    if named is not None and named not in scorers:
+        raise ConfigError(f"config error at report.audit_gap.lvs_scorer: {named!r} is not a configured scoring "
+                          f"judge; configured: {scorers}")
+    if named is None and len(scorers) > 1 and "lvs" in config["attacks"]:
+        raise ConfigError(f"config error at report.audit_gap.lvs_scorer: several scoring judges are configured "
+                          f"{scorers}; name the one whose LVS the audit-gap table reads")
 
 
 def _check_required_variants(config: dict) -> None:

@@ -13,12 +13,14 @@ from .attack_success import best_layer, init_mask, lasr, masr, pasr, success_mat
 KEYS = ["model", "variant", "attack", "judge"]
 
 # The results contract (DESIGN.md): each results/metrics/<name>.csv has at least these columns;
-# plots and tables read only these files. Columns may be added, never renamed.
+# plots and tables read only these files. Columns may be added, never renamed. lvs.csv's attack
+# (lvs or its uniform control) and scorer (the judge that scored S) go beyond DESIGN.md's table: the
+# audit-gap table, the audit card and the LVS figure select rows by them.
 RESULTS_CONTRACT = {
     "behavior": ["model", "variant", "split", "refusal_rate", "benign_accuracy", "over_refusal", "n"],
     "attacks": ["model", "variant", "attack", "judge", "layer", "strength", "asr", "n"],
     "attack_summary": ["model", "variant", "attack", "judge", "strength", "masr", "pasr", "best_layer", "n"],
-    "lvs": ["model", "variant", "layer", "strength", "lvs_mean", "lvs_median", "ci_low", "ci_high", "asr", "n"],
+    "lvs": ["model", "variant", "attack", "scorer", "layer", "strength", "lvs_mean", "lvs_median", "ci_low", "ci_high", "asr", "n"],
     "harmful_ft": ["model", "variant", "data", "seed", "step", "compliance"],
 }
 

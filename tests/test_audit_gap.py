@@ -814,3 +814,55 @@ def test_dissociated_selection_table_reads_every_checkpoint_of_each_build(tmp_pa
     assert wide.loc[(wide["model"] == "older"), "monitor clean refusal"].isna().all()
     audit_gap.dissociated_selection_figure(tmp_path / "selection.csv", [str(tmp_path / "s.png")])
     assert (tmp_path / "s.png").stat().st_size > 1000
+
+
+def _two_scorer_paths(tmp_path):
+    """behavior/attacks/lvs CSVs of one 4-block model whose LVS was scored by two judges that disagree."""
+    behavior = [{"model": "m", "variant": "aligned", "judge": "j", "split": "forbidden", "refusal_rate": 1.0}]
+    lvs = [{"model": "m", "variant": "aligned", "attack": "lvs", "scorer": scorer, "layer": layer, "strength": 0.01,
+            "asr": 0.0, "lvs_mean": value, "lvs_median": value, "ci_low": value, "ci_high": value}
+           for scorer, value in (("harmlessness", 0.1), ("harmlessness_coherent", 0.4)) for layer in range(-1, 4)]
+    attacks = [{"model": "m", "variant": "aligned", "judge": "j", "attack": "lvs", "strength": 0.01, "layer": layer,
+                "asr": 0.0} for layer in range(4)]
+    paths = [tmp_path / f"{n}.csv" for n in ("behavior", "attacks", "lvs")]
+    for frame, path in zip((behavior, attacks, lvs), paths):
+        pd.DataFrame(frame).to_csv(path, index=False)
+    return paths
+
+
+def test_audit_gap_reads_the_named_lvs_scorer_and_will_not_pick_one_of_several(tmp_path):
+    """lvs.csv holds one row per scorer: the table took the first row in file order, whichever scorer it was."""
+    from latentaudit.report.audit_gap import audit_gap_frame
+    paths = _two_scorer_paths(tmp_path)
+    settings = {"budget": 0.01, "aligned_asr_ceiling": 0.2, "steering_fraction": 0.06, "radius_fraction": 0.06}
+    with pytest.raises(ValueError, match=r"several LVS scorers \['harmlessness', 'harmlessness_coherent'\]"):
+        audit_gap_frame(*paths, "j", settings, 0.5)
+    for scorer, value in (("harmlessness_coherent", 0.4), ("harmlessness", 0.1)):
+        row = audit_gap_frame(*paths, "j", {**settings, "lvs_scorer": scorer}, 0.5)[0].iloc[0]
+        assert row["lvs_mean"] == value and row["lvs_median"] == value
+    with pytest.raises(ValueError, match="'reward' has no rows"):
+        audit_gap_frame(*paths, "j", {**settings, "lvs_scorer": "reward"}, 0.5)
+
+
+def test_lvs_layer_profile_draws_one_line_per_scorer(tmp_path, monkeypatch):
+    from latentaudit.report import audit_gap
+    drawn = {}
+    monkeypatch.setattr(audit_gap, "save_figure", lambda fig, paths, dpi: drawn.update(fig=fig))
+    lvs_csv = _two_scorer_paths(tmp_path)[2]
+    audit_gap.lvs_layer_profile(str(lvs_csv), [str(tmp_path / "lvs.png")])
+    (ax,) = drawn["fig"].axes
+    lines = {line.get_label(): list(line.get_ydata()) for line in ax.get_lines()}
+    assert lines == {"aligned (harmlessness)": [0.1] * 5, "aligned (harmlessness_coherent)": [0.4] * 5}
+
+
+def test_several_scoring_judges_need_the_audit_gaps_lvs_scorer_named():
+    def two_scorers(config):
+        config["judges"]["harmlessness_coherent"] = {}
+    message = _bad(two_scorers)
+    assert "report.audit_gap.lvs_scorer" in message and "['harmlessness', 'harmlessness_coherent']" in message
+    message = _bad(lambda c: c["report"].setdefault("audit_gap", {}).update(lvs_scorer="structural"))
+    assert "'structural' is not a configured scoring judge; configured: ['harmlessness']" in message
+    config = copy.deepcopy(DEFAULT)
+    two_scorers(config)
+    config["report"].setdefault("audit_gap", {})["lvs_scorer"] = "harmlessness_coherent"
+    assert validate_config(config)["report"]["audit_gap"]["lvs_scorer"] == "harmlessness_coherent"

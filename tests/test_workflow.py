@@ -13,7 +13,8 @@ from conftest import REPO, snakemake
 
 @pytest.mark.slow
 def test_results_contract(smoke_run):
-    """Every contract file (metrics.RESULTS_CONTRACT, the one copy of DESIGN.md's table) exists,
+    """Every contract file (metrics.RESULTS_CONTRACT, the one copy of DESIGN.md's table, with the
+    columns the reports select lvs.csv's rows by) exists,
     has rows and every contract column."""
     report = results_contract_check(smoke_run / "results" / "metrics")
     assert all(r["exists"] and r["rows"] > 0 and not r["missing_columns"] for r in report.values()), report

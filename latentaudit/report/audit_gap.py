@@ -87,6 +87,23 @@ def reference_points(lvs: pd.DataFrame, attacks: pd.DataFrame, model: str, nudge
 
 
 
+def lvs_of_scorer(lvs: pd.DataFrame, scorer: str | None = None) -> pd.DataFrame:
+    """The ``lvs.csv`` rows of one LVS scorer (the judge that scores S): ``scorer``
+    (``report.audit_gap.lvs_scorer``), or the only one the file holds. The audit-gap table has one
+    LVS per variant, so several scorers need one named (a ValueError lists them)."""
+    if "scorer" not in lvs or lvs.empty:
+        return lvs
+    present = sorted(lvs["scorer"].dropna().unique())
+    if scorer is None:
+        if len(present) > 1:
+            raise ValueError(f"lvs.csv holds several LVS scorers {present}: name the audit gap's in "
+                             f"report.audit_gap.lvs_scorer")
+        return lvs
+    if scorer not in present:
+        raise ValueError(f"report.audit_gap.lvs_scorer {scorer!r} has no rows in lvs.csv; its scorers: {present}")
+    return lvs[lvs["scorer"] == scorer]
+
+
 def lvs_at_reference_point(lvs: pd.DataFrame, model: str, variant: str, reference: dict,
                            attack: str = "lvs") -> pd.DataFrame:
     """The ``lvs.csv`` rows of (``model``, ``variant``)'s ``attack`` (``lvs`` or ``lvs_control``) at
@@ -120,6 +137,7 @@ def audit_gap_frame(behavior_csv: str, attacks_csv: str, lvs_csv: str, judge: st
     behavior, attacks, lvs = pd.read_csv(behavior_csv), pd.read_csv(attacks_csv), pd.read_csv(lvs_csv)
     behavior, attacks = behavior[behavior["judge"] == judge], attacks[attacks["judge"] == judge]
     fraction, radius = settings["steering_fraction"], settings["radius_fraction"]
+    lvs = lvs_of_scorer(lvs, settings.get("lvs_scorer"))
     rows, reference = [], {}
     for (model, variant), b in behavior[behavior["split"] == "forbidden"].groupby(["model", "variant"]):
         if model not in reference:
@@ -171,15 +189,19 @@ def lvs_layer_profile(lvs_csv: str, paths: list[str], style: str = "default", dp
     (model, budget); the embedding is drawn at x = −1."""
     lvs = pd.read_csv(lvs_csv)
     lvs = lvs[lvs["attack"] == "lvs"]
+    scorers = lvs["scorer"] if "scorer" in lvs else pd.Series("", index=lvs.index)
+    several = scorers.nunique() > 1  # then one line per (variant, scorer), each labelled with its scorer
     panels = sorted({(m, b) for m, b in zip(lvs["model"], lvs["strength"])})
     with plt.style.context(style):
         fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(4.2 * max(len(panels), 1), 3.2), squeeze=False)
         for ax, (model, budget) in zip(axes[0], panels):
             rows = lvs[(lvs["model"] == model) & (lvs["strength"] == budget)]
             for variant in _order(rows["variant"]):
-                line = rows[rows["variant"] == variant].sort_values("layer")
-                ax.plot(line["layer"], line["lvs_median"], marker="o", label=variant)
-                ax.fill_between(line["layer"], line["ci_low"], line["ci_high"], alpha=0.2)
+                for scorer in sorted(scorers[rows.index].unique()):
+                    line = rows[(rows["variant"] == variant) & (scorers[rows.index] == scorer)].sort_values("layer")
+                    ax.plot(line["layer"], line["lvs_median"], marker="o",
+                            label=f"{variant} ({scorer})" if several else variant)
+                    ax.fill_between(line["layer"], line["ci_low"], line["ci_high"], alpha=0.2)
             ticks = sorted(rows["layer"].unique())
             ax.set_xticks(ticks, ["embed" if t < 0 else str(t) for t in ticks])
             ax.set(title=f"{model}: p = {budget:g}", xlabel="site (block output)", ylabel="LVS (median, 95% CI)")
