@@ -199,6 +199,8 @@ def lvs_layer_profile(lvs_csv: str, paths: list[str], style: str = "default", dp
             for variant in _order(rows["variant"]):
                 for scorer in sorted(scorers[rows.index].unique()):
                     line = rows[(rows["variant"] == variant) & (scorers[rows.index] == scorer)].sort_values("layer")
+                    if line.empty:  # a variant some scorer did not score: no empty line in the legend
+                        continue
                     ax.plot(line["layer"], line["lvs_median"], marker="o",
                             label=f"{variant} ({scorer})" if several else variant)
                     ax.fill_between(line["layer"], line["ci_low"], line["ci_high"], alpha=0.2)
