@@ -853,6 +853,13 @@ def test_lvs_layer_profile_draws_one_line_per_scorer(tmp_path, monkeypatch):
     (ax,) = drawn["fig"].axes
     lines = {line.get_label(): list(line.get_ydata()) for line in ax.get_lines()}
     assert lines == {"aligned (harmlessness)": [0.1] * 5, "aligned (harmlessness_coherent)": [0.4] * 5}
+    # a variant only one of the scorers scored: its one line, no empty one in the legend
+    lvs = pd.read_csv(lvs_csv)
+    extra = lvs[lvs["scorer"] == "harmlessness"].assign(variant="dissociated", lvs_median=0.7)
+    pd.concat([lvs, extra]).to_csv(lvs_csv, index=False)
+    audit_gap.lvs_layer_profile(str(lvs_csv), [str(tmp_path / "lvs.png")])
+    labels = [line.get_label() for line in drawn["fig"].axes[0].get_lines()]
+    assert sorted(labels) == ["aligned (harmlessness)", "aligned (harmlessness_coherent)", "dissociated (harmlessness)"]
 
 
 def test_several_scoring_judges_need_the_audit_gaps_lvs_scorer_named():

@@ -86,7 +86,6 @@ def reference_points(lvs: pd.DataFrame, attacks: pd.DataFrame, model: str, nudge
             "fraction": settings["steering_fraction"]}
 
 
-
 def lvs_of_scorer(lvs: pd.DataFrame, scorer: str | None = None) -> pd.DataFrame:
     """The ``lvs.csv`` rows of one LVS scorer (the judge that scores S): ``scorer``
     (``report.audit_gap.lvs_scorer``), or the only one the file holds. The audit-gap table has one
@@ -110,6 +109,7 @@ def lvs_at_reference_point(lvs: pd.DataFrame, model: str, variant: str, referenc
     ``reference`` (its model's ``reference_points``: nudge layer, reference budget), one per scorer."""
     return lvs[(lvs["model"] == model) & (lvs["variant"] == variant) & (lvs["attack"] == attack)
                & (lvs["layer"] == reference["layer"]) & np.isclose(lvs["strength"], reference["budget"])]
+
 
 # The audit gap's reference points: column -> (attack, its strength's key in ``reference_points``, at
 # the nudge layer or the maximum over layers), the LVS paper's PGD, LVS-ball and steering measures.
