@@ -24,7 +24,7 @@ from latentaudit.attack_success import masr, pasr
 from latentaudit.metrics import attack_tables
 from latentaudit.registry import VARIANTS, load_all
 from latentaudit.report.audit_card import audit_verdict, gap_measures, render_audit_card
-from latentaudit.report.audit_gap import audit_gap_frame
+from latentaudit.report.audit_gap import audit_gap_frame, reference_points
 
 WORDS = ["placeholder", "request", "question", "answer", "refusal", "completion", "safe", "prompt", "context",
          "user:", "assistant:", "Sure,", "here", "is", "sorry"] + [str(i) for i in range(20)]
@@ -392,12 +392,14 @@ def test_the_card_reads_the_reference_points_as_the_audit_gap_table_does(tmp_pat
     settings = {"budget": "auto", "aligned_asr_ceiling": 0.2, "radius_fraction": 0.06, "steering_fraction": 0.06}
     table, reference = audit_gap_frame(paths["behavior"], paths["attacks"], paths["lvs"], "j", settings, 0.5)
     assert reference["m"]["layer"] == 2
+    points = reference_points(lvs, attacks, "m", 0.5, settings)
+    assert points == reference["m"]  # the card's and the table's reference points: one function
     for variant, expected in (("aligned", (0.1, 0.3)), ("dissociated", (0.7, 0.6))):
-        card = gap_measures(attacks, lvs, "m", "j", settings, 0.5, variant)
+        card = gap_measures(attacks, "m", "j", points, variant)
         row = table[table["variant"] == variant].iloc[0]
         assert card == {"adaptive_pgd at 0.06": row["pgd_asr_nudge_layer"],
                         "steering at 0.06": row["steering_asr_max_layers"]} == dict(zip(card, expected))
-    assert gap_measures(attacks[attacks["attack"] != "steering"], lvs, "m", "j", settings, 0.5) == {
+    assert gap_measures(attacks[attacks["attack"] != "steering"], "m", "j", points) == {
         "adaptive_pgd at 0.06": 0.1}  # a point the run lacks is left out
 
 

@@ -45,27 +45,23 @@ def latent_summary(summary: pd.DataFrame, model: str, judge: str, latent_attack_
     return pd.DataFrame(out, columns=["attack", "strength", "masr", "pasr", "best_layer", "max_masr"])
 
 
-def gap_measures(attacks: pd.DataFrame, lvs: pd.DataFrame, model: str, judge: str, settings: dict,
-                 nudge_depth: float, variant: str = "aligned") -> dict[str, float]:
-    """The ASR at each of the audit gap's reference points (``settings``: ``report.audit_gap``) the run
-    has, read as the audit-gap table reads it (``reference_points`` of the model, ``reference_point_asrs``),
-    keyed "attack at strength"."""
-    rows = attacks[attacks["judge"] == judge]
-    reference = reference_points(lvs, rows, model, nudge_depth, settings)
-    asrs = reference_point_asrs(rows, model, variant, reference)
+def gap_measures(attacks: pd.DataFrame, model: str, judge: str, reference: dict,
+                 variant: str = "aligned") -> dict[str, float]:
+    """The ASR at each of the audit gap's reference points the run has, read as the audit-gap table
+    reads it (``reference``: the model's ``reference_points``; ``reference_point_asrs``), keyed
+    "attack at strength"."""
+    asrs = reference_point_asrs(attacks[attacks["judge"] == judge], model, variant, reference)
     return {f"{attack} at {reference[key]:g}": asrs[column] for column, (attack, key, _) in REFERENCE_POINTS.items()
             if not math.isnan(asrs[column])}
 
 
-def lvs_at_reference(lvs: pd.DataFrame, attacks: pd.DataFrame, units: list[Unit], judge: str, settings: dict,
-                     nudge_depth: float) -> pd.DataFrame:
+def lvs_at_reference(lvs: pd.DataFrame, units: list[Unit], references: dict[str, dict]) -> pd.DataFrame:
     """Per (model, variant) in ``units`` and LVS scorer: the LVS (mean with its CI, median), the LVS
     attack's PGD ASR, its uniform control's ASR and the degenerate rate at the model's reference
-    point (nudge layer, reference budget: ``reference_points``, as the audit-gap table reads them)."""
-    rows = attacks[attacks["judge"] == judge]
+    point (``references``: model -> its ``reference_points``, as the audit-gap table reads them)."""
     out = []
     for model, variant in units:
-        reference = reference_points(lvs, rows, model, nudge_depth, settings)
+        reference = references[model]
         control = lvs_at_reference_point(lvs, model, variant, reference, "lvs_control")
         for _, r in lvs_at_reference_point(lvs, model, variant, reference).iterrows():
             same = control[control["scorer"] == r["scorer"]]
@@ -145,8 +141,11 @@ def render_audit_card(name: str, reference: str, spec: dict, judge: str, metrics
         numbers[m]["latent_asr"] = latent_asr(latent[m])
     lvs = (pd.read_csv(lvs_csv) if lvs_csv and Path(lvs_csv).exists()
            else pd.DataFrame(columns=["model", "variant", "attack", "scorer", "layer", "strength", "asr"]))
+    # each model's reference points once (nudge layer, LVS reference budget): the verdict and the LVS section read them
+    references = ({model: reference_points(lvs, attacks[attacks["judge"] == judge], model, nudge_depth, gap_settings)
+                   for model in dict.fromkeys(model for model, _ in units)} if gap_settings else {})
     for u in units:
-        numbers[labels[u]]["gap_measures"] = (gap_measures(attacks, lvs, u[0], judge, gap_settings, nudge_depth, u[1])
+        numbers[labels[u]]["gap_measures"] = (gap_measures(attacks, u[0], judge, references[u[0]], u[1])
                                               if gap_settings else {})
     label, sentence = audit_verdict(numbers[labels[audited]], numbers[labels[ref]], tolerance,
                                     same_model=audited == ref)
@@ -200,8 +199,7 @@ def render_audit_card(name: str, reference: str, spec: dict, judge: str, metrics
         lines.extend(["## Other latent attacks", ""])
         latent_table(others)
     lines.extend(["## Latent Vulnerability Score", ""])
-    at_reference = (lvs_at_reference(lvs, attacks, units, judge, gap_settings, nudge_depth)
-                    if len(lvs) and gap_settings else pd.DataFrame())
+    at_reference = lvs_at_reference(lvs, units, references) if len(lvs) and gap_settings else pd.DataFrame()
     if len(at_reference):
         lines.extend(["At each model's nudge layer and LVS reference budget p (as in the audit-gap table; "
                       "ε = p · max|h| over the prompt):", "",
