@@ -5,7 +5,8 @@ import sys
 
 import pandas as pd
 
-from latentaudit.numerics import PINNED_KERNELS, numerics_record, pin_cpu_kernels, weights_digest
+from latentaudit.numerics import (PINNED_KERNELS, cpu_vendor, fingerprint_family, mkl_branch, mkl_pin,
+                                  numerics_record, pin_cpu_kernels, weights_digest)
 from latentaudit.robustness import seed_command, seed_workdir, spread_table
 from latentaudit.workflow_dir import WORKFLOW_FILES
 
@@ -50,6 +51,17 @@ def test_pins_are_inherited_by_child_processes_and_recorded():
     assert record["pinned"] and record["pins"] == PINNED_KERNELS and record["cpu_capability"] == "AVX2"
 
 
+def test_the_record_names_the_vendor_and_the_mkl_branch_it_gives():
+    """MKL honours MKL_CBWR's ISA branch only on Intel CPUs and runs AUTO elsewhere: the fingerprints
+    are kept per vendor, and a sidecar says which branch produced it."""
+    assert mkl_branch("GenuineIntel", mkl_pin("GenuineIntel")) == "AVX2,STRICT"
+    assert mkl_branch("AuthenticAMD", mkl_pin("AuthenticAMD")) == "AUTO"
+    assert mkl_branch("GenuineIntel", None) == "unpinned"
+    record = numerics_record()
+    assert record["cpu_vendor"] == cpu_vendor() == fingerprint_family()
+    assert record["mkl_branch"] == mkl_branch(cpu_vendor(), PINNED_KERNELS["MKL_CBWR"]) != "unpinned"
+
+
 def test_numpy_in_a_pinned_child_runs_no_avx512_code_and_the_c_librarys_log1p():
     """On an AVX-512 CPU an unpinned numpy computes log1p with SVML, which differs from the C
     library's in the last bits (what moved the LVS mean by one ulp between machines)."""
@@ -75,3 +87,12 @@ def test_weights_digest_sees_one_bit():
                "b": state["b"]}
     assert weights_digest(state) == weights_digest(dict(reversed(state.items())))
     assert weights_digest(state) != weights_digest(flipped)
+
+
+def test_known_misses_are_per_vendor_and_a_vendor_never_measured_gets_every_one():
+    from latentaudit.acceptance import KNOWN_MISSES, known_misses
+
+    assert known_misses("GenuineIntel") is KNOWN_MISSES["GenuineIntel"]
+    union = known_misses("CentaurHauls")
+    assert set(union) == set(KNOWN_MISSES["GenuineIntel"]) | set(KNOWN_MISSES["AuthenticAMD"])
+    assert set(KNOWN_MISSES["AuthenticAMD"]) < set(union)

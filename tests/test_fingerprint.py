@@ -2,13 +2,15 @@
 
 The proxy is the default experiment's own organism recipe (config.yaml: world, splits, model,
 LoRA, learning rates, activation noise) through the pipeline's own steps, with 20 pretraining
-and 10 alignment steps instead of 400 and 250: the same kernels (embedding, attention, MLP,
+and 10 alignment steps instead of 800 and 250: the same kernels (embedding, attention, MLP,
 RMSNorm, cross-entropy, AdamW, the noise hooks, LoRA and its merge), in 20 s. With the CPU
 kernels pinned (latentaudit/numerics.py, set in conftest.py) the digest is the same on every
-x86 machine; a change to the recipe or to the kernels changes it.
+x86 machine of one CPU vendor (MKL honours the GEMM pin only on Intel), so one is committed per
+vendor, in tests/expected/<vendor>/; a change to the recipe or to the kernels changes it.
 
 After a deliberate change of the recipe, refresh the expected files with
-``LATENTAUDIT_UPDATE_EXPECTED=1 pytest tests/test_fingerprint.py`` and commit them.
+``LATENTAUDIT_UPDATE_EXPECTED=1 pytest tests/test_fingerprint.py`` on a machine of each vendor and
+commit them.
 """
 import json
 import os
@@ -22,9 +24,9 @@ from latentaudit.numerics import PINNED_KERNELS
 from latentaudit.jobs import job
 from latentaudit.jobs.organism import align_organism, organism_data, pretrain_organism
 
-from conftest import REPO
+from conftest import REPO, committed_fingerprint, fingerprint_path
 
-EXPECTED = REPO / "tests" / "expected" / "organism_proxy.json"
+EXPECTED = fingerprint_path("organism_proxy.json")
 PROXY_STEPS = {"pretrain": 20, "align": 10}
 
 
@@ -60,11 +62,11 @@ def test_proxy_organism_weights_are_bit_identical_to_the_committed_fingerprint(t
     numerics = meta["aligned"]["numerics"]
     assert numerics["pinned"] and numerics["cpu_capability"] == "AVX2", numerics
     if os.environ.get("LATENTAUDIT_UPDATE_EXPECTED"):
-        EXPECTED.parent.mkdir(exist_ok=True)
+        EXPECTED.parent.mkdir(parents=True, exist_ok=True)
         EXPECTED.write_text(json.dumps({"proxy_steps": PROXY_STEPS, "weights_sha256": found,
                                         "written_on": numerics["cpu"]}, indent=1) + "\n")
         pytest.skip(f"wrote {EXPECTED}")
-    expected = json.loads(EXPECTED.read_text())
+    expected = committed_fingerprint(EXPECTED)
     assert found == expected["weights_sha256"], (
         f"the organism's weights changed bit-wise (this machine: {numerics['cpu']}; expected written on "
         f"{expected['written_on']}). A deliberate recipe change: refresh with LATENTAUDIT_UPDATE_EXPECTED=1.")
@@ -82,5 +84,5 @@ def test_proxy_organism_weights_do_not_depend_on_the_thread_count(tmp_path):
         meta = build_proxy_organism(tmp_path)
     finally:
         torch.set_num_threads(threads)
-    expected = json.loads(EXPECTED.read_text())["weights_sha256"]
+    expected = committed_fingerprint(EXPECTED)["weights_sha256"]
     assert {stage: meta[stage]["weights_sha256"] for stage in meta} == expected
