@@ -32,16 +32,21 @@ import platform
 import sys
 
 
-def cpu_vendor() -> str:
-    """The CPU's vendor id (``GenuineIntel``, ``AuthenticAMD``, ...; the machine name off x86 Linux)."""
+def _cpuinfo(field: str) -> str | None:
+    """A field of /proc/cpuinfo's first processor (None off Linux)."""
     try:
         with open("/proc/cpuinfo") as cpuinfo:
             for line in cpuinfo:
-                if line.startswith("vendor_id"):
+                if line.startswith(field):
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.machine()
+    return None
+
+
+def cpu_vendor() -> str:
+    """The CPU's vendor id (``GenuineIntel``, ``AuthenticAMD``, ...; the machine name off x86 Linux)."""
+    return _cpuinfo("vendor_id") or platform.machine()
 
 
 def mkl_branch(vendor: str, requested: str | None) -> str:
@@ -83,14 +88,7 @@ def pin_cpu_kernels(enabled: bool = True) -> None:
 
 
 def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def fingerprint_family() -> str:
