@@ -14,8 +14,8 @@ import os
 import pytest
 
 from latentaudit.acceptance import claims, key_numbers, known_misses, write_key_numbers
-from latentaudit.numerics import fingerprint_family
 from latentaudit.config import load_config
+from latentaudit.numerics import fingerprint_family
 
 from conftest import committed_fingerprint, copy_repo, fingerprint_path, snakemake
 
