@@ -30,7 +30,7 @@ LATENT_ATTACKS = ("asa_random", "asa_grad", "latent_pgd")
 
 # Claims that a faithful implementation misses on the organism, measured and explained in the
 # README (never a reason to bend a method): the slow test does not assert these, and ``make
-# robustness`` still reports them. Per CPU vendor (``numerics.fingerprint_family``), since the
+# robustness`` still reports them. Per CPU vendor (``numerics.cpu_vendor``), since the
 # pinned kernels differ between vendors (MKL honours its AVX2 branch only on Intel), and so does
 # the seed-0 organism.
 KNOWN_MISSES: dict[str, dict[str, str]] = {

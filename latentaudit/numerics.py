@@ -18,7 +18,7 @@ GEMMs round differently (Intel's oneMKL guide, "Getting Started with Conditional
 Reproducibility"; the organism's 20+10-step proxy has one digest on every AMD EPYC measured, another
 on an Intel Xeon). Only MKL's COMPATIBLE branch (SSE2) is shared across vendors, at a fraction of the
 speed, so a result's sidecar records the vendor and the branch in force, and the committed
-fingerprints are kept per vendor (``fingerprint_family``).
+fingerprints are kept per vendor (``cpu_vendor``).
 
 The pins must be in the environment before torch and numpy load: the workflow sets them once, when the
 Snakefile is read (rules/common.smk), so every job process, local or SLURM, starts with them;
@@ -91,18 +91,13 @@ def cpu_model() -> str:
     return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
-def fingerprint_family() -> str:
-    """Which committed fingerprints a pinned run on this machine reproduces: one set per CPU vendor
-    (the vendor decides MKL's branch, ``mkl_branch``)."""
-    return cpu_vendor()
-
-
 def numerics_record() -> dict:
     """What decided this process's floating-point results, for a sidecar: the CPU and its vendor, the
     kernel pins in force and the MKL branch they give, torch's CPU capability and thread count (when
     torch is loaded)."""
     vendor = cpu_vendor()
-    record = {"cpu": cpu_model(), "cpu_vendor": vendor, "mkl_branch": mkl_branch(vendor, os.environ.get("MKL_CBWR")), "machine": platform.machine(),
+    record = {"cpu": cpu_model(), "cpu_vendor": vendor, "mkl_branch": mkl_branch(vendor, os.environ.get("MKL_CBWR")),
+              "machine": platform.machine(),
               "pins": {name: os.environ.get(name) for name in PINNED_KERNELS},
               "pinned": all(os.environ.get(name) == value for name, value in PINNED_KERNELS.items())}
     torch = sys.modules.get("torch")

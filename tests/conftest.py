@@ -1,3 +1,4 @@
+import json
 import os
 import shutil
 import signal
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from latentaudit.numerics import fingerprint_family, pin_cpu_kernels
+from latentaudit.numerics import cpu_vendor, pin_cpu_kernels
 
 pin_cpu_kernels()  # before torch loads: the tests and the workflows they start use the pinned kernels
 # Two test workers share 2 cores with multi-threaded jobs (the organism's 2-thread training). OpenMP
@@ -81,15 +82,13 @@ def tiny_model(tokenizer):
 
 def fingerprint_path(name: str) -> Path:
     """The committed fingerprint file ``name`` for this machine's CPU vendor: pinned runs reproduce
-    bit for bit within a vendor, not across (latentaudit/numerics.py, ``fingerprint_family``)."""
-    return REPO / "tests" / "expected" / fingerprint_family() / name
+    bit for bit within a vendor, not across (MKL's branch: latentaudit/numerics.py)."""
+    return REPO / "tests" / "expected" / cpu_vendor() / name
 
 
 def committed_fingerprint(path: Path) -> dict:
     """The fingerprint at ``path`` (``fingerprint_path``); a skip that says how to write one where this
     vendor has none committed."""
-    import json
-
     if not path.exists():
         families = sorted(p.name for p in path.parents[1].iterdir() if p.is_dir())
         pytest.skip(f"no committed fingerprint for CPU vendor {path.parent.name} (committed: {families}); write "
