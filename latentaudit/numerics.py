@@ -16,8 +16,8 @@ The vendor remains because MKL honours ``MKL_CBWR``'s ISA branches only on Intel
 runs its AUTO branch (still in reproducible mode: fixed cache sizes, deterministic reductions), whose
 GEMMs round differently (Intel's oneMKL guide, "Getting Started with Conditional Numerical
 Reproducibility"; the organism's 20+10-step proxy has one digest on every AMD EPYC measured, another
-on an Intel Xeon). Only MKL's COMPATIBLE branch (SSE2) is shared across vendors, at a fraction of the
-speed, so a result's sidecar records the vendor and the branch in force, and the committed
+on an Intel Xeon). Only MKL's COMPATIBLE branch (SSE2) is shared across vendors, at half the speed
+(the proxy 31.5 s against 15.5 s on the Xeon), so a result's sidecar records the vendor and the branch in force, and the committed
 fingerprints are kept per vendor (``cpu_vendor``).
 
 The pins must be in the environment before torch and numpy load: the workflow sets them once, when the
@@ -59,8 +59,9 @@ def mkl_branch(vendor: str, requested: str | None) -> str:
 
 def mkl_pin(vendor: str) -> str:
     """``MKL_CBWR`` for a CPU of ``vendor``. On Intel the AVX2 branch in STRICT mode: without STRICT its
-    GEMMs' bits depend on the thread count (the organism's proxy differed between 1 and 2 threads;
-    with STRICT equal, and no slower: 12.3 s both ways). Elsewhere MKL runs AUTO whatever the branch,
+    GEMMs' bits depend on the thread count once a process has changed it (the organism's proxy trained
+    at 1 thread and then at 2 in one process, as the test process does, gave two digests; with STRICT
+    one, and no slower: 12.3 s both ways). Elsewhere MKL runs AUTO whatever the branch,
     which gave the same bits at 1 and 2 threads on every AMD EPYC measured; "AVX2" stays the pin there
     (STRICT's effect off Intel was not measured, and the committed AMD fingerprints were made without it)."""
     return "AVX2,STRICT" if vendor == "GenuineIntel" else "AVX2"
