@@ -149,10 +149,14 @@ def _check_required_variants(config: dict) -> None:
         facing = [m for m, model in built.items()
                   if any(name in attacks_of(config, m, v) for v in model["variants"])]
         if facing:
+            audited = config.get("audit_name") if config.get("audit_model") else None
             raise ConfigError(f"config error at attacks.{name}.direction: 'harmful_pole' on the model(s) {facing} "
                               f"(harmful_pole: built) needs the `harmful` variant configured under `variants:`; "
                               f"configure it, set `harmful_pole: base` on those models, or use direction: "
-                              f"prompt_contrast")
+                              f"prompt_contrast"
+                              + (f" (for the model audit_model= added, {audited!r}: --config 'attacks={{{name}: "
+                                 f"{{direction: prompt_contrast}}}}', or audit a configured variant with "
+                                 f"audit_variant=<model>/<variant>)" if audited in facing else ""))
 
 
 def _check_harmful_pole(config: dict) -> None:

@@ -133,6 +133,21 @@ def test_the_harmful_pole_is_required_only_of_the_models_that_build_and_use_it()
     validate_config(config)  # steering along the prompt contrast needs no pole
 
 
+def test_an_audited_model_without_a_pole_is_told_the_override_that_audits_it():
+    from latentaudit.audit_config import add_audited_model
+
+    smollm2 = yaml.safe_load((REPO / "configs" / "smollm2.yaml").read_text())
+    audit = add_audited_model({**smollm2, "audit_model": "org/candidate"})
+    message = config_error(audit, lambda config: None)
+    assert "for the model audit_model= added, 'candidate': --config 'attacks={steering: {direction: " \
+           "prompt_contrast}}'" in message and "audit_variant=<model>/<variant>" in message
+    audit["attacks"]["steering"]["direction"] = "prompt_contrast"  # what the override does (Snakemake merges dicts)
+    validate_config(audit)
+    def add_hub(config):  # a configured model, not an audited one: no audit hint
+        config["models"]["hub"] = {"source": "org/model", "variants": ["aligned"]}
+    assert "audit_model= added" not in config_error(smollm2, add_hub)
+
+
 def test_negative_training_steps():
     assert "organism.pretrain.steps" in _bad(lambda c: c["organism"]["pretrain"].update(steps=0))
 
