@@ -17,8 +17,8 @@ runs its AUTO branch (still in reproducible mode: fixed cache sizes, determinist
 GEMMs round differently (Intel's oneMKL guide, "Getting Started with Conditional Numerical
 Reproducibility"; the organism's 20+10-step proxy has one digest on every AMD EPYC measured, another
 on an Intel Xeon). Only MKL's COMPATIBLE branch (SSE2) is shared across vendors, at half the speed
-(the proxy 31.5 s against 15.5 s on the Xeon), so a result's sidecar records the vendor and the branch in force, and the committed
-fingerprints are kept per vendor (``cpu_vendor``).
+(the proxy 31.5 s against 15.5 s on the Xeon), so a result's sidecar records the vendor and the
+branch in force, and the committed fingerprints are kept per vendor (``cpu_vendor``).
 
 The pins must be in the environment before torch and numpy load: the workflow sets them once, when the
 Snakefile is read (rules/common.smk), so every job process, local or SLURM, starts with them;

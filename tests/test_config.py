@@ -143,6 +143,7 @@ def test_an_audited_model_without_a_pole_is_told_the_override_that_audits_it():
            "prompt_contrast}}'" in message and "audit_variant=<model>/<variant>" in message
     audit["attacks"]["steering"]["direction"] = "prompt_contrast"  # what the override does (Snakemake merges dicts)
     validate_config(audit)
+
     def add_hub(config):  # a configured model, not an audited one: no audit hint
         config["models"]["hub"] = {"source": "org/model", "variants": ["aligned"]}
     assert "audit_model= added" not in config_error(smollm2, add_hub)
