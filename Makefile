@@ -47,8 +47,9 @@ test: setup
 test-real: setup
 	$(VENV)/bin/pytest -x -m real_track
 
+# Every test but the whole-DAG runs, on two test processes: the loop to iterate in (~2 min on 2 cores).
 test-fast: setup
-	$(VENV)/bin/pytest -m "not slow"
+	$(VENV)/bin/pytest -n $(CORES) --dist loadgroup -m "not slow"
 
 # Naive vs shared-prefix sweep timings on the aligned organism: results/bench/sweep.{csv,md}.
 bench: setup
