@@ -37,7 +37,7 @@ Monitoring (``monitor_split``, off by default): the same two rates on an eval sp
 own prompts) are logged and recorded in the sidecar's ``selection`` at every checkpoint, beside
 the held-out slice's, and never read by the selection. On the organism the slice holds out
 entities under the training phrasings while ``eval_forbidden`` asks in held-out phrasings, and
-the two can disagree (README, "Under other kernels"): the monitor shows what the selection
+the two can disagree (docs/reproducibility.md): the monitor shows what the selection
 cannot see, without tuning the model to the test prompts.
 """
 from __future__ import annotations
