@@ -53,16 +53,66 @@ def _non_finite_numbers(value, path=()):
             yield from _non_finite_numbers(item, (*path, index))
 
 
-def _boolean_as_text(error) -> bool:
-    """A boolean written as the text "true" or "false"."""
-    types = error.validator_value if error.validator == "type" else ()
-    wants_boolean = types == "boolean" or (isinstance(types, list) and "boolean" in types)
-    return wants_boolean and isinstance(error.instance, str) and error.instance.lower() in {"true", "false"}
+_NOT_A_SCALAR = object()
+
+
+def _scalar_from_text(text: str, types) -> object:
+    """The number or boolean that ``text`` writes, where the schema's ``type`` asks for one, else
+    ``_NOT_A_SCALAR``. Snakemake's ``--config`` reads the values inside a mapping as text
+    (``--config 'attacks={asa_grad: {steps: 20}}'`` gives ``"20"``), and only a top-level
+    ``True``/``False`` as a boolean, so text that is exactly such a value is read as one."""
+    types = [types] if isinstance(types, str) else list(types)
+    text = text.strip()
+    if "boolean" in types and text.lower() in {"true", "false"}:
+        return text.lower() == "true"
+    if "integer" in types or "number" in types:
+        try:
+            return int(text)
+        except ValueError:
+            pass
+    if "number" in types:
+        try:
+            return float(text)
+        except ValueError:
+            pass
+    return _NOT_A_SCALAR
+
+
+def _type_errors(error):
+    """``error`` and, under ``anyOf``/``oneOf``, the branches' errors: every failed ``type`` check."""
+    if error.validator == "type":
+        yield error
+    for sub in error.context or ():
+        yield from _type_errors(sub)
+
+
+def _read_scalars_from_text(instance, schema) -> bool:
+    """Replace, in place, every text value where the schema asks for a number or a boolean and the
+    text writes one (``_scalar_from_text``); whether any was replaced."""
+    replaced = False
+    for error in _Validator(schema).iter_errors(instance):
+        for type_error in _type_errors(error):
+            if not isinstance(type_error.instance, str):
+                continue
+            value = _scalar_from_text(type_error.instance, type_error.validator_value)
+            path = list(type_error.absolute_path)
+            if value is _NOT_A_SCALAR or not path:
+                continue
+            parent = instance
+            for key in path[:-1]:
+                parent = parent[key]
+            if parent[path[-1]] == type_error.instance:  # not replaced already through another branch
+                parent[path[-1]] = value
+                replaced = True
+    return replaced
 
 
 def check(instance: dict, schema: dict, prefix: str) -> None:
     """Validate ``instance`` against ``schema`` in place, filling defaults; a ``ConfigError``
-    names every bad key (``prefix`` is where ``instance`` sits in the config) and the valid ones."""
+    names every bad key (``prefix`` is where ``instance`` sits in the config) and the valid ones.
+    A number or boolean given as text (snakemake's ``--config`` inside a mapping) is read as one."""
+    while _read_scalars_from_text(instance, schema):
+        pass
     non_finite = dict(_non_finite_numbers(instance))
     lines = [f"config error at {_location(prefix, path)}: {value} is not a finite number"
              for path, value in non_finite.items()]
@@ -75,9 +125,6 @@ def check(instance: dict, schema: dict, prefix: str) -> None:
             if error.validator == "additionalProperties":
                 allowed = sorted(error.schema.get("properties", {}))
                 message += f"; valid keys: {allowed}"
-            elif _boolean_as_text(error):
-                # snakemake's --config reads True/False as booleans, but true/false as text
-                message += f" (on snakemake's command line write {error.instance.capitalize()})"
             lines.append(f"config error at {_location(prefix, error.absolute_path)}: {message}")
         raise ConfigError("\n".join(lines))
 

@@ -56,12 +56,38 @@ def test_bad_positions_and_device():
     assert "device" in _bad(lambda c: c.update(device="tpu"))
 
 
-def test_a_boolean_given_as_text_says_how_to_write_it():
+def test_a_boolean_given_as_text_is_read_as_one():
     # what `snakemake --config pin_cpu_kernels=false` passes: the text "false"
-    message = _bad(lambda c: c.update(pin_cpu_kernels="false"))
-    assert message == ("config error at pin_cpu_kernels: 'false' is not of type 'boolean' "
-                       "(on snakemake's command line write False)")
-    assert "command line" not in _bad(lambda c: c.update(pin_cpu_kernels="no"))
+    assert validate_config(_with(lambda c: c.update(pin_cpu_kernels="false")))["pin_cpu_kernels"] is False
+    assert validate_config(_with(lambda c: c.update(pin_cpu_kernels="True")))["pin_cpu_kernels"] is True
+    assert _bad(lambda c: c.update(pin_cpu_kernels="no")) == (
+        "config error at pin_cpu_kernels: 'no' is not of type 'boolean'")
+
+
+def test_numbers_that_snakemake_passes_as_text_are_read_as_numbers():
+    """snakemake's --config reads a value's nested scalars as text: `--config 'organism={world:
+    {status_facts: 24}}'` gives "24", which the schema wants as an integer."""
+    from snakemake.cli import parse_config
+    from snakemake.utils import update_config
+
+    overrides = parse_config(["organism={world: {status_facts: 24}}",
+                              "attacks={asa_grad: {alphas: [0.25, 1e-1], layers: [1, 2], steps: 3}}"])
+    assert overrides["organism"]["world"]["status_facts"] == "24"  # what snakemake hands over
+    config = copy.deepcopy(DEFAULT)
+    update_config(config, overrides)
+    validated = validate_config(config)
+    assert validated["organism"]["world"]["status_facts"] == 24
+    assert validated["attacks"]["asa_grad"]["alphas"] == [0.25, 0.1]
+    assert validated["attacks"]["asa_grad"]["layers"] == [1, 2]  # a layer spec: "all", a list or an int
+    assert validated["attacks"]["asa_grad"]["steps"] == 3
+    # the same settings from a file: equal configs, so equal job params (nothing reruns)
+    from_file = _with(lambda c: c["organism"]["world"].update(status_facts=24))
+    from_file["attacks"]["asa_grad"].update(alphas=[0.25, 0.1], layers=[1, 2], steps=3)
+    assert validate_config(from_file) == validated
+    # text that is not a number of the wanted type is still an error
+    assert _bad(lambda c: c["organism"]["world"].update(status_facts="24.5")) == (
+        "config error at organism.world.status_facts: '24.5' is not of type 'integer'")
+    assert "not a finite number" in _bad(lambda c: c["attacks"]["asa_grad"].update(alphas=["nan"]))
 
 
 def test_primary_judge_must_be_configured():
