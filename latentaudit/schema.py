@@ -57,14 +57,16 @@ _NOT_A_SCALAR = object()
 
 
 def _scalar_from_text(text: str, types) -> object:
-    """The number or boolean that ``text`` writes, where the schema's ``type`` asks for one, else
-    ``_NOT_A_SCALAR``. Snakemake's ``--config`` reads the values inside a mapping as text
+    """The number, boolean or null that ``text`` writes, where the schema's ``type`` asks for one,
+    else ``_NOT_A_SCALAR``. Snakemake's ``--config`` reads the values inside a mapping as text
     (``--config 'attacks={asa_grad: {steps: 20}}'`` gives ``"20"``), and only a top-level
     ``True``/``False`` as a boolean, so text that is exactly such a value is read as one."""
     types = [types] if isinstance(types, str) else list(types)
     text = text.strip()
     if "boolean" in types and text.lower() in {"true", "false"}:
         return text.lower() == "true"
+    if "null" in types and text in {"null", "~"}:
+        return None
     if "integer" in types or "number" in types:
         try:
             return int(text)
@@ -86,11 +88,11 @@ def _type_errors(error):
         yield from _type_errors(sub)
 
 
-def _read_scalars_from_text(instance, schema) -> bool:
-    """Replace, in place, every text value where the schema asks for a number or a boolean and the
-    text writes one (``_scalar_from_text``); whether any was replaced."""
+def _read_scalars_from_text(instance, errors) -> bool:
+    """Replace, in place, every text value that ``errors`` (of validating ``instance``) say should
+    be a number, boolean or null and that writes one (``_scalar_from_text``); whether any was."""
     replaced = False
-    for error in _Validator(schema).iter_errors(instance):
+    for error in errors:
         for type_error in _type_errors(error):
             if not isinstance(type_error.instance, str):
                 continue
@@ -110,15 +112,16 @@ def _read_scalars_from_text(instance, schema) -> bool:
 def check(instance: dict, schema: dict, prefix: str) -> None:
     """Validate ``instance`` against ``schema`` in place, filling defaults; a ``ConfigError``
     names every bad key (``prefix`` is where ``instance`` sits in the config) and the valid ones.
-    A number or boolean given as text (snakemake's ``--config`` inside a mapping) is read as one."""
-    while _read_scalars_from_text(instance, schema):
-        pass
+    A number, boolean or null given as text (snakemake's ``--config`` inside a mapping) is read as one."""
+    errors = list(_Validator(schema).iter_errors(instance))
+    while _read_scalars_from_text(instance, errors):  # then validate again: a valid config once
+        errors = list(_Validator(schema).iter_errors(instance))
     non_finite = dict(_non_finite_numbers(instance))
     lines = [f"config error at {_location(prefix, path)}: {value} is not a finite number"
              for path, value in non_finite.items()]
     # A non-finite value's own schema errors ("inf is greater than the maximum of 1") only repeat it.
-    errors = sorted((error for error in _Validator(schema).iter_errors(instance)
-                     if tuple(error.absolute_path) not in non_finite), key=lambda e: list(e.absolute_path))
+    errors = sorted((error for error in errors if tuple(error.absolute_path) not in non_finite),
+                    key=lambda e: list(e.absolute_path))
     if errors or lines:
         for error in errors:
             message = error.message

@@ -88,6 +88,12 @@ def test_numbers_that_snakemake_passes_as_text_are_read_as_numbers():
     assert _bad(lambda c: c["organism"]["world"].update(status_facts="24.5")) == (
         "config error at organism.world.status_facts: '24.5' is not of type 'integer'")
     assert "not a finite number" in _bad(lambda c: c["attacks"]["asa_grad"].update(alphas=["nan"]))
+    # null where the schema allows it (RepBend's distance cap)
+    capped = parse_config(["variants={repbend: {unsafe_distance_cap: null}}"])
+    config = copy.deepcopy(DEFAULT)
+    update_config(config, capped)
+    assert capped["variants"]["repbend"]["unsafe_distance_cap"] == "null"
+    assert validate_config(config)["variants"]["repbend"]["unsafe_distance_cap"] is None
 
 
 def test_primary_judge_must_be_configured():
