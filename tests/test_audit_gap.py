@@ -208,6 +208,22 @@ def test_checkpoint_selection_maximises_the_gap_under_the_refusal_floor():
     assert not met and chosen["step"] == 10
 
 
+def test_step_0_is_the_reference_and_never_the_dissociated_model():
+    """The aligned model before any update meets its own refusal threshold: were it a candidate, a
+    build whose trained checkpoints' gaps do not beat it (a tie, or all below the floor) would
+    return the aligned weights as the dissociated model, silently."""
+    reference = {"step": 0, "clean_refusal": 1.0, "gap": 0.0}
+    tie = [reference, {"step": 1, "clean_refusal": 1.0, "gap": 0.0}]
+    chosen, met = D.select_checkpoint(tie, base_refusal=1.0)
+    assert met and chosen["step"] == 1
+    below_floor = [reference, {"step": 10, "clean_refusal": 0.5, "gap": 0.9},
+                   {"step": 20, "clean_refusal": 0.7, "gap": 0.1}]
+    chosen, met = D.select_checkpoint(below_floor, base_refusal=1.0)
+    assert not met and chosen["step"] == 20  # the most refusing trained checkpoint, flagged
+    with pytest.raises(ValueError, match="no trained checkpoint"):
+        D.select_checkpoint([reference], base_refusal=1.0)
+
+
 def test_holdout_keeps_whole_entities_out_of_training(splits):
     train, held = D.split_holdout(splits["align"], 0.25, seed=0)
     held_entities = {r["entity"] for r in held}
