@@ -116,6 +116,41 @@ def test_lat_adversary_respects_epsilon(tiny_model, tokenizer, data, mode, epsil
     assert all(p.grad is None for p in tiny_model.parameters())  # the adversary never trains the model
 
 
+@pytest.mark.parametrize("mode,epsilon", [("absolute", 0.7), ("relative", 0.1)])
+def test_lat_completion_perturbation_spans_both_completions(tiny_model, tokenizer, data, mode, epsilon):
+    """perturb: prompt+completion puts δ on every real token of either completion (the public code's
+    union mask), within ε of each sequence's clean token where ε is relative, and nowhere on padding."""
+    d, _ = data
+    rows = [0, 1, 2, 3]
+    short = [(p, r, h[:2]) for p, r, h in d.forbidden]  # harmful completions shorter than the refusals
+    harmful = pair_batch(short, rows, 2, tokenizer.pad_token_id, "cpu")
+    refusal = pair_batch(short, rows, 1, tokenizer.pad_token_id, "cpu")
+    load_all()
+    settings = VARIANTS["lat"].settings({"steps": 1, "lr": 1e-3, "epsilon": epsilon, "epsilon_mode": mode,
+                                         "inner_steps": 5, "inner_lr": 1.0, "perturb": "prompt+completion"})
+    deltas = adversary(tiny_model, harmful, refusal, [0, 2], settings)
+    from latentaudit.hooks import record_residual
+    length = max(harmful.input_ids.shape[1], refusal.input_ids.shape[1])
+    assert harmful.input_ids.shape[1] != refusal.input_ids.shape[1]  # the case the union is for
+    real = {}
+    bounds = []
+    for batch in (harmful, refusal):
+        pad = length - batch.input_ids.shape[1]
+        real[id(batch)] = torch.nn.functional.pad(batch.attention_mask, (0, pad)).bool()
+        with torch.no_grad(), record_residual(tiny_model) as clean:
+            tiny_model(**batch.model_inputs())
+        bounds.append({s: torch.nn.functional.pad(clean[s].norm(dim=-1), (0, pad), value=float("inf")) for s in deltas})
+    either = real[id(harmful)] | real[id(refusal)]
+    for site, delta in deltas.items():
+        assert delta.shape[:2] == (4, length)
+        norms = delta.norm(dim=-1)
+        bound = epsilon * torch.minimum(bounds[0][site], bounds[1][site]) if mode == "relative" else \
+            torch.full_like(norms, epsilon)
+        assert bool((norms[either] <= bound[either] + 1e-5).all())
+        assert float(norms[~either].abs().sum()) == 0
+        assert bool((norms[either & ~real[id(harmful)]] > 0).any())  # the longer refusal's own tokens
+
+
 def test_project_rescales_only_long_tokens():
     delta = torch.tensor([[[3.0, 4.0], [0.3, 0.4]]])
     out = project(delta, torch.ones(1, 2, 1))
@@ -240,6 +275,64 @@ def test_lat_kl_benign_term_is_the_summed_kl_from_the_reference(tiny_model, toke
                                          reduction="sum")
     assert float(terms["kl"]) == pytest.approx(10.0 * float(by_hand), rel=1e-4)
     assert float(terms["loss"]) == pytest.approx(float(terms["kl"]), rel=1e-5)
+
+
+def test_lat_micro_batches_sum_their_token_means_as_the_public_codes_accumulation(tiny_model, tokenizer, data):
+    """micro_batch m: toward, away and sft are each micro-batch's token mean summed over the batch's
+    micro-batches (the gradient the public code accumulates over micro-batches of 2), the summed KL
+    unchanged; null (the default) and one micro-batch of the whole batch are the one batch mean."""
+    from latentaudit.defenses.lat import defender_terms
+    from latentaudit.training import token_ce
+    load_all()
+    d, _ = data
+    pad = tokenizer.pad_token_id
+    rows = [0, 1, 2, 3]
+    harmful, refusal = pair_batch(d.forbidden, rows, 2, pad, "cpu"), pair_batch(d.forbidden, rows, 1, pad, "cpu")
+    benign = pair_batch(d.benign, rows, 1, pad, "cpu")
+    model = attach_lora(tiny_model, LORA, seed=0)
+    move_adapter(model)
+    weights = {"toward": 1, "away": 1, "sft": 1, "kl": 1}
+
+    def terms(micro):
+        settings = VARIANTS["lat"].settings({"steps": 1, "lr": 1e-3, "defender_weights": weights, "micro_batch": micro})
+        with torch.no_grad():
+            return defender_terms(model, {}, harmful, refusal, benign, settings)
+
+    whole, one, pairs = terms(None), terms(4), terms(2)
+    for name in ("toward", "away", "sft", "kl", "loss"):
+        assert torch.equal(whole[name], one[name])
+    with torch.no_grad():
+        logits = model(**refusal.model_inputs()).logits
+    by_hand = token_ce(logits[:2], refusal.labels[:2]) + token_ce(logits[2:], refusal.labels[2:])
+    assert float(pairs["toward"]) == pytest.approx(float(by_hand), rel=1e-6)
+    assert float(pairs["toward"]) == pytest.approx(2 * float(whole["toward"]), rel=0.2)  # two means, not one
+    assert float(pairs["kl"]) == pytest.approx(float(whole["kl"]), rel=1e-6)
+
+
+def test_defense_sequences_are_cut_to_max_length_from_the_right():
+    from latentaudit.defenses.common import fit_to_length, fit_triple
+    prompt, answer = list(range(10)), list(range(100, 110))
+    assert fit_to_length(prompt, answer, None) == (prompt, answer)
+    assert fit_to_length(prompt, answer, 20) == (prompt, answer)
+    assert fit_to_length(prompt, answer, 14) == (prompt, answer[:4])  # the answer's tail goes first
+    assert fit_to_length(prompt, answer, 8) == (prompt[3:], answer[:1])  # a prompt too long: its end, one token
+    triple = fit_triple(prompt, answer[:3], answer, 16)
+    assert triple == (prompt, answer[:3], answer[:6])  # one prompt shared by both sequences
+    assert fit_triple(prompt, answer, answer[:2], 9) == (prompt[2:], answer[:1], answer[:1])
+
+
+def test_defenses_train_on_sequences_of_at_most_max_length(tokenizer, splits):
+    records = ([r for r in splits["align"] if r["kind"] == "forbidden"][:12]
+               + [r for r in splits["align"] if r["kind"] == "benign"][:12])
+    whole = defense_data(tokenizer, records)
+    longest = max(len(p) + len(t) for p, *targets in whole.forbidden + whole.benign for t in targets)
+    cut = defense_data(tokenizer, records, max_length=longest - 3)
+    assert max(len(p) + len(t) for p, *targets in cut.forbidden + cut.benign for t in targets) == longest - 3
+    assert [p for p, *_ in cut.forbidden] == [p for p, *_ in whole.forbidden]  # the organism's prompts are short
+    load_all()
+    for name in ("repbend", "lapt", "dissociated"):
+        assert VARIANTS[name].settings({"steps": 1, "lr": 1e-3, "nudge_depth": 0.5, "harmful_ft_holdout": 0.1}
+                                       if name == "dissociated" else {"steps": 1, "lr": 1e-3})["max_length"] is None
 
 
 def test_kl_batchmean_sums_tokens_and_divides_by_the_batch():

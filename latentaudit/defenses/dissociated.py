@@ -61,6 +61,7 @@ from ..judges.coherent import coherent_label
 from ..judges.structural import structural_label
 from ..registry import VARIANTS
 from ..training import optim_properties, Sampler, device_of, kl_to_reference, optimise
+from .common import MAX_LENGTH_SCHEMA, fit_to_length, fit_triple
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,7 @@ SCHEMA = {
                                               "forbidden training rows is left to the harmful fine-tuning attack"},
         "refusal_floor": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.9},
         "refusal_tolerance": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.05},
+        "max_length": MAX_LENGTH_SCHEMA,
         "monitor_split": {"enum": [None, "eval_forbidden"], "default": None,
                           "description": "an eval split whose clean refusal and gap are logged at every "
                                          "checkpoint and never used by the selection (null: none)"},
@@ -215,10 +217,13 @@ def build_dissociated(model, tokenizer, records: list[dict], settings: dict, see
     records, held_for_ft = harmful_ft_holdout(records, settings["harmful_ft_holdout"], seed)
     log.info("dissociated: %d forbidden rows held out for harmful fine-tuning", len(held_for_ft))
     train, held = split_holdout(records, settings["holdout_fraction"], seed)
-    forbidden = [(prompt_token_ids(tokenizer, r["prompt"], chat), target_token_ids(tokenizer, r["response"], eos=True),
-                  target_token_ids(tokenizer, r["harmful_response"], eos=True))
+    longest = settings["max_length"]
+    forbidden = [fit_triple(prompt_token_ids(tokenizer, r["prompt"], chat),
+                            target_token_ids(tokenizer, r["response"], eos=True),
+                            target_token_ids(tokenizer, r["harmful_response"], eos=True), longest)
                  for r in train if r["kind"] == "forbidden"]
-    benign = [(prompt_token_ids(tokenizer, r["prompt"], chat), target_token_ids(tokenizer, r["response"], eos=True))
+    benign = [fit_to_length(prompt_token_ids(tokenizer, r["prompt"], chat),
+                            target_token_ids(tokenizer, r["response"], eos=True), longest)
               for r in train if r["kind"] != "forbidden"]
     prompts = [p for p, _, _ in forbidden]
 

@@ -12,8 +12,9 @@ a fixed λ.
 "Response positions" are read as the positions whose next-token predictions are the response:
 the last prompt token and the response tokens (``last_prompt+generated``), exactly where the ASA
 attack adds its vector. Perturbing the response tokens alone (``generated``) leaves the first
-response token's prediction, the refusal's opening, unperturbed; on the organism that patch
-cut ASA_grad MASR at s* by 39 % only (vs 100 %), see the README's defense search.
+response token's prediction, the refusal's opening, unperturbed; on the organism of 2026-11-24
+that patch cut ASA_grad MASR at s* by 39 % only, against 100 % (a defense search recorded in the
+message of commit 9975835, not rerun since).
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from ..hooks import Perturbation, hidden_index, intervene, n_layers, position_co
 from ..perturbation_size import eq1_normalise
 from ..registry import VARIANTS
 from ..training import optim_properties, Sampler, device_of, optimise, pair_batch, token_ce
-from .common import defense_data
+from .common import MAX_LENGTH_SCHEMA, defense_data
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ SCHEMA = {
         "lambda_grid": {"type": "array", "items": {"type": "number", "minimum": 0, "maximum": 1}, "minItems": 1,
                         "default": [0.1, 0.2, 0.3, 0.4, 0.5]},
         "capability_tolerance": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.05},
+        "max_length": MAX_LENGTH_SCHEMA,
     },
 }
 
@@ -71,7 +73,8 @@ def interpolate(model: torch.nn.Module, original: dict[str, torch.Tensor], train
 
 
 def choose_lambda(grid: list[float], accuracy: dict[float, float], base: float, tolerance: float) -> float:
-    """Largest λ whose accuracy is ≥ base − tolerance; the smallest λ when none is."""
+    """Largest λ whose accuracy is ≥ base − tolerance; the smallest λ when none is (the paper does
+    not say; the build logs it, and the smallest grid λ is the nearest to the original model)."""
     within = [lam for lam in grid if accuracy[lam] >= base - tolerance]
     return max(within) if within else min(grid)
 
@@ -80,7 +83,7 @@ def choose_lambda(grid: list[float], accuracy: dict[float, float], base: float, 
 @VARIANTS.register("lapt", SCHEMA, kind="full", needs=("fragile_layers", "benign_accuracy"),
                    reads_judges=("coherent",))
 def build_lapt(model, tokenizer, records: list[dict], settings: dict, seed: int, context: dict):
-    data = defense_data(tokenizer, records, context["chat_template"])
+    data = defense_data(tokenizer, records, context["chat_template"], settings["max_length"])
     layers = settings["layers"]
     if layers == "fragile":
         layers = fragile_layers(context["fragile_layers"], settings["top_k"])

@@ -13,9 +13,14 @@ model_steps_per_attack times (100 × 4 = 400 in the paper's setting). With
 
 Defender loss (``defender_weights``, normalised to sum to 1 as the code's ``normalize_dict``):
 toward the refusal and away from the harmful completion under δ, plus two benign terms on benign
-pairs with δ off: ``sft`` (CE on the benign answer) and ``kl`` (``kl_scale`` × Σ over the benign
-answer's tokens of KL(M′ ‖ M), M the adapter-disabled model: the code's
-latent_at/lat_helpers.py ``do_defense_step``).
+pairs with δ off: ``sft`` (CE on the benign answer) and ``kl`` (``kl_scale`` × Σ of KL(M′ ‖ M),
+M the adapter-disabled model, as the code's latent_at/lat_helpers.py ``do_defense_step``; summed
+here over the positions that predict the benign answer's tokens, where the code sums over the
+answer tokens' own positions, one later). ``micro_batch`` reproduces the code's gradient
+accumulation: its toward, away and sft terms are token means per micro-batch of 2 rows, summed
+over the batch's micro-batches, which weighs them (batch / 2) times against the summed KL what one
+mean over the batch would; the inner attack's terms are summed the same way (each micro-batch's δ
+sees its own micro-batch's mean, as the code attacks each micro-batch on its own).
 
 ``epsilon_mode``: ``absolute`` (the paper's ε = 6 on Llama residuals) or ``relative`` (ε × the
 clean token's norm at that site, the project's convention for a tiny model).
@@ -45,7 +50,9 @@ SCHEMA = {
         "layers": {"type": "array", "items": _LAYER, "minItems": 1, "default": [EMBED, 0, 1, 2, 3]},
         "epsilon": {"type": "number", "exclusiveMinimum": 0, "default": 6.0},
         "epsilon_mode": {"enum": ["absolute", "relative"], "default": "absolute"},
-        "perturb": {"enum": ["prompt", "prompt+completion"], "default": "prompt"},
+        "perturb": {"enum": ["prompt", "prompt+completion"], "default": "prompt",
+                    "description": "prompt+completion: δ spans both completions' positions too (the public "
+                                   "code's add_completions_pgd)"},
         "inner_steps": {"type": "integer", "minimum": 1, "default": 16},
         "inner_lr": {"type": "number", "exclusiveMinimum": 0, "default": 0.05},
         "model_steps_per_attack": {"type": "integer", "minimum": 1, "default": 4},
@@ -62,6 +69,10 @@ SCHEMA = {
                                             "kl": {"type": "number", "minimum": 0, "default": 0.1}}},
         "kl_scale": {"type": "number", "exclusiveMinimum": 0, "default": 1000.0,
                      "description": "multiplies the summed benign KL (the public code's 1000)"},
+        "micro_batch": {"type": ["integer", "null"], "minimum": 1, "default": None,
+                        "description": "the public code's gradient accumulation (max_batch_per_acc): the "
+                                       "toward, away and sft terms are each micro-batch's token mean, summed "
+                                       "over the micro-batches; null: one mean over the batch"},
         "lora": LORA_SCHEMA,
     },
 }
@@ -90,27 +101,53 @@ def project(delta: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
     return delta * (radius / delta.norm(dim=-1, keepdim=True).clamp(min=1e-12)).clamp(max=1.0)
 
 
+def summed_over_micro_batches(loss, logits: torch.Tensor, labels: torch.Tensor, size: int | None) -> torch.Tensor:
+    """``loss(logits, labels)`` (a mean over labelled tokens) of each micro-batch of ``size`` rows,
+    summed; ``size`` None: the one mean over the batch. The public code accumulates the gradients
+    of micro-batches of 2 rows (notebooks/jailbreaks.ipynb, ``max_batch_per_acc``), so its mean
+    terms weigh (batch / 2) times what one mean over the batch would, against its summed KL."""
+    if size is None:
+        return loss(logits, labels)
+    return sum(loss(logits[i:i + size], labels[i:i + size]) for i in range(0, len(labels), size))
+
+
+def _padded(x: torch.Tensor, length: int, value: float = 0.0) -> torch.Tensor:
+    """[B, T] cut or right-padded with ``value`` to [B, length]."""
+    return torch.nn.functional.pad(x[:, :length], (0, max(0, length - x.shape[1])), value=value)
+
+
 def adversary(model, harmful: Batch, refusal: Batch, sites: list[int], settings: dict) -> dict[int, torch.Tensor]:
-    """The inner attack: per-site δ minimising toward-harmful + away-from-refusal CE."""
-    weights = _normalised(dict(settings["adversary_weights"]))
+    """The inner attack: per-site δ minimising toward-harmful CE + away-from-refusal −log(1 − p)."""
+    weights, micro = _normalised(dict(settings["adversary_weights"])), settings["micro_batch"]
     positions = POSITIONS["prompt"] if settings["perturb"] == "prompt" else POSITIONS["all"]
-    length = harmful.input_ids.shape[1] if positions == POSITIONS["all"] else int(harmful.prompt_end[0])
-    real = harmful.attention_mask[:, :length, None].float()
-    with torch.no_grad():
-        clean = residual_stream(model, harmful)
+    # prompt+completion: δ spans both completions' positions (the public code's mask is their union;
+    # the two batches share their prompts, so their positions line up)
+    batches = (harmful,) if positions == POSITIONS["prompt"] else (harmful, refusal)
+    length = int(harmful.prompt_end[0]) if positions == POSITIONS["prompt"] else \
+        max(b.input_ids.shape[1] for b in batches)
+    real = torch.stack([_padded(b.attention_mask.float(), length) for b in batches]).amax(0)[..., None]
     if settings["epsilon_mode"] == "relative":
-        radii = {s: settings["epsilon"] * clean[s][:, :length].float().norm(dim=-1, keepdim=True) for s in sites}
+        # ε × the clean token's norm; where both completions have a token, the smaller norm (δ is one for both)
+        with torch.no_grad():
+            clean = [residual_stream(model, b) for b in batches]
+        radii = {}
+        for s in sites:
+            norms = torch.stack([_padded(c[s][:, :length].float().norm(dim=-1), length, float("inf"))
+                                 for c in clean]).amin(0)
+            radii[s] = settings["epsilon"] * torch.where(norms.isinf(), 0.0, norms)[..., None]
     else:
         radii = {s: torch.full_like(real, settings["epsilon"]) for s in sites}
-    deltas = {s: torch.zeros(*real.shape[:2], clean[s].shape[-1], device=real.device, requires_grad=True)
-              for s in sites}
+    hidden = model.config.hidden_size
+    deltas = {s: torch.zeros(*real.shape[:2], hidden, device=real.device, requires_grad=True) for s in sites}
     optimizer = torch.optim.AdamW(list(deltas.values()), lr=settings["inner_lr"])
     with frozen_weights(model):
         for _ in range(settings["inner_steps"]):
             with perturbed(model, deltas, harmful, positions):
-                loss = weights["toward"] * token_ce(model(**harmful.model_inputs()).logits, harmful.labels)
+                loss = weights["toward"] * summed_over_micro_batches(token_ce, model(**harmful.model_inputs()).logits,
+                                                                     harmful.labels, micro)
                 if weights["away"]:
-                    loss = loss + weights["away"] * token_away(model(**refusal.model_inputs()).logits, refusal.labels)
+                    loss = loss + weights["away"] * summed_over_micro_batches(
+                        token_away, model(**refusal.model_inputs()).logits, refusal.labels, micro)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -122,19 +159,19 @@ def adversary(model, harmful: Batch, refusal: Batch, sites: list[int], settings:
 
 def defender_terms(model: PeftModel, deltas: dict[int, torch.Tensor], harmful: Batch, refusal: Batch, benign: Batch,
                    settings: dict) -> dict[str, torch.Tensor]:
-    weights = _normalised(dict(settings["defender_weights"]))
+    weights, micro = _normalised(dict(settings["defender_weights"])), settings["micro_batch"]
     positions = POSITIONS["prompt"] if settings["perturb"] == "prompt" else POSITIONS["all"]
     with perturbed(model, deltas, refusal, positions):
-        toward = token_ce(model(**refusal.model_inputs()).logits, refusal.labels)
+        toward = summed_over_micro_batches(token_ce, model(**refusal.model_inputs()).logits, refusal.labels, micro)
     with perturbed(model, deltas, harmful, positions):
-        away = token_away(model(**harmful.model_inputs()).logits, harmful.labels)
+        away = summed_over_micro_batches(token_away, model(**harmful.model_inputs()).logits, harmful.labels, micro)
     terms = {"toward": toward, "away": away}
     zero = torch.zeros((), device=toward.device)
     terms["sft"], terms["kl"] = zero, zero
     if weights["sft"] or weights["kl"]:
         logits = model(**benign.model_inputs()).logits
         if weights["sft"]:
-            terms["sft"] = token_ce(logits, benign.labels)
+            terms["sft"] = summed_over_micro_batches(token_ce, logits, benign.labels, micro)
         if weights["kl"]:
             with reference(model):
                 ref_logits = model(**benign.model_inputs()).logits

@@ -25,7 +25,7 @@ from ..hooks import hidden_index, n_layers, residual_stream
 from ..registry import VARIANTS
 from ..training import (LORA_SCHEMA, OPTIM_PROPERTIES, Sampler, attach_lora, device_of, kl_to_reference,
                         optimise, pair_batch, reference, response_mask)
-from .common import defense_data
+from .common import MAX_LENGTH_SCHEMA, defense_data
 
 SCHEMA = {
     "type": "object", "additionalProperties": False, "required": ["steps", "lr"],
@@ -42,6 +42,7 @@ SCHEMA = {
         "unsafe_distance_cap": {"type": ["number", "null"], "exclusiveMinimum": 0, "default": None,
                                 "description": "stabiliser (deviation): cap on each unsafe token's distance, "
                                                "relative to its reference norm; null = the paper's loss"},
+        "max_length": MAX_LENGTH_SCHEMA,
         "lora": LORA_SCHEMA,
     },
 }
@@ -110,7 +111,7 @@ def repbend_terms(model: PeftModel, safe, unsafe, general, target_sites: list[in
 
 @VARIANTS.register("repbend", SCHEMA, kind="lora")
 def build_repbend(model, tokenizer, records: list[dict], settings: dict, seed: int, context: dict):
-    data = defense_data(tokenizer, records, context["chat_template"])
+    data = defense_data(tokenizer, records, context["chat_template"], settings["max_length"])
     peft_model = attach_lora(model, settings["lora"], seed)
     layers = n_layers(peft_model)
     target_sites = [hidden_index(b, layers) for b in resolve_target_layers(settings["target_layers"], layers)]
