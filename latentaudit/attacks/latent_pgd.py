@@ -1,6 +1,10 @@
 """Multi-step latent PGD: per-token perturbations of one layer's prompt positions, optimised to
-make the model produce the affirmative harmful prefix (the targeted attack of the LAT and LVS
-papers' evaluations; see shared/papers/targeted_lat.md and lvs_audit_gap.md).
+make the model produce the affirmative harmful prefix. ``norm: linf`` is the LVS paper's ℓ∞ PGD
+(shared/papers/lvs_audit_gap.md: ε = p·max|h|, sign steps of ε/4). ``l2_token`` bounds each
+token as targeted LAT's inner adversary does (shared/papers/targeted_lat.md), but it is not that
+adversary: one layer at a time, normalised-gradient steps instead of AdamW, a budget relative to
+the activations, and no away term. The LAT paper evaluates with input-space attacks, so a defense
+table's latent-PGD row measures LAT against an attack it was not trained on.
 
 Budgets are relative to the attacked model's own activations, per the project convention:
 ``l2_token``: ‖δ_t‖₂ ≤ ε·‖h_t‖₂ at every prompt position t; ``linf``: ‖δ‖∞ ≤ ε·max|h| over the
