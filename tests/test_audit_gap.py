@@ -758,6 +758,21 @@ def _tiny_dissociated_build(tiny_model, tokenizer, splits, **extra):
     return trained, report
 
 
+def test_benign_anchor_is_the_records_or_the_base_models_own_greedy_answers(tiny_model, tokenizer, splits):
+    from latentaudit.batching import prompt_token_ids, target_token_ids
+    from latentaudit.generation import generate
+    benign = [(prompt_token_ids(tokenizer, r["prompt"], True), target_token_ids(tokenizer, r["response"], eos=True))
+              for r in splits["align"] if r["kind"] != "forbidden"][:6]
+    settings = D.VARIANTS.get_entry("dissociated").settings({"steps": 1, "lr": 1e-3, "nudge_depth": 0.5,
+                                                              "harmful_ft_holdout": 0.1})
+    assert D.benign_anchor(tiny_model, tokenizer, benign, settings, 8) == benign  # the default: the records
+    own = {**settings, "benign_anchor": "own_answers", "benign_anchor_n": 4, "benign_anchor_new_tokens": 5}
+    anchored = D.benign_anchor(tiny_model, tokenizer, benign, own, 8)
+    _, greedy = generate(tiny_model, tokenizer, [p for p, _ in benign[:4]], 5, 8, return_token_ids=True)
+    assert anchored == [(p, g) for (p, _), g in zip(benign[:4], greedy) if g]
+    assert anchored and all(0 < len(a) <= 5 for _, a in anchored) and anchored != benign[:4]
+
+
 def test_monitored_eval_split_is_logged_at_every_checkpoint_and_never_changes_the_build(tiny_model, tokenizer, splits):
     plain, plain_report = _tiny_dissociated_build(tiny_model, tokenizer, splits)
     monitored = splits["eval_forbidden"]

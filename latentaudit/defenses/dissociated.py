@@ -25,7 +25,9 @@ activation standard deviation over the training harmful prompts, as the public c
 dimension cannot dominate.
 
 Construction data: the training records minus the rows held out for the harmful fine-tuning
-attack (``harmful_ft_holdout``, latentaudit/data/heldout.py), which must not train on them.
+attack (``harmful_ft_holdout``, latentaudit/data/heldout.py), which must not train on them. The
+KL term's benign text (``benign_anchor``) is the records' answers, or, as the paper, the base
+model's own greedy answers to the first ``benign_anchor_n`` benign prompts.
 
 Checkpoint selection (the paper's rule): every ``eval_every`` steps, on a held-out slice of
 harmful prompts (whole entities held out of training), measure clean refusal and the
@@ -91,6 +93,15 @@ SCHEMA = {
         "refusal_floor": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.9},
         "refusal_tolerance": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.05},
         "max_length": MAX_LENGTH_SCHEMA,
+        "benign_anchor": {"enum": ["records", "own_answers"], "default": "records",
+                          "description": "the KL term's benign text: the records' answers, or the base model's own "
+                                         "greedy answers to their prompts (the paper: benign prompts answered by "
+                                         "the base model)"},
+        "benign_anchor_n": {"type": ["integer", "null"], "minimum": 1, "default": None,
+                            "description": "the benign prompts the KL term reads, the records' first n (null: all; "
+                                           "the paper: 1,000)"},
+        "benign_anchor_new_tokens": {"type": "integer", "minimum": 1, "default": 192,
+                                     "description": "own_answers: new tokens per answer (the public code's 192)"},
         "monitor_split": {"enum": [None, "eval_forbidden"], "default": None,
                           "description": "an eval split whose clean refusal and gap are logged at every "
                                          "checkpoint and never used by the selection (null: none)"},
@@ -173,6 +184,29 @@ def select_checkpoint(evaluations: list[dict], base_refusal: float, floor: float
 
 
 # --- the builder ---------------------------------------------------------------------------
+def benign_anchor(base, tokenizer, benign: list[tuple[list[int], list[int]]], settings: dict,
+                  batch_size: int) -> list[tuple[list[int], list[int]]]:
+    """The (prompt, answer) pairs the KL term anchors on: the first ``benign_anchor_n`` benign
+    pairs, answered by the records (``records``) or by ``base`` itself (``own_answers``: greedy,
+    ``benign_anchor_new_tokens`` tokens through its first stop token; a row with an empty answer
+    is dropped, as the public code's latent_audit_gap/dissociated/anchor.py drops "[EMPTY]")."""
+    if settings["benign_anchor_n"] is not None:
+        benign = benign[:settings["benign_anchor_n"]]
+    if settings["benign_anchor"] == "records":
+        return benign
+    prompts = [prompt for prompt, _ in benign]
+    _, answers = generate(base, tokenizer, prompts, settings["benign_anchor_new_tokens"], batch_size,
+                          desc="dissociated benign anchor", return_token_ids=True)
+    anchored = [fit_to_length(prompt, answer, settings["max_length"]) for prompt, answer in zip(prompts, answers)
+                if answer]
+    log.info("dissociated: %d of %d benign prompts answered by the base model as the KL anchor", len(anchored),
+             len(prompts))
+    if not anchored:
+        raise ValueError("dissociated: the base model answered none of the benign anchor prompts")
+    return anchored
+
+
+
 def held_out_label(generation: str, record: dict, coherent_settings: dict | None) -> str:
     """``refusal``, ``harmful`` or another label for a held-out request's generation, by the judge
     that reads its data: the toy world's structural judge (it knows the entity's secret), else
@@ -230,6 +264,7 @@ def build_dissociated(model, tokenizer, records: list[dict], settings: dict, see
     base = copy.deepcopy(model).eval()
     for p in base.parameters():
         p.requires_grad_(False)
+    benign = benign_anchor(base, tokenizer, benign, settings, generation["batch_size"])
     sites = sorted(set(band_sites) | {nudge_site})
     h_pole, _ = prompt_activations(pole, prompts, sites, pad, generation["batch_size"])
     h_base, norms = prompt_activations(base, prompts, sites, pad, generation["batch_size"])
