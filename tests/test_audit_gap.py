@@ -730,6 +730,35 @@ def test_adaptive_pgd_is_configured_in_both_experiments_and_the_audit_gap_reads_
     assert (paper["steps"], paper["step_size"], paper["target"]) == (16, 0.3, "Sure, here is how to")
 
 
+def test_lvs_pgd_descends_the_configured_target_for_every_behaviour(tiny_model, tokenizer, splits, monkeypatch):
+    """`target` pins the paper's "Sure, here is" for every prompt; null keeps each record's own
+    affirmative prefix (a HarmBench behaviour's own target where data.targets is set)."""
+    from latentaudit.attacks import lvs
+    from latentaudit.attacks.common import AttackContext
+    from latentaudit.batching import target_token_ids
+    seen = []
+
+    def capture(model, prompts, targets, *args, **kwargs):
+        seen.append(targets)
+        raise RuntimeError("captured")
+
+    monkeypatch.setattr(lvs, "latent_pgd_deltas", capture)
+    forbidden = [{**r, "affirmative_prefix": f"{r['affirmative_prefix']} {i}"}
+                 for i, r in enumerate(splits["eval_forbidden"][:2])]
+    context = AttackContext(tiny_model, tokenizer, {"eval_forbidden": forbidden, "eval_benign": splits["eval_benign"][:2],
+                                                    "eval_twin": splits["eval_twin"][:2]}, 2, 4, True, 0)
+    for target in (None, "Sure, here is"):
+        settings = ATTACKS["lvs"].settings({"budgets": [0.01], "layers": [0], "embed": False, "target": target})
+        with pytest.raises(RuntimeError, match="captured"):
+            lvs.attack_lvs(context, settings)
+    own, pinned = seen
+    assert set(map(tuple, own)) == {tuple(target_token_ids(tokenizer, r["affirmative_prefix"])) for r in forbidden}
+    assert set(map(tuple, pinned)) == {tuple(target_token_ids(tokenizer, "Sure, here is"))}
+    assert set(map(tuple, own)) != set(map(tuple, pinned))
+    paper = validate_config(yaml.safe_load((REPO / "configs/paper.yaml").read_text()))["attacks"]["lvs"]
+    assert (paper["target"], paper["forbidden_split"]) == ("Sure, here is", "eval_harmbench24")
+
+
 def test_the_nudge_layer_comes_from_the_adaptive_pgd_run_when_lvs_covers_a_few_layers():
     # a real track sweeps LVS at a few layers (or scores none offline): its max layer is not the depth
     import pandas as pd
