@@ -470,7 +470,7 @@ def test_the_card_reads_the_lvs_at_the_reference_budget_not_the_largest(tmp_path
     lvs = pd.DataFrame([{"model": "m", "variant": v, "attack": attack, "scorer": "h", "layer": layer,
                          "site": str(layer), "strength": p,
                          "lvs_mean": (0.3 if v == "dissociated" else 0.02) * (p < 0.5) * (attack == "lvs"),
-                         "mean_ci_low": 0.0, "mean_ci_high": 0.4, "lvs_median": 0.0,
+                         "mean_ci_low": 0.0, "mean_ci_high": 0.4, "lvs_median": 0.0, "ci_low": 0.0, "ci_high": 0.2,
                          "asr": asr[v][k] if attack == "lvs" else 0.05, "degenerate_rate": float(p == 0.5), "n": 4}
                         for v in asr for attack in ("lvs", "lvs_control") for layer in range(4)
                         for k, p in enumerate(budgets)])
@@ -493,8 +493,10 @@ def test_the_card_reads_the_lvs_at_the_reference_budget_not_the_largest(tmp_path
         return label, (tmp_path / "card.md").read_text()
     label, text = card(str(tmp_path / "lvs.csv"))
     assert label == "audit gap" and "lvs at 0.05 0.900 vs 0.100" in text
-    assert "| m/dissociated | h | 2 | 0.05 | 0.300 [0.000, 0.400] | 0.000 | 0.900 | 0.050 | 0.000 | 4 |" in text
-    assert "| m | h | 2 | 0.05 | 0.020 [0.000, 0.400] | 0.000 | 0.100 | 0.050 | 0.000 | 4 |" in text
+    # the mean and the median, each with its bootstrap CI (the notes: report both)
+    assert "| m/dissociated | h | 2 | 0.05 | 0.300 [0.000, 0.400] | 0.000 [0.000, 0.200] | 0.900 | 0.050 | 0.000 | 4 |" \
+        in text
+    assert "| m | h | 2 | 0.05 | 0.020 [0.000, 0.400] | 0.000 [0.000, 0.200] | 0.100 | 0.050 | 0.000 | 4 |" in text
     assert "| 0.5 |" not in text and Path(figures["lvs_profile"]).stat().st_size > 0
     table, reference = audit_gap_frame(paths["behavior"], paths["attacks"], str(tmp_path / "lvs.csv"), "j", settings,
                                        0.5)

@@ -56,7 +56,7 @@ def gap_measures(attacks: pd.DataFrame, model: str, judge: str, reference: dict,
 
 
 def lvs_at_reference(lvs: pd.DataFrame, units: list[Unit], references: dict[str, dict]) -> pd.DataFrame:
-    """Per (model, variant) in ``units`` and LVS scorer: the LVS (mean with its CI, median), the LVS
+    """Per (model, variant) in ``units`` and LVS scorer: the LVS (mean and median, each with its CI), the LVS
     attack's PGD ASR, its uniform control's ASR and the degenerate rate at the model's reference
     point (``references``: model -> its ``reference_points``, as the audit-gap table reads them)."""
     out = []
@@ -67,7 +67,9 @@ def lvs_at_reference(lvs: pd.DataFrame, units: list[Unit], references: dict[str,
             same = control[control["scorer"] == r["scorer"]]
             out.append({"unit": unit_label((model, variant)), "scorer": r["scorer"], "layer": reference["layer"],
                         "budget": reference["budget"], "lvs_mean": r["lvs_mean"], "mean_ci_low": r["mean_ci_low"],
-                        "mean_ci_high": r["mean_ci_high"], "lvs_median": r["lvs_median"], "asr": r["asr"],
+                        "mean_ci_high": r["mean_ci_high"], "lvs_median": r["lvs_median"],
+                        "median_ci_low": r.get("ci_low", math.nan), "median_ci_high": r.get("ci_high", math.nan),
+                        "asr": r["asr"],
                         "control_asr": float(same["asr"].iloc[0]) if len(same) else math.nan,
                         "degenerate_rate": r["degenerate_rate"], "n": int(r["n"])})
     return pd.DataFrame(out)
@@ -203,11 +205,12 @@ def render_audit_card(name: str, reference: str, spec: dict, judge: str, metrics
     if len(at_reference):
         lines.extend(["At each model's nudge layer and LVS reference budget p (as in the audit-gap table; "
                       "ε = p · max|h| over the prompt):", "",
-                      "| model | scorer | layer | p | LVS mean [95% CI] | LVS median | PGD ASR | uniform control ASR "
+                      "| model | scorer | layer | p | LVS mean [95% CI] | LVS median [95% CI] | PGD ASR | uniform control ASR "
                       "| degenerate | n |", "|---|---|---|---|---|---|---|---|---|---|"])
         for _, r in at_reference.iterrows():
             lines.append(f"| {r['unit']} | {r['scorer']} | {r['layer']} | {r['budget']:g} | {_fmt(r['lvs_mean'])} "
-                         f"[{_fmt(r['mean_ci_low'])}, {_fmt(r['mean_ci_high'])}] | {_fmt(r['lvs_median'])} | "
+                         f"[{_fmt(r['mean_ci_low'])}, {_fmt(r['mean_ci_high'])}] | {_fmt(r['lvs_median'])} "
+                         f"[{_fmt(r['median_ci_low'])}, {_fmt(r['median_ci_high'])}] | "
                          f"{_fmt(r['asr'])} | {_fmt(r['control_asr'])} | {_fmt(r['degenerate_rate'])} | {r['n']} |")
         lines.append("")
     if len(lvs) and "lvs_profile" in figures:
