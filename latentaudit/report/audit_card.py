@@ -68,7 +68,7 @@ def lvs_at_reference(lvs: pd.DataFrame, units: list[Unit], references: dict[str,
             out.append({"unit": unit_label((model, variant)), "scorer": r["scorer"], "layer": reference["layer"],
                         "budget": reference["budget"], "lvs_mean": r["lvs_mean"], "mean_ci_low": r["mean_ci_low"],
                         "mean_ci_high": r["mean_ci_high"], "lvs_median": r["lvs_median"],
-                        "median_ci_low": r.get("ci_low", math.nan), "median_ci_high": r.get("ci_high", math.nan),
+                        "median_ci_low": r["ci_low"], "median_ci_high": r["ci_high"],  # lvs.csv's CI is the median's
                         "asr": r["asr"],
                         "control_asr": float(same["asr"].iloc[0]) if len(same) else math.nan,
                         "degenerate_rate": r["degenerate_rate"], "n": int(r["n"])})
