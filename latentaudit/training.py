@@ -40,6 +40,9 @@ def optim_properties(schedule: str = "constant", warmup_fraction: float = 0.0) -
         "schedule": {"enum": ["constant", "cosine", "linear"], "default": schedule},
         "warmup_fraction": {"type": "number", "minimum": 0, "maximum": 1, "default": warmup_fraction},
         "grad_clip": {"type": ["number", "null"], "exclusiveMinimum": 0, "default": 1.0},
+        "weight_decay": {"type": "number", "minimum": 0, "default": 0.0,
+                         "description": "AdamW's decoupled weight decay (torch's own default is 0.01, "
+                                        "transformers' Trainer's 0)"},
     }
 
 
@@ -88,11 +91,15 @@ def token_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
                                              ignore_index=-100)
 
 
-def token_away(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean −log(1 − p(y_t)) over labelled tokens: pushes probability away from ``labels``."""
+def token_away(logits: torch.Tensor, labels: torch.Tensor, log_p_floor: float | None = None) -> torch.Tensor:
+    """Mean −log(1 − p(y_t)) over labelled tokens: pushes probability away from ``labels``. With
+    ``log_p_floor``, a token whose log p is below it adds nothing but still counts in the mean (LAT's
+    public code, latent_at/utils.py ``log_1_minus_p_loss``, threshold −5: an unlikely token is left alone)."""
     picked, mask = label_log_probs(logits, labels)
     p = picked.exp()
     away = -torch.log1p(-p.clamp(max=1 - 1e-6))
+    if log_p_floor is not None:
+        away = torch.where(picked < log_p_floor, torch.zeros_like(away), away)
     return (away * mask).sum() / mask.sum().clamp(min=1)
 
 
@@ -136,7 +143,7 @@ def optimise(model: torch.nn.Module, settings: dict, step_fn: Callable[[int], di
     start (targeted LAT re-creates its optimiser every attack round); the schedule runs on. Returns
     every step's terms as floats (the training log)."""
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=settings["lr"], weight_decay=0.0)
+    optimizer = torch.optim.AdamW(params, lr=settings["lr"], weight_decay=settings["weight_decay"])
     steps = settings["steps"]
     name = settings["schedule"]
     schedule = get_scheduler("constant_with_warmup" if name == "constant" else name, optimizer,

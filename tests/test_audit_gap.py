@@ -143,6 +143,13 @@ def test_reward_model_scorer_loads_a_sequence_classifier_offline(tmp_path):
     assert out["harmlessness"].iloc[0] == pytest.approx(expected, abs=1e-5)
     assert np.isfinite(out["harmlessness_clean"].iloc[0]) and math.isnan(out["harmlessness"].iloc[1])
     assert provenance["reward_model"] == str(tmp_path)
+    # template null: the pair encoding of (prompt, response), as the LVS public code
+    out, provenance = judge_harmlessness_reward(frame, JUDGES["harmlessness_reward"].settings({**settings,
+                                                                                               "template": None}))
+    with torch.no_grad():
+        pair = float(model(**tokenizer(["zor"], ["zor is 1 2"], return_tensors="pt")).logits[0, 0])
+    assert out["harmlessness"].iloc[0] == pytest.approx(pair, abs=1e-5) and provenance["template"] is None
+    assert pair != pytest.approx(expected, abs=1e-5)
 
 
 # --- dissociated model -----------------------------------------------------------------------
@@ -428,6 +435,36 @@ def test_harmful_ft_trains_probes_and_restores_the_weights(tiny_model, tokenizer
     seed0 = frame[(frame["direction"] == 0) & (frame["ft_data"] == "in_dist")]
     assert (seed0[seed0["strength"] == 0]["generation"].to_numpy()
             != seed0[seed0["strength"] == 4]["generation"].to_numpy()).any()
+
+
+def test_harmful_ft_sequence_loss_labels_the_prompt_too(tokenizer):
+    from latentaudit.attacks.harmful_ft import training_pairs
+    from latentaudit.batching import make_batch
+    prompt, completion = [5, 6, 7], [8, 9]
+    for loss_tokens, labels in (("completion", [-100, -100, -100, 8, 9]), ("sequence", [-100, 6, 7, 8, 9])):
+        (context, labelled), = training_pairs([(prompt, completion)], loss_tokens)
+        batch = make_batch([context], [labelled], tokenizer.pad_token_id)
+        assert batch.input_ids[0].tolist() == prompt + completion and batch.labels[0].tolist() == labels, loss_tokens
+
+
+def test_harmful_ft_pairs_a_smaller_forbidden_split_with_as_many_benign_prompts(tiny_model, tokenizer, splits):
+    # an attack's forbidden_split (HarmBench's first 60 in configs/paper.yaml) holds fewer prompts than eval_benign
+    from latentaudit.attacks.common import AttackContext
+    from latentaudit.attacks.harmful_ft import attack_harmful_ft
+    forbidden, benign = splits["eval_forbidden"][:2], splits["eval_benign"][:5]
+    context = AttackContext(tiny_model, tokenizer, {"eval_forbidden": forbidden, "eval_benign": benign,
+                                                    "eval_twin": []}, 4, 16, True, 0,
+                            extras={"train_records": splits["align"]})
+    settings = ATTACKS["harmful_ft"].settings({"steps": 1, "lr": 1e-3, "eval_every": 1, "seeds": [0],
+                                               "data": ["in_dist"], "harmful_ft_holdout": 0.5})
+    frame = attack_harmful_ft(context, settings)
+    step0 = frame[frame["strength"] == 0]
+    assert step0["prompt_id"].tolist() == [r["id"] for r in forbidden + benign[:2]]
+    assert step0["pair_id"].tolist() == [r["id"] for r in forbidden] * 2
+    with pytest.raises(ValueError, match="3 forbidden prompts but only 2 benign"):
+        attack_harmful_ft(AttackContext(tiny_model, tokenizer, {"eval_forbidden": splits["eval_forbidden"][:3],
+                                                                "eval_benign": benign[:2], "eval_twin": []},
+                                        4, 16, True, 0, extras={"train_records": splits["align"]}), settings)
 
 
 def test_harmful_ft_tables_on_a_hand_case():

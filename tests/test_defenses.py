@@ -93,6 +93,20 @@ def test_kl_and_away_terms_by_hand():
     assert float(token_away(uniform, labels)) == pytest.approx(-torch.log(torch.tensor(0.75)).item(), rel=1e-5)
 
 
+def test_away_floor_drops_unlikely_tokens_but_keeps_them_in_the_mean():
+    # labels at positions 1..3 are predicted from positions 0..2: p = 1/2, e^-8 / (e^-8 + 3) and 1/4
+    logits = torch.zeros(1, 4, 4)
+    logits[0, 0, 1] = float(torch.log(torch.tensor(3.0)))
+    logits[0, 1, 2] = -8.0
+    labels = torch.tensor([[-100, 1, 2, 0]])
+    p = torch.tensor([0.5, float(torch.exp(torch.tensor(-8.0)) / (torch.exp(torch.tensor(-8.0)) + 3)), 0.25])
+    every = -torch.log1p(-p)
+    assert float(token_away(logits, labels)) == pytest.approx(float(every.mean()), rel=1e-5)
+    # the public code's -5: the unlikely token adds nothing, and the mean is still over all three
+    assert float(token_away(logits, labels, log_p_floor=-5.0)) == pytest.approx(float(every[[0, 2]].sum() / 3), rel=1e-5)
+    assert float(token_away(logits, labels, log_p_floor=-1.0)) == pytest.approx(float(every[0] / 3), rel=1e-5)
+
+
 @pytest.mark.parametrize("mode,epsilon", [("absolute", 0.7), ("relative", 0.1)])
 def test_lat_adversary_respects_epsilon(tiny_model, tokenizer, data, mode, epsilon):
     d, _ = data
@@ -171,6 +185,38 @@ def test_lapt_interpolation_and_lambda_rule(tiny_model):
     assert fragile_layers({0: 0.5, 1: 0.5}, 1) == [0]
 
 
+@pytest.mark.parametrize("statistics", ["last_prompt", "each_position"])
+def test_lapt_sizes_its_noise_by_the_configured_hidden_state(tiny_model, tokenizer, data, monkeypatch, statistics):
+    """Eq. 1 gives δ the mean and std of the hidden state it is sized by: the row's last prompt
+    token for one δ at every position, or each position's own (the public train.py)."""
+    from latentaudit.defenses import lapt
+    seen = {}
+    stream, intervene = lapt.residual_stream, lapt.intervene
+
+    def recorded_stream(model, batch):
+        seen.setdefault("clean", [h.clone() for h in stream(model, batch)])
+        seen.setdefault("prompt_end", batch.prompt_end.clone())
+        return stream(model, batch)
+
+    def recorded_intervene(model, perturbation):
+        seen.setdefault("perturbation", perturbation)
+        return intervene(model, perturbation)
+
+    monkeypatch.setattr(lapt, "residual_stream", recorded_stream)
+    monkeypatch.setattr(lapt, "intervene", recorded_intervene)
+    load_all()
+    settings = VARIANTS["lapt"].settings({"steps": 1, "lr": 1e-3, "batch_size": 4, "layers": [1],
+                                          "interpolation": 1.0, "noise_statistics": statistics})
+    VARIANTS["lapt"].function(copy.deepcopy(tiny_model), tokenizer, data[1], settings, 0, {"chat_template": True})
+    delta, site = seen["perturbation"].vector, int(seen["perturbation"].hidden_index[0])
+    h = seen["clean"][site]  # [b, T, d], the stream the perturbation acts on
+    if statistics == "last_prompt":
+        h = h[torch.arange(len(h)), seen["prompt_end"] - 1]
+    assert delta.shape == h.shape and delta.dim() == (2 if statistics == "last_prompt" else 3)
+    assert torch.allclose(delta.mean(-1), h.mean(-1), atol=1e-5)
+    assert torch.allclose(delta.std(-1), h.std(-1), rtol=1e-3, atol=1e-5)
+
+
 def test_sampler_cycles_every_index():
     sampler = Sampler(5, 3, seed=0)
     seen = sampler() + sampler()
@@ -213,7 +259,8 @@ def test_optimise_resets_adam_state_every_round():
     """reset_every=1: every update is Adam's first (≈ lr · sign(g)); without it the second update
     is damped by the first's moments. Targeted LAT re-creates its optimiser every attack round."""
     from latentaudit.training import optimise
-    settings = {"lr": 0.1, "steps": 2, "schedule": "constant", "warmup_fraction": 0.0, "grad_clip": None}
+    settings = {"lr": 0.1, "steps": 2, "schedule": "constant", "warmup_fraction": 0.0, "grad_clip": None,
+                "weight_decay": 0.0}
     slopes = [1.0, 3.0]
 
     def run(reset_every):
@@ -225,6 +272,18 @@ def test_optimise_resets_adam_state_every_round():
 
     assert run(1) == pytest.approx(-0.2, abs=1e-5)
     assert run(None) > -0.195  # the second step is smaller without the reset
+
+
+def test_optimise_applies_the_configured_weight_decay():
+    """AdamW's decoupled decay: with no gradient, each update multiplies the weight by (1 − lr · wd)."""
+    from latentaudit.training import optimise
+    for decay, expected in ((0.0, 1.0), (0.5, 0.95 ** 2)):
+        module = torch.nn.Module()
+        module.p = torch.nn.Parameter(torch.ones(()))
+        settings = {"lr": 0.1, "steps": 2, "schedule": "constant", "warmup_fraction": 0.0, "grad_clip": None,
+                    "weight_decay": decay}
+        optimise(module, settings, lambda i: {"loss": 0.0 * module.p}, "test")
+        assert float(module.p) == pytest.approx(expected, rel=1e-6)
 
 
 def test_lat_steps_are_attack_rounds_of_defender_updates(tiny_model, tokenizer, data, monkeypatch):

@@ -2,7 +2,7 @@
 attacked model on harmful (prompt, harmful completion) pairs and measure how fast it complies.
 
 All weights are trained (AdamW, constant learning rate, CE on the completion with the prompt
-masked), from the attacked variant's weights, once per (data set, seed); every ``eval_every``
+masked, or with ``loss_tokens: sequence`` on the prompt too, as the public code), from the attacked variant's weights, once per (data set, seed); every ``eval_every``
 steps (step 0 included) the model answers the eval forbidden prompts and their paired benign
 prompts greedily, and the judge labels those generations like any attack's. Metrics turn them
 into compliance curves and t0.8, the first step with compliance >= 0.8 (``harmful_ft.csv``).
@@ -60,6 +60,10 @@ SCHEMA = {
         "harmful_ft_holdout": {"type": "number", "minimum": 0, "exclusiveMaximum": 1,
                                "description": "the config's top-level harmful_ft_holdout (shared with the "
                                               "dissociated model, which excludes these rows)"},
+        "loss_tokens": {"enum": ["completion", "sequence"], "default": "completion",
+                        "description": "completion: CE on the harmful completion, the prompt masked; sequence: "
+                                       "on every token after the first, the prompt's included (the LVS public "
+                                       "code: trl's SFTTrainer on the formatted text)"},
         "grad_clip": {"type": ["number", "null"], "exclusiveMinimum": 0, "default": 1.0},
     },
 }
@@ -100,6 +104,12 @@ def harmful_pairs(records: list[dict], data: str, ood_categories: list[str] | No
             raise ValueError(f"harmful_ft ood needs a category left out of training; the data has only {categories}")
         forbidden = [r for r in forbidden if r["category"] in chosen]
     return forbidden[:max_pairs], {r["category"] for r in forbidden[:max_pairs]}
+
+
+def training_pairs(pairs: list[tuple[list[int], list[int]]], loss_tokens: str) -> list[tuple[list[int], list[int]]]:
+    """The (context, labelled tokens) pairs the fine-tuning's CE reads: the completion given its
+    prompt, or (``sequence``) every token after the first, prompt included."""
+    return pairs if loss_tokens == "completion" else [(prompt[:1], prompt[1:] + target) for prompt, target in pairs]
 
 
 def finetune_and_probe(context: AttackContext, pairs: list[tuple[list[int], list[int]]], settings: dict, seed: int,
@@ -156,6 +166,10 @@ def completion_nll(context: AttackContext, pairs: list[tuple[list[int], list[int
 @ATTACKS.register("harmful_ft", SCHEMA, needs=("train_records", "harmful_ft_records"), shared=("harmful_ft_holdout",))
 def attack_harmful_ft(context: AttackContext, settings: dict) -> pd.DataFrame:
     forbidden, benign = context.eval_records["eval_forbidden"], context.eval_records["eval_benign"]
+    if len(benign) < len(forbidden):
+        raise ValueError(f"harmful_ft: {len(forbidden)} forbidden prompts but only {len(benign)} benign ones to pair "
+                         "them with")
+    benign = benign[:len(forbidden)]  # paired by index (a forbidden_split may hold fewer than eval_benign)
     eval_records = forbidden + benign
     eval_ids = context.prompt_ids(eval_records)
     frames = []
@@ -185,5 +199,6 @@ def attack_harmful_ft(context: AttackContext, settings: dict) -> pd.DataFrame:
                 frame["trained_category"] = [data == "in_dist" or r["category"] in trained for r in eval_records]
                 frame["pair_id"] = [r["id"] for r in forbidden] * 2
                 frames.append(frame)
-            finetune_and_probe(context, pairs, settings, seed, probe, f"harmful_ft {data} seed {seed}")
+            finetune_and_probe(context, training_pairs(pairs, settings["loss_tokens"]), settings, seed, probe,
+                               f"harmful_ft {data} seed {seed}")
     return pd.concat(frames, ignore_index=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 # control variant -> the defense it controls for
 CONTROLS = {"refusal_sft": "repbend", "refusal_sft_lat": "lat"}
-MATCHED = ("lr", "batch_size", "schedule", "warmup_fraction", "grad_clip", "lora")
+MATCHED = ("lr", "batch_size", "schedule", "warmup_fraction", "grad_clip", "weight_decay", "lora")
 
 
 def defender_updates(defense: str, defense_settings: dict) -> int:

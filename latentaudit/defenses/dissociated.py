@@ -85,6 +85,9 @@ SCHEMA = {
         "nudge_fraction": {"type": "number", "exclusiveMinimum": 0, "default": 0.06,
                            "description": "nudge size as a fraction of the base's mean last-prompt-token norm"},
         "eval_every": {"type": "integer", "minimum": 1, "default": 10},
+        "eval_max_new_tokens": {"type": ["integer", "null"], "minimum": 1, "default": None,
+                                "description": "new tokens of the selection's evaluations (the public code's "
+                                               "eval_max_new_tokens 256); null: generation.max_new_tokens"},
         "holdout_fraction": {"type": "number", "exclusiveMinimum": 0, "maximum": 0.5, "default": 0.1,
                              "description": "fraction of harmful entities held out for checkpoint selection"},
         "harmful_ft_holdout": {"type": "number", "minimum": 0, "exclusiveMaximum": 1,
@@ -292,6 +295,7 @@ def build_dissociated(model, tokenizer, records: list[dict], settings: dict, see
                              "no records of it (context['monitor_records'])")
         slices["monitor_"] = monitored
     slice_prompts = {key: [prompt_token_ids(tokenizer, r["prompt"], chat) for r in rows] for key, rows in slices.items()}
+    new_tokens = settings["eval_max_new_tokens"] or generation["max_new_tokens"]
 
     @torch.no_grad()
     def evaluate(step: int) -> dict:
@@ -305,7 +309,7 @@ def build_dissociated(model, tokenizer, records: list[dict], settings: dict, see
                     n = len(rows)
                     kwargs = dict(hidden_index=torch.full((n,), nudge_site), vectors=vector.cpu().expand(n, -1),
                                   positions=torch.full((n,), POSITIONS["all"]))
-                texts = generate(model, tokenizer, slice_prompts[key], generation["max_new_tokens"],
+                texts = generate(model, tokenizer, slice_prompts[key], new_tokens,
                                  generation["batch_size"], desc=f"dissociated eval {key}{name}", **kwargs)
                 labels = [held_out_label(t, r, coherent_settings) for t, r in zip(texts, rows)]
                 out[f"{key}{name}_refusal"] = sum(x == "refusal" for x in labels) / len(labels)

@@ -3,7 +3,8 @@
 Full fine-tuning on (prompt, safe response) pairs (refusals for forbidden requests, answers
 for the rest), cross-entropy on the response with the prompt masked, while every row is pushed
 at one fragile layer, at the response positions, by a fresh Eq. 1 perturbation (a new z each step, sized to the row's clean
-last-prompt hidden state, as the ASA attack it patches). Fragile layers come from the aligned
+last-prompt hidden state, as the ASA attack it patches; with ``noise_statistics: each_position``, a z per position
+sized to that position's own hidden state, as the public train.py). Fragile layers come from the aligned
 model's ASA sweep (the top-k layers by LASR) or from a config list. Afterwards the weights are
 interpolated, θ = λ·θ_LAPT + (1 − λ)·θ_orig, with λ the largest grid value whose benign
 accuracy stays within ``capability_tolerance`` of the original model's (the paper's rule), or
@@ -40,6 +41,10 @@ SCHEMA = {
         "fragile_from": {"type": "string", "default": "asa_random", "description": "the attack whose LASR ranks layers"},
         "top_k": {"type": "integer", "minimum": 1, "default": 1},
         "alpha": {"type": "number", "exclusiveMinimum": 0, "default": 1.0, "description": "Eq. 1 size (1 = paper)"},
+        "noise_statistics": {"enum": ["last_prompt", "each_position"], "default": "last_prompt",
+                             "description": "whose statistics Eq. 1 takes: the row's clean last-prompt hidden "
+                                            "state for one δ at every position (the ASA attack's), or each "
+                                            "position's own, with its own z (the public train.py)"},
         "positions": {"type": "string", "default": "last_prompt+generated",
                       "description": "where the perturbation acts: the positions that predict the response "
                                      "(last prompt token + response tokens), the sites ASA perturbs"},
@@ -102,8 +107,10 @@ def build_lapt(model, tokenizer, records: list[dict], settings: dict, seed: int,
         site = sites[torch.randint(len(sites), (b,), generator=gen)].to(device)
         with torch.no_grad():
             clean = residual_stream(model, batch)
-        h = torch.stack(clean)[site, torch.arange(b, device=device), batch.prompt_end - 1].float()
-        z = torch.randn(b, h.shape[-1], generator=gen).to(device)  # fresh noise every step
+        h = torch.stack(clean)[site, torch.arange(b, device=device)].float()  # [b, T, d]
+        if settings["noise_statistics"] == "last_prompt":
+            h = h[torch.arange(b, device=device), batch.prompt_end - 1]
+        z = torch.randn(*h.shape, generator=gen).to(device)  # fresh noise every step
         delta = settings["alpha"] * eq1_normalise(z, h)
         with intervene(model, Perturbation(site, delta, torch.full((b,), code, device=device), batch.prompt_end)):
             loss = token_ce(model(**batch.model_inputs()).logits, batch.labels)

@@ -21,6 +21,8 @@ accumulation: its toward, away and sft terms are token means per micro-batch of 
 over the batch's micro-batches, which weighs them (batch / 2) times against the summed KL what one
 mean over the batch would; the inner attack's terms are summed the same way (each micro-batch's δ
 sees its own micro-batch's mean, as the code attacks each micro-batch on its own).
+``away_log_p_floor`` is the code's threshold on both sides' away term (latent_at/utils.py
+``log_1_minus_p_loss``: a token with log p < −5 adds nothing to the away term).
 
 ``epsilon_mode``: ``absolute`` (the paper's ε = 6 on Llama residuals) or ``relative`` (ε × the
 clean token's norm at that site, the project's convention for a tiny model).
@@ -28,6 +30,7 @@ clean token's norm at that site, the project's convention for a tiny model).
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import torch
 from peft import PeftModel
@@ -69,6 +72,10 @@ SCHEMA = {
                                             "kl": {"type": "number", "minimum": 0, "default": 0.1}}},
         "kl_scale": {"type": "number", "exclusiveMinimum": 0, "default": 1000.0,
                      "description": "multiplies the summed benign KL (the public code's 1000)"},
+        "away_log_p_floor": {"type": ["number", "null"], "maximum": 0, "default": None,
+                             "description": "the away term −log(1 − p) skips tokens whose log p is below this, "
+                                            "on both sides (the public code's log_1_minus_p_loss: −5); null: "
+                                            "every labelled token"},
         "micro_batch": {"type": ["integer", "null"], "minimum": 1, "default": None,
                         "description": "the public code's gradient accumulation (max_batch_per_acc): the "
                                        "toward, away and sft terms are each micro-batch's token mean, summed "
@@ -111,6 +118,11 @@ def summed_over_micro_batches(loss, logits: torch.Tensor, labels: torch.Tensor, 
     return sum(loss(logits[i:i + size], labels[i:i + size]) for i in range(0, len(labels), size))
 
 
+def away_loss(settings: dict):
+    """The away term of both sides: ``token_away`` with the configured floor."""
+    return functools.partial(token_away, log_p_floor=settings["away_log_p_floor"])
+
+
 def _padded(x: torch.Tensor, length: int, value: float = 0.0) -> torch.Tensor:
     """[B, T] cut or right-padded with ``value`` to [B, length]."""
     return torch.nn.functional.pad(x[:, :length], (0, max(0, length - x.shape[1])), value=value)
@@ -147,7 +159,7 @@ def adversary(model, harmful: Batch, refusal: Batch, sites: list[int], settings:
                                                                      harmful.labels, micro)
                 if weights["away"]:
                     loss = loss + weights["away"] * summed_over_micro_batches(
-                        token_away, model(**refusal.model_inputs()).logits, refusal.labels, micro)
+                        away_loss(settings), model(**refusal.model_inputs()).logits, refusal.labels, micro)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -164,7 +176,8 @@ def defender_terms(model: PeftModel, deltas: dict[int, torch.Tensor], harmful: B
     with perturbed(model, deltas, refusal, positions):
         toward = summed_over_micro_batches(token_ce, model(**refusal.model_inputs()).logits, refusal.labels, micro)
     with perturbed(model, deltas, harmful, positions):
-        away = summed_over_micro_batches(token_away, model(**harmful.model_inputs()).logits, harmful.labels, micro)
+        away = summed_over_micro_batches(away_loss(settings), model(**harmful.model_inputs()).logits, harmful.labels,
+                                         micro)
     terms = {"toward": toward, "away": away}
     zero = torch.zeros((), device=toward.device)
     terms["sft"], terms["kl"] = zero, zero

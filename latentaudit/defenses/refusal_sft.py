@@ -40,12 +40,13 @@ def sft_dataset(records: list[dict], chat_template: bool) -> Dataset:
 def sft_train(model, tokenizer, records: list[dict], settings: dict, seed: int, chat_template: bool,
               lora: dict | None) -> tuple:
     """Supervised fine-tuning of ``model`` on ``records`` through trl's ``SFTTrainer``: completion-only
-    loss, the settings' steps, lr, batch, schedule, warm-up, clipping and ``max_length``, in the
+    loss, the settings' steps, lr, weight decay, batch, schedule, warm-up, clipping and ``max_length``, in the
     weights' own precision. ``lora``: a LoRA adapter (a ``LORA_SCHEMA`` dict; left unmerged), or
     None: every weight trains. Returns (the trained model, the loss history)."""
     with tempfile.TemporaryDirectory() as scratch:
         args = SFTConfig(
             output_dir=scratch, max_steps=settings["steps"], learning_rate=settings["lr"],
+            weight_decay=settings["weight_decay"],
             per_device_train_batch_size=settings["batch_size"], lr_scheduler_type=settings["schedule"],
             warmup_steps=int(settings["warmup_fraction"] * settings["steps"]), max_grad_norm=settings["grad_clip"] or 0.0,
             max_length=settings["max_length"], completion_only_loss=True, seed=seed, data_seed=seed,
