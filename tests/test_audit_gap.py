@@ -707,6 +707,28 @@ def test_steering_fits_every_layer_in_one_pass_with_the_one_layer_bits(tokenizer
         assert torch.equal(together[k], alone[0])
 
 
+def test_steering_direction_from_the_eval_prompts_as_the_public_code(tokenizer, splits, monkeypatch):
+    """direction_prompts: eval fits d̂ on the attacked prompts themselves (run_metric.py's 24), train
+    (the default) on the training harmful prompts."""
+    from latentaudit.attacks import steering
+    from latentaudit.organism.model import OrganismModelConfig, build_model
+    shape = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
+    attacked = build_model(OrganismModelConfig(**shape, seed=0), tokenizer).eval()
+    context = _steering_context(attacked, tokenizer, splits, build_model(OrganismModelConfig(**shape, seed=1),
+                                                                         tokenizer).eval())
+    context.extras["harmful_pole"] = attacked
+    fitted_on = []
+    activations = steering.prompt_activations
+    monkeypatch.setattr(steering, "prompt_activations",
+                        lambda model, ids, *a, **k: fitted_on.append(ids) or activations(model, ids, *a, **k))
+    for prompts, harmful in (("train", [r for r in splits["align"] if r["kind"] == "forbidden"]),
+                             ("eval", context.eval_records["eval_forbidden"])):
+        fitted_on.clear()
+        settings = ATTACKS["steering"].settings({"fractions": [0.1], "nudge_depth": 0.5, "direction_prompts": prompts})
+        steering.steering_directions(context, settings, [1])
+        assert fitted_on == [context.prompt_ids(harmful)] * 2, prompts  # the pole's and the aligned model's pass
+
+
 # --- the adaptive PGD attack --------------------------------------------------------------------
 def test_adaptive_pgd_step_is_relative_to_the_radius_and_projects_onto_the_sphere():
     from latentaudit.attacks.adaptive_pgd import project_to_sphere, sphere_pgd_step

@@ -13,11 +13,12 @@ The paper reports, at each fraction, the maximum ASR over layers (``_summarize``
 d̂ (``direction``):
 - ``harmful_pole``: the normalised difference of means of the harmful pole's and the aligned
   model's last-prompt-token activations on the training harmful prompts (the align split's
-  forbidden requests): the same direction the dissociated model's nudge uses. Needs the model's
+  forbidden requests): the same direction the dissociated model's nudge uses. With
+  ``direction_prompts: eval`` on the attacked eval prompts instead, as the public code. Needs the model's
   ``harmful`` variant built (the rule adds it as an input).
 - ``prompt_contrast``: the attacked model's own last-prompt-token activations, mean over the
   training harmful prompts minus mean over their harmless twins (same templates, entities
-  that may be answered). Needs no pole: the fallback for models without one.
+  that may be answered); with ``direction_prompts: eval``, eval_forbidden's minus eval_twin's. Needs no pole: the fallback for models without one.
 
 Layers: ``nudge`` (round(nudge_depth · L), the dissociated model's nudge layer), ``all``, or a list.
 """
@@ -45,6 +46,10 @@ SCHEMA = {
         "layers": layers_schema("all", nudge=True),
         "nudge_depth": NUDGE_DEPTH_SCHEMA,
         "direction": {"enum": list(DIRECTIONS), "default": "harmful_pole"},
+        "direction_prompts": {"enum": ["train", "eval"], "default": "train",
+                              "description": "the prompts d̂ is fitted on: the training prompts (no eval prompt "
+                                             "shapes the attack), or the attacked eval prompts themselves (the "
+                                             "public run_metric.py, on its 24 behaviours)"},
         "control": {"type": "boolean", "default": True, "description": "add the matched-norm random direction"},
     },
 }
@@ -58,15 +63,20 @@ def steering_vectors(direction: torch.Tensor, norms: torch.Tensor, fractions: to
 def steering_directions(context: AttackContext, settings: dict, sites: list[int]) -> list[torch.Tensor]:
     """The unit steering direction at each hook site, from one forward pass per model over the
     training prompts for all sites (each site's activations are the same as alone)."""
-    records = context.extras["train_records"]
+    if settings["direction_prompts"] == "train":
+        records = context.extras["train_records"]
+        harmful_records = [r for r in records if r["kind"] == "forbidden"]
+        harmless_records = [r for r in records if r["kind"] == "twin"]
+    else:  # the eval prompts under attack, and their harmless look-alikes for prompt_contrast
+        harmful_records, harmless_records = context.eval_records["eval_forbidden"], context.eval_records["eval_twin"]
     pad = context.tokenizer.pad_token_id
-    harmful = context.prompt_ids([r for r in records if r["kind"] == "forbidden"])
+    harmful = context.prompt_ids(harmful_records)
     if settings["direction"] == "harmful_pole":
         pole, aligned = context.extras["harmful_pole"], context.extras["aligned"]
         h_pole, _ = prompt_activations(pole, harmful, sites, pad, context.batch_size)
         h_base, _ = prompt_activations(aligned, harmful, sites, pad, context.batch_size)
     else:
-        harmless = context.prompt_ids([r for r in records if r["kind"] == "twin"])
+        harmless = context.prompt_ids(harmless_records)
         h_pole, _ = prompt_activations(context.model, harmful, sites, pad, context.batch_size)
         h_base, _ = prompt_activations(context.model, harmless, sites, pad, context.batch_size)
     # contiguous per-site slices: the same reduction, so the same bits, as a one-site pass
