@@ -275,6 +275,36 @@ def test_steering_vectors_and_matched_random_control():
     control = matched_random_vectors(vectors, seed=0)
     assert control.norm(dim=-1).tolist() == pytest.approx([0.6, 4.8])
     assert abs(float(torch.nn.functional.cosine_similarity(control[1], vectors[1], dim=0))) < 0.999
+    # one direction per group (the public steer_control.py: per layer), each row keeping its own norm
+    shared = matched_random_vectors(torch.cat([vectors, vectors]), seed=0, groups=torch.tensor([0, 0, 1, 1]))
+    assert shared.norm(dim=-1).tolist() == pytest.approx([0.6, 4.8, 0.6, 4.8])
+    cos = torch.nn.functional.cosine_similarity(shared[:, None], shared[None], dim=-1)
+    assert cos[0, 1] == pytest.approx(1.0) and cos[2, 3] == pytest.approx(1.0) and abs(float(cos[0, 2])) < 0.999
+
+
+def test_steering_control_direction_per_layer_is_shared_across_prompts_and_fractions(tokenizer, splits, monkeypatch):
+    import latentaudit.attacks.common as common
+    from latentaudit.attacks.steering import attack_steering
+    from latentaudit.organism.model import OrganismModelConfig, build_model
+    shape = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
+    attacked = build_model(OrganismModelConfig(**shape, seed=0), tokenizer).eval()
+    context = _steering_context(attacked, tokenizer, splits, build_model(OrganismModelConfig(**shape, seed=1),
+                                                                         tokenizer).eval())
+    seen, evaluate = {}, common.evaluate_vectors
+    monkeypatch.setattr(common, "evaluate_vectors", lambda context, grid, vectors, *args: seen.update(
+        grid=grid, vectors=vectors) or evaluate(context, grid, vectors, *args))
+    for mode in ("per_layer", "per_row"):
+        settings = ATTACKS["steering"].settings({"fractions": [0.06, 0.24], "nudge_depth": 0.5,
+                                                 "direction": "prompt_contrast", "control_direction": mode})
+        attack_steering(context, settings)
+        grid, vectors = seen["grid"], seen["vectors"]
+        controls = [i for i, d in enumerate(grid.direction) if d == 1]
+        unit = torch.nn.functional.normalize(vectors[controls], dim=-1)
+        layers = torch.tensor([grid.layer[i] for i in controls])
+        same_layer = (layers[:, None] == layers[None]) & ~torch.eye(len(controls), dtype=torch.bool)
+        parallel = (unit @ unit.T - 1).abs() < 1e-5
+        assert bool(parallel[same_layer].all()) == (mode == "per_layer"), mode
+        assert not parallel[layers[:, None] != layers[None]].any(), mode
 
 
 # --- config ------------------------------------------------------------------------------------

@@ -202,19 +202,23 @@ def evaluate_vectors(context: AttackContext, grid: SweepGrid, vectors: torch.Ten
     return pd.concat([frame_f, frame_b], ignore_index=True)
 
 
-def matched_random_vectors(vectors: torch.Tensor, seed: int) -> torch.Tensor:
-    """A seeded random direction per row with the same ℓ2 norm as that row's vector."""
-    z = torch.randn(vectors.shape, generator=torch.Generator().manual_seed(seed))
+def matched_random_vectors(vectors: torch.Tensor, seed: int, groups: torch.Tensor | None = None) -> torch.Tensor:
+    """A seeded random direction per row with the same ℓ2 norm as that row's vector; with ``groups``
+    ([N] integers 0..G-1), one direction per group, shared by its rows."""
+    generator = torch.Generator().manual_seed(seed)
+    z = torch.randn(vectors.shape, generator=generator) if groups is None else \
+        torch.randn(int(groups.max()) + 1, vectors.shape[-1], generator=generator)[groups]
     return z / z.norm(dim=-1, keepdim=True) * vectors.norm(dim=-1, keepdim=True)
 
 
 def evaluate_with_matched_control(context: AttackContext, grid: SweepGrid, vectors: torch.Tensor, control: bool,
-                                  desc: str) -> tuple[pd.DataFrame, SweepGrid, torch.Tensor]:
+                                  desc: str, control_groups: torch.Tensor | None = None
+                                  ) -> tuple[pd.DataFrame, SweepGrid, torch.Tensor]:
     """``vectors`` [N, d] added at every position, plus (``control``) a matched-norm random direction
-    per row (``direction`` 1); the frame gains ``control`` and ``vector_l2``. Returns the frame, the
-    grid and the vectors as evaluated (controls appended)."""
+    per row, or per ``control_groups`` group (``direction`` 1); the frame gains ``control`` and
+    ``vector_l2``. Returns the frame, the grid and the vectors as evaluated (controls appended)."""
     if control:
-        vectors = torch.cat([vectors, matched_random_vectors(vectors, context.seed)])
+        vectors = torch.cat([vectors, matched_random_vectors(vectors, context.seed, control_groups)])
         grid = grid.with_control()
     frame = evaluate_vectors(context, grid, vectors, "all", desc)
     frame["control"] = [d == 1 for d in grid.direction] * 2  # x2: the forbidden rows, then the benign

@@ -5,7 +5,8 @@ last-prompt-token activation norm at that block over the eval harmful prompts, o
 block for every variant (the public code's ``directions``; a mean over every prompt token,
 BOS included, is far larger on real models: both, and their ratio, are logged and kept as
 columns). A matched-norm random direction is the control (``control`` True, ``direction`` 1):
-a seeded Gaussian direction per row, scaled to the same ‖δ‖₂.
+a seeded Gaussian direction per row, scaled to the same ‖δ‖₂ (``control_direction: per_layer``:
+one per layer, shared by every prompt and fraction, as the public code's ``steer_control.py``).
 
 The paper reports, at each fraction, the maximum ASR over layers (``_summarize``): hence
 ``layers: all`` by default; the audit-gap table shows that maximum and the nudge layer's value.
@@ -51,6 +52,10 @@ SCHEMA = {
                                              "shapes the attack), or the attacked eval prompts themselves (the "
                                              "public run_metric.py, on its 24 behaviours)"},
         "control": {"type": "boolean", "default": True, "description": "add the matched-norm random direction"},
+        "control_direction": {"enum": ["per_row", "per_layer"], "default": "per_row",
+                              "description": "the control's random direction: a fresh one per row, or one per "
+                                             "layer shared by every prompt and fraction (the public "
+                                             "steer_control.py; seeded, so the same for every variant)"},
     },
 }
 
@@ -107,7 +112,10 @@ def attack_steering(context: AttackContext, settings: dict) -> pd.DataFrame:
             last_norms += [last] * len(forbidden)
             all_norms += [every] * len(forbidden)
     vectors = torch.cat(vectors)
-    frame, grid, vectors = evaluate_with_matched_control(context, grid, vectors, settings["control"], "steering")
+    groups = None if settings["control_direction"] == "per_row" else \
+        torch.repeat_interleave(torch.arange(len(layers)), len(settings["fractions"]) * len(forbidden))
+    frame, grid, vectors = evaluate_with_matched_control(context, grid, vectors, settings["control"], "steering",
+                                                         groups)
     copies = 4 if settings["control"] else 2  # (rows [+ controls]) x (forbidden, benign)
     frame["base_last_token_norm"] = last_norms * copies
     frame["base_all_token_norm"] = all_norms * copies
