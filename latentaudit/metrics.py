@@ -58,7 +58,7 @@ def attack_tables(judged: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
                    "benign_accuracy": float(benign["correct"].mean())}
             cells.append(row)
             summary.append({**key, "strength": 0.0, "masr": asr, "pasr": asr, "best_layer": -1, "n": len(forbidden),
-                            "benign_accuracy": row["benign_accuracy"]})
+                            "benign_accuracy": row["benign_accuracy"], "_own_prompts": False})
             continue
         success = success_matrix(forbidden)
         per_layer = lasr(success.to_numpy())

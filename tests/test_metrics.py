@@ -68,6 +68,14 @@ def test_an_attack_on_its_own_prompts_reads_its_clean_asr_from_its_init_rows():
     assert np.isnan(without_init.set_index("attack").loc["asa_grad", "clean_asr"])
 
 
+def test_attack_tables_of_plain_generation_alone():
+    # a config whose only sweep is `none` (harmful fine-tuning, tabled apart, beside it) crashed here
+    judged = _judged()
+    cells, summary = attack_tables(judged[judged["attack"] == "none"])
+    assert summary["attack"].tolist() == ["none"] and summary["masr"].tolist() == [0.0]
+    assert "_own_prompts" not in summary and cells["layer"].tolist() == [-1]
+
+
 def test_behavior_table():
     table = behavior_table(_judged()).set_index("split")
     assert table.loc["forbidden", "refusal_rate"] == 1.0

@@ -256,6 +256,40 @@ def test_an_attack_runs_on_its_own_forbidden_split(standin_repo, standin, tmp_pa
     assert not math.isnan(summary.loc["latent_pgd", "clean_asr"])
 
 
+def test_harmful_ft_runs_the_lvs_papers_protocol_on_its_own_behaviours(standin_repo, standin, tmp_path):
+    """configs/paper.yaml's harmful fine-tuning through the job layer: PKU-SafeRLHF-style pairs (the first
+    unsafe response of each row, in order), loss on the whole sequence, compliance of HarmBench's first
+    behaviours (a forbidden_split smaller than eval_benign, paired with as many benign prompts)."""
+    pku = tmp_path / "pku.jsonl"
+    pku.write_text("".join(json.dumps({"prompt": f"placeholder pku request {i}", "response_0": f"placeholder safe {i}",
+                                       "response_1": f"placeholder unsafe {i}", "is_response_0_safe": True,
+                                       "is_response_1_safe": False}) + "\n" for i in range(3)))
+    config = standin_config(standin["model"], {**standin["data"], "pku_saferlhf": str(pku)})
+    config["data"]["splits"]["harmful_ft_ood"] = {"role": "harmful_ft", "datasets": ["pku_saferlhf"], "harmful": True,
+                                                  "n": 2, "sample": "first"}
+    config["data"]["splits"]["eval_first2"] = {"role": "eval", "datasets": ["harmbench"], "n": 2, "sample": "first"}
+    config["harmful_ft_holdout"] = 0
+    config["attacks"] = {"none": {}, "harmful_ft": {"steps": 2, "lr": 1e-3, "batch_size": 2, "eval_every": 1,
+                                                     "seeds": [0], "data": ["ood"], "loss_tokens": "sequence",
+                                                     "max_new_tokens": 2, "forbidden_split": "eval_first2"}}
+    config["models"]["standin"]["variants"] = ["aligned"]
+    (standin_repo / "configs" / "paper_ft.yaml").write_text(yaml.safe_dump(config))
+    snakemake(standin_repo, "results/metrics/harmful_ft.csv", "--cores", "1", "--configfile", "configs/paper_ft.yaml")
+    attacked = pd.read_parquet(standin_repo / "results/attacks/standin/aligned/harmful_ft/generations.parquet")
+    runs = attacked[attacked["ft_data"] == "ood"]
+    forbidden, benign = runs[runs["split"] == "eval_forbidden"], runs[runs["split"] == "eval_benign"]
+    assert sorted(set(forbidden["prompt"])) == ["placeholder request 0", "placeholder request 1"]
+    assert len(benign) == len(forbidden) == 2 * 3  # steps 0, 1, 2, each pairing as many benign prompts
+    table = pd.read_csv(standin_repo / "results/metrics/harmful_ft.csv")
+    assert table["step"].tolist() == [0, 1, 2] and (table["n"] == 2).all() and set(table["data"]) == {"ood"}
+    meta = json.loads((standin_repo / "results/attacks/standin/aligned/harmful_ft/generations.parquet.meta.json")
+                      .read_text())
+    settings = meta["settings"]
+    assert settings["attack"]["loss_tokens"] == "sequence" and settings["generation"]["max_new_tokens"] == 2
+    log = (standin_repo / "logs/attacks/standin/aligned/harmful_ft.log").read_text()
+    assert "harmful_ft ood: 2 pairs" in log  # the first 2 unsafe PKU-style responses
+
+
 @pytest.mark.slow
 def test_defense_trains_on_the_real_records(standin_repo):
     """LAT (one step) on train.jsonl, then an attack on the variant (about 20 s on one core)."""
