@@ -290,6 +290,28 @@ def test_harmful_ft_runs_the_lvs_papers_protocol_on_its_own_behaviours(standin_r
     assert "harmful_ft ood: 2 pairs" in log  # the first 2 unsafe PKU-style responses
 
 
+def test_steering_runs_the_lvs_papers_protocol_on_its_own_behaviours(standin_repo, standin):
+    """configs/paper.yaml's steering through the job layer: on HarmBench's first behaviours, the
+    direction fitted on them, one random control direction per layer."""
+    config = standin_config(standin["model"], standin["data"])
+    config["data"]["splits"]["eval_first2"] = {"role": "eval", "datasets": ["harmbench"], "n": 2, "sample": "first"}
+    config["attacks"] = {"none": {}, "steering": {"fractions": [0.06, 0.24], "layers": [0, 1],
+                                                   "direction": "prompt_contrast", "direction_prompts": "eval",
+                                                   "control_direction": "per_layer", "forbidden_split": "eval_first2"}}
+    config["models"]["standin"]["variants"] = ["aligned"]
+    (standin_repo / "configs" / "paper_steering.yaml").write_text(yaml.safe_dump(config))
+    snakemake(standin_repo, "results/metrics/attacks.csv", "--cores", "1", "--configfile", "configs/paper_steering.yaml")
+    attacked = pd.read_parquet(standin_repo / "results/attacks/standin/aligned/steering/generations.parquet")
+    swept = attacked[(attacked["split"] == "eval_forbidden") & ~attacked["init"].astype(bool)]
+    assert sorted(set(swept["prompt"])) == ["placeholder request 0", "placeholder request 1"]
+    assert len(swept) == 2 * 2 * 2 * 2  # prompts x fractions x layers x (steering, control)
+    cells = pd.read_csv(standin_repo / "results/metrics/attacks.csv")
+    steered = cells[cells["attack"].isin(["steering", "steering_control"])]
+    assert set(steered["layer"]) == {0, 1} and (steered["n"] == 2).all()
+    assert "direction fitted on 2 eval_forbidden prompts" in (
+        standin_repo / "logs/attacks/standin/aligned/steering.log").read_text()
+
+
 @pytest.mark.slow
 def test_defense_trains_on_the_real_records(standin_repo):
     """LAT (one step) on train.jsonl, then an attack on the variant (about 20 s on one core)."""

@@ -74,6 +74,8 @@ def steering_directions(context: AttackContext, settings: dict, sites: list[int]
         harmless_records = [r for r in records if r["kind"] == "twin"]
     else:  # the eval prompts under attack, and their harmless look-alikes for prompt_contrast
         harmful_records, harmless_records = context.eval_records["eval_forbidden"], context.eval_records["eval_twin"]
+    log.info("steering: direction fitted on %d %s prompts", len(harmful_records),
+             "training harmful" if settings["direction_prompts"] == "train" else "eval_forbidden")
     pad = context.tokenizer.pad_token_id
     harmful = context.prompt_ids(harmful_records)
     if settings["direction"] == "harmful_pole":
