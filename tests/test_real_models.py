@@ -290,24 +290,32 @@ def test_harmful_ft_runs_the_lvs_papers_protocol_on_its_own_behaviours(standin_r
     assert "harmful_ft ood: 2 pairs" in log  # the first 2 unsafe PKU-style responses
 
 
-def test_steering_runs_the_lvs_papers_protocol_on_its_own_behaviours(standin_repo, standin):
-    """configs/paper.yaml's steering through the job layer: on HarmBench's first behaviours, the
-    direction fitted on them, one random control direction per layer."""
+def test_the_lvs_papers_steering_and_adaptive_pgd_run_on_their_own_behaviours(standin_repo, standin):
+    """configs/paper.yaml's steering and adaptive PGD through the job layer, each on its own first
+    HarmBench behaviours (forbidden_split); steering's direction fitted on them, one random control
+    direction per layer."""
     config = standin_config(standin["model"], standin["data"])
     config["data"]["splits"]["eval_first2"] = {"role": "eval", "datasets": ["harmbench"], "n": 2, "sample": "first"}
-    config["attacks"] = {"none": {}, "steering": {"fractions": [0.06, 0.24], "layers": [0, 1],
-                                                   "direction": "prompt_contrast", "direction_prompts": "eval",
-                                                   "control_direction": "per_layer", "forbidden_split": "eval_first2"}}
+    config["attacks"] = {"none": {},
+                         "steering": {"fractions": [0.06, 0.24], "layers": [0, 1], "direction": "prompt_contrast",
+                                      "direction_prompts": "eval", "control_direction": "per_layer",
+                                      "forbidden_split": "eval_first2"},
+                         "adaptive_pgd": {"radius_fractions": [0.06], "layers": "nudge", "steps": 1,
+                                          "target": "Sure, here is how to", "control": True, "max_new_tokens": 2,
+                                          "forbidden_split": "eval_first2"}}
     config["models"]["standin"]["variants"] = ["aligned"]
-    (standin_repo / "configs" / "paper_steering.yaml").write_text(yaml.safe_dump(config))
-    snakemake(standin_repo, "results/metrics/attacks.csv", "--cores", "1", "--configfile", "configs/paper_steering.yaml")
-    attacked = pd.read_parquet(standin_repo / "results/attacks/standin/aligned/steering/generations.parquet")
-    swept = attacked[(attacked["split"] == "eval_forbidden") & ~attacked["init"].astype(bool)]
-    assert sorted(set(swept["prompt"])) == ["placeholder request 0", "placeholder request 1"]
-    assert len(swept) == 2 * 2 * 2 * 2  # prompts x fractions x layers x (steering, control)
+    (standin_repo / "configs" / "paper_latent.yaml").write_text(yaml.safe_dump(config))
+    snakemake(standin_repo, "results/metrics/attacks.csv", "--cores", "1", "--configfile", "configs/paper_latent.yaml")
+    for attack, rows in (("steering", 2 * 2 * 2 * 2), ("adaptive_pgd", 2 * 2)):  # prompts x [fractions x layers] x 2
+        attacked = pd.read_parquet(standin_repo / f"results/attacks/standin/aligned/{attack}/generations.parquet")
+        swept = attacked[(attacked["split"] == "eval_forbidden") & ~attacked["init"].astype(bool)]
+        assert sorted(set(swept["prompt"])) == ["placeholder request 0", "placeholder request 1"], attack
+        assert len(swept) == rows, attack
     cells = pd.read_csv(standin_repo / "results/metrics/attacks.csv")
     steered = cells[cells["attack"].isin(["steering", "steering_control"])]
     assert set(steered["layer"]) == {0, 1} and (steered["n"] == 2).all()
+    pgd = cells[cells["attack"].isin(["adaptive_pgd", "adaptive_pgd_control"])]
+    assert set(pgd["attack"]) == {"adaptive_pgd", "adaptive_pgd_control"} and (pgd["n"] == 2).all()
     assert "direction fitted on 2 eval_forbidden prompts" in (
         standin_repo / "logs/attacks/standin/aligned/steering.log").read_text()
 
