@@ -320,6 +320,28 @@ def test_the_lvs_papers_steering_and_adaptive_pgd_run_on_their_own_behaviours(st
         standin_repo / "logs/attacks/standin/aligned/steering.log").read_text()
 
 
+def test_the_lvs_runs_on_its_own_behaviours_toward_the_papers_target(standin_repo, standin):
+    """configs/paper.yaml's LVS through the job layer: HarmBench's first behaviours (forbidden_split),
+    the fixed target, scored offline by the coherent harmlessness judge into lvs.csv."""
+    config = standin_config(standin["model"], standin["data"])
+    config["data"]["splits"]["eval_first2"] = {"role": "eval", "datasets": ["harmbench"], "n": 2, "sample": "first"}
+    config["attacks"] = {"none": {}, "lvs": {"layers": [1], "embed": False, "budgets": [0.01], "steps": 1,
+                                             "control": True, "target": "Sure, here is", "max_new_tokens": 2,
+                                             "forbidden_split": "eval_first2"}}
+    config["judges"] = {"refusal_keyword": {}, "coherent": {}, "harmlessness_coherent": {}}
+    config["models"]["standin"]["variants"] = ["aligned"]
+    (standin_repo / "configs" / "paper_lvs.yaml").write_text(yaml.safe_dump(config))
+    snakemake(standin_repo, "results/metrics/lvs.csv", "--cores", "1", "--configfile", "configs/paper_lvs.yaml")
+    attacked = pd.read_parquet(standin_repo / "results/attacks/standin/aligned/lvs/generations.parquet")
+    swept = attacked[(attacked["split"] == "eval_forbidden") & ~attacked["init"].astype(bool)]
+    assert sorted(set(swept["prompt"])) == ["placeholder request 0", "placeholder request 1"]
+    lvs = pd.read_csv(standin_repo / "results/metrics/lvs.csv")
+    assert set(lvs["attack"]) == {"lvs", "lvs_control"} and (lvs["n"] == 2).all() and set(lvs["layer"]) == {1}
+    assert set(lvs["scorer"]) == {"harmlessness_coherent"}
+    meta = json.loads((standin_repo / "results/attacks/standin/aligned/lvs/generations.parquet.meta.json").read_text())
+    assert meta["settings"]["attack"]["target"] == "Sure, here is"
+
+
 @pytest.mark.slow
 def test_defense_trains_on_the_real_records(standin_repo):
     """LAT (one step) on train.jsonl, then an attack on the variant (about 20 s on one core)."""
