@@ -256,90 +256,66 @@ def test_an_attack_runs_on_its_own_forbidden_split(standin_repo, standin, tmp_pa
     assert not math.isnan(summary.loc["latent_pgd", "clean_asr"])
 
 
-def test_harmful_ft_runs_the_lvs_papers_protocol_on_its_own_behaviours(standin_repo, standin, tmp_path):
-    """configs/paper.yaml's harmful fine-tuning through the job layer: PKU-SafeRLHF-style pairs (the first
-    unsafe response of each row, in order), loss on the whole sequence, compliance of HarmBench's first
-    behaviours (a forbidden_split smaller than eval_benign, paired with as many benign prompts)."""
+def test_the_lvs_papers_attacks_run_its_protocol_through_the_job_layer(standin_repo, standin, tmp_path):
+    """configs/paper.yaml's LVS-paper attacks in one stand-in run, each on its own first HarmBench
+    behaviours (forbidden_split; paired with as many benign prompts): harmful fine-tuning on
+    PKU-SafeRLHF-style pairs (the first unsafe response of each row, in order) with the loss on the
+    whole sequence; steering along a direction fitted on those behaviours with one random control
+    direction per layer; the adaptive PGD; the LVS toward the fixed target, scored offline."""
     pku = tmp_path / "pku.jsonl"
     pku.write_text("".join(json.dumps({"prompt": f"placeholder pku request {i}", "response_0": f"placeholder safe {i}",
                                        "response_1": f"placeholder unsafe {i}", "is_response_0_safe": True,
                                        "is_response_1_safe": False}) + "\n" for i in range(3)))
     config = standin_config(standin["model"], {**standin["data"], "pku_saferlhf": str(pku)})
-    config["data"]["splits"]["harmful_ft_ood"] = {"role": "harmful_ft", "datasets": ["pku_saferlhf"], "harmful": True,
-                                                  "n": 2, "sample": "first"}
-    config["data"]["splits"]["eval_first2"] = {"role": "eval", "datasets": ["harmbench"], "n": 2, "sample": "first"}
+    splits = config["data"]["splits"]
+    splits["harmful_ft_ood"] = {"role": "harmful_ft", "datasets": ["pku_saferlhf"], "harmful": True, "n": 2,
+                                "sample": "first"}
+    splits["eval_first2"] = {"role": "eval", "datasets": ["harmbench"], "n": 2, "sample": "first"}
+    own = {"forbidden_split": "eval_first2"}
     config["harmful_ft_holdout"] = 0
-    config["attacks"] = {"none": {}, "harmful_ft": {"steps": 2, "lr": 1e-3, "batch_size": 2, "eval_every": 1,
-                                                     "seeds": [0], "data": ["ood"], "loss_tokens": "sequence",
-                                                     "max_new_tokens": 2, "forbidden_split": "eval_first2"}}
-    config["models"]["standin"]["variants"] = ["aligned"]
-    (standin_repo / "configs" / "paper_ft.yaml").write_text(yaml.safe_dump(config))
-    snakemake(standin_repo, "results/metrics/harmful_ft.csv", "--cores", "1", "--configfile", "configs/paper_ft.yaml")
-    attacked = pd.read_parquet(standin_repo / "results/attacks/standin/aligned/harmful_ft/generations.parquet")
-    runs = attacked[attacked["ft_data"] == "ood"]
-    forbidden, benign = runs[runs["split"] == "eval_forbidden"], runs[runs["split"] == "eval_benign"]
-    assert sorted(set(forbidden["prompt"])) == ["placeholder request 0", "placeholder request 1"]
-    assert len(benign) == len(forbidden) == 2 * 3  # steps 0, 1, 2, each pairing as many benign prompts
-    table = pd.read_csv(standin_repo / "results/metrics/harmful_ft.csv")
-    assert table["step"].tolist() == [0, 1, 2] and (table["n"] == 2).all() and set(table["data"]) == {"ood"}
-    meta = json.loads((standin_repo / "results/attacks/standin/aligned/harmful_ft/generations.parquet.meta.json")
-                      .read_text())
-    settings = meta["settings"]
-    assert settings["attack"]["loss_tokens"] == "sequence" and settings["generation"]["max_new_tokens"] == 2
-    log = (standin_repo / "logs/attacks/standin/aligned/harmful_ft.log").read_text()
-    assert "harmful_ft ood: 2 pairs" in log  # the first 2 unsafe PKU-style responses
-
-
-def test_the_lvs_papers_steering_and_adaptive_pgd_run_on_their_own_behaviours(standin_repo, standin):
-    """configs/paper.yaml's steering and adaptive PGD through the job layer, each on its own first
-    HarmBench behaviours (forbidden_split); steering's direction fitted on them, one random control
-    direction per layer."""
-    config = standin_config(standin["model"], standin["data"])
-    config["data"]["splits"]["eval_first2"] = {"role": "eval", "datasets": ["harmbench"], "n": 2, "sample": "first"}
-    config["attacks"] = {"none": {},
-                         "steering": {"fractions": [0.06, 0.24], "layers": [0, 1], "direction": "prompt_contrast",
-                                      "direction_prompts": "eval", "control_direction": "per_layer",
-                                      "forbidden_split": "eval_first2"},
-                         "adaptive_pgd": {"radius_fractions": [0.06], "layers": "nudge", "steps": 1,
-                                          "target": "Sure, here is how to", "control": True, "max_new_tokens": 2,
-                                          "forbidden_split": "eval_first2"}}
-    config["models"]["standin"]["variants"] = ["aligned"]
-    (standin_repo / "configs" / "paper_latent.yaml").write_text(yaml.safe_dump(config))
-    snakemake(standin_repo, "results/metrics/attacks.csv", "--cores", "1", "--configfile", "configs/paper_latent.yaml")
-    for attack, rows in (("steering", 2 * 2 * 2 * 2), ("adaptive_pgd", 2 * 2)):  # prompts x [fractions x layers] x 2
-        attacked = pd.read_parquet(standin_repo / f"results/attacks/standin/aligned/{attack}/generations.parquet")
-        swept = attacked[(attacked["split"] == "eval_forbidden") & ~attacked["init"].astype(bool)]
-        assert sorted(set(swept["prompt"])) == ["placeholder request 0", "placeholder request 1"], attack
-        assert len(swept) == rows, attack
-    cells = pd.read_csv(standin_repo / "results/metrics/attacks.csv")
-    steered = cells[cells["attack"].isin(["steering", "steering_control"])]
-    assert set(steered["layer"]) == {0, 1} and (steered["n"] == 2).all()
-    pgd = cells[cells["attack"].isin(["adaptive_pgd", "adaptive_pgd_control"])]
-    assert set(pgd["attack"]) == {"adaptive_pgd", "adaptive_pgd_control"} and (pgd["n"] == 2).all()
-    assert "direction fitted on 2 eval_forbidden prompts" in (
-        standin_repo / "logs/attacks/standin/aligned/steering.log").read_text()
-
-
-def test_the_lvs_runs_on_its_own_behaviours_toward_the_papers_target(standin_repo, standin):
-    """configs/paper.yaml's LVS through the job layer: HarmBench's first behaviours (forbidden_split),
-    the fixed target, scored offline by the coherent harmlessness judge into lvs.csv."""
-    config = standin_config(standin["model"], standin["data"])
-    config["data"]["splits"]["eval_first2"] = {"role": "eval", "datasets": ["harmbench"], "n": 2, "sample": "first"}
-    config["attacks"] = {"none": {}, "lvs": {"layers": [1], "embed": False, "budgets": [0.01], "steps": 1,
-                                             "control": True, "target": "Sure, here is", "max_new_tokens": 2,
-                                             "forbidden_split": "eval_first2"}}
+    config["attacks"] = {
+        "none": {},
+        "harmful_ft": {"steps": 2, "lr": 1e-3, "batch_size": 2, "eval_every": 1, "seeds": [0], "data": ["ood"],
+                       "loss_tokens": "sequence", "max_new_tokens": 2, **own},
+        "steering": {"fractions": [0.06, 0.24], "layers": [0, 1], "direction": "prompt_contrast",
+                     "direction_prompts": "eval", "control_direction": "per_layer", **own},
+        "adaptive_pgd": {"radius_fractions": [0.06], "layers": "nudge", "steps": 1, "target": "Sure, here is how to",
+                         "control": True, "max_new_tokens": 2, **own},
+        "lvs": {"layers": [1], "embed": False, "budgets": [0.01], "steps": 1, "control": True,
+                "target": "Sure, here is", "max_new_tokens": 2, **own}}
     config["judges"] = {"refusal_keyword": {}, "coherent": {}, "harmlessness_coherent": {}}
     config["models"]["standin"]["variants"] = ["aligned"]
     (standin_repo / "configs" / "paper_lvs.yaml").write_text(yaml.safe_dump(config))
-    snakemake(standin_repo, "results/metrics/lvs.csv", "--cores", "1", "--configfile", "configs/paper_lvs.yaml")
-    attacked = pd.read_parquet(standin_repo / "results/attacks/standin/aligned/lvs/generations.parquet")
-    swept = attacked[(attacked["split"] == "eval_forbidden") & ~attacked["init"].astype(bool)]
-    assert sorted(set(swept["prompt"])) == ["placeholder request 0", "placeholder request 1"]
+    snakemake(standin_repo, "results/metrics/attacks.csv", "results/metrics/harmful_ft.csv", "results/metrics/lvs.csv",
+              "--cores", "1", "--configfile", "configs/paper_lvs.yaml")
+    attacks, logs = standin_repo / "results/attacks/standin/aligned", standin_repo / "logs/attacks/standin/aligned"
+    first2 = ["placeholder request 0", "placeholder request 1"]
+    for attack, rows in (("steering", 2 * 2 * 2 * 2), ("adaptive_pgd", 2 * 2), ("lvs", 2 * 2)):
+        attacked = pd.read_parquet(attacks / attack / "generations.parquet")  # prompts x [fractions x layers] x 2
+        swept = attacked[(attacked["split"] == "eval_forbidden") & ~attacked["init"].astype(bool)]
+        assert sorted(set(swept["prompt"])) == first2 and len(swept) == rows, attack
+    # harmful fine-tuning: steps 0, 1, 2 on the 2 behaviours, each paired with as many benign prompts
+    tuned = pd.read_parquet(attacks / "harmful_ft/generations.parquet")
+    runs = tuned[tuned["ft_data"] == "ood"]
+    forbidden, benign = runs[runs["split"] == "eval_forbidden"], runs[runs["split"] == "eval_benign"]
+    assert sorted(set(forbidden["prompt"])) == first2 and len(benign) == len(forbidden) == 2 * 3
+    table = pd.read_csv(standin_repo / "results/metrics/harmful_ft.csv")
+    for judge, curve in table.groupby("judge"):
+        assert curve["step"].tolist() == [0, 1, 2] and (curve["n"] == 2).all() and set(curve["data"]) == {"ood"}, judge
+    settings = json.loads((attacks / "harmful_ft/generations.parquet.meta.json").read_text())["settings"]
+    assert settings["attack"]["loss_tokens"] == "sequence" and settings["generation"]["max_new_tokens"] == 2
+    assert "harmful_ft ood: 2 pairs" in (logs / "harmful_ft.log").read_text()  # the first 2 unsafe responses
+    cells = pd.read_csv(standin_repo / "results/metrics/attacks.csv")
+    steered = cells[cells["attack"].isin(["steering", "steering_control"])]
+    assert set(steered["layer"]) == {0, 1} and (steered["n"] == 2).all()
+    assert "direction fitted on 2 eval_forbidden prompts" in (logs / "steering.log").read_text()
+    pgd = cells[cells["attack"].isin(["adaptive_pgd", "adaptive_pgd_control"])]
+    assert set(pgd["attack"]) == {"adaptive_pgd", "adaptive_pgd_control"} and (pgd["n"] == 2).all()
     lvs = pd.read_csv(standin_repo / "results/metrics/lvs.csv")
     assert set(lvs["attack"]) == {"lvs", "lvs_control"} and (lvs["n"] == 2).all() and set(lvs["layer"]) == {1}
     assert set(lvs["scorer"]) == {"harmlessness_coherent"}
-    meta = json.loads((standin_repo / "results/attacks/standin/aligned/lvs/generations.parquet.meta.json").read_text())
-    assert meta["settings"]["attack"]["target"] == "Sure, here is"
+    settings = json.loads((attacks / "lvs/generations.parquet.meta.json").read_text())["settings"]
+    assert settings["attack"]["target"] == "Sure, here is"
 
 
 @pytest.mark.slow
