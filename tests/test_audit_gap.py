@@ -174,6 +174,8 @@ def test_whitened_mse_on_a_hand_case():
     assert float(D.whitened_mse(h, target, scale)) == pytest.approx((1.0 + 4.0) / 2)
     pole = torch.tensor([[0.0, 1.0], [2.0, 1.0]])
     assert D.whitening_scale(pole, floor=0.01).tolist() == pytest.approx([math.sqrt(2), 0.01 * math.sqrt(2) / 2])
+    with pytest.raises(ValueError, match="do not vary over the 2 forbidden training prompts"):
+        D.whitening_scale(torch.ones(2, 3))  # a zero scale made the activation match infinite
 
 
 def test_activation_match_whitens_by_the_base_models_spread_not_the_poles():

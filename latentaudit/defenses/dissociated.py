@@ -117,6 +117,9 @@ def whitening_scale(h: torch.Tensor, floor: float = 0.01) -> torch.Tensor:
     """Per-dimension standard deviation of [N, ..., d] activations over N, floored at
     ``floor`` × its mean."""
     std = h.float().std(0)
+    if not float(std.mean()) > 0:  # e.g. prompts whose last tokens are all one unknown token: nothing to whiten by
+        raise ValueError(f"dissociated: the base model's activations do not vary over the {len(h)} forbidden "
+                         "training prompts (std 0 in every dimension); the activation match cannot be whitened")
     return std.clamp(min=floor * float(std.mean()))
 
 
@@ -263,6 +266,9 @@ def build_dissociated(model, tokenizer, records: list[dict], settings: dict, see
                             target_token_ids(tokenizer, r["response"], eos=True), longest)
               for r in train if r["kind"] != "forbidden"]
     prompts = [p for p, _, _ in forbidden]
+    if len(prompts) < 2:  # the activation match is whitened by the base model's std over these prompts
+        raise ValueError(f"dissociated: {len(prompts)} forbidden training request(s) left after the held-out slices "
+                         f"({len(held)} for the selection, {len(held_for_ft)} for harmful fine-tuning); at least 2 needed")
 
     base = copy.deepcopy(model).eval()
     for p in base.parameters():
