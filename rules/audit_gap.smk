@@ -9,6 +9,7 @@ rule audit_gap_report:
         harmful_ft=METRICS["harmful_ft"],
         **DISSOCIATED_SELECTION,
     output:
+        table_csv="results/tables/audit_gap.csv",
         table_md="results/tables/audit_gap.md",
         table_tex="results/tables/audit_gap.tex",
         lvs_profile=report(expand("results/figures/lvs_layer_profile.{ext}", ext=config["report"]["formats"]),

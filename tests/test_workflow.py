@@ -109,6 +109,9 @@ def test_audit_gap_outputs(smoke_run):
     assert {"lvs", "lvs_control", "steering", "steering_control"} <= set(attacks["attack"])
     for name in ("audit_gap.md", "audit_gap.tex"):
         assert (smoke_run / "results/tables" / name).stat().st_size > 0
+    gap = pd.read_csv(smoke_run / "results/tables/audit_gap.csv")  # the tidy table the renderings show
+    assert {"model", "variant", "clean_refusal", "lvs_median", "t08_in_dist"} <= set(gap.columns)
+    assert {"aligned", "dissociated"} <= set(gap["variant"])
     for name in ("lvs_layer_profile", "steering_vs_fraction", "audit_gap_dumbbell", "harmful_ft_compliance"):
         assert (smoke_run / "results/figures" / f"{name}.png").stat().st_size > 1000
     # harmful fine-tuning: steps 0 and 2 of seed 0 on both data sets, for every attacked variant

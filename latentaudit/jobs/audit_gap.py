@@ -5,7 +5,7 @@ from ..report import audit_gap
 
 
 def audit_gap_report(job) -> None:
-    """Rule audit_gap_report: the audit-gap table (``output.table_md``, ``output.table_tex``) and its
+    """Rule audit_gap_report: the audit-gap table (``output.table_csv``, ``table_md``, ``table_tex``) and its
     figures (``output.lvs_profile``, ``output.steering``, ``output.dumbbell``, and
     ``output.harmful_ft`` when the rule names it) from the metrics CSVs named alike in ``input``, and
     the dissociated construction's checkpoints (``output.selection_md``, ``selection_tex`` and the
@@ -15,7 +15,7 @@ def audit_gap_report(job) -> None:
     style = dict(style=p.style, dpi=p.dpi)
     frame, reference = audit_gap.audit_gap_frame(i.behavior, i.attacks, i.lvs, p.judge, dict(p.settings),
                                                  p.nudge_depth, i.harmful_ft)
-    audit_gap.audit_gap_tables(frame, reference, p.judge, o.table_md, o.table_tex)
+    audit_gap.audit_gap_tables(frame, reference, p.judge, o.table_md, o.table_tex, o.table_csv)
     audit_gap.lvs_layer_profile(i.lvs, list(o.lvs_profile), **style)
     audit_gap.steering_vs_fraction(i.attacks, p.judge, list(o.steering), **style)
     audit_gap.audit_gap_dumbbell(frame, list(o.dumbbell), **style)

@@ -175,8 +175,10 @@ def audit_gap_frame(behavior_csv: str, attacks_csv: str, lvs_csv: str, judge: st
     return frame, reference
 
 
-def audit_gap_tables(frame: pd.DataFrame, reference: dict, judge: str, markdown: str, latex: str) -> None:
-    """``audit_gap_frame``'s table as Markdown and LaTeX, captioned with each model's reference points."""
+def audit_gap_tables(frame: pd.DataFrame, reference: dict, judge: str, markdown: str, latex: str, csv: str) -> None:
+    """``audit_gap_frame``'s table as a tidy CSV (one row per model and variant) and as Markdown and
+    LaTeX, captioned with each model's reference points."""
+    frame.to_csv(csv, index=False)
     where = "; ".join(f"{model}: nudge layer {ref['layer']}, adaptive PGD radius {ref['radius']:g}, LVS budget "
                       f"p = {ref['budget']:g}, steering fraction {ref['fraction']:g}" for model, ref in reference.items())
     write_table(frame, markdown, latex, f"Audit gap (judge: {judge}): behaviour vs latent vulnerability ({where}; "
