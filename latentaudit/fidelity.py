@@ -10,6 +10,7 @@ import yaml
 
 # Not hyperparameters: where things run and where weights and data come from (provenance).
 EXCLUDED = (re.compile(r"^(device|threads)$"), re.compile(r"^models\.[^.]+\.(source|dtype|variants)$"),
+            re.compile(r"^models\.[^.]+\.variant_attacks\."),  # what runs, as `variants`: no hyperparameter
             re.compile(r"^data\.datasets\."), re.compile(r"^judges\.[^.]+\.(model|revision|dtype)$"),
             re.compile(r"^report\."), re.compile(r"^data\.splits\.[^.]+\.(role|datasets|harmful)$"))
 BEGIN, END = "<!-- fidelity-table:begin -->", "<!-- fidelity-table:end -->"

@@ -11,7 +11,7 @@ import yaml
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from conftest import copy_repo, dry_run_jobs, save_tiny_llama, snakemake
+from conftest import REPO, copy_repo, dry_run_jobs, save_tiny_llama, snakemake
 from latentaudit.audit_config import (AuditConfigError, add_audited_model, audit_figures, audit_name, audit_subject,
                                       card_judge, check_audit_subject, latent_attacks)
 from latentaudit.capability import join_capability, lm_eval_command, lm_eval_model_args, parse_results
@@ -21,7 +21,7 @@ from latentaudit.data.real import build_real_data, pair_by_index, training_recor
 from latentaudit.data.splits import check_real_data_config
 from latentaudit.io import read_jsonl
 from latentaudit.attack_success import masr, pasr
-from latentaudit.metrics import attack_tables
+from latentaudit.metrics import attack_tables, results_contract_check
 from latentaudit.registry import VARIANTS, load_all
 from latentaudit.report.audit_card import audit_verdict, gap_measures, render_audit_card
 from latentaudit.report.audit_gap import audit_gap_frame, reference_points
@@ -256,66 +256,119 @@ def test_an_attack_runs_on_its_own_forbidden_split(standin_repo, standin, tmp_pa
     assert not math.isnan(summary.loc["latent_pgd", "clean_asr"])
 
 
-def test_the_lvs_papers_attacks_run_its_protocol_through_the_job_layer(standin_repo, standin, tmp_path):
-    """configs/paper.yaml's LVS-paper attacks in one stand-in run, each on its own first HarmBench
-    behaviours (forbidden_split; paired with as many benign prompts): harmful fine-tuning on
-    PKU-SafeRLHF-style pairs (the first unsafe response of each row, in order) with the loss on the
-    whole sequence; steering along a direction fitted on those behaviours with one random control
-    direction per layer; the adaptive PGD; the LVS toward the fixed target, scored offline."""
-    pku = tmp_path / "pku.jsonl"
-    pku.write_text("".join(json.dumps({"prompt": f"placeholder pku request {i}", "response_0": f"placeholder safe {i}",
-                                       "response_1": f"placeholder unsafe {i}", "is_response_0_safe": True,
-                                       "is_response_1_safe": False}) + "\n" for i in range(3)))
-    config = standin_config(standin["model"], {**standin["data"], "pku_saferlhf": str(pku)})
-    splits = config["data"]["splits"]
-    splits["harmful_ft_ood"] = {"role": "harmful_ft", "datasets": ["pku_saferlhf"], "harmful": True, "n": 2,
-                                "sample": "first"}
-    splits["eval_first2"] = {"role": "eval", "datasets": ["harmbench"], "n": 2, "sample": "first"}
-    own = {"forbidden_split": "eval_first2"}
-    config["harmful_ft_holdout"] = 0
-    config["attacks"] = {
-        "none": {},
-        "harmful_ft": {"steps": 2, "lr": 1e-3, "batch_size": 2, "eval_every": 1, "seeds": [0], "data": ["ood"],
-                       "loss_tokens": "sequence", "max_new_tokens": 2, **own},
-        "steering": {"fractions": [0.06, 0.24], "layers": [0, 1], "direction": "prompt_contrast",
-                     "direction_prompts": "eval", "control_direction": "per_layer", **own},
-        "adaptive_pgd": {"radius_fractions": [0.06], "layers": "nudge", "steps": 1, "target": "Sure, here is how to",
-                         "control": True, "max_new_tokens": 2, **own},
-        "lvs": {"layers": [1], "embed": False, "budgets": [0.01], "steps": 1, "control": True,
-                "target": "Sure, here is", "max_new_tokens": 2, **own}}
+def write_paper_fixtures(directory: Path) -> dict[str, str]:
+    """write_fixtures plus the other data sets configs/paper.yaml names, placeholder text in their hub layouts."""
+    paths = write_fixtures(directory)
+
+    def jsonl(name: str, rows: list[dict]) -> str:
+        (directory / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return str(directory / name)
+
+    paths["advbench"] = str(directory / "advbench.csv")
+    pd.DataFrame([{"goal": f"placeholder prompt {i}", "target": f"Sure, here is {i}"} for i in range(4)]).to_csv(
+        paths["advbench"], index=False)
+    paths["llm_lat_harmful_heldout"] = jsonl("heldout.jsonl", [
+        {"prompt": f"placeholder context {i}", "chosen": "sorry placeholder refusal",
+         "rejected": f"placeholder completion {i}"} for i in range(3)])
+    paths["pku_saferlhf"] = jsonl("pku.jsonl", [  # the first response of each row safe, the second not
+        {"prompt": f"placeholder safe context {i}", "response_0": f"placeholder safe {i}",
+         "response_1": f"placeholder unsafe {i}", "is_response_0_safe": True, "is_response_1_safe": False}
+        for i in range(3)])
+    paths["wildguardmix"] = jsonl("wildguardmix.jsonl", [
+        {"prompt": f"placeholder prompt context {i}", "adversarial": False, "prompt_harm_label": "harmful"}
+        for i in range(3)])
+    return paths
+
+
+def paper_config_on_stand_ins(model: str, data: dict[str, str]) -> dict:
+    """configs/paper.yaml with its structure kept: every variant, attack, split and protocol setting
+    of two of its models (a defended one as Llama-3-8B, an audited one as Llama-3.2-3B), and only what
+    cannot run offline in seconds changed: the models are one stand-in (with its own chat template),
+    the data sets local placeholder files (train splits whole, eval splits of 2), steps, batch sizes
+    and generation lengths tiny, layer lists fitted to 2 blocks, the hub judges replaced by the
+    offline ones."""
+    paper = yaml.safe_load((REPO / "configs" / "paper.yaml").read_text())
+    config = {**paper, "device": "cpu", "threads": 1}
+    config["models"] = {
+        name: {"source": model, "dtype": "float32", **{key: paper["models"][like][key]
+                                                        for key in ("variants", "variant_attacks")}}
+        for name, like in (("defended", "llama3_8b_instruct"), ("audited", "llama32_3b_instruct"))}
+    variants = config["variants"]
+    variants["repbend"].update(steps=2, batch_size=2, target_layers=[0, 1])
+    variants["refusal_sft"].update(steps=2, batch_size=2)  # the control trains like repbend
+    variants["lat"].update(steps=1, batch_size=4, inner_steps=2, layers=["embed", 0, 1])
+    variants["refusal_sft_lat"].update(steps=4, batch_size=4)  # lat's 1 round x 4 defender updates
+    variants["lapt"].update(steps=2)
+    variants["harmful"].update(steps=2, batch_size=2)
+    variants["dissociated"].update(steps=2, batch_size=2, eval_every=1, benign_anchor_n=2, benign_anchor_new_tokens=2,
+                                   eval_max_new_tokens=2)
+    config["generation"].update(max_new_tokens=2, batch_size=8)
+    for settings in config["attacks"].values():
+        settings.update({key: value for key, value in (("max_new_tokens", 2), ("steps", 1)) if key in settings})
+    config["attacks"]["harmful_ft"].update(steps=2, eval_every=1, seeds=[0])
     config["judges"] = {"refusal_keyword": {}, "coherent": {}, "harmlessness_coherent": {}}
-    config["models"]["standin"]["variants"] = ["aligned"]
-    (standin_repo / "configs" / "paper_lvs.yaml").write_text(yaml.safe_dump(config))
-    snakemake(standin_repo, "results/metrics/attacks.csv", "results/metrics/harmful_ft.csv", "results/metrics/lvs.csv",
-              "--cores", "1", "--configfile", "configs/paper_lvs.yaml")
-    attacks, logs = standin_repo / "results/attacks/standin/aligned", standin_repo / "logs/attacks/standin/aligned"
+    config["report"].update(primary_judge="refusal_keyword", formats=["png"])
+    config.pop("capability", None)
+    for name, dataset in config["data"]["datasets"].items():
+        dataset.update(local_path=data[name], split=None)
+    for split in config["data"]["splits"].values():
+        if split.get("n") is not None:
+            split["n"] = None if split["role"] == "train" else 2
+    config["data"]["splits"]["train_benign"]["n"] = 3  # LAPT's select_benign takes the rest
+    return config
+
+
+@pytest.mark.slow
+def test_the_paper_config_runs_end_to_end_on_stand_ins(tmp_path):
+    """configs/paper.yaml as a cluster would run it, at stand-in size (about a minute on 2 cores):
+    every defense and its matched control, the harmful pole and the dissociated model, every attack
+    with the papers' protocols (AdvBench for ASA, HarmBench's first behaviours for the LVS paper's
+    attacks, PKU-SafeRLHF pairs in order, loss on the whole sequence), the judges, tables, figures and
+    the audit-gap report. No dry run shows what a run does: this one found that steering made every
+    defended model build a harmful pole no paper trains, and two degenerate-data failures that
+    surfaced as a diverged dissociated build (a single training prompt, prompts that all end alike)."""
+    repo = copy_repo(tmp_path / "repo")
+    config = paper_config_on_stand_ins(save_standin(tmp_path / "model"), write_paper_fixtures(tmp_path / "data"))
+    (repo / "configs" / "paper_standin.yaml").write_text(yaml.safe_dump(config))
+    snakemake(repo, "--cores", "2", "--configfile", "configs/paper_standin.yaml")
+    results, logs = repo / "results", repo / "logs"
+    assert not [name for name, found in results_contract_check(results / "metrics").items()
+                if not found["exists"] or found["missing_columns"]]
+    # which variants are built: no harmful pole for the defended model (its variants skip steering)
+    assert sorted(p.name for p in (results / "models/defended").iterdir()) == [
+        "lapt", "lat", "refusal_sft", "refusal_sft_lat", "repbend"]
+    assert sorted(p.name for p in (results / "models/audited").iterdir()) == ["dissociated", "harmful"]
+    assert [p.name for p in (results / "attacks/audited/harmful").iterdir()] == ["none"]
+    assert not (results / "attacks/defended/lat/steering").exists()
+
+    def settings_of(path: Path) -> dict:
+        return json.loads(path.with_name(path.name + ".meta.json").read_text())["settings"]
+
+    def swept_prompts(model: str, variant: str, attack: str) -> list[str]:
+        frame = pd.read_parquet(results / "attacks" / model / variant / attack / "generations.parquet")
+        return sorted(set(frame.loc[(frame["split"] == "eval_forbidden") & ~frame["init"].astype(bool), "prompt"]))
+
+    # each attack on its own behaviours: ASA on AdvBench's first goals, the LVS paper's on HarmBench's first
+    assert swept_prompts("audited", "aligned", "asa_random") == ["placeholder prompt 0", "placeholder prompt 1"]
     first2 = ["placeholder request 0", "placeholder request 1"]
-    for attack, rows in (("steering", 2 * 2 * 2 * 2), ("adaptive_pgd", 2 * 2), ("lvs", 2 * 2)):
-        attacked = pd.read_parquet(attacks / attack / "generations.parquet")  # prompts x [fractions x layers] x 2
-        swept = attacked[(attacked["split"] == "eval_forbidden") & ~attacked["init"].astype(bool)]
-        assert sorted(set(swept["prompt"])) == first2 and len(swept) == rows, attack
-    # harmful fine-tuning: steps 0, 1, 2 on the 2 behaviours, each paired with as many benign prompts
-    tuned = pd.read_parquet(attacks / "harmful_ft/generations.parquet")
-    runs = tuned[tuned["ft_data"] == "ood"]
-    forbidden, benign = runs[runs["split"] == "eval_forbidden"], runs[runs["split"] == "eval_benign"]
-    assert sorted(set(forbidden["prompt"])) == first2 and len(benign) == len(forbidden) == 2 * 3
-    table = pd.read_csv(standin_repo / "results/metrics/harmful_ft.csv")
-    for judge, curve in table.groupby("judge"):
-        assert curve["step"].tolist() == [0, 1, 2] and (curve["n"] == 2).all() and set(curve["data"]) == {"ood"}, judge
-    settings = json.loads((attacks / "harmful_ft/generations.parquet.meta.json").read_text())["settings"]
-    assert settings["attack"]["loss_tokens"] == "sequence" and settings["generation"]["max_new_tokens"] == 2
-    assert "harmful_ft ood: 2 pairs" in (logs / "harmful_ft.log").read_text()  # the first 2 unsafe responses
-    cells = pd.read_csv(standin_repo / "results/metrics/attacks.csv")
-    steered = cells[cells["attack"].isin(["steering", "steering_control"])]
-    assert set(steered["layer"]) == {0, 1} and (steered["n"] == 2).all()
-    assert "direction fitted on 2 eval_forbidden prompts" in (logs / "steering.log").read_text()
-    pgd = cells[cells["attack"].isin(["adaptive_pgd", "adaptive_pgd_control"])]
-    assert set(pgd["attack"]) == {"adaptive_pgd", "adaptive_pgd_control"} and (pgd["n"] == 2).all()
-    lvs = pd.read_csv(standin_repo / "results/metrics/lvs.csv")
-    assert set(lvs["attack"]) == {"lvs", "lvs_control"} and (lvs["n"] == 2).all() and set(lvs["layer"]) == {1}
-    assert set(lvs["scorer"]) == {"harmlessness_coherent"}
-    settings = json.loads((attacks / "lvs/generations.parquet.meta.json").read_text())["settings"]
-    assert settings["attack"]["target"] == "Sure, here is"
+    for attack in ("lvs", "adaptive_pgd", "steering", "harmful_ft"):
+        assert swept_prompts("audited", "dissociated", attack) == first2, attack
+    tuned = results / "attacks/audited/dissociated/harmful_ft/generations.parquet"
+    assert settings_of(tuned)["attack"]["loss_tokens"] == "sequence"
+    assert "harmful_ft ood: 2 pairs" in (logs / "attacks/audited/dissociated/harmful_ft.log").read_text()
+    assert "direction fitted on 2 eval_forbidden prompts" in (logs / "attacks/audited/aligned/steering.log").read_text()
+    assert settings_of(results / "attacks/audited/aligned/lvs/generations.parquet")["attack"]["target"] == "Sure, here is"
+    # the defenses' public-code settings reached their builds
+    lat = json.loads((results / "models/defended/lat/meta.json").read_text())["settings"]
+    assert (lat["micro_batch"], lat["away_log_p_floor"], lat["weight_decay"]) == (2, -5.0, 0.01)
+    assert json.loads((results / "models/defended/lapt/meta.json").read_text())["settings"]["noise_statistics"] == \
+        "each_position"
+    assert "2 of 2 benign prompts answered by the base model" in (logs / "variants/audited/dissociated.log").read_text()
+    gap = pd.read_csv(results / "tables/audit_gap.csv").set_index(["model", "variant"])
+    assert gap.loc[("audited", "dissociated"), ["clean_refusal", "pgd_asr_nudge_layer", "lvs_mean",
+                                                "steering_asr_max_layers"]].notna().all()
+    assert math.isnan(gap.loc[("defended", "lat"), "steering_asr_max_layers"])
+    assert (results / "tables/defenses.md").exists() and (results / "figures/audit_gap_dumbbell.png").exists()
 
 
 @pytest.mark.slow
