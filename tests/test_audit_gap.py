@@ -409,6 +409,19 @@ def test_dissociated_needs_the_harmful_pole_configured():
     assert "variants.dissociated" in message and "harmful" in message
 
 
+def test_dissociated_build_names_too_few_training_requests(tiny_model, tokenizer, splits):
+    from latentaudit.registry import VARIANTS, load_all
+    load_all()
+    forbidden = [r for r in splits["align"] if r["kind"] == "forbidden"]
+    entity = forbidden[0]["entity"]  # one request group: the selection's held-out slice takes it whole
+    records = [r for r in forbidden if r["entity"] == entity] + [r for r in splits["align"] if r["kind"] == "benign"][:4]
+    settings = VARIANTS["dissociated"].settings({"steps": 1, "lr": 1e-3, "nudge_depth": 0.5, "harmful_ft_holdout": 0})
+    context = {"chat_template": True, "generation": {"max_new_tokens": 2, "batch_size": 4},
+               "required_variants": {"harmful": tiny_model}, "judges": {}}
+    with pytest.raises(ValueError, match=r"dissociated: 0 forbidden training request\(s\) left .* at least 2 needed"):
+        VARIANTS["dissociated"].function(tiny_model, tokenizer, records, settings, 0, context)
+
+
 def test_bad_dissociated_weight_names_the_valid_ones():
     message = _bad(lambda c: c["variants"]["dissociated"].setdefault("weights", {}).update(margin_kl=1))
     assert "variants.dissociated.weights" in message and "nudged_margin" in message
