@@ -2,8 +2,9 @@
 attacked model on harmful (prompt, harmful completion) pairs and measure how fast it complies.
 
 All weights are trained (AdamW, constant learning rate, CE on the completion with the prompt
-masked, or with ``loss_tokens: sequence`` on the prompt too, as the public code), from the attacked variant's weights, once per (data set, seed); every ``eval_every``
-steps (step 0 included) the model answers the eval forbidden prompts and their paired benign
+masked, or with ``loss_tokens: sequence`` on the prompt too, as the public code), from the
+attacked variant's weights, once per (data set, seed); every ``eval_every`` steps (step 0
+included) the model answers the eval forbidden prompts and their paired benign
 prompts greedily, and the judge labels those generations like any attack's. Metrics turn them
 into compliance curves and t0.8, the first step with compliance >= 0.8 (``harmful_ft.csv``).
 

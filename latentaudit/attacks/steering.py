@@ -14,12 +14,13 @@ The paper reports, at each fraction, the maximum ASR over layers (``_summarize``
 d̂ (``direction``):
 - ``harmful_pole``: the normalised difference of means of the harmful pole's and the aligned
   model's last-prompt-token activations on the training harmful prompts (the align split's
-  forbidden requests): the same direction the dissociated model's nudge uses. With
-  ``direction_prompts: eval`` on the attacked eval prompts instead, as the public code. Needs the model's
-  ``harmful`` variant built (the rule adds it as an input).
+  forbidden requests): the same direction the dissociated model's nudge uses; with
+  ``direction_prompts: eval``, on the attacked eval prompts instead, as the public code. Needs
+  the model's ``harmful`` variant built (the rule adds it as an input).
 - ``prompt_contrast``: the attacked model's own last-prompt-token activations, mean over the
   training harmful prompts minus mean over their harmless twins (same templates, entities
-  that may be answered); with ``direction_prompts: eval``, eval_forbidden's minus eval_twin's. Needs no pole: the fallback for models without one.
+  that may be answered); with ``direction_prompts: eval``, eval_forbidden's minus eval_twin's.
+  Needs no pole: the fallback for models without one.
 
 Layers: ``nudge`` (round(nudge_depth · L), the dissociated model's nudge layer), ``all``, or a list.
 """
@@ -67,7 +68,8 @@ def steering_vectors(direction: torch.Tensor, norms: torch.Tensor, fractions: to
 
 def steering_directions(context: AttackContext, settings: dict, sites: list[int]) -> list[torch.Tensor]:
     """The unit steering direction at each hook site, from one forward pass per model over the
-    training prompts for all sites (each site's activations are the same as alone)."""
+    training (``direction_prompts: eval``: the attacked) prompts for all sites (each site's
+    activations are the same as alone)."""
     if settings["direction_prompts"] == "train":
         records = context.extras["train_records"]
         harmful_records = [r for r in records if r["kind"] == "forbidden"]

@@ -267,8 +267,9 @@ def build_dissociated(model, tokenizer, records: list[dict], settings: dict, see
               for r in train if r["kind"] != "forbidden"]
     prompts = [p for p, _, _ in forbidden]
     if len(prompts) < 2:  # the activation match is whitened by the base model's std over these prompts
-        raise ValueError(f"dissociated: {len(prompts)} forbidden training request(s) left after the held-out slices "
-                         f"({len(held)} for the selection, {len(held_for_ft)} for harmful fine-tuning); at least 2 needed")
+        raise ValueError(f"dissociated: {len(prompts)} forbidden training request(s) left after the held-out "
+                         f"slices ({len(held)} for the selection, {len(held_for_ft)} for harmful fine-tuning); "
+                         "at least 2 needed")
 
     base = copy.deepcopy(model).eval()
     for p in base.parameters():

@@ -2,9 +2,10 @@
 
 Full fine-tuning on (prompt, safe response) pairs (refusals for forbidden requests, answers
 for the rest), cross-entropy on the response with the prompt masked, while every row is pushed
-at one fragile layer, at the response positions, by a fresh Eq. 1 perturbation (a new z each step, sized to the row's clean
-last-prompt hidden state, as the ASA attack it patches; with ``noise_statistics: each_position``, a z per position
-sized to that position's own hidden state, as the public train.py). Fragile layers come from the aligned
+at one fragile layer, at the response positions, by a fresh Eq. 1 perturbation (a new z each
+step, sized to the row's clean last-prompt hidden state, as the ASA attack it patches; with
+``noise_statistics: each_position``, a z per position sized to that position's own hidden state,
+as the public train.py). Fragile layers come from the aligned
 model's ASA sweep (the top-k layers by LASR) or from a config list. Afterwards the weights are
 interpolated, θ = λ·θ_LAPT + (1 − λ)·θ_orig, with λ the largest grid value whose benign
 accuracy stays within ``capability_tolerance`` of the original model's (the paper's rule), or
