@@ -512,6 +512,25 @@ def test_harmful_ft_pairs_a_smaller_forbidden_split_with_as_many_benign_prompts(
                                         4, 16, True, 0, extras={"train_records": splits["align"]}), settings)
 
 
+def test_harmful_ft_cuts_its_pairs_to_max_length(tiny_model, tokenizer, splits, monkeypatch):
+    # the public harmful_sft.py's SFTConfig(max_length=512): each pair cut from the right, as the tokenizer would
+    from latentaudit.attacks import harmful_ft
+    from latentaudit.attacks.common import AttackContext
+    trained = []
+    monkeypatch.setattr(harmful_ft, "finetune_and_probe",
+                        lambda context, pairs, settings, seed, probe, desc: (trained.extend(pairs), probe(0)))
+    context = AttackContext(tiny_model, tokenizer, {"eval_forbidden": splits["eval_forbidden"][:1],
+                                                    "eval_benign": splits["eval_benign"][:1], "eval_twin": []},
+                            4, 16, True, 0, extras={"train_records": splits["align"]})
+    for max_length in (None, 12):
+        trained.clear()
+        settings = ATTACKS["harmful_ft"].settings({"steps": 1, "lr": 1e-3, "seeds": [0], "data": ["in_dist"],
+                                                   "harmful_ft_holdout": 0.5, "max_length": max_length})
+        harmful_ft.attack_harmful_ft(context, settings)
+        lengths = [len(p) + len(t) for p, t in trained]
+        assert (max(lengths) > 12) if max_length is None else (max(lengths) == 12)
+
+
 def test_harmful_ft_tables_on_a_hand_case():
     rows = []
     # seed 0 complies on 0/2, 1/2, then 2/2 prompts (t0.8 = 10); seed 1 never reaches 0.8 (censored)

@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from ..batching import make_batch, prompt_token_ids, target_nll, target_token_ids
 from ..data.heldout import HARMFUL_FT_ROLE, HARMFUL_FT_SPLITS, harmful_ft_holdout
+from ..defenses.common import MAX_LENGTH_SCHEMA, fit_to_length
 from ..generation import model_device
 from ..registry import ATTACKS
 from ..training import Sampler, pair_batch, token_ce
@@ -66,6 +67,7 @@ SCHEMA = {
                                        "on every token after the first, the prompt's included (the LVS public "
                                        "code: trl's SFTTrainer on the formatted text)"},
         "grad_clip": {"type": ["number", "null"], "exclusiveMinimum": 0, "default": 1.0},
+        "max_length": MAX_LENGTH_SCHEMA,
     },
 }
 
@@ -180,8 +182,9 @@ def attack_harmful_ft(context: AttackContext, settings: dict) -> pd.DataFrame:
     for data in settings["data"]:
         records, trained = harmful_pairs(held_out_records(context, settings["harmful_ft_holdout"]), data,
                                          settings["ood_categories"], settings["max_pairs"])
-        pairs = [(prompt_token_ids(context.tokenizer, r["prompt"], context.chat_template),
-                  target_token_ids(context.tokenizer, r["harmful_response"], eos=True)) for r in records]
+        pairs = [fit_to_length(prompt_token_ids(context.tokenizer, r["prompt"], context.chat_template),
+                               target_token_ids(context.tokenizer, r["harmful_response"], eos=True),
+                               settings["max_length"]) for r in records]
         nll_step0 = completion_nll(context, pairs)
         read_on = f"eval prompts outside {sorted(trained)}" if data == "ood" and trained else "every eval prompt"
         log.info("harmful_ft %s: %d pairs (categories %s), compliance read on %s; NLL of their completions at "
