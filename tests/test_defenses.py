@@ -369,7 +369,7 @@ def test_lat_micro_batches_sum_their_token_means_as_the_public_codes_accumulatio
 
 
 def test_defense_sequences_are_cut_to_max_length_from_the_right():
-    from latentaudit.defenses.common import fit_to_length, fit_triple
+    from latentaudit.training import fit_to_length, fit_triple
     prompt, answer = list(range(10)), list(range(100, 110))
     assert fit_to_length(prompt, answer, None) == (prompt, answer)
     assert fit_to_length(prompt, answer, 20) == (prompt, answer)

@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from ..batching import make_batch, prompt_token_ids, target_nll, target_token_ids
 from ..data.heldout import HARMFUL_FT_ROLE, HARMFUL_FT_SPLITS, harmful_ft_holdout
-from ..defenses.common import MAX_LENGTH_SCHEMA, fit_to_length
+from ..training import MAX_LENGTH_SCHEMA, fit_to_length
 from ..generation import model_device
 from ..registry import ATTACKS
 from ..training import Sampler, pair_batch, token_ce

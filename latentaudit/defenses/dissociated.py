@@ -63,7 +63,7 @@ from ..judges.coherent import coherent_label
 from ..judges.structural import structural_label
 from ..registry import VARIANTS
 from ..training import optim_properties, Sampler, device_of, kl_to_reference, optimise
-from .common import MAX_LENGTH_SCHEMA, fit_to_length, fit_triple
+from ..training import MAX_LENGTH_SCHEMA, fit_to_length, fit_triple
 
 log = logging.getLogger(__name__)
 

@@ -27,8 +27,8 @@ import torch
 from ..hooks import Perturbation, hidden_index, intervene, n_layers, position_code, residual_stream
 from ..perturbation_size import eq1_normalise
 from ..registry import VARIANTS
-from ..training import optim_properties, Sampler, device_of, optimise, pair_batch, token_ce
-from .common import MAX_LENGTH_SCHEMA, defense_data
+from ..training import MAX_LENGTH_SCHEMA, optim_properties, Sampler, device_of, optimise, pair_batch, token_ce
+from .common import defense_data
 
 log = logging.getLogger(__name__)
 

@@ -23,9 +23,9 @@ from peft import PeftModel
 
 from ..hooks import hidden_index, n_layers, residual_stream
 from ..registry import VARIANTS
-from ..training import (LORA_SCHEMA, OPTIM_PROPERTIES, Sampler, attach_lora, device_of, kl_to_reference,
-                        optimise, pair_batch, reference, response_mask)
-from .common import MAX_LENGTH_SCHEMA, defense_data
+from ..training import (LORA_SCHEMA, MAX_LENGTH_SCHEMA, OPTIM_PROPERTIES, Sampler, attach_lora, device_of,
+                        kl_to_reference, optimise, pair_batch, reference, response_mask)
+from .common import defense_data
 
 SCHEMA = {
     "type": "object", "additionalProperties": False, "required": ["steps", "lr"],
