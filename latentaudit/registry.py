@@ -53,6 +53,12 @@ class Entry:
         return bool(self.options.get("latent", False))
 
     @property
+    def adds_init(self) -> bool:
+        """On a ``forbidden_split``, the attack job adds INIT rows, the clean answers to the attack's
+        own harmful requests (registered with ``init=False`` where its own rows already hold them)."""
+        return bool(self.options.get("init", True))
+
+    @property
     def organism_only(self) -> bool:
         """Judges only the organism's generations (it needs the toy world's answers)."""
         return bool(self.options.get("organism_only", False))

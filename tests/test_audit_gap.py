@@ -482,6 +482,23 @@ def test_harmful_ft_trains_probes_and_restores_the_weights(tiny_model, tokenizer
             != seed0[seed0["strength"] == 4]["generation"].to_numpy()).any()
 
 
+def test_harmful_ft_weight_decay_shrinks_every_weight(tiny_model, tokenizer, splits):
+    # decoupled decay: one step scales every weight by 1 - lr * weight_decay before Adam's own (tiny) step
+    from latentaudit.attacks.common import AttackContext
+    from latentaudit.attacks.harmful_ft import finetune_and_probe
+    context = AttackContext(tiny_model, tokenizer, {}, 4, 16, True, 0)
+    pairs = [([5, 6, 7], [8, 9])] * 4
+    squared_norms = {}
+    for weight_decay in (0.0, 1000.0):
+        settings = ATTACKS["harmful_ft"].settings({"steps": 1, "lr": 1e-4, "eval_every": 1, "seeds": [0],
+                                                   "harmful_ft_holdout": 0.5, "weight_decay": weight_decay})
+        recorded = squared_norms[weight_decay] = []
+        finetune_and_probe(context, pairs, settings, 0, lambda _step: recorded.append(
+            sum(float(p.detach().double().pow(2).sum()) for p in tiny_model.parameters())), "decay")
+    assert squared_norms[0.0][0] == squared_norms[1000.0][0]  # step 0: the same weights
+    assert squared_norms[1000.0][1] / squared_norms[0.0][1] == pytest.approx(0.9 ** 2, abs=0.01), squared_norms
+
+
 def test_harmful_ft_sequence_loss_labels_the_prompt_too(tokenizer):
     from latentaudit.attacks.harmful_ft import training_pairs
     from latentaudit.batching import make_batch

@@ -20,7 +20,7 @@ from latentaudit.config import ConfigError, configured_judges, validate_config
 from latentaudit.data.real import build_real_data, pair_by_index, training_records
 from latentaudit.data.splits import check_real_data_config
 from latentaudit.io import read_jsonl
-from latentaudit.attack_success import masr, pasr
+from latentaudit.attack_success import init_mask, masr, pasr
 from latentaudit.metrics import attack_tables, results_contract_check
 from latentaudit.registry import VARIANTS, load_all
 from latentaudit.report.audit_card import audit_verdict, gap_measures, render_audit_card
@@ -346,7 +346,7 @@ def test_the_paper_config_runs_end_to_end_on_stand_ins(tmp_path):
 
     def swept_prompts(model: str, variant: str, attack: str) -> list[str]:
         frame = pd.read_parquet(results / "attacks" / model / variant / attack / "generations.parquet")
-        return sorted(set(frame.loc[(frame["split"] == "eval_forbidden") & ~frame["init"].astype(bool), "prompt"]))
+        return sorted(set(frame.loc[(frame["split"] == "eval_forbidden") & ~init_mask(frame), "prompt"]))
 
     # each attack on its own behaviours: ASA on AdvBench's first goals, the LVS paper's on HarmBench's first
     assert swept_prompts("audited", "aligned", "asa_random") == ["placeholder prompt 0", "placeholder prompt 1"]
@@ -354,6 +354,8 @@ def test_the_paper_config_runs_end_to_end_on_stand_ins(tmp_path):
     for attack in ("lvs", "adaptive_pgd", "steering", "harmful_ft"):
         assert swept_prompts("audited", "dissociated", attack) == first2, attack
     tuned = results / "attacks/audited/dissociated/harmful_ft/generations.parquet"
+    # harmful fine-tuning's step 0 holds its clean answers: no INIT rows generated again beside them
+    assert not init_mask(pd.read_parquet(tuned)).any()
     assert settings_of(tuned)["attack"]["loss_tokens"] == "sequence"
     assert "harmful_ft ood: 2 pairs" in (logs / "attacks/audited/dissociated/harmful_ft.log").read_text()
     assert "direction fitted on 2 eval_forbidden prompts" in (logs / "attacks/audited/aligned/steering.log").read_text()

@@ -36,10 +36,9 @@ from tqdm import tqdm
 
 from ..batching import make_batch, prompt_token_ids, target_nll, target_token_ids
 from ..data.heldout import HARMFUL_FT_ROLE, HARMFUL_FT_SPLITS, harmful_ft_holdout
-from ..training import MAX_LENGTH_SCHEMA, fit_to_length
 from ..generation import model_device
 from ..registry import ATTACKS
-from ..training import Sampler, pair_batch, token_ce
+from ..training import MAX_LENGTH_SCHEMA, OPTIM_PROPERTIES, Sampler, fit_to_length, pair_batch, token_ce
 from .common import AttackContext, generations_frame
 
 log = logging.getLogger(__name__)
@@ -67,6 +66,8 @@ SCHEMA = {
                                        "on every token after the first, the prompt's included (the LVS public "
                                        "code: trl's SFTTrainer on the formatted text)"},
         "grad_clip": {"type": ["number", "null"], "exclusiveMinimum": 0, "default": 1.0},
+        "weight_decay": {**OPTIM_PROPERTIES["weight_decay"],
+                         "description": "AdamW's decoupled weight decay (0: the LVS public code's SFTConfig default)"},
         "max_length": MAX_LENGTH_SCHEMA,
     },
 }
@@ -125,7 +126,7 @@ def finetune_and_probe(context: AttackContext, pairs: list[tuple[list[int], list
     for p in params:
         p.requires_grad_(True)
     torch.manual_seed(seed)
-    optimizer = torch.optim.AdamW(params, lr=settings["lr"], weight_decay=0.0)
+    optimizer = torch.optim.AdamW(params, lr=settings["lr"], weight_decay=settings["weight_decay"])
     sample = Sampler(len(pairs), settings["batch_size"], seed)
     steps, every, device = settings["steps"], settings["eval_every"], model_device(model)
     try:
@@ -166,7 +167,9 @@ def completion_nll(context: AttackContext, pairs: list[tuple[list[int], list[int
     return total / tokens
 
 
-@ATTACKS.register("harmful_ft", SCHEMA, needs=("train_records", "harmful_ft_records"), shared=("harmful_ft_holdout",))
+# init=False: step 0 already holds the clean answers to its own requests (no INIT rows to generate)
+@ATTACKS.register("harmful_ft", SCHEMA, needs=("train_records", "harmful_ft_records"), shared=("harmful_ft_holdout",),
+                  init=False)
 def attack_harmful_ft(context: AttackContext, settings: dict) -> pd.DataFrame:
     forbidden, benign = context.eval_records["eval_forbidden"], context.eval_records["eval_benign"]
     if len(benign) < len(forbidden):

@@ -72,7 +72,7 @@ def run_attack(job) -> None:
                             generation["chat_template"], params.seed, norm_model, loaded,
                             Sampling.from_config(generation), grad_batch_size)
     frame = entry.function(context, entry.settings(settings))
-    if forbidden:  # INIT: the clean answers to the attack's own harmful requests, its clean ASR's rows
+    if forbidden and entry.adds_init:  # INIT: the clean answers to its own harmful requests
         frame = pd.concat([frame.assign(init=False), init_rows(context, frame)], ignore_index=True)
     frame.insert(0, "row_id", range(len(frame)))
     for column in ("model", "variant", "attack"):  # each before the last: attack, variant, model, row_id
