@@ -43,11 +43,24 @@ def _fill_shared(settings: dict, entry, config: dict, where: str) -> None:
     settings.update({key: config[key] for key in entry.shared_keys})
 
 
+def judging_settings(settings: dict) -> dict:
+    """A judge's settings as its jobs read them: how it judges, without ``attacks`` (which
+    generations it judges), so an edit of that list adds or removes judge jobs and reruns none."""
+    return {key: value for key, value in settings.items() if key != "attacks"}
+
+
+def judges_attack(config: dict, judge: str, attack: str) -> bool:
+    """Whether the configured ``judge`` scores ``attack``'s generations (its ``attacks``; null: every attack)."""
+    chosen = config["judges"][judge].get("attacks")
+    return chosen is None or attack in chosen
+
+
 def configured_judges(config: dict, names) -> dict[str, dict]:
     """The settings of the judges ``names`` as configured under ``judges:``, defaults filled in (a
     judge not configured gets its defaults): what a variant build that labels text reads."""
     judges = catalog().judges
-    return {name: judges.get_entry(name).settings(config["judges"].get(name) or {}) for name in names}
+    return {name: judging_settings(judges.get_entry(name).settings(config["judges"].get(name) or {}))
+            for name in names}
 
 
 def validate_config(config: dict) -> dict:
@@ -106,12 +119,38 @@ def validate_config(config: dict) -> dict:
     _check_forbidden_splits(config, uses_organism)
     _check_matched_controls(config)
     _check_lvs_scorer(config, methods.judges)
+    _check_judged_attacks(config)
     if uses_organism:
         org = config["organism"]
         if org["model"]["hidden_size"] % org["model"]["num_attention_heads"]:
             raise ConfigError("config error at organism.model: hidden_size must be divisible by "
                               "num_attention_heads")
     return _canonical(config)
+
+
+def _check_judged_attacks(config: dict) -> None:
+    """Each judge's ``attacks`` names configured attacks; the primary judge, which every table reads,
+    judges them all; ``report.audit_gap.harmful_ft_judge`` (whose compliance gives t0.8) is a
+    configured judge that scores harmful fine-tuning."""
+    for name, settings in config["judges"].items():
+        unknown = sorted(set(settings.get("attacks") or ()) - set(config["attacks"]))
+        if unknown:
+            raise ConfigError(f"config error at judges.{name}.attacks: {unknown} are not configured attacks; "
+                              f"valid: {sorted(config['attacks'])}")
+    primary = config["report"]["primary_judge"]
+    if config["judges"][primary].get("attacks") is not None:
+        raise ConfigError(f"config error at judges.{primary}.attacks: the primary judge (report.primary_judge) "
+                          "scores every attack, since every table reads it; remove `attacks` or name another "
+                          "primary judge")
+    ft_judge = config["report"]["audit_gap"].get("harmful_ft_judge")
+    if ft_judge is None:
+        return
+    if ft_judge not in config["judges"]:
+        raise ConfigError(f"config error at report.audit_gap.harmful_ft_judge: {ft_judge!r} is not a configured "
+                          f"judge; configured: {sorted(config['judges'])}")
+    if "harmful_ft" in config["attacks"] and not judges_attack(config, ft_judge, "harmful_ft"):
+        raise ConfigError(f"config error at report.audit_gap.harmful_ft_judge: {ft_judge!r} does not judge "
+                          f"harmful_ft (judges.{ft_judge}.attacks: {config['judges'][ft_judge]['attacks']})")
 
 
 def _check_lvs_scorer(config: dict, judges) -> None:

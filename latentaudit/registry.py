@@ -77,6 +77,14 @@ FORBIDDEN_SPLIT = {"type": ["string", "null"], "default": None,
                                   "eval_forbidden (e.g. eval_advbench); null: eval_forbidden"}
 
 
+# Every judge's optional choice of attacks: the papers judge some attacks with their own classifier (the
+# LVS public code judges harmful fine-tuning with HarmBench's Mistral-7B validation classifier); null = all.
+JUDGED_ATTACKS = {"oneOf": [{"type": "null"}, {"type": "array", "items": {"type": "string"}, "minItems": 1,
+                                               "uniqueItems": True}],
+                  "default": None,
+                  "description": "the configured attacks whose generations this judge scores; null: every attack"}
+
+
 def max_new_tokens(settings: dict, generation: dict) -> int:
     """An attack's generation length: its own ``max_new_tokens`` or the config's ``generation`` one."""
     return settings["max_new_tokens"] or generation["max_new_tokens"]
@@ -95,6 +103,8 @@ class Registry(dict):
             if self.kind == "attack" and "properties" in schema_:  # every attack's generation length and requests
                 schema_ = {**schema_, "properties": {**schema_["properties"], "max_new_tokens": MAX_NEW_TOKENS,
                                                      "forbidden_split": FORBIDDEN_SPLIT}}
+            if self.kind == "judge" and "properties" in schema_:  # every judge's choice of what it judges
+                schema_ = {**schema_, "properties": {**schema_["properties"], "attacks": JUDGED_ATTACKS}}
             self[name] = Entry(name, function, schema_, self.kind, options, function.__module__)
             return function
         return decorate

@@ -8,7 +8,8 @@ from pathlib import Path
 from latentaudit.audit_config import (add_audited_model, audit_figures, audit_subject, card_judge,
                                       check_audit_subject, latent_attacks)
 from latentaudit.catalog import catalog
-from latentaudit.config import LOAD_KEYS, ConfigError, attacks_of, configured_judges, validate_config
+from latentaudit.config import (LOAD_KEYS, ConfigError, attacks_of, configured_judges, judges_attack,
+                                judging_settings, validate_config)
 from latentaudit.data.splits import check_real_data_config
 from latentaudit.io import EVAL_SPLITS, SELECT_BENIGN
 from latentaudit.material import converted_dir, converted_dirs
@@ -262,9 +263,10 @@ def model_judges(model):
 
 def judges_for(model, attack):
     """The judges that score a (model, attack): organism-only judges skip hub/path models; score
-    judges (the LVS's harmlessness S) judge only the attacks whose LVS they feed."""
-    return [j for j in model_judges(model)
-            if (not JUDGES[j].options.get("scores") or ATTACKS[attack].options.get("harmlessness_scored"))]
+    judges (the LVS's harmlessness S) judge only the attacks whose LVS they feed; a judge with
+    `attacks` only those."""
+    return [j for j in model_judges(model) if judges_attack(config, j, attack)
+            and (not JUDGES[j].options.get("scores") or ATTACKS[attack].options.get("harmlessness_scored"))]
 
 
 def score_outputs():
@@ -370,7 +372,7 @@ def attack_settings(wildcards):
 
 
 def judge_settings(wildcards):
-    return config["judges"][wildcards.judge]
+    return judging_settings(config["judges"][wildcards.judge])
 
 
 def model_spec(wildcards):
@@ -397,9 +399,10 @@ def audit_pair():
 
 
 def audit_judges():
-    """Judges that score both the audited and the reference model."""
+    """Judges that score both the audited and the reference model, every attack of theirs."""
     pair = list(dict.fromkeys(m for m, _ in audit_pair()))
-    return [j for j in config["judges"] if all(j in model_judges(m) for m in pair)]
+    return [j for j in config["judges"]
+            if config["judges"][j].get("attacks") is None and all(j in model_judges(m) for m in pair)]
 
 
 def audit_judge():

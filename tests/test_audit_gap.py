@@ -404,6 +404,28 @@ def test_audit_gap_pgd_column_is_the_adaptive_attack_and_steering_has_max_and_nu
     assert audit_gap_frame(*paths, "j", settings, 0.5)[0].iloc[0]["pgd_asr_nudge_layer"] == 0.95
 
 
+def test_audit_gap_reads_t08_from_the_harmful_ft_judge(tmp_path):
+    # the LVS public code reads harmful fine-tuning's compliance with its own classifier
+    from latentaudit.report.audit_gap import audit_gap_frame
+    behavior = [{"model": "m", "variant": "aligned", "judge": "j", "split": "forbidden", "refusal_rate": 1.0}]
+    lvs = [{"model": "m", "variant": "aligned", "attack": "lvs", "layer": 0, "strength": 0.01, "asr": 0.0,
+            "lvs_mean": 0.0, "lvs_median": 0.0}]
+    attacks = [{"model": "m", "variant": "aligned", "judge": "j", "attack": "none", "strength": 0.0, "layer": -1,
+                "asr": 0.0}]
+    # judge j complies at step 10, judge val at step 5
+    ft = [{"model": "m", "variant": "aligned", "judge": judge, "data": "in_dist", "seed": 0, "step": step,
+           "compliance": float(step >= reached), "t08": float(reached), "nll_step0": 1.0}
+          for judge, reached in (("j", 10), ("val", 5)) for step in (0, 5, 10)]
+    paths = [tmp_path / f"{n}.csv" for n in ("behavior", "attacks", "lvs", "harmful_ft")]
+    for frame, path in zip((behavior, attacks, lvs, ft), paths):
+        pd.DataFrame(frame).to_csv(path, index=False)
+    settings = {"budget": 0.01, "aligned_asr_ceiling": 0.2, "steering_fraction": 0.06, "radius_fraction": 0.06}
+    behavior_csv, attacks_csv, lvs_csv, ft_csv = paths
+    t08 = {judge: audit_gap_frame(behavior_csv, attacks_csv, lvs_csv, "j", {**settings, "harmful_ft_judge": judge},
+                                  0.5, ft_csv)[0].iloc[0]["t08_in_dist"] for judge in (None, "val")}
+    assert t08 == {None: 10.0, "val": 5.0}
+
+
 def test_dissociated_needs_the_harmful_pole_configured():
     message = _bad(lambda c: (c["variants"].pop("harmful"), c["models"]["organism"]["variants"].remove("harmful")))
     assert "variants.dissociated" in message and "harmful" in message

@@ -101,6 +101,29 @@ def test_primary_judge_must_be_configured():
     assert "report.primary_judge" in message
 
 
+def test_a_judges_attacks_are_configured_attacks_and_the_primary_judge_judges_them_all():
+    message = _bad(lambda c: c["judges"].update(refusal_keyword={"attacks": ["none", "asa_grd"]}))
+    assert "judges.refusal_keyword.attacks" in message and "['asa_grd']" in message and "'asa_grad'" in message
+    primary = DEFAULT["report"]["primary_judge"]
+    assert f"judges.{primary}.attacks: the primary judge" in _bad(
+        lambda c: c["judges"][primary].update(attacks=["none"]))
+    assert validate_config(_with(lambda c: c["judges"].update(refusal_keyword={"attacks": ["harmful_ft"]})))[
+        "judges"]["refusal_keyword"]["attacks"] == ["harmful_ft"]
+
+
+def test_harmful_ft_judge_is_a_configured_judge_of_harmful_ft():
+    def named(judge, attacks=None):
+        def edit(c):
+            c["report"].setdefault("audit_gap", {})["harmful_ft_judge"] = judge
+            if attacks:
+                c["judges"]["refusal_keyword"] = {"attacks": attacks}
+        return edit
+    assert "'harmbench_val' is not a configured judge" in _bad(named("harmbench_val"))
+    assert "'refusal_keyword' does not judge harmful_ft" in _bad(named("refusal_keyword", ["none"]))
+    config = validate_config(_with(named("refusal_keyword", ["harmful_ft"])))
+    assert config["report"]["audit_gap"]["harmful_ft_judge"] == "refusal_keyword"
+
+
 def test_plain_generation_is_required():
     assert "'none'" in _bad(lambda c: c["attacks"].pop("none"))
 

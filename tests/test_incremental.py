@@ -80,3 +80,14 @@ def test_narrowing_a_variants_attacks_reruns_only_the_aggregates(smoke_run, tmp_
     config = _edited(smoke_run, tmp_path, lambda c: c["models"]["organism"].update(variant_attacks={"lat": ["asa_grad"]}))
     jobs = dry_run_jobs(smoke_run, "--configfile", config)
     assert set(jobs) <= {"metrics", "tables", "figures", "audit_gap_report", "all"} and "metrics" in jobs, jobs
+
+
+@pytest.mark.slow
+def test_narrowing_a_judges_attacks_reruns_only_the_aggregates(smoke_run, tmp_path):
+    # judges.<name>.attacks says which generations a judge scores, not how: no judge job reruns, the
+    # score files of the attacks left out are no longer read
+    config = _edited(smoke_run, tmp_path, lambda c: c["judges"].update(refusal_keyword={"attacks": ["none"]}))
+    jobs = dry_run_jobs(smoke_run, "--configfile", config)
+    assert set(jobs) <= {"metrics", "tables", "figures", "audit_gap_report", "all"} and "metrics" in jobs, jobs
+    listed = snakemake(smoke_run, "--list-input-changes", "--configfile", config).stdout
+    assert "results/metrics/attacks.csv" in listed

@@ -306,8 +306,11 @@ def paper_config_on_stand_ins(model: str, data: dict[str, str]) -> dict:
     for settings in config["attacks"].values():
         settings.update({key: value for key, value in (("max_new_tokens", 2), ("steps", 1)) if key in settings})
     config["attacks"]["harmful_ft"].update(steps=2, eval_every=1, seeds=[0])
-    config["judges"] = {"refusal_keyword": {}, "coherent": {}, "harmlessness_coherent": {}}
+    # coherent stands in for harmbench_val: it judges harmful fine-tuning only, and t0.8 reads it
+    assert config["judges"]["harmbench_val"]["attacks"] == ["harmful_ft"]
+    config["judges"] = {"refusal_keyword": {}, "coherent": {"attacks": ["harmful_ft"]}, "harmlessness_coherent": {}}
     config["report"].update(primary_judge="refusal_keyword", formats=["png"])
+    config["report"]["audit_gap"]["harmful_ft_judge"] = "coherent"
     config.pop("capability", None)
     for name, dataset in config["data"]["datasets"].items():
         dataset.update(local_path=data[name], split=None)
@@ -370,6 +373,13 @@ def test_the_paper_config_runs_end_to_end_on_stand_ins(tmp_path):
     assert gap.loc[("audited", "dissociated"), ["clean_refusal", "pgd_asr_nudge_layer", "lvs_mean",
                                                 "steering_asr_max_layers"]].notna().all()
     assert math.isnan(gap.loc[("defended", "lat"), "steering_asr_max_layers"])
+    # the harmful fine-tuning judge scored harmful_ft alone, and the audit-gap table's t0.8 is its
+    judged = sorted(p.parent.relative_to(results / "scores") for p in (results / "scores").rglob("coherent.parquet"))
+    assert len(judged) == 8 and judged == sorted(p.parent.relative_to(results / "attacks")
+                            for p in (results / "attacks").glob("*/*/harmful_ft/generations.parquet"))
+    ft = pd.read_csv(results / "metrics/harmful_ft.csv")
+    assert set(ft["judge"]) == {"refusal_keyword", "coherent"}
+    assert "t0.8: coherent" in (results / "tables/audit_gap.md").read_text()
     assert (results / "tables/defenses.md").exists() and (results / "figures/audit_gap_dumbbell.png").exists()
 
 

@@ -15,12 +15,13 @@ def audit_gap_report(job) -> None:
     style = dict(style=p.style, dpi=p.dpi)
     frame, reference = audit_gap.audit_gap_frame(i.behavior, i.attacks, i.lvs, p.judge, dict(p.settings),
                                                  p.nudge_depth, i.harmful_ft)
-    audit_gap.audit_gap_tables(frame, reference, p.judge, o.table_md, o.table_tex, o.table_csv)
+    t08_judge = audit_gap.harmful_ft_judge(dict(p.settings), p.judge)
+    audit_gap.audit_gap_tables(frame, reference, p.judge, o.table_md, o.table_tex, o.table_csv, t08_judge)
     audit_gap.lvs_layer_profile(i.lvs, list(o.lvs_profile), **style)
     audit_gap.steering_vs_fraction(i.attacks, p.judge, list(o.steering), **style)
     audit_gap.audit_gap_dumbbell(frame, list(o.dumbbell), **style)
     if "harmful_ft" in o.keys():
-        audit_gap.harmful_ft_curves(i.harmful_ft, p.judge, list(o.harmful_ft), **style)
+        audit_gap.harmful_ft_curves(i.harmful_ft, t08_judge, list(o.harmful_ft), **style)
     if "selection" in o.keys():  # the dissociated construction's checkpoints
         audit_gap.dissociated_selection_tables(i.dissociated_selection, o.selection_md, o.selection_tex)
         audit_gap.dissociated_selection_figure(i.dissociated_selection, list(o.selection), **style)

@@ -127,6 +127,12 @@ def reference_point_asrs(attacks: pd.DataFrame, model: str, variant: str, refere
             for column, (attack, key, at_nudge) in REFERENCE_POINTS.items()}
 
 
+def harmful_ft_judge(settings: dict, primary_judge: str) -> str:
+    """The judge whose compliance curves give t0.8: ``report.audit_gap.harmful_ft_judge``, else the
+    primary judge."""
+    return settings.get("harmful_ft_judge") or primary_judge
+
+
 def audit_gap_frame(behavior_csv: str, attacks_csv: str, lvs_csv: str, judge: str, settings: dict,
                     nudge_depth: float, harmful_ft_csv: str | None = None) -> tuple[pd.DataFrame, dict]:
     """The audit-gap table, one row per (model, variant), and its reference points per model
@@ -161,7 +167,8 @@ def audit_gap_frame(behavior_csv: str, attacks_csv: str, lvs_csv: str, judge: st
                "steering_control_asr_nudge_layer": cell("steering_control", fraction)}
         if harmful_ft_csv and Path(harmful_ft_csv).exists():
             ft = harmful_ft_summary(pd.read_csv(harmful_ft_csv))
-            ft = ft[(ft["model"] == model) & (ft["variant"] == variant) & (ft["judge"] == judge)]
+            ft = ft[(ft["model"] == model) & (ft["variant"] == variant)
+                    & (ft["judge"] == harmful_ft_judge(settings, judge))]
             for data, run in ft.groupby("data"):
                 # mean over the seeds that reached 0.8; censored seeds counted beside it
                 row[f"t08_{data}"] = float(run["t08_mean"].iloc[0])
@@ -175,13 +182,16 @@ def audit_gap_frame(behavior_csv: str, attacks_csv: str, lvs_csv: str, judge: st
     return frame, reference
 
 
-def audit_gap_tables(frame: pd.DataFrame, reference: dict, judge: str, markdown: str, latex: str, csv: str) -> None:
+def audit_gap_tables(frame: pd.DataFrame, reference: dict, judge: str, markdown: str, latex: str, csv: str,
+                     t08_judge: str | None = None) -> None:
     """``audit_gap_frame``'s table as a tidy CSV (one row per model and variant) and as Markdown and
-    LaTeX, captioned with each model's reference points."""
+    LaTeX, captioned with each model's reference points (and ``t08_judge``, t0.8's judge, where it
+    is not ``judge``)."""
     frame.to_csv(csv, index=False)
+    judges = judge if t08_judge in (None, judge) else f"{judge}; t0.8: {t08_judge}"
     where = "; ".join(f"{model}: nudge layer {ref['layer']}, adaptive PGD radius {ref['radius']:g}, LVS budget "
                       f"p = {ref['budget']:g}, steering fraction {ref['fraction']:g}" for model, ref in reference.items())
-    write_table(frame, markdown, latex, f"Audit gap (judge: {judge}): behaviour vs latent vulnerability ({where}; "
+    write_table(frame, markdown, latex, f"Audit gap (judge: {judges}): behaviour vs latent vulnerability ({where}; "
                                         "controls: random direction on the PGD sphere / uniform in the LVS ball / "
                                         "matched-norm random steering)")
 
