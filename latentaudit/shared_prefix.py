@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 from tqdm import tqdm
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.cache_utils import DynamicLayer
 
 from .batching import make_batch, target_nll
 from .generation import Sampling, cut_at_stop, generate, model_device, next_tokens, stop_token_ids
@@ -31,6 +32,63 @@ def unique_rows(sequences: list[tuple]) -> tuple[list[tuple], torch.Tensor]:
     return list(first), torch.tensor(index)
 
 
+class PreallocatedLayer(DynamicLayer):
+    """A KV-cache layer over preallocated buffers [B, H, capacity, D] (or views of them), the
+    first ``length`` positions filled. Each update writes its keys and values in place
+    (``DynamicLayer`` concatenates, copying the whole cache every decoding step) and attention
+    reads the filled part: the same values in the same shape. Rows leave by ``index_select``
+    into fresh buffers (one pass; indexing would copy twice)."""
+
+    def __init__(self, key_buffer: torch.Tensor, value_buffer: torch.Tensor, length: int = 0):
+        super().__init__()
+        self.device, self.is_initialized = key_buffer.device, True
+        self.key_buffer, self.value_buffer, self.length = key_buffer, value_buffer, length
+        self._filled()
+
+    @classmethod
+    def empty_like(cls, keys: torch.Tensor, values: torch.Tensor, rows: int, capacity: int) -> "PreallocatedLayer":
+        """An empty layer for ``rows`` rows of ``capacity`` positions, shaped and typed as ``keys``/``values``."""
+        return cls(keys.new_empty(rows, keys.shape[1], capacity, keys.shape[-1]),
+                   values.new_empty(rows, values.shape[1], capacity, values.shape[-1]))
+
+    def _filled(self) -> None:
+        self.keys = self.key_buffer[:, :, :self.length]
+        self.values = self.value_buffer[:, :, :self.length]
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        end = self.length + key_states.shape[-2]
+        if end > self.key_buffer.shape[-2]:
+            raise ValueError(f"PreallocatedLayer: {end} positions do not fit its capacity {self.key_buffer.shape[-2]}")
+        self.key_buffer[:, :, self.length:end] = key_states
+        self.value_buffer[:, :, self.length:end] = value_states
+        self.length = end
+        self._filled()
+        return self.keys, self.values
+
+    def fill(self, length: int) -> None:
+        """Mark the first ``length`` positions filled (written through views of this layer's rows)."""
+        self.length = length
+        self._filled()
+
+    def rows(self, begin: int, end: int) -> "PreallocatedLayer":
+        """An empty layer over rows begin..end-1 of these buffers (a view: what it is given lands here)."""
+        return PreallocatedLayer(self.key_buffer[begin:end], self.value_buffer[begin:end])
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        for name, filled in (("key_buffer", self.keys), ("value_buffer", self.values)):
+            buffer = getattr(self, name)
+            kept = buffer.new_empty(len(indices), *buffer.shape[1:])
+            torch.index_select(filled, 0, indices, out=kept[:, :, :self.length])
+            setattr(self, name, kept)
+        self._filled()
+
+
+def preallocated_cache(model, layers: list[PreallocatedLayer]) -> DynamicCache:
+    cache = DynamicCache(config=unwrap(model).config)
+    cache.layers = layers
+    return cache
+
+
 @torch.no_grad()
 def clean_pass(model, batch, cache: DynamicCache | None = None) -> list[torch.Tensor]:
     """``hooks.residual_stream`` without gradients, filling ``cache`` (the KV cache) if given."""
@@ -45,16 +103,24 @@ def first_perturbed(positions: torch.Tensor, length: int) -> int:
 
 
 def perturbed_prefill(model, residual: list[torch.Tensor], clean_cache, unique: torch.Tensor,
-                       perturbation: Perturbation, batch, first: int, outputs_from: int = 0
-                       ) -> tuple[torch.Tensor, DynamicCache | None]:
+                       perturbation: Perturbation, batch, first: int, outputs_from: int = 0,
+                       decode_positions: int | None = None) -> tuple[torch.Tensor, DynamicCache | None]:
     """Final hidden states [R, T - first, d] of every row's perturbed prefill from position
     ``first`` on, and (with ``clean_cache``) the rows' KV cache, from the clean pass of their
     distinct sequences (``unique`` maps row -> sequence). Rows are grouped by site (contiguous),
-    as ``_sweep_chunks`` orders them. ``first`` > 0 needs ``clean_cache``."""
+    as ``_sweep_chunks`` orders them. ``first`` > 0 needs ``clean_cache``. With
+    ``decode_positions``, the rows' cache is preallocated with room for that many decoding
+    positions, and each site's rows write their keys and values straight into it."""
     n_blocks = len(residual) - 1
     sites, unique = perturbation.hidden_index, unique.to(perturbation.hidden_index.device)
     outputs, layer_keys = [], [[] for _ in range(n_blocks)]
     layer_values = [[] for _ in range(n_blocks)]
+    preallocated = None
+    if clean_cache is not None and decode_positions is not None:
+        length = batch.attention_mask.shape[1]
+        preallocated = [PreallocatedLayer.empty_like(clean_cache.layers[layer].keys, clean_cache.layers[layer].values,
+                                                     len(sites), length + decode_positions)
+                        for layer in range(n_blocks)]
     for site in torch.unique_consecutive(sites).tolist():
         rows = (sites == site).nonzero()[:, 0]
         source = unique[rows]
@@ -65,7 +131,11 @@ def perturbed_prefill(model, residual: list[torch.Tensor], clean_cache, unique: 
             hidden = hidden if delta is None else hidden + delta
         cache = None
         if clean_cache is not None:
-            cache = DynamicCache(config=unwrap(model).config)
+            if preallocated is None:
+                cache = DynamicCache(config=unwrap(model).config)
+            else:  # the site's rows are one contiguous slice of the rows' cache
+                cache = preallocated_cache(model, [layer.rows(int(rows[0]), int(rows[-1]) + 1)
+                                                   for layer in preallocated])
             for layer in range(n_blocks):  # below the site every position is clean, above it those before `first`
                 keep = slice(None) if layer < start else slice(0, first)
                 if layer < start or first > 0:
@@ -74,12 +144,19 @@ def perturbed_prefill(model, residual: list[torch.Tensor], clean_cache, unique: 
         hidden = run_blocks_from(model, hidden, start, batch.attention_mask[source],
                                  batch.position_ids[source][:, first:], cache, first, outputs_from)
         outputs.append(hidden)
-        if cache is not None:
+        if preallocated is not None and any(layer.length != length for layer in cache.layers):
+            raise RuntimeError(f"perturbed_prefill: site {site}'s rows filled {[l.length for l in cache.layers]} of "
+                               f"{length} cache positions")
+        if cache is not None and preallocated is None:
             for layer in range(n_blocks):
                 layer_keys[layer].append(cache.layers[layer].keys)
                 layer_values[layer].append(cache.layers[layer].values)
     rows_cache = None
-    if clean_cache is not None:
+    if preallocated is not None:
+        for layer in preallocated:
+            layer.fill(batch.attention_mask.shape[1])
+        rows_cache = preallocated_cache(model, preallocated)
+    elif clean_cache is not None:
         rows_cache = DynamicCache(config=unwrap(model).config)
         for layer in range(n_blocks):
             rows_cache.update(torch.cat(layer_keys[layer]), torch.cat(layer_values[layer]), layer)
@@ -120,7 +197,7 @@ def generate_sweep(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, p
         perturbation = Perturbation(hidden_index[idx].to(device), batch_vectors(vectors, rows, p_len).to(device),
                                     positions[idx].to(device), torch.full((len(rows),), p_len, device=device))
         final, cache = perturbed_prefill(model, residual, clean_cache, unique, perturbation, clean_batch,
-                                          first_perturbed(perturbation.positions, p_len))
+                                          first_perturbed(perturbation.positions, p_len), decode_positions=max_new_tokens)
         del residual, clean_cache
         keys = sampling.keys([prompts[i] for i in rows]).to(device) if sampling is not None else None
         token = next_tokens(head(final[:, -1]), sampling, keys, 0)
@@ -182,7 +259,9 @@ def target_nll_sweep(model: PreTrainedModel, prompts: list[list[int]], targets: 
         perturbation = Perturbation(hidden_index[idx].to(device), batch_vectors(vectors, rows, p_len).to(device),
                                     positions[idx].to(device), torch.full((len(rows),), p_len, device=device))
         first = first_perturbed(perturbation.positions, p_len)
-        final, _ = perturbed_prefill(model, residual, clean_cache, unique, perturbation, batch, first)
+        # (preallocated, so each site's keys and values are written once; the rows' cache is not read)
+        final, _ = perturbed_prefill(model, residual, clean_cache, unique, perturbation, batch, first,
+                                     decode_positions=0)
         logits, labels = head(final), batch.labels[unique.to(device)]
         # Each row is scored on its own unpadded span, zero logits before `first` (masked out by
         # the labels): the same shapes, hence the same summation order, as a single-row probe.

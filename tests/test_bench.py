@@ -8,7 +8,8 @@ from latentaudit.attacks.common import nll_probe
 from latentaudit.batching import prompt_token_ids
 from latentaudit.bench import COLUMNS, BenchSettings, run_bench, vector_agreement, write_results
 from latentaudit.generation import generate
-from latentaudit.shared_prefix import generate_sweep, target_nll_sweep
+from latentaudit.shared_prefix import (PreallocatedLayer, clean_pass, generate_sweep, perturbed_prefill,
+                                      preallocated_cache, target_nll_sweep)
 from latentaudit.hooks import position_code
 from latentaudit.io import write_jsonl
 
@@ -145,6 +146,64 @@ def test_unsupported_architectures_fall_back_to_the_plain_path(tiny_model, token
     torch.testing.assert_close(plain, expected, rtol=0, atol=1e-5)
     assert shared_prefix.generate_sweep(tiny_model, tokenizer, rows, 6, 8, sites, vectors, codes) == \
         generate(tiny_model, tokenizer, rows, 6, 8, sites, vectors, codes)
+
+
+def test_the_preallocated_decoding_cache_gives_the_dynamic_caches_logits_bit_for_bit(tiny_model):
+    # the sweeps decode through it: the same values, in the same shapes, written in place
+    from transformers import DynamicCache
+    torch.manual_seed(0)
+    ids, mask = torch.randint(4, 40, (4, 6)), torch.ones(4, 6, dtype=torch.long)
+    with torch.no_grad():
+        caches = [DynamicCache(config=tiny_model.config) for _ in range(2)]
+        logits = [tiny_model(input_ids=ids, attention_mask=mask, past_key_values=c, use_cache=True).logits[:, -1]
+                  for c in caches]
+        layers = [PreallocatedLayer.empty_like(layer.keys, layer.values, 4, 10) for layer in caches[1].layers]
+        for layer, filled in zip(layers, caches[1].layers):
+            layer.update(filled.keys, filled.values)
+        caches[1] = preallocated_cache(tiny_model, layers)
+        for step in range(4):
+            assert torch.equal(logits[0], logits[1]), step
+            token = logits[0].argmax(-1)
+            if step == 2:  # rows leave the batch, as rows that emitted EOS do
+                kept = torch.tensor([0, 2, 3])
+                for cache in caches:
+                    cache.batch_select_indices(kept)
+                token, mask = token[kept], mask[kept]
+            mask = torch.cat([mask, mask.new_ones(len(mask), 1)], dim=1)
+            logits = [tiny_model(input_ids=token[:, None], attention_mask=mask, past_key_values=c, use_cache=True,
+                                 position_ids=mask.sum(-1, keepdim=True) - 1).logits[:, -1] for c in caches]
+        with pytest.raises(ValueError, match="do not fit its capacity 10"):
+            tiny_model(input_ids=token[:, None], attention_mask=torch.cat([mask, mask[:, :1]], 1),
+                       past_key_values=caches[1], use_cache=True)
+
+
+@pytest.mark.parametrize("positions", ["last_prompt", "prompt"])
+def test_a_prefill_into_the_preallocated_cache_equals_the_concatenated_one(tiny_model, tokenizer, positions):
+    # generate_sweep's prefill writes each site's rows straight into the decoding buffers
+    from transformers import DynamicCache
+    from latentaudit.batching import make_batch
+    from latentaudit.hooks import Perturbation
+    from latentaudit.shared_prefix import first_perturbed
+    prompts = [prompt_token_ids(tokenizer, p, True) for p in ("Who guards the vault?", "Name the castle.")]
+    batch = make_batch(prompts, None, tokenizer.pad_token_id)
+    sites, unique = torch.tensor([-1, 0, 0, 1, 1, 1]), torch.tensor([0, 0, 1, 0, 1, 1])
+    torch.manual_seed(0)
+    p_len = batch.input_ids.shape[1]
+    perturbation = Perturbation(sites, torch.randn(6, tiny_model.config.hidden_size),
+                                torch.full((6,), position_code(positions)), torch.full((6,), p_len))
+    first = first_perturbed(perturbation.positions, p_len)
+    results = []
+    with torch.no_grad():
+        for decode_positions in (None, 3):
+            clean_cache = DynamicCache(config=tiny_model.config)
+            residual = clean_pass(tiny_model, batch, clean_cache)
+            results.append(perturbed_prefill(tiny_model, residual, clean_cache, unique, perturbation, batch, first,
+                                             decode_positions=decode_positions))
+    (final, cache), (final_pre, cache_pre) = results
+    assert torch.equal(final, final_pre)
+    for layer, layer_pre in zip(cache.layers, cache_pre.layers):
+        assert torch.equal(layer.keys, layer_pre.keys) and torch.equal(layer.values, layer_pre.values)
+        assert layer_pre.key_buffer.shape[-2] == p_len + 3
 
 
 def test_vector_agreement_tolerates_rounding_not_a_flipped_step():
