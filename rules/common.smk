@@ -414,8 +414,10 @@ def audit_generations(wildcards):
 
 
 def audit_scores(wildcards):
+    """The card's judges' scores of the pair's attacks, each judge on the attacks it scores (`judges_for`)."""
+    judges = audit_judges()
     return [f"results/scores/{m}/{v}/{a}/{j}.parquet" for m, v in audit_pair() for a in config["attacks"]
-            for j in audit_judges()]
+            for j in judges_for(m, a) if j in judges]
 
 
 def audit_figure_paths(name):

@@ -2,6 +2,7 @@
 the audit card and the capability rule's command. Data fixtures are placeholder text only."""
 import json
 import math
+import re
 import time
 from pathlib import Path
 
@@ -680,6 +681,11 @@ def test_audit_dry_runs_on_the_organism_and_the_standin(standin_repo, standin):
     jobs = dry_run_jobs(standin_repo, "audit", "--forceall", "--configfile", "configs/smoke.yaml", "--config",
                         "audit_variant=organism/dissociated")
     assert jobs["audit_card"] == 1 and "build_variant" in jobs
+    # each judge on the attacks it scores: the LVS's harmlessness S only where an LVS is computed
+    listed = snakemake(standin_repo, "-n", "audit", "--forceall", "--configfile", "configs/smoke.yaml", "--config",
+                       "audit_variant=organism/dissociated").stdout
+    scored = set(re.findall(r"attack=(\w+), judge=harmlessness", listed))
+    assert scored and "none" not in scored and "attack=none, judge=structural" in listed, scored
     result = snakemake(standin_repo, "-n", "audit", "--configfile", "configs/smoke.yaml", "--config",
                        "audit_variant=organism/nope", check=False)
     assert result.returncode != 0 and "no variant 'nope'" in result.stdout + result.stderr
