@@ -84,6 +84,7 @@ class PreallocatedLayer(DynamicLayer):
 
 
 def preallocated_cache(model, layers: list[PreallocatedLayer]) -> DynamicCache:
+    """A ``DynamicCache`` for ``model`` whose layers are ``layers`` (one per block)."""
     cache = DynamicCache(config=unwrap(model).config)
     cache.layers = layers
     return cache
@@ -134,8 +135,11 @@ def perturbed_prefill(model, residual: list[torch.Tensor], clean_cache, unique: 
             if preallocated is None:
                 cache = DynamicCache(config=unwrap(model).config)
             else:  # the site's rows are one contiguous slice of the rows' cache
-                cache = preallocated_cache(model, [layer.rows(int(rows[0]), int(rows[-1]) + 1)
-                                                   for layer in preallocated])
+                begin, end = int(rows[0]), int(rows[-1]) + 1
+                if end - begin != len(rows):
+                    raise ValueError(f"perturbed_prefill: site {site}'s rows are not contiguous; group the rows by "
+                                     "site (as _sweep_chunks does)")
+                cache = preallocated_cache(model, [layer.rows(begin, end) for layer in preallocated])
             for layer in range(n_blocks):  # below the site every position is clean, above it those before `first`
                 keep = slice(None) if layer < start else slice(0, first)
                 if layer < start or first > 0:
@@ -154,7 +158,7 @@ def perturbed_prefill(model, residual: list[torch.Tensor], clean_cache, unique: 
     rows_cache = None
     if preallocated is not None:
         for layer in preallocated:
-            layer.fill(batch.attention_mask.shape[1])
+            layer.fill(length)
         rows_cache = preallocated_cache(model, preallocated)
     elif clean_cache is not None:
         rows_cache = DynamicCache(config=unwrap(model).config)

@@ -204,6 +204,13 @@ def test_a_prefill_into_the_preallocated_cache_equals_the_concatenated_one(tiny_
     for layer, layer_pre in zip(cache.layers, cache_pre.layers):
         assert torch.equal(layer.keys, layer_pre.keys) and torch.equal(layer.values, layer_pre.values)
         assert layer_pre.key_buffer.shape[-2] == p_len + 3
+    with pytest.raises(ValueError, match="site 0's rows are not contiguous"):
+        scattered = Perturbation(torch.tensor([0, 1, 0]), torch.zeros(3, tiny_model.config.hidden_size),
+                                 torch.full((3,), position_code(positions)), torch.full((3,), p_len))
+        clean_cache = DynamicCache(config=tiny_model.config)
+        residual = clean_pass(tiny_model, batch, clean_cache)
+        perturbed_prefill(tiny_model, residual, clean_cache, torch.tensor([0, 1, 0]), scattered, batch, first,
+                          decode_positions=3)
 
 
 def test_vector_agreement_tolerates_rounding_not_a_flipped_step():
