@@ -12,6 +12,7 @@ from latentaudit.shared_prefix import (PreallocatedLayer, clean_pass, generate_s
                                       preallocated_cache, target_nll_sweep)
 from latentaudit.hooks import position_code
 from latentaudit.io import write_jsonl
+from latentaudit.partial_forward import cache_kwargs
 
 TEXTS = ("what is 2 plus 3 ?", "spell the word cat .", "hi", "what is the colour of the sky on a clear day ?")
 
@@ -155,8 +156,8 @@ def test_the_preallocated_decoding_cache_gives_the_dynamic_caches_logits_bit_for
     ids, mask = torch.randint(4, 40, (4, 6)), torch.ones(4, 6, dtype=torch.long)
     with torch.no_grad():
         caches = [DynamicCache(config=tiny_model.config) for _ in range(2)]
-        logits = [tiny_model(input_ids=ids, attention_mask=mask, past_key_values=c, use_cache=True).logits[:, -1]
-                  for c in caches]
+        logits = [tiny_model(input_ids=ids, attention_mask=mask, use_cache=True,
+                             **cache_kwargs(tiny_model, c)).logits[:, -1] for c in caches]
         layers = [PreallocatedLayer.empty_like(layer.keys, layer.values, 4, 10) for layer in caches[1].layers]
         for layer, filled in zip(layers, caches[1].layers):
             layer.update(filled.keys, filled.values)
@@ -170,11 +171,12 @@ def test_the_preallocated_decoding_cache_gives_the_dynamic_caches_logits_bit_for
                     cache.batch_select_indices(kept)
                 token, mask = token[kept], mask[kept]
             mask = torch.cat([mask, mask.new_ones(len(mask), 1)], dim=1)
-            logits = [tiny_model(input_ids=token[:, None], attention_mask=mask, past_key_values=c, use_cache=True,
-                                 position_ids=mask.sum(-1, keepdim=True) - 1).logits[:, -1] for c in caches]
+            positions = mask.sum(-1, keepdim=True) - 1
+            logits = [tiny_model(input_ids=token[:, None], attention_mask=mask, position_ids=positions, use_cache=True,
+                                 **cache_kwargs(tiny_model, c)).logits[:, -1] for c in caches]
         with pytest.raises(ValueError, match="do not fit its capacity 10"):
             tiny_model(input_ids=token[:, None], attention_mask=torch.cat([mask, mask[:, :1]], 1),
-                       past_key_values=caches[1], use_cache=True)
+                       **cache_kwargs(tiny_model, caches[1]), use_cache=True)
 
 
 @pytest.mark.parametrize("positions", ["last_prompt", "prompt"])

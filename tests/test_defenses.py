@@ -47,7 +47,7 @@ def test_repbend_terms_vanish_for_a_fresh_adapter(tiny_model, tokenizer, data):
     safe, unsafe, general = _batches(data, tokenizer)
     terms = repbend_terms(model, safe, unsafe, general, [1, 2], repbend_settings(alpha=0.5, beta=0.1, gamma=0.3))
     assert float(terms["v_s"]) == 0 and float(terms["v_u"]) == 0 and abs(float(terms["kl"])) < 1e-6
-    assert float(terms["loss"]) == pytest.approx(-0.1 * float(terms["cos_sim"]), abs=1e-6)
+    assert float(terms["loss"].detach()) == pytest.approx(-0.1 * float(terms["cos_sim"]), abs=1e-6)
 
 
 def move_adapter(model) -> None:
@@ -65,7 +65,7 @@ def test_repbend_terms_move_once_the_adapter_does(tiny_model, tokenizer, data):
     terms = repbend_terms(model, safe, unsafe, general, [1, 2], repbend_settings(alpha=0.5, beta=0.1, gamma=0.3))
     assert float(terms["v_s"]) > 0 and float(terms["v_u"]) > 0 and float(terms["kl"]) > 0
     expected = 0.5 * terms["v_s"] - 0.5 * terms["v_u"] - 0.1 * terms["cos_sim"] + 0.3 * terms["kl"]
-    assert float(terms["loss"]) == pytest.approx(float(expected), rel=1e-5)
+    assert float(terms["loss"].detach()) == pytest.approx(float(expected), rel=1e-5)
     capped = repbend_terms(model, safe, unsafe, general, [1, 2], repbend_settings(unsafe_distance_cap=1e-3))
     assert float(capped["v_u"]) < float(terms["v_u"])
 
@@ -253,6 +253,23 @@ def test_lora_variants_save_as_adapters_and_reload(tiny_model, tokenizer, data, 
         assert not torch.allclose(trained(**batch.model_inputs()).logits, expected) or variant == "refusal_sft"
 
 
+def test_sft_on_the_cpu_keeps_its_activations_and_trains_the_same_weights(tiny_model, tokenizer, data, monkeypatch):
+    """trl recomputes activations in the backward by default (a third more work a step); on the CPU
+    SFT keeps them. Recomputing changes the time, not the gradients: the same weights, bit for bit."""
+    import latentaudit.defenses.refusal_sft as refusal_sft
+
+    _, records = data
+    settings = {"steps": 2, "lr": 1e-3, "batch_size": 4, "weight_decay": 0.0, "schedule": "constant",
+                "warmup_fraction": 0.0, "grad_clip": 1.0, "max_length": 64}
+    kept, _ = refusal_sft.sft_train(copy.deepcopy(tiny_model), tokenizer, records, settings, 0, True, None)
+    monkeypatch.setattr(refusal_sft, "recompute_activations", lambda model: True)
+    recomputed, _ = refusal_sft.sft_train(copy.deepcopy(tiny_model), tokenizer, records, settings, 0, True, None)
+    assert not kept.is_activation_checkpointing and recomputed.is_activation_checkpointing
+    changed = [n for n, p in tiny_model.state_dict().items() if not torch.equal(p, kept.state_dict()[n])]
+    assert changed  # it trained
+    assert all(torch.equal(p, recomputed.state_dict()[n]) for n, p in kept.state_dict().items())
+
+
 # --- the papers' protocols (issue 13) ---------------------------------------------------------
 
 def test_optimise_resets_adam_state_every_round():
@@ -268,7 +285,7 @@ def test_optimise_resets_adam_state_every_round():
         module = torch.nn.Module()
         module.p = param
         optimise(module, settings, lambda i: {"loss": slopes[i] * module.p}, "test", reset_every)
-        return float(param)
+        return float(param.detach())
 
     assert run(1) == pytest.approx(-0.2, abs=1e-5)
     assert run(None) > -0.195  # the second step is smaller without the reset

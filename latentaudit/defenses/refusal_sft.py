@@ -37,6 +37,15 @@ def sft_dataset(records: list[dict], chat_template: bool) -> Dataset:
     return Dataset.from_list(rows)
 
 
+def recompute_activations(model) -> bool:
+    """Whether SFT recomputes activations in the backward instead of keeping them (trl's default
+    is to recompute: memory for time). On an accelerator, where memory binds, it does; on the CPU
+    it costs a forward pass a step and saves nothing that binds (the organism's refusal SFT 1.6x,
+    its harmful pole 1.25x faster without). The gradients are the same either way: the organism's
+    trained weights are bit-identical (docs/performance.md)."""
+    return model.device.type != "cpu"
+
+
 def sft_train(model, tokenizer, records: list[dict], settings: dict, seed: int, chat_template: bool,
               lora: dict | None) -> tuple:
     """Supervised fine-tuning of ``model`` on ``records`` through trl's ``SFTTrainer``: completion-only
@@ -52,7 +61,8 @@ def sft_train(model, tokenizer, records: list[dict], settings: dict, seed: int, 
             max_length=settings["max_length"], completion_only_loss=True, seed=seed, data_seed=seed,
             logging_steps=1, save_strategy="no", report_to=[], dataloader_num_workers=0,
             use_cpu=model.device.type == "cpu", disable_tqdm=False,
-            bf16=model.dtype == torch.bfloat16, fp16=False)  # train in the weights' own precision
+            bf16=model.dtype == torch.bfloat16, fp16=False,  # train in the weights' own precision
+            activation_checkpointing=recompute_activations(model))
         torch.manual_seed(seed)  # the adapter's initialisation draws from the global generator
         peft_config = None if lora is None else LoraConfig(
             r=lora["rank"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
