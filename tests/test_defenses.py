@@ -300,7 +300,7 @@ def test_optimise_applies_the_configured_weight_decay():
         settings = {"lr": 0.1, "steps": 2, "schedule": "constant", "warmup_fraction": 0.0, "grad_clip": None,
                     "weight_decay": decay}
         optimise(module, settings, lambda i: {"loss": 0.0 * module.p}, "test")
-        assert float(module.p) == pytest.approx(expected, rel=1e-6)
+        assert float(module.p.detach()) == pytest.approx(expected, rel=1e-6)
 
 
 def test_lat_steps_are_attack_rounds_of_defender_updates(tiny_model, tokenizer, data, monkeypatch):
