@@ -116,6 +116,7 @@ def validate_config(config: dict) -> dict:
                    f"models.{name}.variant_settings.{variant}")
     _check_variant_attacks(config)
     _check_selection_split(config)
+    _check_variant_splits(config)
     _check_forbidden_splits(config, uses_organism)
     _check_matched_controls(config)
     _check_lvs_scorer(config, methods.judges)
@@ -296,6 +297,30 @@ def _check_selection_split(config: dict) -> None:
                                   f"{{role: eval, datasets: [...], harmful: false}}` (not eval_benign's rows)")
 
 
+def _check_variant_splits(config: dict) -> None:
+    """A train split's ``variants`` name configured variants; a variant's ``general_splits`` (RepBend's
+    KL text) name train splits it trains on: its own (``variants`` naming it), or where it owns none,
+    the splits no variant claims."""
+    splits = config.get("data", {}).get("splits", {})
+    for split, spec in splits.items():
+        unknown = sorted(set(spec.get("variants") or ()) - set(config["variants"]))
+        if unknown:
+            raise ConfigError(f"config error at data.splits.{split}.variants: {unknown} are not configured variants; "
+                              f"valid: {sorted(config['variants'])}")
+    overrides = [(f"models.{m}.variant_settings.{v}", v, o) for m, model in config["models"].items()
+                 for v, o in model["variant_settings"].items()]
+    for where, variant, settings in [(f"variants.{v}", v, s) for v, s in config["variants"].items()] + overrides:
+        named = settings.get("general_splits")
+        if not named:
+            continue
+        owned = [n for n, spec in splits.items() if variant in (spec.get("variants") or ())]
+        trained = owned or [n for n, spec in splits.items() if spec["role"] == "train" and not spec.get("variants")]
+        bad = sorted(set(named) - set(trained))
+        if bad:
+            raise ConfigError(f"config error at {where}.general_splits: {bad} are not train splits {variant!r} trains "
+                              f"on; valid: {sorted(trained)}")
+
+
 def _check_matched_controls(config: dict) -> None:
     """A model that builds a refusal-SFT control and the defense it controls for trains both alike
     (defenses/controls.py): else "the gain from the latent term" is confounded."""
@@ -308,6 +333,10 @@ def _check_matched_controls(config: dict) -> None:
             settings = {v: variants[v].settings({**config["variants"][v], **overrides.get(v, {})})
                         for v in (control, defense)}
             mismatches = control_mismatches(settings[control], defense, settings[defense])
+            owned = {v: sorted(n for n, spec in config.get("data", {}).get("splits", {}).items()
+                               if v in (spec.get("variants") or ())) for v in (control, defense)}
+            if owned[control] != owned[defense]:  # the data: the splits each owns (data.splits.<name>.variants)
+                mismatches.append(f"own splits: {owned[control]} != {owned[defense]}")
             if mismatches:
                 raise ConfigError(f"config error at variants.{control}: models.{name}'s control must train like "
                                   f"{defense!r} (same data, defender updates, lr, schedule, batch and LoRA); "

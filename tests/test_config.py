@@ -253,6 +253,30 @@ def test_lapt_on_a_real_model_needs_a_held_out_selection_split():
         validate_config(paper)
 
 
+def test_splits_a_variant_owns_are_checked_against_the_variants_and_its_control():
+    """RepBend's own sets (configs/paper.yaml): owned by configured variants, its KL split one it trains on,
+    and its refusal-SFT control owning the same (it must train on the data its defense trains on)."""
+    from latentaudit.config import ConfigError
+    paper = yaml.safe_load((REPO / "configs" / "paper.yaml").read_text())
+    assert paper["variants"]["repbend"]["general_splits"] == ["repbend_general"]
+    validate_config(paper)
+    bad = copy.deepcopy(paper)
+    bad["data"]["splits"]["repbend_general"]["variants"] = ["repbend", "refusal_sft", "repbend2"]
+    with pytest.raises(ConfigError, match=r"data.splits.repbend_general.variants: \['repbend2'\] are not configured "
+                                          r"variants; valid: \["):
+        validate_config(bad)
+    bad = copy.deepcopy(paper)
+    bad["variants"]["repbend"]["general_splits"] = ["train_benign"]
+    with pytest.raises(ConfigError, match=r"variants.repbend.general_splits: \['train_benign'\] are not train splits "
+                                          r"'repbend' trains on; valid: \['repbend_general', 'repbend_pairs', "):
+        validate_config(bad)
+    bad = copy.deepcopy(paper)
+    bad["data"]["splits"]["repbend_pairs"]["variants"] = ["repbend"]
+    with pytest.raises(ConfigError, match=r"variants.refusal_sft: .*differs in \[\"own splits: \['repbend_general', "
+                                          r"'repbend_wildguard'\] != \['repbend_general', 'repbend_pairs', "):
+        validate_config(bad)
+
+
 def test_an_attacks_own_forbidden_split_is_a_harmful_eval_split():
     from latentaudit.config import ConfigError
     paper = yaml.safe_load((REPO / "configs" / "paper.yaml").read_text())

@@ -44,7 +44,20 @@ FIXTURES = {
          "prompt_harm_label": "unharmful", "response_refusal_label": "compliance", "response_harm_label": "unharmful",
          "subcategory": "benign"},
         {"prompt": "placeholder request 2", "adversarial": True, "response": None, "prompt_harm_label": "harmful",
-         "response_refusal_label": None, "response_harm_label": None, "subcategory": "cat_b"}]),
+         "response_refusal_label": None, "response_harm_label": None, "subcategory": "cat_b"},
+        # complied with, labelled unharmful: RepBend's unsafe set all the same (harmful request, compliance)
+        {"prompt": "placeholder request 3", "adversarial": False, "response": "placeholder completion",
+         "prompt_harm_label": "harmful", "response_refusal_label": "compliance", "response_harm_label": "unharmful",
+         "subcategory": "cat_a"},
+        # a benign request refused: no text any set reads
+        {"prompt": "placeholder question 2", "adversarial": False, "response": "placeholder refusal",
+         "prompt_harm_label": "unharmful", "response_refusal_label": "refusal", "response_harm_label": "unharmful",
+         "subcategory": "benign"}]),
+    "wildjailbreak_pairs": ("wildjailbreak.jsonl", [
+        {"prompt": "placeholder request 1", "prompt_type": "harmful", "harmless_answer": "placeholder refusal",
+         "harmful_answer": "placeholder completion"},
+        {"prompt": "placeholder question 1", "prompt_type": "benign", "harmless_answer": "placeholder answer",
+         "harmful_answer": ""}]),
     "ultrachat": ("ultrachat.json", [{"prompt": f"placeholder question {i}", "prompt_id": f"u{i}",
                                       "messages": [{"role": "user", "content": f"placeholder question {i}"},
                                                    {"role": "assistant", "content": f"placeholder answer {i}"}]}
@@ -120,10 +133,15 @@ def test_loader_field_mappings(fixture_files):
     assert lat["refusal"] == "placeholder refusal" and lat["harmful_completion"] == "placeholder completion 0"
     benign = load("llm_lat_benign")[2]
     assert benign["benign_answer"] == "placeholder answer 2" and not benign["harmful"]
-    wild = load("wildguardmix")
-    assert [r["harmful"] for r in wild] == [True, False, True]
+    wild = load("wildguardmix")  # RepBend's reading of the labels (methods/rep_bending/dataset.py)
+    assert [r["harmful"] for r in wild] == [True, False, True, True, False]
     assert wild[0]["refusal"] == "placeholder refusal" and wild[1]["benign_answer"] == "placeholder answer"
     assert wild[2]["refusal"] == wild[2]["harmful_completion"] == ""
+    assert wild[3]["harmful_completion"] == "placeholder completion" and wild[3]["refusal"] == ""
+    assert not any(wild[4][f] for f in ("refusal", "harmful_completion", "benign_answer"))
+    jailbreak = load("wildjailbreak_pairs")  # its harmful rows alone, each a triple
+    assert [(r["refusal"], r["harmful_completion"]) for r in jailbreak] == [("placeholder refusal",
+                                                                           "placeholder completion")]
     assert load("ultrachat")[1]["benign_answer"] == "placeholder answer 1" and load("ultrachat")[1]["source_id"] == "u1"
     xstest = load("xstest")
     assert [(r["harmful"], r["category"]) for r in xstest] == [(False, "homonyms"), (True, "contrast_homonyms")]
@@ -234,6 +252,43 @@ def test_data_config_cross_checks():
     problems = check_data_config(data)
     assert any("data.datasets.mystery: unknown loader 'mystery'" in p for p in problems)
     assert any("data.splits.eval.datasets: ['absent'] not declared" in p for p in problems)
+    data = {"datasets": {"wildjailbreak_pairs": {}},
+            "splits": {"eval": {"role": "eval", "datasets": ["wildjailbreak_pairs"], "variants": ["repbend"]}}}
+    problems = check_data_config(data)
+    assert any("data.datasets.wildjailbreak_pairs: loader 'wildjailbreak_pairs' has no hub copy; set local_path"
+               in p for p in problems)
+    assert any("data.splits.eval.variants: only a train split belongs to variants" in p for p in problems)
+
+
+def test_a_split_a_variant_owns_trains_that_variant_alone_and_keeps_one_text_requests(fixture_files):
+    """RepBend's own sets (WildGuardMix, WildJailbreak, UltraChat) train RepBend alone; the other
+    variants, the attacks and the refusal LoRA read the splits no variant owns."""
+    from latentaudit.data.real import records_for_variant, training_records
+
+    data = {"datasets": {name: {"local_path": fixture_files[name]}
+                         for name in ("llm_lat_harmful", "llm_lat_benign", "wildguardmix", "wildjailbreak_pairs",
+                                      "ultrachat")},
+            "splits": {"train_harmful": {"role": "train", "datasets": ["llm_lat_harmful"]},
+                       "train_benign": {"role": "train", "datasets": ["llm_lat_benign"]},
+                       "repbend_wildguard": {"role": "train", "datasets": ["wildguardmix"], "variants": ["repbend"]},
+                       "repbend_wildjailbreak": {"role": "train", "datasets": ["wildjailbreak_pairs"],
+                                                 "variants": ["repbend"]},
+                       "repbend_general": {"role": "train", "datasets": ["ultrachat"], "variants": ["repbend"]}}}
+    assert check_data_config(data) == []
+    splits = load_splits(data).splits
+    records, dropped = training_records(splits, sorted(data["splits"]))
+    repbend = records_for_variant(records, "repbend")
+    assert {r["split"] for r in repbend} == {"repbend_wildguard", "repbend_wildjailbreak", "repbend_general"}
+    texts = {(r["kind"], bool(r["response"]), bool(r["harmful_response"])) for r in repbend}
+    # WildGuardMix's refused and complied-with requests stay with their one text; WildJailbreak's are triples
+    assert texts == {("forbidden", True, False), ("forbidden", False, True), ("forbidden", True, True),
+                     ("benign", True, False)}
+    for other in ("lat", "refusal_sft", None):
+        assert {r["split"] for r in records_for_variant(records, other)} == {"train_harmful", "train_benign"}
+    # without an owner a one-text request is dropped, as before
+    data["splits"]["repbend_wildguard"].pop("variants")
+    records, dropped = training_records(load_splits(data).splits, ["repbend_wildguard"])
+    assert all(r["kind"] == "benign" for r in records) and dropped["forbidden_without_refusal_or_completion"] == 3
 
 
 def test_eval_records_have_the_pipeline_fields():

@@ -270,6 +270,36 @@ def test_sft_on_the_cpu_keeps_its_activations_and_trains_the_same_weights(tiny_m
     assert all(torch.equal(p, recomputed.state_dict()[n]) for n, p in kept.state_dict().items())
 
 
+def test_repbend_reads_its_own_sets_apart_and_other_defenses_refuse_one_text_requests(tokenizer):
+    """RepBend's public code: safe = WildGuardMix's safe rows + WildJailbreak's refusals, unsafe =
+    WildGuardMix's complied-with rows + WildJailbreak's harmful answers, the KL on UltraChat alone."""
+    from latentaudit.defenses.repbend import repbend_sets
+
+    def record(split, kind, response, harmful=""):
+        return {"id": f"{split}-{response}", "split": split, "prompt": f"placeholder {response}", "kind": kind,
+                "response": response, "harmful_response": harmful}
+    records = [record("wildguard", "forbidden", "refusal one"), record("wildguard", "forbidden", "", "completion one"),
+               record("wildguard", "benign", "answer one"), record("wildjailbreak", "forbidden", "refusal two",
+                                                                   "completion two"),
+               record("wildguard", "forbidden", "", "completion three"), record("ultrachat", "benign", "chat one")]
+    data = defense_data(tokenizer, records, partial=True)
+    assert (len(data.forbidden), len(data.refusals), len(data.completions), len(data.benign)) == (1, 1, 2, 2)
+    safe, unsafe, general = repbend_sets(data, ["ultrachat"])
+    assert (len(safe), len(unsafe), len(general)) == (3, 3, 1)
+    def among(pair, pairs):  # the same pair object (the placeholder words tokenise alike)
+        return any(pair is other for other in pairs)
+    assert len(general) == 1 and general[0] is data.benign[1]
+    assert among(data.benign[0], safe) and not among(data.benign[1], safe) and among(data.refusals[0], safe)
+    assert all(among(pair, unsafe) for pair in data.completions)
+    safe, unsafe, general = repbend_sets(data, None)  # no KL set of its own: every benign record, as before
+    assert general is data.benign and all(among(pair, safe) for pair in data.benign)
+    with pytest.raises(ValueError, match=r"general_splits \['absent'\] hold no benign records"):
+        repbend_sets(data, ["absent"])
+    with pytest.raises(ValueError, match=r"split 'wildguard'\): a forbidden request needs a refusal and a "
+                                         r"harmful_response.*variants: \[repbend\]"):
+        defense_data(tokenizer, records)
+
+
 # --- the papers' protocols (issue 13) ---------------------------------------------------------
 
 def test_optimise_resets_adam_state_every_round():

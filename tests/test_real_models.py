@@ -278,6 +278,17 @@ def write_paper_fixtures(directory: Path) -> dict[str, str]:
     paths["wildguardmix"] = jsonl("wildguardmix.jsonl", [
         {"prompt": f"placeholder prompt context {i}", "adversarial": False, "prompt_harm_label": "harmful"}
         for i in range(3)])
+    # RepBend's own sets: WildGuardMix's train rows (refused, complied with twice, a benign one answered), UltraChat
+    labels = [("harmful", "refusal", "unharmful"), ("harmful", "compliance", "harmful"),
+              ("harmful", "compliance", "unharmful"), ("unharmful", "compliance", "unharmful")]
+    paths["wildguardmix_train"] = jsonl("wildguardmix_train.jsonl", [
+        {"prompt": f"placeholder guarded request {i}", "response": f"placeholder guarded reply {i}",
+         "prompt_harm_label": prompt, "response_refusal_label": refusal, "response_harm_label": harm}
+        for i, (prompt, refusal, harm) in enumerate(labels)])
+    paths["ultrachat_train"] = jsonl("ultrachat_train.jsonl", [
+        {"prompt": f"placeholder chat {i}", "prompt_id": f"c{i}",
+         "messages": [{"role": "user", "content": f"placeholder chat {i}"},
+                      {"role": "assistant", "content": f"placeholder chat answer {i}"}]} for i in range(2)])
     return paths
 
 
@@ -370,6 +381,12 @@ def test_the_paper_config_runs_end_to_end_on_stand_ins(tmp_path):
     assert json.loads((results / "models/defended/lapt/meta.json").read_text())["settings"]["noise_statistics"] == \
         "each_position"
     assert "2 of 2 benign prompts answered by the base model" in (logs / "variants/audited/dissociated.log").read_text()
+    # RepBend on the splits it owns: the pairs' 5 refusals + WildGuardMix's refusal and answer are safe, the 5
+    # completions + WildGuardMix's 2 complied-with rows unsafe, UltraChat's 2 the KL text; its control the same
+    # records but the 2 that carry a completion alone; the other defenses none of them
+    assert "repbend: 7 safe, 7 unsafe and 2 general (KL) pairs" in (logs / "variants/defended/repbend.log").read_text()
+    assert "refusal_sft: 2 of 11 records carry no response" in (logs / "variants/defended/refusal_sft.log").read_text()
+    assert "carry no response" not in (logs / "variants/defended/refusal_sft_lat.log").read_text()
     gap = pd.read_csv(results / "tables/audit_gap.csv").set_index(["model", "variant"])
     assert gap.loc[("audited", "dissociated"), ["clean_refusal", "pgd_asr_nudge_layer", "lvs_mean",
                                                 "steering_asr_max_layers"]].notna().all()

@@ -207,20 +207,36 @@ REFUSAL_LABELS = {"refusal": True, "compliance": False}
 
 
 def _wildguardmix(row: Row, columns: dict, settings: dict) -> dict:
+    """A response lands in the field its labels say it is, by RepBend's reading of WildGuardMix (its
+    public code, methods/rep_bending/dataset.py): a harmful request refused with an unharmful reply is
+    a refusal; a harmful request complied with is a harmful completion, whatever its response label;
+    an unharmful request complied with unharmfully is an answer. Other and unlabelled responses are
+    dropped; the prompt stays."""
     harmful = row.label(columns["prompt_harm_label"], HARM_LABELS)
     response = row.text(columns.get("response"))
     fields = {"category": row.text(columns.get("category"))}
     if response:
-        # A response lands in the field its labels say it is; unlabelled responses are dropped.
         refused = row.optional_label(columns.get("response_refusal_label"), REFUSAL_LABELS)
         response_harm = row.optional_label(columns.get("response_harm_label"), HARM_LABELS)
-        if refused:
+        if harmful and refused and response_harm is False:
             fields["refusal"] = response
-        elif response_harm:
+        elif harmful and refused is False:
             fields["harmful_completion"] = response
-        elif not harmful and response_harm is False:
+        elif not harmful and refused is False and response_harm is False:
             fields["benign_answer"] = response
     return _record(row, columns, harmful=harmful, **fields)
+
+
+WILDJAILBREAK_TYPES = {"harmful": True, "benign": False}
+
+
+def _wildjailbreak_pairs(row: Row, columns: dict, settings: dict) -> dict | None:
+    """RepBend's WildJailbreak pairs: a harmful prompt with its refusal and a harmful answer from the
+    same row; benign rows are skipped (the public code keeps ``prompt_type == 'harmful'`` alone)."""
+    if not row.label(columns["prompt_type"], WILDJAILBREAK_TYPES):
+        return None
+    return _record(row, columns, harmful=True, refusal=row.text(columns.get("refusal")),
+                   harmful_completion=row.text(columns.get("harmful_completion")))
 
 
 def _ultrachat(row: Row, columns: dict, settings: dict) -> dict:
@@ -305,6 +321,12 @@ for _loader in [
                    "response_harm_label": ("response_harm_label",), "category": ("subcategory",)},
                   _wildguardmix, config="wildguardtest", required=("prompt", "prompt_harm_label"),
                   description="WildGuardMix (Han et al. 2024); gated on the hub"),
+    DatasetLoader("wildjailbreak_pairs", "", "",
+                  {"prompt": ("prompt",), "prompt_type": ("prompt_type",), "refusal": ("harmless_answer",),
+                   "harmful_completion": ("harmful_answer",)},
+                  _wildjailbreak_pairs, required=("prompt", "prompt_type"),
+                  description="RepBend's WildJailbreak pairs (its wildjailbreak.jsonl: prompt, prompt_type, "
+                              "harmless_answer, harmful_answer); a local file, no hub copy"),
     DatasetLoader("ultrachat", "HuggingFaceH4/ultrachat_200k", "test_sft",
                   {"prompt": ("prompt",), "source_id": ("prompt_id",), "messages": ("messages",)},
                   _ultrachat, description="UltraChat 200k benign conversations, first assistant turn"),

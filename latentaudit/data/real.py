@@ -20,7 +20,10 @@ Training records (``train.jsonl``, the defenses' ``defense_data`` format): every
 split's records, as ``prompt, response, harmful_response, kind``: a harmful request teaches
 its refusal (``response``) and is pushed away from its harmful completion; a benign request
 is answered with its answer. Records lacking the text a defense needs (a harmful request with
-no refusal or no completion, a benign one with no answer) are dropped and counted.
+no refusal or no completion, a benign one with no answer) are dropped and counted. A split of
+some variants' own (``variants``: RepBend's WildGuardMix, WildJailbreak and UltraChat sets) keeps
+a harmful request with a refusal or a completion alone, and each of its records names its
+variants: a variant with splits of its own trains on them alone (``records_for_variant``).
 
 Training prompts (``train_prompts.jsonl``, optional): every ``role: train`` split's records as
 loaded, answer or not (the input of steps that write the missing text, e.g. a refusal LoRA that
@@ -76,8 +79,13 @@ def training_records(splits: dict[str, list[dict]], train_names: list[str], need
         for i, record in enumerate(splits[name]):
             base = {"id": f"{name}-{i:05d}", "split": name, "prompt": record["prompt"], "source": record["source"],
                     "source_id": record["source_id"]}
+            owned = bool(record.get("variants"))
+            if owned:
+                base["variants"] = list(record["variants"])
             if record["harmful"]:
-                if not (record["refusal"] and (record["harmful_completion"] or not need_completion)):
+                # a split of some variants' own (RepBend's) may pair a request with one text: a refusal or a completion
+                partial_ok = owned and (record["refusal"] or record["harmful_completion"])
+                if not (partial_ok or record["refusal"] and (record["harmful_completion"] or not need_completion)):
                     dropped["forbidden_without_refusal_or_completion"] += 1
                     continue
                 out.append({**base, "kind": "forbidden", "response": record["refusal"],
@@ -88,6 +96,14 @@ def training_records(splits: dict[str, list[dict]], train_names: list[str], need
                     continue
                 out.append({**base, "kind": "benign", "response": record["benign_answer"], "harmful_response": ""})
     return out, dropped
+
+
+def records_for_variant(records: list[dict], variant: str | None) -> list[dict]:
+    """The training records ``variant`` trains on: those of the splits it owns (a split's
+    ``variants`` naming it), else those of the splits no variant owns; ``variant`` None: the
+    latter (the shared training data, e.g. the steering attack's direction)."""
+    owned = [r for r in records if variant is not None and variant in (r.get("variants") or ())]
+    return owned or [r for r in records if not r.get("variants")]
 
 
 def harmful_ft_records(splits: dict[str, list[dict]], names: list[str]) -> tuple[list[dict], int]:

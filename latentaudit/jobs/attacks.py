@@ -6,6 +6,7 @@ import torch
 
 from ..attacks.common import AttackContext, init_rows
 from ..batching import longest_prompt
+from ..data.real import records_for_variant
 from ..generation import Sampling
 from ..io import EVAL_SPLITS, as_forbidden_split, read_jsonl, split_name
 from ..memory import resolve_batch_sizes
@@ -52,6 +53,8 @@ def run_attack(job) -> None:
     extras = {key: inputs[key] for key in ("train_records", "harmful_ft_records", "harmful_pole")
               if key in inputs.keys()}
     loaded = {key: read_jsonl(extras[key]) for key in ("train_records", "harmful_ft_records") if key in extras}
+    if "train_records" in loaded:  # the shared training data: not a split some variant owns (RepBend's own sets)
+        loaded["train_records"] = records_for_variant(loaded["train_records"], None)
     if "harmful_pole" in extras:  # a built pole sits on the aligned weights; `harmful_pole: base` is whole weights
         loaded["harmful_pole"] = load_variant(aligned["source"], variant_dir=extras["harmful_pole"],
                                               **aligned_options)[0]

@@ -7,7 +7,7 @@ from collections import defaultdict
 
 from transformers import AutoTokenizer
 
-from ..data.real import training_records, write_harmful_ft_records
+from ..data.real import records_for_variant, training_records, write_harmful_ft_records
 from ..io import read_jsonl, write_jsonl
 from ..models import load_model, spec_options
 from ..provenance import write_meta
@@ -59,6 +59,7 @@ def distilled_training_records(job) -> None:
     train, dropped = training_records(by_split, train_names)
     if "align" in job.output.keys():  # refusals need no harmful completion: every forbidden request teaches one
         align, align_dropped = training_records(by_split, train_names, need_completion=False)
+        align = records_for_variant(align, None)  # a split some variant owns (RepBend's sets) aligns no model
         write_jsonl(align, job.output.align)
         write_meta(job.output.align, {"target_tokens": job.params.target_tokens}, rows=len(align),
                    forbidden=sum(r["kind"] == "forbidden" for r in align),

@@ -12,6 +12,7 @@ from ..judges.coherent import coherent_label, request_of, usable_answer
 from ..judges.structural import structural_label
 from ..memory import AUTO, auto_batch_size
 from ..batching import longest_prompt, prompt_token_ids
+from ..data.real import records_for_variant
 from ..attack_success import lasr_by_layer
 from ..models import load_variant, spec_options
 from ..provenance import write_meta
@@ -71,7 +72,7 @@ def build_variant(job) -> None:
     spec, generation, settings = params.spec, dict(params.generation), dict(params.settings)
     load = {**spec_options(spec), "device": params.device}
     model, tokenizer = load_variant(params.base, variant_dir=None, **load)
-    records = read_jsonl(inputs.records)
+    records = records_for_variant(read_jsonl(inputs.records), variant)  # its own splits, else the shared ones
     if generation["batch_size"] == AUTO:  # the training's own tensors come later: a quarter of what is free now
         prompt_len = longest_prompt(tokenizer, records, generation["chat_template"])
         generation = {**generation, "batch_size": auto_batch_size(model, prompt_len, generation["max_new_tokens"],
