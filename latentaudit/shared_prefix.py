@@ -65,6 +65,17 @@ class PreallocatedLayer(DynamicLayer):
         self._filled()
         return self.keys, self.values
 
+    def gather(self, keys: torch.Tensor, values: torch.Tensor, index: torch.Tensor) -> None:
+        """Append rows ``index`` of ``keys``/``values`` [N, H, T, D] in place: one pass (``update``
+        of ``keys[index]`` would copy the gathered rows twice)."""
+        end = self.length + keys.shape[-2]
+        if end > self.key_buffer.shape[-2]:
+            raise ValueError(f"PreallocatedLayer: {end} positions do not fit its capacity {self.key_buffer.shape[-2]}")
+        torch.index_select(keys, 0, index, out=self.key_buffer[:, :, self.length:end])
+        torch.index_select(values, 0, index, out=self.value_buffer[:, :, self.length:end])
+        self.length = end
+        self._filled()
+
     def fill(self, length: int) -> None:
         """Mark the first ``length`` positions filled (written through views of this layer's rows)."""
         self.length = length
@@ -143,8 +154,11 @@ def perturbed_prefill(model, residual: list[torch.Tensor], clean_cache, unique: 
             for layer in range(n_blocks):  # below the site every position is clean, above it those before `first`
                 keep = slice(None) if layer < start else slice(0, first)
                 if layer < start or first > 0:
-                    cache.update(clean_cache.layers[layer].keys[source, :, keep],
-                                 clean_cache.layers[layer].values[source, :, keep], layer)
+                    clean = clean_cache.layers[layer]
+                    if preallocated is None:
+                        cache.update(clean.keys[source, :, keep], clean.values[source, :, keep], layer)
+                    else:
+                        cache.layers[layer].gather(clean.keys[:, :, keep], clean.values[:, :, keep], source)
         hidden = run_blocks_from(model, hidden, start, batch.attention_mask[source],
                                  batch.position_ids[source][:, first:], cache, first, outputs_from)
         outputs.append(hidden)

@@ -149,6 +149,21 @@ def test_unsupported_architectures_fall_back_to_the_plain_path(tiny_model, token
         generate(tiny_model, tokenizer, rows, 6, 8, sites, vectors, codes)
 
 
+def test_a_preallocated_layer_gathers_rows_in_place_as_indexing_would():
+    torch.manual_seed(0)
+    keys, values = torch.randn(3, 2, 5, 4), torch.randn(3, 2, 5, 4)
+    index = torch.tensor([2, 0, 0, 1])
+    gathered, indexed = (PreallocatedLayer.empty_like(keys, values, 4, 8) for _ in range(2))
+    for layer in (gathered, indexed):
+        layer.update(torch.ones(4, 2, 1, 4), torch.ones(4, 2, 1, 4))  # a position already filled
+    gathered.gather(keys, values, index)
+    indexed.update(keys[index], values[index])
+    assert gathered.length == indexed.length == 6
+    assert torch.equal(gathered.keys, indexed.keys) and torch.equal(gathered.values, indexed.values)
+    with pytest.raises(ValueError, match="7 positions do not fit its capacity 6"):
+        PreallocatedLayer.empty_like(keys, values, 4, 6).gather(torch.cat([keys, keys[:, :, :2]], 2), values, index)
+
+
 def test_the_preallocated_decoding_cache_gives_the_dynamic_caches_logits_bit_for_bit(tiny_model):
     # the sweeps decode through it: the same values, in the same shapes, written in place
     from transformers import DynamicCache
