@@ -55,26 +55,27 @@ class PreallocatedLayer(DynamicLayer):
         self.keys = self.key_buffer[:, :, :self.length]
         self.values = self.value_buffer[:, :, :self.length]
 
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
-        end = self.length + key_states.shape[-2]
+    def _next(self, positions: int) -> slice:
+        """The buffer slice of the next ``positions`` positions (an error where they do not fit)."""
+        end = self.length + positions
         if end > self.key_buffer.shape[-2]:
             raise ValueError(f"PreallocatedLayer: {end} positions do not fit its capacity {self.key_buffer.shape[-2]}")
-        self.key_buffer[:, :, self.length:end] = key_states
-        self.value_buffer[:, :, self.length:end] = value_states
-        self.length = end
-        self._filled()
+        return slice(self.length, end)
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        span = self._next(key_states.shape[-2])
+        self.key_buffer[:, :, span] = key_states
+        self.value_buffer[:, :, span] = value_states
+        self.fill(span.stop)
         return self.keys, self.values
 
     def gather(self, keys: torch.Tensor, values: torch.Tensor, index: torch.Tensor) -> None:
         """Append rows ``index`` of ``keys``/``values`` [N, H, T, D] in place: one pass (``update``
         of ``keys[index]`` would copy the gathered rows twice)."""
-        end = self.length + keys.shape[-2]
-        if end > self.key_buffer.shape[-2]:
-            raise ValueError(f"PreallocatedLayer: {end} positions do not fit its capacity {self.key_buffer.shape[-2]}")
-        torch.index_select(keys, 0, index, out=self.key_buffer[:, :, self.length:end])
-        torch.index_select(values, 0, index, out=self.value_buffer[:, :, self.length:end])
-        self.length = end
-        self._filled()
+        span = self._next(keys.shape[-2])
+        torch.index_select(keys, 0, index, out=self.key_buffer[:, :, span])
+        torch.index_select(values, 0, index, out=self.value_buffer[:, :, span])
+        self.fill(span.stop)
 
     def fill(self, length: int) -> None:
         """Mark the first ``length`` positions filled (written through views of this layer's rows)."""
@@ -118,15 +119,16 @@ def perturbed_prefill(model, residual: list[torch.Tensor], clean_cache, unique: 
                        perturbation: Perturbation, batch, first: int, outputs_from: int = 0,
                        decode_positions: int | None = None) -> tuple[torch.Tensor, DynamicCache | None]:
     """Final hidden states [R, T - first, d] of every row's perturbed prefill from position
-    ``first`` on, and (with ``clean_cache``) the rows' KV cache, from the clean pass of their
-    distinct sequences (``unique`` maps row -> sequence). Rows are grouped by site (contiguous),
-    as ``_sweep_chunks`` orders them. ``first`` > 0 needs ``clean_cache``. With
-    ``decode_positions``, the rows' cache is preallocated with room for that many decoding
-    positions, and each site's rows write their keys and values straight into it."""
+    ``first`` on, from the clean pass of their distinct sequences (``unique`` maps row ->
+    sequence), and with ``decode_positions`` (and ``clean_cache``) the rows' KV cache,
+    preallocated with room for that many decoding positions: each site's rows write their keys
+    and values straight into it. Without ``decode_positions`` no cache is returned (the PGD
+    objective reads the hidden states alone), so nothing below a row's site is copied. Rows are
+    grouped by site (contiguous), as ``_sweep_chunks`` orders them. ``first`` > 0 needs
+    ``clean_cache``."""
     n_blocks = len(residual) - 1
     sites, unique = perturbation.hidden_index, unique.to(perturbation.hidden_index.device)
-    outputs, layer_keys = [], [[] for _ in range(n_blocks)]
-    layer_values = [[] for _ in range(n_blocks)]
+    outputs = []
     preallocated = None
     if clean_cache is not None and decode_positions is not None:
         length = batch.attention_mask.shape[1]
@@ -151,33 +153,31 @@ def perturbed_prefill(model, residual: list[torch.Tensor], clean_cache, unique: 
                     raise ValueError(f"perturbed_prefill: site {site}'s rows are not contiguous; group the rows by "
                                      "site (as _sweep_chunks does)")
                 cache = preallocated_cache(model, [layer.rows(begin, end) for layer in preallocated])
-            for layer in range(n_blocks):  # below the site every position is clean, above it those before `first`
-                keep = slice(None) if layer < start else slice(0, first)
-                if layer < start or first > 0:
-                    clean = clean_cache.layers[layer]
-                    if preallocated is None:
-                        cache.update(clean.keys[source, :, keep], clean.values[source, :, keep], layer)
-                    else:
-                        cache.layers[layer].gather(clean.keys[:, :, keep], clean.values[:, :, keep], source)
+            # below the site every position is clean (read only by the decoding that follows), above it
+            # those before `first` (read by the blocks run here)
+            for layer in range(n_blocks):
+                if layer < start and preallocated is not None:
+                    keep = slice(None)
+                elif layer >= start and first > 0:
+                    keep = slice(0, first)
+                else:
+                    continue
+                clean = clean_cache.layers[layer]
+                if preallocated is None:
+                    cache.update(clean.keys[source, :, keep], clean.values[source, :, keep], layer)
+                else:
+                    cache.layers[layer].gather(clean.keys[:, :, keep], clean.values[:, :, keep], source)
         hidden = run_blocks_from(model, hidden, start, batch.attention_mask[source],
                                  batch.position_ids[source][:, first:], cache, first, outputs_from)
         outputs.append(hidden)
         if preallocated is not None and any(layer.length != length for layer in cache.layers):
             raise RuntimeError(f"perturbed_prefill: site {site}'s rows filled {[l.length for l in cache.layers]} of "
                                f"{length} cache positions")
-        if cache is not None and preallocated is None:
-            for layer in range(n_blocks):
-                layer_keys[layer].append(cache.layers[layer].keys)
-                layer_values[layer].append(cache.layers[layer].values)
     rows_cache = None
     if preallocated is not None:
         for layer in preallocated:
             layer.fill(length)
         rows_cache = preallocated_cache(model, preallocated)
-    elif clean_cache is not None:
-        rows_cache = DynamicCache(config=unwrap(model).config)
-        for layer in range(n_blocks):
-            rows_cache.update(torch.cat(layer_keys[layer]), torch.cat(layer_values[layer]), layer)
     return torch.cat(outputs), rows_cache
 
 
@@ -277,9 +277,7 @@ def target_nll_sweep(model: PreTrainedModel, prompts: list[list[int]], targets: 
         perturbation = Perturbation(hidden_index[idx].to(device), batch_vectors(vectors, rows, p_len).to(device),
                                     positions[idx].to(device), torch.full((len(rows),), p_len, device=device))
         first = first_perturbed(perturbation.positions, p_len)
-        # (preallocated, so each site's keys and values are written once; the rows' cache is not read)
-        final, _ = perturbed_prefill(model, residual, clean_cache, unique, perturbation, batch, first,
-                                     decode_positions=0)
+        final, _ = perturbed_prefill(model, residual, clean_cache, unique, perturbation, batch, first)
         logits, labels = head(final), batch.labels[unique.to(device)]
         # Each row is scored on its own unpadded span, zero logits before `first` (masked out by
         # the labels): the same shapes, hence the same summation order, as a single-row probe.

@@ -195,11 +195,13 @@ def test_the_preallocated_decoding_cache_gives_the_dynamic_caches_logits_bit_for
 
 
 @pytest.mark.parametrize("positions", ["last_prompt", "prompt"])
-def test_a_prefill_into_the_preallocated_cache_equals_the_concatenated_one(tiny_model, tokenizer, positions):
-    # generate_sweep's prefill writes each site's rows straight into the decoding buffers
+def test_a_prefill_into_the_preallocated_cache_is_the_hooked_forwards(tiny_model, tokenizer, positions):
+    # generate_sweep's prefill writes each site's rows straight into the decoding buffers: every layer's
+    # keys and values, and the final hidden states, are those of the whole model run with the row's hook;
+    # without decode_positions (the PGD objective) the same hidden states and no cache
     from transformers import DynamicCache
     from latentaudit.batching import make_batch
-    from latentaudit.hooks import Perturbation
+    from latentaudit.hooks import Perturbation, intervene
     from latentaudit.shared_prefix import first_perturbed
     prompts = [prompt_token_ids(tokenizer, p, True) for p in ("Who guards the vault?", "Name the castle.")]
     batch = make_batch(prompts, None, tokenizer.pad_token_id)
@@ -216,11 +218,17 @@ def test_a_prefill_into_the_preallocated_cache_equals_the_concatenated_one(tiny_
             residual = clean_pass(tiny_model, batch, clean_cache)
             results.append(perturbed_prefill(tiny_model, residual, clean_cache, unique, perturbation, batch, first,
                                              decode_positions=decode_positions))
+        hooked_cache = DynamicCache(config=tiny_model.config)
+        with intervene(tiny_model, perturbation):
+            hooked = tiny_model(**{k: v[unique] for k, v in batch.model_inputs().items()}, output_hidden_states=True,
+                                use_cache=True, **cache_kwargs(tiny_model, hooked_cache))
     (final, cache), (final_pre, cache_pre) = results
-    assert torch.equal(final, final_pre)
-    for layer, layer_pre in zip(cache.layers, cache_pre.layers):
-        assert torch.equal(layer.keys, layer_pre.keys) and torch.equal(layer.values, layer_pre.values)
+    assert cache is None and torch.equal(final, final_pre)
+    assert torch.allclose(final_pre, hooked.hidden_states[-1][:, first:], atol=1e-5)
+    for layer_pre, layer in zip(cache_pre.layers, hooked_cache.layers):
         assert layer_pre.key_buffer.shape[-2] == p_len + 3
+        assert torch.allclose(layer_pre.keys, layer.keys, atol=1e-5)
+        assert torch.allclose(layer_pre.values, layer.values, atol=1e-5)
     with pytest.raises(ValueError, match="site 0's rows are not contiguous"):
         scattered = Perturbation(torch.tensor([0, 1, 0]), torch.zeros(3, tiny_model.config.hidden_size),
                                  torch.full((3,), position_code(positions)), torch.full((3,), p_len))
