@@ -297,6 +297,12 @@ def _check_selection_split(config: dict) -> None:
                                   f"{{role: eval, datasets: [...], harmful: false}}` (not eval_benign's rows)")
 
 
+def owned_splits(config: dict, variant: str) -> list[str]:
+    """The data splits ``variant`` owns (``data.splits.<name>.variants`` naming it), sorted."""
+    return sorted(n for n, spec in config.get("data", {}).get("splits", {}).items()
+                  if variant in (spec.get("variants") or ()))
+
+
 def _check_variant_splits(config: dict) -> None:
     """A train split's ``variants`` name configured variants; a variant's ``general_splits`` (RepBend's
     KL text) name train splits it trains on: its own (``variants`` naming it), or where it owns none,
@@ -313,8 +319,7 @@ def _check_variant_splits(config: dict) -> None:
         named = settings.get("general_splits")
         if not named:
             continue
-        owned = [n for n, spec in splits.items() if variant in (spec.get("variants") or ())]
-        trained = owned or [n for n, spec in splits.items() if spec["role"] == "train" and not spec.get("variants")]
+        trained = owned_splits(config, variant) or [n for n, spec in splits.items() if spec["role"] == "train" and not spec.get("variants")]
         bad = sorted(set(named) - set(trained))
         if bad:
             raise ConfigError(f"config error at {where}.general_splits: {bad} are not train splits {variant!r} trains "
@@ -333,8 +338,7 @@ def _check_matched_controls(config: dict) -> None:
             settings = {v: variants[v].settings({**config["variants"][v], **overrides.get(v, {})})
                         for v in (control, defense)}
             mismatches = control_mismatches(settings[control], defense, settings[defense])
-            owned = {v: sorted(n for n, spec in config.get("data", {}).get("splits", {}).items()
-                               if v in (spec.get("variants") or ())) for v in (control, defense)}
+            owned = {v: owned_splits(config, v) for v in (control, defense)}
             if owned[control] != owned[defense]:  # the data: the splits each owns (data.splits.<name>.variants)
                 mismatches.append(f"own splits: {owned[control]} != {owned[defense]}")
             if mismatches:
