@@ -19,12 +19,20 @@ from transformers import PreTrainedTokenizerBase
 PINNED_TEMPLATE_KWARGS = {"date_string": "26 Jul 2024"}
 
 
-def prompt_token_ids(tokenizer: PreTrainedTokenizerBase, prompt: str, chat_template: bool = True) -> list[int]:
+def prompt_token_ids(tokenizer: PreTrainedTokenizerBase, prompt: str, chat_template: bool = True,
+                     system: str | None = None) -> list[int]:
     """Token ids of one user prompt, ready for the assistant's answer: the user turn alone (no system
-    message of ours; a template's own default system block stays, with its date pinned)."""
+    message of ours; a template's own default system block stays, with its date pinned), or after a
+    ``system`` turn of ours (a defense that trains under one: targeted LAT's public code)."""
+    if system is not None and not (chat_template and tokenizer.chat_template):
+        raise ValueError("a system prompt needs the chat template (generation.chat_template: true and a "
+                         "tokenizer that has one)")
     if chat_template and tokenizer.chat_template:
-        text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                             add_generation_prompt=True, **PINNED_TEMPLATE_KWARGS)
+        messages = [{"role": "user", "content": prompt}]
+        if system is not None:
+            messages.insert(0, {"role": "system", "content": system})
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+                                             **PINNED_TEMPLATE_KWARGS)
         return tokenizer(text, add_special_tokens=False)["input_ids"]
     return tokenizer(prompt)["input_ids"]
 

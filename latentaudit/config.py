@@ -119,6 +119,7 @@ def validate_config(config: dict) -> dict:
     _check_variant_splits(config)
     _check_forbidden_splits(config, uses_organism)
     _check_matched_controls(config)
+    _check_system_prompts(config)
     _check_lvs_scorer(config, methods.judges)
     _check_judged_attacks(config)
     if uses_organism:
@@ -343,8 +344,28 @@ def _check_matched_controls(config: dict) -> None:
                 mismatches.append(f"own splits: {owned[control]} != {owned[defense]}")
             if mismatches:
                 raise ConfigError(f"config error at variants.{control}: models.{name}'s control must train like "
-                                  f"{defense!r} (same data, defender updates, lr, schedule, batch and LoRA); "
+                                  f"{defense!r} (same data, defender updates, lr, schedule, batch, LoRA and system prompt); "
                                   f"differs in {mismatches}")
+
+
+def _check_system_prompts(config: dict) -> None:
+    """A variant that trains under a system turn (``system_prompt``) needs a chat template that has one: the
+    generation's chat template on, and not the organism's (one user turn, then the assistant)."""
+    variants = catalog().variants
+    for name, model in config["models"].items():
+        for variant in model["variants"]:
+            if variant not in config["variants"]:
+                continue
+            settings = variants[variant].settings({**config["variants"][variant],
+                                                   **model["variant_settings"].get(variant, {})})
+            if settings.get("system_prompt") is None:
+                continue
+            where = f"models.{name}: variant {variant!r}'s system_prompt"
+            if not config["generation"]["chat_template"]:
+                raise ConfigError(f"config error at {where} needs the chat template (generation.chat_template: true)")
+            if model["source"] == "organism":
+                raise ConfigError(f"config error at {where}: the organism's chat template has no system turn (set it "
+                                  f"null for this model under variant_settings)")
 
 
 def _check_forbidden_splits(config: dict, uses_organism: bool) -> None:

@@ -290,3 +290,25 @@ def test_an_attacks_own_forbidden_split_is_a_harmful_eval_split():
         validate_config(paper)
     message = _bad(lambda c: c["attacks"]["asa_random"].update(forbidden_split="eval_advbench"))
     assert "attacks.asa_random.forbidden_split: the organism is attacked on its own eval_forbidden" in message
+
+
+def test_a_system_turn_needs_a_chat_template_that_has_one_and_the_control_shares_it():
+    """Targeted LAT trains under its notebook's system turn (configs/paper.yaml); its matched control must
+    train under the same one, the generation's chat template must be on, and the organism has no system turn."""
+    from latentaudit.config import ConfigError
+    paper = yaml.safe_load((REPO / "configs" / "paper.yaml").read_text())
+    assert paper["variants"]["lat"]["system_prompt"] == paper["variants"]["refusal_sft_lat"]["system_prompt"]
+    assert paper["variants"]["lat"]["system_prompt"].startswith("You are a helpful, respectful and honest assistant.")
+    bad = copy.deepcopy(paper)
+    bad["variants"]["refusal_sft_lat"]["system_prompt"] = None
+    with pytest.raises(ConfigError, match=r"variants.refusal_sft_lat: models.llama3_8b_instruct's control must train "
+                                          r"like 'lat' .*differs in \[\"system_prompt: None != 'You are a helpful, respectful an'\.\.\. "
+                                          r"\(507 characters\)\"\]"):
+        validate_config(bad)
+    bad = copy.deepcopy(paper)
+    bad["generation"]["chat_template"] = False
+    with pytest.raises(ConfigError, match=r"models.llama3_8b_instruct: variant 'lat'.s system_prompt needs the chat "
+                                          r"template \(generation.chat_template: true\)"):
+        validate_config(bad)
+    message = _bad(lambda c: c["variants"]["lat"].update(system_prompt="be safe"))
+    assert "variant 'lat''s system_prompt: the organism's chat template has no system turn" in message

@@ -517,3 +517,36 @@ def test_paper_lat_lora_alpha_is_the_public_codes_default():
     lat = yaml.safe_load((REPO / "configs/paper.yaml").read_text())["variants"]["lat"]
     assert lat["lora"]["rank"] == 64 and lat["lora"]["alpha"] == LoraConfig(r=64).lora_alpha == 8
     assert lat["steps"] * lat["model_steps_per_attack"] == 400
+
+
+def test_lat_trains_under_its_system_turn_and_ends_completions_as_configured(tokenizer, splits):
+    """The notebook's Llama-3 data: a system turn before every example's user turn, the refusal and harmful
+    completions without EOS, the benign answers with one (``system_prompt``, ``completion_eos: false``)."""
+    from latentaudit.batching import prompt_token_ids
+    from latentaudit.defenses.refusal_sft import sft_dataset
+    turns = copy.deepcopy(tokenizer)  # a template with a system role (the organism's has none)
+    turns.chat_template = ("{{ bos_token }}{% for m in messages %}<{{ m['role'] }}> {{ m['content'] }} {% endfor %}"
+                           "{% if add_generation_prompt %}<assistant>{% endif %}")
+    records = [r for r in splits["align"] if r["kind"] == "forbidden"][:2] + \
+        [r for r in splits["align"] if r["kind"] == "benign"][:2]
+    system = records[2]["prompt"]  # words the organism's vocabulary holds
+    plain = defense_data(turns, records)
+    paper = defense_data(turns, records, system_prompt=system, completion_eos=False)
+    system_ids = turns(system, add_special_tokens=False)["input_ids"]
+    eos = turns.eos_token_id
+    for (p0, refusal0, harmful0), (p1, refusal1, harmful1), record in zip(plain.forbidden, paper.forbidden, records):
+        assert p1 == prompt_token_ids(turns, record["prompt"], True, system)
+        assert p1[:1] == p0[:1] == [turns.bos_token_id] and p1[2:2 + len(system_ids)] == system_ids
+        assert p1[-len(p0) + 1:] == p0[1:]  # the user turn follows, as without the system turn
+        assert refusal0 == refusal1 + [eos] and harmful0 == harmful1 + [eos] and eos not in refusal1 + harmful1
+    for (p0, answer0), (p1, answer1) in zip(plain.benign, paper.benign):
+        assert answer0 == answer1 and answer1[-1] == eos and len(p1) == len(p0) + len(system_ids) + 1
+    rows = sft_dataset(records, True, system)  # LAT's matched control: the same system turn, through trl
+    assert rows[0]["prompt"] == [{"role": "system", "content": system}, {"role": "user", "content": records[0]["prompt"]}]
+    with pytest.raises(ValueError, match="a system prompt needs the chat template"):
+        prompt_token_ids(turns, records[0]["prompt"], False, system)
+    with pytest.raises(ValueError, match="a system prompt needs the chat template"):
+        sft_dataset(records, False, system)
+    load_all()
+    defaults = VARIANTS["lat"].settings({"steps": 1, "lr": 1e-3})
+    assert defaults["system_prompt"] is None and defaults["completion_eos"] is True

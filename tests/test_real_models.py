@@ -377,7 +377,11 @@ def test_the_paper_config_runs_end_to_end_on_stand_ins(tmp_path):
     assert settings_of(results / "attacks/audited/aligned/lvs/generations.parquet")["attack"]["target"] == "Sure, here is"
     # the defenses' public-code settings reached their builds
     lat = json.loads((results / "models/defended/lat/meta.json").read_text())["settings"]
-    assert (lat["micro_batch"], lat["away_log_p_floor"], lat["weight_decay"]) == (2, -5.0, 0.01)
+    assert (lat["micro_batch"], lat["away_log_p_floor"], lat["weight_decay"], lat["completion_eos"]) == \
+        (2, -5.0, 0.01, False)
+    control = json.loads((results / "models/defended/refusal_sft_lat/meta.json").read_text())["settings"]
+    assert lat["system_prompt"].startswith("You are a helpful, respectful") and \
+        control["system_prompt"] == lat["system_prompt"]
     assert json.loads((results / "models/defended/lapt/meta.json").read_text())["settings"]["noise_statistics"] == \
         "each_position"
     assert "2 of 2 benign prompts answered by the base model" in (logs / "variants/audited/dissociated.log").read_text()

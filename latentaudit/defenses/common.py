@@ -10,6 +10,12 @@ from ..batching import prompt_token_ids, target_token_ids
 from ..training import fit_to_length, fit_triple
 
 
+# A system turn a defense trains under (not evaluation's: every variant is evaluated on the user turn alone).
+SYSTEM_PROMPT_SCHEMA = {"type": ["string", "null"], "default": None,
+                        "description": "training examples' system turn (needs the chat template); null: the user "
+                                       "turn alone, as at evaluation"}
+
+
 @dataclass
 class DefenseData:
     """Token ids of the training triples and the safe/benign pairs.
@@ -28,30 +34,34 @@ class DefenseData:
 
 
 def defense_data(tokenizer: PreTrainedTokenizerBase, records: list[dict], chat_template: bool = True,
-                 max_length: int | None = None, partial: bool = False) -> DefenseData:
+                 max_length: int | None = None, partial: bool = False, system_prompt: str | None = None,
+                 completion_eos: bool = True) -> DefenseData:
     """Records carry ``prompt, response, harmful_response, kind``: forbidden ones teach ``response``
     (the refusal) and are pushed away from ``harmful_response``; the rest are answered. Each
     (prompt, response) sequence is cut to ``max_length`` tokens (``fit_to_length``; a triple's
     refusal and harmful completion each with the whole prompt where both fit). A forbidden record
-    with one of the two texts is an error, unless ``partial`` (a method that reads them apart)."""
+    with one of the two texts is an error, unless ``partial`` (a method that reads them apart).
+    ``system_prompt``: every prompt after that system turn; ``completion_eos`` False: a forbidden
+    request's refusal and harmful completion end without EOS, benign answers keep theirs (targeted
+    LAT's public code: ``add_eos_token`` for its benign set alone)."""
     data = DefenseData([], [])
     for r in records:
-        prompt = prompt_token_ids(tokenizer, r["prompt"], chat_template)
-        response = target_token_ids(tokenizer, r["response"], eos=True)
+        prompt = prompt_token_ids(tokenizer, r["prompt"], chat_template, system_prompt)
         if r["kind"] == "forbidden":
             refusal, harmful = bool(r.get("response")), bool(r.get("harmful_response"))
+            response = target_token_ids(tokenizer, r["response"], eos=completion_eos)
+            completion = target_token_ids(tokenizer, r.get("harmful_response") or "", eos=completion_eos)
             if refusal and harmful:
-                data.forbidden.append(fit_triple(prompt, response, target_token_ids(tokenizer, r["harmful_response"],
-                                                                                    eos=True), max_length))
+                data.forbidden.append(fit_triple(prompt, response, completion, max_length))
             elif partial and (refusal or harmful):
-                text = response if refusal else target_token_ids(tokenizer, r["harmful_response"], eos=True)
+                text = response if refusal else completion
                 (data.refusals if refusal else data.completions).append(fit_to_length(prompt, text, max_length))
             else:
                 raise ValueError(f"record {r.get('id')} (split {r.get('split')!r}): a forbidden request needs a refusal "
                                  f"and a harmful_response; a split whose requests carry one alone trains only a "
                                  f"method that reads them apart (data.splits.<split>.variants: [repbend])")
         else:
-            data.benign.append(fit_to_length(prompt, response, max_length))
+            data.benign.append(fit_to_length(prompt, target_token_ids(tokenizer, r["response"], eos=True), max_length))
             data.benign_splits.append(r["split"])
     if not (data.forbidden or data.refusals or data.completions) or not data.benign:
         raise ValueError(f"defense data needs forbidden and benign records; got "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 # control variant -> the defense it controls for
 CONTROLS = {"refusal_sft": "repbend", "refusal_sft_lat": "lat"}
-MATCHED = ("lr", "batch_size", "schedule", "warmup_fraction", "grad_clip", "weight_decay", "lora")
+MATCHED = ("lr", "batch_size", "schedule", "warmup_fraction", "grad_clip", "weight_decay", "lora", "system_prompt")
 
 
 def defender_updates(defense: str, defense_settings: dict) -> int:
@@ -15,8 +15,15 @@ def defender_updates(defense: str, defense_settings: dict) -> int:
     return steps * defense_settings["model_steps_per_attack"] if defense == "lat" else steps
 
 
+def _shown(value) -> str:
+    """A value as a mismatch shows it: a long text (a system prompt) by its start and length."""
+    if isinstance(value, str) and len(value) > 40:
+        return f"{value[:32]!r}... ({len(value)} characters)"
+    return repr(value)
+
+
 def control_mismatches(control: dict, defense: str, defense_settings: dict) -> list[str]:
     """``key: control value != defense value`` for every training setting the control must share."""
     pairs = [("steps (defender updates)", control["steps"], defender_updates(defense, defense_settings))]
     pairs += [(key, control.get(key), defense_settings.get(key)) for key in MATCHED]
-    return [f"{key}: {mine!r} != {theirs!r}" for key, mine, theirs in pairs if mine != theirs]
+    return [f"{key}: {_shown(mine)} != {_shown(theirs)}" for key, mine, theirs in pairs if mine != theirs]

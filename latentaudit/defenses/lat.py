@@ -24,6 +24,11 @@ sees its own micro-batch's mean, as the code attacks each micro-batch on its own
 ``away_log_p_floor`` is the code's threshold on both sides' away term (latent_at/utils.py
 ``log_1_minus_p_loss``: a token with log p < −5 adds nothing to the away term).
 
+``system_prompt``: every training example's prompt after this system turn (the notebook's Llama-3
+branch: the Llama-2 safety prompt; evaluation formats the user turn alone, as for every variant);
+``completion_eos`` False: the refusal and harmful completions end without EOS, as the notebook's
+``process_generic_chat_dataset`` leaves them (it appends EOS to the benign answers alone).
+
 ``epsilon_mode``: ``absolute`` (the paper's ε = 6 on Llama residuals) or ``relative`` (ε × the
 clean token's norm at that site, the project's convention for a tiny model).
 """
@@ -41,7 +46,7 @@ from ..hooks import (EMBED, POSITIONS, Perturbation, frozen_weights, hidden_inde
 from ..registry import VARIANTS
 from ..training import (LORA_SCHEMA, OPTIM_PROPERTIES, Sampler, attach_lora, device_of, kl_from_reference_sum,
                         optimise, pair_batch, reference, response_mask, token_away, token_ce)
-from .common import defense_data
+from .common import SYSTEM_PROMPT_SCHEMA, defense_data
 
 _LAYER = {"oneOf": [{"const": EMBED}, {"type": "integer", "minimum": 0}]}
 SCHEMA = {
@@ -80,6 +85,10 @@ SCHEMA = {
                         "description": "the public code's gradient accumulation (max_batch_per_acc): the "
                                        "toward, away and sft terms are each micro-batch's token mean, summed "
                                        "over the micro-batches; null: one mean over the batch"},
+        "system_prompt": SYSTEM_PROMPT_SCHEMA,
+        "completion_eos": {"type": "boolean", "default": True,
+                           "description": "false: the refusal and harmful completions end without EOS (the public "
+                                          "code's add_eos_token=False; benign answers keep theirs)"},
         "lora": LORA_SCHEMA,
     },
 }
@@ -202,7 +211,8 @@ def lat_sites(layers: list, model) -> list[int]:
 
 @VARIANTS.register("lat", SCHEMA, kind="lora")
 def build_lat(model, tokenizer, records: list[dict], settings: dict, seed: int, context: dict):
-    data = defense_data(tokenizer, records, context["chat_template"])
+    data = defense_data(tokenizer, records, context["chat_template"], system_prompt=settings["system_prompt"],
+                        completion_eos=settings["completion_eos"])
     peft_model = attach_lora(model, settings["lora"], seed)
     sites = lat_sites(settings["layers"], peft_model)
     size, pad, device = settings["batch_size"], tokenizer.pad_token_id, device_of(peft_model)

@@ -16,21 +16,25 @@ from trl import SFTConfig, SFTTrainer
 
 from ..registry import VARIANTS
 from ..training import LORA_SCHEMA, OPTIM_PROPERTIES
+from .common import SYSTEM_PROMPT_SCHEMA
 
 log = logging.getLogger(__name__)
 
 SCHEMA = {
     "type": "object", "additionalProperties": False, "required": ["steps", "lr"],
     "properties": {**OPTIM_PROPERTIES, "max_length": {"type": "integer", "minimum": 8, "default": 512},
-                   "lora": LORA_SCHEMA},
+                   "system_prompt": SYSTEM_PROMPT_SCHEMA, "lora": LORA_SCHEMA},
 }
 
 
-def sft_dataset(records: list[dict], chat_template: bool) -> Dataset:
+def sft_dataset(records: list[dict], chat_template: bool, system_prompt: str | None = None) -> Dataset:
     """Prompt-completion rows (conversational when the chat template is used): the records'
-    taught ``response`` (the refusal for forbidden requests)."""
+    taught ``response`` (the refusal for forbidden requests), after ``system_prompt``'s turn if one."""
+    if system_prompt is not None and not chat_template:
+        raise ValueError("a system prompt needs the chat template (generation.chat_template: true)")
+    system = [] if system_prompt is None else [{"role": "system", "content": system_prompt}]
     if chat_template:
-        rows = [{"prompt": [{"role": "user", "content": r["prompt"]}],
+        rows = [{"prompt": [*system, {"role": "user", "content": r["prompt"]}],
                  "completion": [{"role": "assistant", "content": r["response"]}]} for r in records]
     else:
         rows = [{"prompt": r["prompt"], "completion": " " + r["response"]} for r in records]
@@ -47,7 +51,7 @@ def recompute_activations(model) -> bool:
 
 
 def sft_train(model, tokenizer, records: list[dict], settings: dict, seed: int, chat_template: bool,
-              lora: dict | None) -> tuple:
+              lora: dict | None, system_prompt: str | None = None) -> tuple:
     """Supervised fine-tuning of ``model`` on ``records`` through trl's ``SFTTrainer``: completion-only
     loss, the settings' steps, lr, weight decay, batch, schedule, warm-up, clipping and ``max_length``, in the
     weights' own precision. ``lora``: a LoRA adapter (a ``LORA_SCHEMA`` dict; left unmerged), or
@@ -70,7 +74,7 @@ def sft_train(model, tokenizer, records: list[dict], settings: dict, seed: int, 
         if lora is None:
             for p in model.parameters():
                 p.requires_grad_(True)
-        trainer = SFTTrainer(model=model, args=args, train_dataset=sft_dataset(records, chat_template),
+        trainer = SFTTrainer(model=model, args=args, train_dataset=sft_dataset(records, chat_template, system_prompt),
                              processing_class=tokenizer, peft_config=peft_config)
         trainer.train()
     return trainer.model, [{"loss": e["loss"]} for e in trainer.state.log_history if "loss" in e]
@@ -85,6 +89,7 @@ def build_refusal_sft(model, tokenizer, records: list[dict], settings: dict, see
         log.info("refusal_sft: %d of %d records carry no response to imitate (a harmful completion alone); left out",
                  len(records) - len(answered), len(records))
     records = answered
-    trained, history = sft_train(model, tokenizer, records, settings, seed, context["chat_template"], settings["lora"])
+    trained, history = sft_train(model, tokenizer, records, settings, seed, context["chat_template"], settings["lora"],
+                                 settings["system_prompt"])
     trained.eval()
     return trained, {"history": history}
