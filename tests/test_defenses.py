@@ -284,14 +284,16 @@ def test_repbend_reads_its_own_sets_apart_and_other_defenses_refuse_one_text_req
                record("wildguard", "forbidden", "", "completion three"), record("ultrachat", "benign", "chat one")]
     data = defense_data(tokenizer, records, partial=True)
     assert (len(data.forbidden), len(data.refusals), len(data.completions), len(data.benign)) == (1, 1, 2, 2)
-    safe, unsafe, general = repbend_sets(data, ["ultrachat"])
+    sets = repbend_sets(data, ["ultrachat"])
+    (safe, unsafe), general = sets.pooled(), sets.general
     assert (len(safe), len(unsafe), len(general)) == (3, 3, 1)
     def among(pair, pairs):  # the same pair object (the placeholder words tokenise alike)
         return any(pair is other for other in pairs)
     assert len(general) == 1 and general[0] is data.benign[1]
     assert among(data.benign[0], safe) and not among(data.benign[1], safe) and among(data.refusals[0], safe)
     assert all(among(pair, unsafe) for pair in data.completions)
-    safe, unsafe, general = repbend_sets(data, None)  # no KL set of its own: every benign record, as before
+    sets = repbend_sets(data, None)  # no KL set of its own: every benign record, as before
+    (safe, unsafe), general = sets.pooled(), sets.general
     assert general is data.benign and all(among(pair, safe) for pair in data.benign)
     with pytest.raises(ValueError, match=r"general_splits \['absent'\] hold no benign records"):
         repbend_sets(data, ["absent"])
@@ -550,3 +552,38 @@ def test_lat_trains_under_its_system_turn_and_ends_completions_as_configured(tok
     load_all()
     defaults = VARIANTS["lat"].settings({"steps": 1, "lr": 1e-3})
     assert defaults["system_prompt"] is None and defaults["completion_eos"] is True
+
+
+def test_repbend_four_sets_draw_b_rows_from_each_of_the_public_codes_sets(tokenizer):
+    """``sampling: four_sets``: a step holds B single-text safe rows and B pairs' refusals (2B safe), B single-text
+    unsafe rows and the same B pairs' harmful completions (2B unsafe), B KL texts, as the public code's dataset
+    item (a WildGuardMix safe row, an unsafe row, a WildJailbreak pair, an UltraChat text); ``pooled`` draws B
+    from the pools. A set four_sets needs but lacks is a named error."""
+    from latentaudit.defenses.repbend import repbend_sets, step_batches
+
+    def record(split, kind, response, harmful=""):
+        return {"id": f"{split}-{response}-{harmful}", "split": split, "prompt": f"placeholder {response} {harmful}",
+                "kind": kind, "response": response, "harmful_response": harmful}
+    records = [record("wildguard", "forbidden", f"refusal {i}") for i in range(3)] + \
+        [record("wildguard", "forbidden", "", f"completion {i}") for i in range(4)] + \
+        [record("wildguard", "benign", f"answer {i}") for i in range(2)] + \
+        [record("pairs", "forbidden", f"pair refusal {i}", f"pair completion {i}") for i in range(5)] + \
+        [record("ultrachat", "benign", f"chat {i}") for i in range(3)]
+    sets = repbend_sets(defense_data(tokenizer, records, partial=True), ["ultrachat"])
+    assert (len(sets.safe), len(sets.unsafe), len(sets.pairs), len(sets.general)) == (5, 4, 5, 3)
+    draw = step_batches(sets, "four_sets", 2, 0)
+    for _ in range(6):
+        safe, unsafe, general = draw()
+        assert (len(safe), len(unsafe), len(general)) == (4, 4, 2)
+        assert all(any(row is single for single in sets.safe) for row in safe[:2])
+        assert all(any(row is single for single in sets.unsafe) for row in unsafe[:2])
+        pairs = [next(t for t in sets.pairs if t[0] is row[0] and t[1] is row[1]) for row in safe[2:]]
+        # the same pairs' completions, in the same order (the same list objects: the pairs' own prompts)
+        assert all(t[0] is row[0] and t[2] is row[1] for t, row in zip(pairs, unsafe[2:], strict=True))
+        assert all(any(row is text for text in sets.general) for row in general)
+    safe, unsafe, general = step_batches(sets, "pooled", 2, 0)()
+    assert (len(safe), len(unsafe), len(general)) == (2, 2, 2)
+    no_pairs = repbend_sets(defense_data(tokenizer, [r for r in records if r["split"] != "pairs"], partial=True),
+                            ["ultrachat"])
+    with pytest.raises(ValueError, match=r"sampling four_sets draws from every set, and \['pairs'\] are empty"):
+        step_batches(no_pairs, "four_sets", 2, 0)

@@ -388,7 +388,12 @@ def test_the_paper_config_runs_end_to_end_on_stand_ins(tmp_path):
     # RepBend on the splits it owns: the pairs' 5 refusals + WildGuardMix's refusal and answer are safe, the 5
     # completions + WildGuardMix's 2 complied-with rows unsafe, UltraChat's 2 the KL text; its control the same
     # records but the 2 that carry a completion alone; the other defenses none of them
-    assert "repbend: 7 safe, 7 unsafe and 2 general (KL) pairs" in (logs / "variants/defended/repbend.log").read_text()
+    repbend_log = (logs / "variants/defended/repbend.log").read_text()
+    assert "repbend: 7 safe, 7 unsafe and 2 general (KL) pairs" in repbend_log
+    # the public code's four sets, B (2) rows from each a step: WildGuardMix's refusal and answer, its 2 complied-with
+    # rows, the 5 pairs (refusal and completion on one prompt), UltraChat's 2
+    assert "a step draws 2 rows from each of 2 single-text safe rows, 2 single-text unsafe rows, 5 pairs and 2 general " \
+        "texts" in repbend_log
     assert "refusal_sft: 2 of 11 records carry no response" in (logs / "variants/defended/refusal_sft.log").read_text()
     assert "carry no response" not in (logs / "variants/defended/refusal_sft_lat.log").read_text()
     gap = pd.read_csv(results / "tables/audit_gap.csv").set_index(["model", "variant"])

@@ -16,7 +16,10 @@ Data: safe pairs are every refusal and every answered benign request, unsafe pai
 completion, the KL text the benign records of ``general_splits`` alone where set (the public code:
 WildGuardMix's safe rows and WildJailbreak's refusals, its unsafe rows and harmful answers,
 UltraChat; a split RepBend owns may hold a request with its refusal or its completion alone),
-else every benign record.
+else every benign record. ``sampling``: ``pooled`` draws a step's B safe and B unsafe rows from those
+pools; ``four_sets`` draws B rows from each of the public code's four sets (its ``RepBendingDataset``
+item: a WildGuardMix safe row, an unsafe row, a WildJailbreak pair, an UltraChat text), so 2B safe
+and 2B unsafe rows, the pairs' refusal and harmful completion on the same prompts.
 
 Deviation (documented, configurable, off by default): −α·v_u is unbounded below and diverges
 on small models at large learning rates (shared/papers/repbend.md); ``unsafe_distance_cap``
@@ -25,6 +28,7 @@ caps each token's distance at cap × the reference token's norm, so the term sat
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import torch
 from peft import PeftModel
@@ -55,6 +59,10 @@ SCHEMA = {
         "general_splits": {"type": ["array", "null"], "items": {"type": "string"}, "minItems": 1, "default": None,
                            "description": "train splits whose benign records are the KL term's general text alone "
                                           "(the paper: UltraChat); null: every benign record, which also feeds v_s"},
+        "sampling": {"enum": ["pooled", "four_sets"], "default": "pooled",
+                     "description": "pooled: B rows a step from all safe and from all unsafe rows; four_sets: B from "
+                                    "each of the single-text safe rows, the single-text unsafe rows, the (refusal, "
+                                    "harmful completion) pairs and the KL text (the public code's dataset item)"},
         "max_length": MAX_LENGTH_SCHEMA,
         "lora": LORA_SCHEMA,
     },
@@ -122,41 +130,84 @@ def repbend_terms(model: PeftModel, safe, unsafe, general, target_sites: list[in
     return {"loss": loss, "v_s": v_s.detach(), "v_u": v_u.detach(), "cos_sim": cos.detach(), "kl": kl.detach()}
 
 
-def repbend_sets(data: DefenseData, general_splits: list[str] | None) -> tuple[list, list, list]:
-    """(safe, unsafe, general) (prompt, text) pairs. Safe: every refusal and every answered benign
-    request; unsafe: every harmful completion; general (the KL text): the benign records of
-    ``general_splits``, which then feed no other term (the public code: WildGuardMix's safe rows and
-    WildJailbreak's refusals, its unsafe rows and harmful answers, UltraChat), else every benign one."""
+@dataclass
+class RepBendSets:
+    """RepBend's training rows by source (the public code's four sets): ``safe`` the single-text safe rows
+    (refusals of requests that carry no completion, answered benign requests), ``unsafe`` the single-text
+    harmful completions, ``pairs`` (prompt, refusal, harmful completion) triples, ``general`` the KL text."""
+    safe: list
+    unsafe: list
+    pairs: list
+    general: list
+
+    def pooled(self) -> tuple[list, list]:
+        """(every safe (prompt, text) pair, every unsafe one): the pairs' refusals and completions first."""
+        return ([(p, refusal) for p, refusal, _ in self.pairs] + self.safe,
+                [(p, harmful) for p, _, harmful in self.pairs] + self.unsafe)
+
+
+def repbend_sets(data: DefenseData, general_splits: list[str] | None) -> RepBendSets:
+    """RepBend's sets. Safe: every refusal and every answered benign request; unsafe: every harmful
+    completion; general (the KL text): the benign records of ``general_splits``, which then feed no
+    other term (the public code: WildGuardMix's safe rows and WildJailbreak's refusals, its unsafe rows
+    and harmful answers, UltraChat), else every benign one."""
     named = set(general_splits or ())
     in_general = [split in named for split in data.benign_splits] if named else [False] * len(data.benign)
     general = [pair for pair, chosen in zip(data.benign, in_general) if chosen] if named else data.benign
     if not general:
         raise ValueError(f"repbend: general_splits {sorted(named)} hold no benign records (the KL term's text)")
     answered = [pair for pair, chosen in zip(data.benign, in_general) if not chosen]
-    safe = [(p, refusal) for p, refusal, _ in data.forbidden] + data.refusals + answered
-    unsafe = [(p, harmful) for p, _, harmful in data.forbidden] + data.completions
-    if len(unsafe) < 2:  # the cosine term pairs unsafe rows
-        raise ValueError(f"repbend: {len(unsafe)} harmful completion(s) in its training records; at least 2 needed")
-    return safe, unsafe, general
+    sets = RepBendSets(data.refusals + answered, data.completions, data.forbidden, general)
+    if len(sets.pooled()[1]) < 2:  # the cosine term pairs unsafe rows
+        raise ValueError(f"repbend: {len(sets.pooled()[1])} harmful completion(s) in its training records; at least "
+                         f"2 needed")
+    return sets
+
+
+def step_batches(sets: RepBendSets, sampling: str, size: int, seed: int):
+    """A function giving each step's (safe, unsafe, general) lists of (prompt, text) pairs."""
+    general_rows = Sampler(len(sets.general), size, seed + 2)
+    if sampling == "pooled":
+        safe, unsafe = sets.pooled()
+        safe_rows, unsafe_rows = Sampler(len(safe), size, seed), Sampler(len(unsafe), max(size, 2), seed + 1)
+        return lambda: ([safe[i] for i in safe_rows()], [unsafe[i] for i in unsafe_rows()],
+                        [sets.general[i] for i in general_rows()])
+    empty = [name for name in ("safe", "unsafe", "pairs") if not getattr(sets, name)]
+    if empty:
+        raise ValueError(f"repbend: sampling four_sets draws from every set, and {empty} are empty (safe: refusals "
+                         f"of single-text requests and answered benign ones; unsafe: single-text harmful completions; "
+                         f"pairs: requests with both); use sampling: pooled")
+    safe_rows, unsafe_rows = Sampler(len(sets.safe), size, seed), Sampler(len(sets.unsafe), size, seed + 1)
+    pair_rows = Sampler(len(sets.pairs), size, seed + 3)
+
+    def batches():
+        pairs = [sets.pairs[j] for j in pair_rows()]  # one draw: refusal and completion on the same prompts
+        return ([sets.safe[i] for i in safe_rows()] + [(p, refusal) for p, refusal, _ in pairs],
+                [sets.unsafe[i] for i in unsafe_rows()] + [(p, harmful) for p, _, harmful in pairs],
+                [sets.general[i] for i in general_rows()])
+    return batches
 
 
 @VARIANTS.register("repbend", SCHEMA, kind="lora")
 def build_repbend(model, tokenizer, records: list[dict], settings: dict, seed: int, context: dict):
-    safe_pairs, unsafe_pairs, general = repbend_sets(defense_data(tokenizer, records, context["chat_template"],
-                                                                  settings["max_length"], partial=True),
-                                                     settings["general_splits"])
-    log.info("repbend: %d safe, %d unsafe and %d general (KL) pairs", len(safe_pairs), len(unsafe_pairs), len(general))
+    sets = repbend_sets(defense_data(tokenizer, records, context["chat_template"], settings["max_length"],
+                                     partial=True), settings["general_splits"])
+    safe, unsafe = sets.pooled()
+    log.info("repbend: %d safe, %d unsafe and %d general (KL) pairs", len(safe), len(unsafe), len(sets.general))
+    if settings["sampling"] == "four_sets":
+        log.info("repbend: a step draws %d rows from each of %d single-text safe rows, %d single-text unsafe rows, "
+                 "%d pairs and %d general texts", settings["batch_size"], len(sets.safe), len(sets.unsafe),
+                 len(sets.pairs), len(sets.general))
+    batches = step_batches(sets, settings["sampling"], settings["batch_size"], seed)
     peft_model = attach_lora(model, settings["lora"], seed)
     layers = n_layers(peft_model)
     target_sites = [hidden_index(b, layers) for b in resolve_target_layers(settings["target_layers"], layers)]
-    size, pad, device = settings["batch_size"], tokenizer.pad_token_id, device_of(peft_model)
-    safe_rows, unsafe_rows = Sampler(len(safe_pairs), size, seed), Sampler(len(unsafe_pairs), max(size, 2), seed + 1)
-    general_rows = Sampler(len(general), size, seed + 2)
+    pad, device = tokenizer.pad_token_id, device_of(peft_model)
 
     def step(_):
-        return repbend_terms(peft_model, pair_batch(safe_pairs, safe_rows(), 1, pad, device),
-                             pair_batch(unsafe_pairs, unsafe_rows(), 1, pad, device),
-                             pair_batch(general, general_rows(), 1, pad, device), target_sites, settings)
+        safe_pairs, unsafe_pairs, general = batches()
+        return repbend_terms(peft_model, *(pair_batch(pairs, range(len(pairs)), 1, pad, device)
+                                           for pairs in (safe_pairs, unsafe_pairs, general)), target_sites, settings)
 
     history = optimise(peft_model, settings, step, "repbend")
     return peft_model, {"history": history}
