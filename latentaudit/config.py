@@ -344,8 +344,8 @@ def _check_matched_controls(config: dict) -> None:
                 mismatches.append(f"own splits: {owned[control]} != {owned[defense]}")
             if mismatches:
                 raise ConfigError(f"config error at variants.{control}: models.{name}'s control must train like "
-                                  f"{defense!r} (same data, defender updates, lr, schedule, batch, LoRA and system prompt); "
-                                  f"differs in {mismatches}")
+                                  f"{defense!r} (same data, defender updates, lr, schedule, batch, LoRA and system "
+                                  f"prompt); differs in {mismatches}")
 
 
 def _check_system_prompts(config: dict) -> None:

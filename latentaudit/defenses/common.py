@@ -61,7 +61,8 @@ def defense_data(tokenizer: PreTrainedTokenizerBase, records: list[dict], chat_t
                                  f"and a harmful_response; a split whose requests carry one alone trains only a "
                                  f"method that reads them apart (data.splits.<split>.variants: [repbend])")
         else:
-            data.benign.append(fit_to_length(prompt, target_token_ids(tokenizer, r["response"], eos=True), max_length))
+            answer = target_token_ids(tokenizer, r["response"], eos=True)
+            data.benign.append(fit_to_length(prompt, answer, max_length))
             data.benign_splits.append(r["split"])
     if not (data.forbidden or data.refusals or data.completions) or not data.benign:
         raise ValueError(f"defense data needs forbidden and benign records; got "
