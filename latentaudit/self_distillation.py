@@ -41,8 +41,10 @@ def prompt_digest(prompt: str) -> str:
 
 def missing_text(rows: list[dict]) -> list[dict]:
     """The training prompts whose text a model must write: benign ones without an answer,
-    harmful ones without a harmful completion."""
-    return [r for r in rows if not r.get(FIELD[bool(r["harmful"])])]
+    harmful ones without a harmful completion, outside the splits a variant owns (RepBend's sets
+    pair a request with the one text its data set gives: a written completion would turn a refused
+    WildGuardMix row into a pair)."""
+    return [r for r in rows if not r.get(FIELD[bool(r["harmful"])]) and not r.get("variants")]
 
 
 def distil(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: list[dict], max_new_tokens: int,
@@ -66,12 +68,13 @@ def cut_text(tokenizer: PreTrainedTokenizerBase, token_ids: list[int], target_to
 def fill_records(rows: list[dict], distilled: list[dict], tokenizer: PreTrainedTokenizerBase,
                  target_tokens: int) -> list[dict]:
     """``rows`` with every missing text filled from the cache ``distilled`` (cut to
-    ``target_tokens``). A row whose generation is missing or was made for another prompt fails."""
+    ``target_tokens``; rows of a split a variant owns as given, see ``missing_text``). A row whose
+    generation is missing or was made for another prompt fails."""
     by_id = {d["id"]: d for d in distilled}
     out = []
     for row in rows:
         field = FIELD[bool(row["harmful"])]
-        if row.get(field):
+        if row.get(field) or row.get("variants"):
             out.append(row)
             continue
         made = by_id.get(row["id"])

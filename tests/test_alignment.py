@@ -239,3 +239,20 @@ def test_self_distilled_harmful_ft_pairs_are_written_apart_from_the_training_rec
     train, align = read_jsonl(tmp_path / "train.jsonl"), read_jsonl(tmp_path / "align.jsonl")
     assert [r["kind"] for r in train] == ["benign", "benign"]
     assert [r["kind"] for r in align] == ["benign", "benign", "forbidden"] and align[2]["response"] == "I can't help with that."
+
+
+def test_self_distillation_leaves_the_splits_a_variant_owns_as_their_data_set_gives_them(tiny_model, tokenizer):
+    """A refused WildGuardMix row in a split RepBend owns stays a refusal alone: no written completion turns it
+    into a pair (RepBend reads its single-text rows and its pairs apart), and filling passes it through."""
+    rows = _rows()
+    owned = {**rows[2], "id": "repbend_wildguard-00000", "split": "repbend_wildguard",
+             "variants": ["repbend", "refusal_sft"]}
+    rows.append(owned)
+    assert [r["id"] for r in missing_text(rows)] == ["train_benign-00000", "train_harmful-00000"]
+    distilled = distil(tiny_model, tokenizer, rows, max_new_tokens=4, batch_size=2, chat_template=False)
+    assert "repbend_wildguard-00000" not in {d["id"] for d in distilled}
+    filled = fill_records(rows, distilled, tokenizer, target_tokens=3)
+    assert filled[-1] == owned  # as given: its refusal, no harmful completion
+    train, _ = training_records({"repbend_wildguard": [filled[-1]]}, ["repbend_wildguard"])
+    assert [(r["response"], r["harmful_response"], r["variants"]) for r in train] == \
+        [("I can't help with that.", "", ["repbend", "refusal_sft"])]
