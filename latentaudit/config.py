@@ -288,14 +288,19 @@ def _check_selection_split(config: dict) -> None:
             if variant not in config["variants"] or \
                     "benign_accuracy" not in variants[variant].options.get("needs", ()):
                 continue
-            settings = variants[variant].settings({**config["variants"][variant],
-                                                   **model["variant_settings"].get(variant, {})})
-            if settings.get("interpolation") != "auto":
+            if model_variant_settings(config, model, variant).get("interpolation") != "auto":
                 continue
             if splits.get(SELECT_BENIGN, {}).get("role") != "eval":
                 raise ConfigError(f"config error at data.splits: models.{name} builds {variant!r}, which chooses its "
                                   f"interpolation on capability; add a held-out benign split `{SELECT_BENIGN}: "
                                   f"{{role: eval, datasets: [...], harmful: false}}` (not eval_benign's rows)")
+
+
+def model_variant_settings(config: dict, model: dict, variant: str) -> dict:
+    """``variant``'s settings for ``model`` as its build receives them: the configured ones with the
+    model's ``variant_settings`` override, schema defaults filled."""
+    return catalog().variants[variant].settings({**config["variants"][variant],
+                                                 **model["variant_settings"].get(variant, {})})
 
 
 def owned_splits(config: dict, variant: str) -> list[str]:
@@ -330,14 +335,11 @@ def _check_variant_splits(config: dict) -> None:
 def _check_matched_controls(config: dict) -> None:
     """A model that builds a refusal-SFT control and the defense it controls for trains both alike
     (defenses/controls.py): else "the gain from the latent term" is confounded."""
-    variants = catalog().variants
     for name, model in config["models"].items():
-        overrides = model["variant_settings"]
         for control, defense in CONTROLS.items():
             if control not in model["variants"] or defense not in model["variants"]:
                 continue
-            settings = {v: variants[v].settings({**config["variants"][v], **overrides.get(v, {})})
-                        for v in (control, defense)}
+            settings = {v: model_variant_settings(config, model, v) for v in (control, defense)}
             mismatches = control_mismatches(settings[control], defense, settings[defense])
             owned = {v: owned_splits(config, v) for v in (control, defense)}
             if owned[control] != owned[defense]:  # the data: the splits each owns (data.splits.<name>.variants)
@@ -351,14 +353,10 @@ def _check_matched_controls(config: dict) -> None:
 def _check_system_prompts(config: dict) -> None:
     """A variant that trains under a system turn (``system_prompt``) needs a chat template that has one: the
     generation's chat template on, and not the organism's (one user turn, then the assistant)."""
-    variants = catalog().variants
     for name, model in config["models"].items():
         for variant in model["variants"]:
-            if variant not in config["variants"]:
-                continue
-            settings = variants[variant].settings({**config["variants"][variant],
-                                                   **model["variant_settings"].get(variant, {})})
-            if settings.get("system_prompt") is None:
+            if variant not in config["variants"] or \
+                    model_variant_settings(config, model, variant).get("system_prompt") is None:
                 continue
             where = f"models.{name}: variant {variant!r}'s system_prompt"
             if not config["generation"]["chat_template"]:

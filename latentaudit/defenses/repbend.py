@@ -158,9 +158,9 @@ def repbend_sets(data: DefenseData, general_splits: list[str] | None) -> RepBend
         raise ValueError(f"repbend: general_splits {sorted(named)} hold no benign records (the KL term's text)")
     answered = [pair for pair, chosen in zip(data.benign, in_general) if not chosen]
     sets = RepBendSets(data.refusals + answered, data.completions, data.forbidden, general)
-    if len(sets.pooled()[1]) < 2:  # the cosine term pairs unsafe rows
-        raise ValueError(f"repbend: {len(sets.pooled()[1])} harmful completion(s) in its training records; at least "
-                         f"2 needed")
+    completions = len(sets.pairs) + len(sets.unsafe)
+    if completions < 2:  # the cosine term pairs unsafe rows
+        raise ValueError(f"repbend: {completions} harmful completion(s) in its training records; at least 2 needed")
     return sets
 
 
