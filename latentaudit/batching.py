@@ -37,6 +37,15 @@ def prompt_token_ids(tokenizer: PreTrainedTokenizerBase, prompt: str, chat_templ
     return tokenizer(prompt)["input_ids"]
 
 
+def conversation_token_ids(tokenizer: PreTrainedTokenizerBase, messages: list[dict]) -> list[int]:
+    """Token ids of a whole chat (``{role, content}`` messages, every turn) in the tokenizer's chat
+    template, as RepBend's public code formats UltraChat's conversations for its KL term."""
+    if not tokenizer.chat_template:
+        raise ValueError("a conversation needs the chat template (a tokenizer that has one)")
+    text = tokenizer.apply_chat_template(messages, tokenize=False, **PINNED_TEMPLATE_KWARGS)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
 def longest_prompt(tokenizer: PreTrainedTokenizerBase, records: list[dict], chat_template: bool = True) -> int:
     """Token length of the longest ``prompt`` in ``records`` (what a batch row is sized for)."""
     return max(len(prompt_token_ids(tokenizer, r["prompt"], chat_template)) for r in records)

@@ -273,7 +273,7 @@ def test_splits_a_variant_owns_are_checked_against_the_variants_and_its_control(
     bad = copy.deepcopy(paper)
     bad["data"]["splits"]["repbend_pairs"]["variants"] = ["repbend"]
     with pytest.raises(ConfigError, match=r"variants.refusal_sft: .*differs in \[\"own splits: \['repbend_general', "
-                                          r"'repbend_wildguard'\] != \['repbend_general', 'repbend_pairs', "):
+                                          r"'repbend_wildguard_safe', 'repbend_wildguard_unsafe'\] != \['repbend_general', 'repbend_pairs', "):
         validate_config(bad)
 
 

@@ -99,7 +99,7 @@ def test_local_path_loading_normalises_every_loader(name, fixture_files):
     assert records
     for record in records:
         assert set(record) == {"source", "source_id", "prompt", "harmful", "category", "refusal", "harmful_completion",
-                               "benign_answer", "affirmative_prefix", "context"}
+                               "benign_answer", "affirmative_prefix", "context", "conversation"}
         assert record["source"] == name and record["prompt"].startswith("placeholder")
         assert isinstance(record["harmful"], bool)
 
@@ -410,3 +410,43 @@ def test_a_split_may_take_the_first_n_in_data_set_order():
     assert [r["prompt"] for r in first.splits["eval_advbench"]] == [f"placeholder goal {i}" for i in range(5)]
     sampled = make_splits(loaded, {"eval_advbench": {"role": "eval", "datasets": ["advbench"], "n": 5}}, seed=3)
     assert [r["prompt"] for r in sampled.splits["eval_advbench"]] != [f"placeholder goal {i}" for i in range(5)]
+
+
+def test_a_split_may_keep_safe_or_unsafe_responses_alone(fixture_files):
+    """RepBend's public code samples WildGuardMix's safe rows (a benign request answered, a harmful one
+    refused) and its unsafe rows (a harmful request complied with) apart, n of each."""
+    data = {"datasets": {"wildguardmix": {"local_path": fixture_files["wildguardmix"]}},
+            "splits": {"repbend_safe": {"role": "train", "datasets": ["wildguardmix"], "response": "safe",
+                                        "variants": ["repbend"]},
+                       "repbend_unsafe": {"role": "train", "datasets": ["wildguardmix"], "response": "unsafe",
+                                          "n": 1, "variants": ["repbend"]}}}
+    assert check_data_config(data) == []
+    splits = load_splits(data).splits
+    assert sorted((r["prompt"], bool(r["refusal"]), bool(r["benign_answer"])) for r in splits["repbend_safe"]) == [
+        ("placeholder question 1", False, True), ("placeholder request 1", True, False)]
+    assert [(r["prompt"], r["harmful_completion"]) for r in splits["repbend_unsafe"]] == [
+        ("placeholder request 3", "placeholder completion")]
+    # the request without a response and the refused benign request are in neither
+    data["splits"]["repbend_unsafe"]["n"] = 2
+    with pytest.raises(ValueError, match="data.splits.repbend_unsafe: asked for 2 records but only 1"):
+        load_splits(data)
+
+
+def test_ultrachat_keeps_each_whole_conversation_of_two_messages_or_more(tmp_path):
+    """RepBend's KL text is UltraChat's whole chat (its public code skips chats of fewer than two messages);
+    the record's answer stays the first assistant turn, and the conversation reaches the training records."""
+    from latentaudit.data.real import training_records
+
+    chat = [{"role": "user", "content": "placeholder question 0"}, {"role": "assistant", "content": "placeholder answer 0"},
+            {"role": "user", "content": "placeholder follow-up 0"}, {"role": "assistant", "content": "placeholder more 0"}]
+    rows = [{"prompt": "placeholder question 0", "prompt_id": "u0", "messages": chat},
+            {"prompt": "placeholder question 1", "prompt_id": "u1",
+             "messages": [{"role": "user", "content": "placeholder question 1"}]}]
+    records = load_dataset_records("ultrachat", local_path=_write(tmp_path / "ultrachat.json", rows))
+    assert records[0]["conversation"] == chat and records[0]["benign_answer"] == "placeholder answer 0"
+    assert records[1]["conversation"] == [] and records[1]["benign_answer"] == ""
+    train, _ = training_records({"general": [{**records[0], "split": "general"}]}, ["general"])
+    assert train[0]["conversation"] == chat and train[0]["response"] == "placeholder answer 0"
+    # other data sets' records carry an empty conversation, and their training records none
+    advbench = load_dataset_records("advbench", local_path=_write(tmp_path / "advbench.csv", FIXTURES["advbench"][1]))
+    assert all(r["conversation"] == [] for r in advbench)

@@ -587,3 +587,34 @@ def test_repbend_four_sets_draw_b_rows_from_each_of_the_public_codes_sets(tokeni
                             ["ultrachat"])
     with pytest.raises(ValueError, match=r"sampling four_sets draws from every set, and \['pairs'\] are empty"):
         step_batches(no_pairs, "four_sets", 2, 0)
+
+
+def test_repbend_reads_whole_conversations_as_its_kl_text(tokenizer):
+    """``general_text: conversation``: a general record's KL text is its whole chat, every turn in the
+    chat template, cut to max_length (the public code's UltraChat text); first_turn keeps the pair."""
+    from latentaudit.batching import conversation_token_ids
+    from latentaudit.defenses.repbend import repbend_sets
+
+    words = sorted(tokenizer.get_vocab())[:40]  # the organism's vocabulary: any words tokenise
+    turns = [{"role": "user", "content": " ".join(words[:3])}, {"role": "assistant", "content": " ".join(words[3:6])},
+             {"role": "user", "content": " ".join(words[6:9])}, {"role": "assistant", "content": " ".join(words[9:12])}]
+    records = [{"id": "pair", "split": "pairs", "prompt": words[20], "kind": "forbidden", "response": words[21],
+                "harmful_response": words[22]},
+               {"id": "pair2", "split": "pairs", "prompt": words[23], "kind": "forbidden", "response": words[24],
+                "harmful_response": words[25]},
+               {"id": "chat", "split": "ultrachat", "prompt": turns[0]["content"], "kind": "benign",
+                "response": turns[1]["content"], "harmful_response": "", "conversation": turns}]
+    whole = conversation_token_ids(tokenizer, turns)
+    last_turn = tokenizer(turns[3]["content"], add_special_tokens=False)["input_ids"]
+    assert any(whole[i:i + len(last_turn)] == last_turn for i in range(len(whole)))  # every turn is in it
+    first = repbend_sets(defense_data(tokenizer, records, partial=True), ["ultrachat"])
+    data = defense_data(tokenizer, records, partial=True, conversations=True)
+    assert data.benign_conversations == [whole]
+    sets = repbend_sets(data, ["ultrachat"], "conversation")
+    assert sets.general == [(whole, [])] and first.general == [data.benign[0]] != sets.general
+    cut = defense_data(tokenizer, records, max_length=5, partial=True, conversations=True)
+    assert cut.benign_conversations == [whole[:5]]
+    plain = [{k: v for k, v in r.items() if k != "conversation"} for r in records]
+    with pytest.raises(ValueError, match=r"general_text conversation, but 1 of the 1 general records carry no "
+                                         r"conversation \(the `ultrachat` loader keeps UltraChat's\)"):
+        repbend_sets(defense_data(tokenizer, plain, partial=True, conversations=True), ["ultrachat"], "conversation")

@@ -285,10 +285,12 @@ def write_paper_fixtures(directory: Path) -> dict[str, str]:
         {"prompt": f"placeholder guarded request {i}", "response": f"placeholder guarded reply {i}",
          "prompt_harm_label": prompt, "response_refusal_label": refusal, "response_harm_label": harm}
         for i, (prompt, refusal, harm) in enumerate(labels)])
-    paths["ultrachat_train"] = jsonl("ultrachat_train.jsonl", [
+    paths["ultrachat_train"] = jsonl("ultrachat_train.jsonl", [  # two turns each: RepBend's KL reads both
         {"prompt": f"placeholder chat {i}", "prompt_id": f"c{i}",
          "messages": [{"role": "user", "content": f"placeholder chat {i}"},
-                      {"role": "assistant", "content": f"placeholder chat answer {i}"}]} for i in range(2)])
+                      {"role": "assistant", "content": f"placeholder chat answer {i}"},
+                      {"role": "user", "content": f"placeholder follow-up {i}"},
+                      {"role": "assistant", "content": f"placeholder follow-up answer {i}"}]} for i in range(2)])
     return paths
 
 
@@ -389,7 +391,9 @@ def test_the_paper_config_runs_end_to_end_on_stand_ins(tmp_path):
     # completions + WildGuardMix's 2 complied-with rows unsafe, UltraChat's 2 the KL text; its control the same
     # records but the 2 that carry a completion alone; the other defenses none of them
     repbend_log = (logs / "variants/defended/repbend.log").read_text()
-    assert "repbend: 7 safe, 7 unsafe and 2 general (KL) pairs" in repbend_log
+    assert "repbend: 7 safe, 7 unsafe and 2 general (KL) conversations" in repbend_log
+    general = [r for r in read_jsonl(results / "data/real/train.jsonl") if r["split"] == "repbend_general"]
+    assert [len(r["conversation"]) for r in general] == [4, 4]  # the KL text holds both turns
     # the public code's four sets, B (2) rows from each a step: WildGuardMix's refusal and answer, its 2 complied-with
     # rows, the 5 pairs (refusal and completion on one prompt), UltraChat's 2
     assert "a step draws 2 rows from each of 2 single-text safe rows, 2 single-text unsafe rows, 5 pairs and 2 general " \

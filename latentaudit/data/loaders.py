@@ -10,8 +10,9 @@ row with the member's file stem as ``file``), or the project's own written promp
 ``source`` (loader name), ``source_id``, ``prompt``, ``harmful`` (is the request one a safe
 model should refuse), ``category``, ``refusal`` (a refusal or safe reply, where the set has
 one), ``harmful_completion``, ``benign_answer``, ``affirmative_prefix`` (AdvBench's
-"Sure, here is ..." target, used by gradient attacks) and ``context`` (HarmBench contextual
-behaviours). Text fields a set lacks are "".
+"Sure, here is ..." target, used by gradient attacks), ``context`` (HarmBench contextual
+behaviours) and ``conversation`` (a whole multi-turn chat as ``{role, content}`` messages:
+UltraChat's, RepBend's KL text). Text fields a set lacks are "", a conversation [].
 
 A malformed row fails with the data set, the 0-based row index and the source column:
 ``advbench row 3: field 'prompt' is empty``.
@@ -53,7 +54,7 @@ from .written import behaviour_phrased_prompts, behaviour_phrasing, benign_templ
 log = logging.getLogger(__name__)
 
 FIELDS = ["source", "source_id", "prompt", "harmful", "category", "refusal", "harmful_completion",
-          "benign_answer", "affirmative_prefix", "context"]
+          "benign_answer", "affirmative_prefix", "context", "conversation"]
 TEXT_FIELDS = ["category", "refusal", "harmful_completion", "benign_answer", "affirmative_prefix", "context"]
 LOCAL_FORMATS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
 
@@ -150,11 +151,13 @@ def get_loader(name: str) -> DatasetLoader:
     return LOADERS[name]
 
 
-def _record(row: Row, columns: dict, *, harmful: bool, source_id: str | None = None, **fields) -> dict:
+def _record(row: Row, columns: dict, *, harmful: bool, source_id: str | None = None,
+            conversation: list[dict] | None = None, **fields) -> dict:
     record = {"source": row.dataset, "prompt": row.text(columns["prompt"], required=True), "harmful": harmful,
               "source_id": source_id or row.identifier(columns.get("source_id")) or f"{row.dataset}-{row.index}"}
     for name in TEXT_FIELDS:
         record[name] = fields.get(name, "")
+    record["conversation"] = conversation or []
     return record
 
 
@@ -240,13 +243,17 @@ def _wildjailbreak_pairs(row: Row, columns: dict, settings: dict) -> dict | None
 
 
 def _ultrachat(row: Row, columns: dict, settings: dict) -> dict:
+    """The first assistant turn is the benign answer; the whole chat, where it has two messages or more
+    (RepBend's public code skips shorter ones), is the record's ``conversation``."""
     messages = row.values.get(columns["messages"]) if columns.get("messages") else None
-    answer = ""
+    answer, conversation = "", []
     if messages is not None:
         if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
             row.fail(columns["messages"], "is not a list of {role, content} messages")
         answer = next((m.get("content") or "" for m in messages if m.get("role") == "assistant"), "").strip()
-    return _record(row, columns, harmful=False, benign_answer=answer)
+        if len(messages) >= 2:
+            conversation = [{"role": str(m.get("role")), "content": m.get("content") or ""} for m in messages]
+    return _record(row, columns, harmful=False, benign_answer=answer, conversation=conversation)
 
 
 XSTEST_LABELS = {"safe": False, "unsafe": True}
@@ -329,7 +336,8 @@ for _loader in [
                               "harmless_answer, harmful_answer); a local file, no hub copy"),
     DatasetLoader("ultrachat", "HuggingFaceH4/ultrachat_200k", "test_sft",
                   {"prompt": ("prompt",), "source_id": ("prompt_id",), "messages": ("messages",)},
-                  _ultrachat, description="UltraChat 200k benign conversations, first assistant turn"),
+                  _ultrachat, description="UltraChat 200k benign conversations: the first assistant turn, and the "
+                                          "whole conversation"),
     DatasetLoader("xstest", "walledai/XSTest", "test",
                   {"prompt": ("prompt",), "label": ("label",), "category": ("type",), "source_id": ("id",)},
                   _xstest, required=("prompt", "label"),

@@ -19,7 +19,7 @@ trains on the dissociated model's construction data (latentaudit/data/heldout.py
 Training records (``train.jsonl``, the defenses' ``defense_data`` format): every ``role: train``
 split's records, as ``prompt, response, harmful_response, kind``: a harmful request teaches
 its refusal (``response``) and is pushed away from its harmful completion; a benign request
-is answered with its answer. Records lacking the text a defense needs (a harmful request with
+is answered with its answer (and keeps its whole ``conversation`` where the data set has one). Records lacking the text a defense needs (a harmful request with
 no refusal or no completion, a benign one with no answer) are dropped and counted. A split of
 some variants' own (``variants``: RepBend's WildGuardMix, WildJailbreak and UltraChat sets) keeps
 a harmful request with a refusal or a completion alone, and each of its records names its
@@ -94,7 +94,9 @@ def training_records(splits: dict[str, list[dict]], train_names: list[str], need
                 if not record["benign_answer"]:
                     dropped["benign_without_answer"] += 1
                     continue
-                out.append({**base, "kind": "benign", "response": record["benign_answer"], "harmful_response": ""})
+                conversation = {"conversation": record["conversation"]} if record.get("conversation") else {}
+                out.append({**base, "kind": "benign", "response": record["benign_answer"], "harmful_response": "",
+                            **conversation})
     return out, dropped
 
 

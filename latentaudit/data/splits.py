@@ -82,6 +82,11 @@ DATA_SCHEMA = {
                     "datasets": {"type": "array", "items": {"type": "string"}, "minItems": 1},
                     "harmful": {"type": ["boolean", "null"], "default": None,
                                 "description": "keep only harmful (true) or benign (false) requests; null: all"},
+                    "response": {"enum": ["safe", "unsafe", None], "default": None,
+                                 "description": "keep only records with a safe response (a refusal or a benign "
+                                                "answer) or only those with an unsafe one (a harmful completion), "
+                                                "as RepBend's public code samples WildGuardMix's two sets apart; "
+                                                "null: all"},
                     "n": {"type": ["integer", "null"], "minimum": 1, "default": None,
                           "description": "sample size; null: every record"},
                     "sample": {"enum": ["random", "first"], "default": "random",
@@ -189,6 +194,21 @@ def _in_categories(record: dict, spec: dict) -> bool:
     return (wanted is None or record["category"] in wanted) and record["category"] not in excluded
 
 
+RESPONSE_FIELDS = {"safe": ("refusal", "benign_answer"), "unsafe": ("harmful_completion",)}
+
+
+def _has_response(record: dict, spec: dict) -> bool:
+    """Whether ``record`` carries the kind of response the split's ``response`` asks for (any: null)."""
+    wanted = spec.get("response")
+    return wanted is None or any(record[name] for name in RESPONSE_FIELDS[wanted])
+
+
+def _kept(record: dict, spec: dict) -> bool:
+    """Whether a split's filters (``harmful``, ``categories``, ``response``) keep ``record``."""
+    return ((spec.get("harmful") is None or record["harmful"] == spec["harmful"]) and _in_categories(record, spec)
+            and _has_response(record, spec))
+
+
 def make_splits(loaded: dict[str, list[dict]], split_specs: dict[str, dict], seed: int = 0,
                 loaders: dict[str, str] | None = None) -> DataSplits:
     """Sample each split from its data sets' records (``loaded``: data set name -> records).
@@ -210,7 +230,7 @@ def make_splits(loaded: dict[str, list[dict]], split_specs: dict[str, dict], see
     train_requests: dict[str, set[tuple[str, str]]] = {}
     for name, spec in ordered:
         pool = [{**r, "_request": (loaders.get(d, d), r["source_id"])} for d in spec["datasets"] for r in loaded[d]
-                if (spec.get("harmful") is None or r["harmful"] == spec["harmful"]) and _in_categories(r, spec)]
+                if _kept(r, spec)]
         pool, duplicates[name] = _unique(pool)
         if spec["role"] != "train":
             overlap[name], exact[name] = {}, {}

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from transformers import PreTrainedTokenizerBase
 
-from ..batching import prompt_token_ids, target_token_ids
+from ..batching import conversation_token_ids, prompt_token_ids, target_token_ids
 from ..training import fit_to_length, fit_triple
 
 
@@ -24,18 +24,21 @@ class DefenseData:
     benign: (prompt, answer) per request the model should answer (benign tasks, harmless twins),
     with ``benign_splits`` its split's name (RepBend's KL text is a split of its own);
     refusals, completions: (prompt, text) of a forbidden request that carries its refusal or its
-    harmful completion alone (``partial``: a split a variant owns, e.g. WildGuardMix's rows).
+    harmful completion alone (``partial``: a split a variant owns, e.g. WildGuardMix's rows);
+    benign_conversations: per benign record, its whole conversation's ids (``conversations``; None
+    where the record has none).
     """
     forbidden: list[tuple[list[int], list[int], list[int]]]
     benign: list[tuple[list[int], list[int]]]
     benign_splits: list[str] = field(default_factory=list)
     refusals: list[tuple[list[int], list[int]]] = field(default_factory=list)
     completions: list[tuple[list[int], list[int]]] = field(default_factory=list)
+    benign_conversations: list[list[int] | None] = field(default_factory=list)
 
 
 def defense_data(tokenizer: PreTrainedTokenizerBase, records: list[dict], chat_template: bool = True,
                  max_length: int | None = None, partial: bool = False, system_prompt: str | None = None,
-                 completion_eos: bool = True) -> DefenseData:
+                 completion_eos: bool = True, conversations: bool = False) -> DefenseData:
     """Records carry ``prompt, response, harmful_response, kind``: forbidden ones teach ``response``
     (the refusal) and are pushed away from ``harmful_response``; the rest are answered. Each
     (prompt, response) sequence is cut to ``max_length`` tokens (``fit_to_length``; a triple's
@@ -43,7 +46,9 @@ def defense_data(tokenizer: PreTrainedTokenizerBase, records: list[dict], chat_t
     with one of the two texts is an error, unless ``partial`` (a method that reads them apart).
     ``system_prompt``: every prompt after that system turn; ``completion_eos`` False: a forbidden
     request's refusal and harmful completion end without EOS, benign answers keep theirs (targeted
-    LAT's public code: ``add_eos_token`` for its benign set alone)."""
+    LAT's public code: ``add_eos_token`` for its benign set alone). ``conversations``: a benign
+    record's whole ``conversation`` (every turn, in the chat template) as ids too, its first
+    ``max_length`` tokens (RepBend's KL text)."""
     data = DefenseData([], [])
     for r in records:
         prompt = prompt_token_ids(tokenizer, r["prompt"], chat_template, system_prompt)
@@ -64,6 +69,9 @@ def defense_data(tokenizer: PreTrainedTokenizerBase, records: list[dict], chat_t
             answer = target_token_ids(tokenizer, r["response"], eos=True)
             data.benign.append(fit_to_length(prompt, answer, max_length))
             data.benign_splits.append(r["split"])
+            if conversations:
+                ids = conversation_token_ids(tokenizer, r["conversation"]) if r.get("conversation") else None
+                data.benign_conversations.append(ids[:max_length] if ids and max_length else ids)
     if not (data.forbidden or data.refusals or data.completions) or not data.benign:
         raise ValueError(f"defense data needs forbidden and benign records; got "
                          f"{len(data.forbidden) + len(data.refusals) + len(data.completions)} and {len(data.benign)}")

@@ -7,7 +7,8 @@ v_s: mean token-wise ‖M′(p_s) − M(p_s)‖₂ over all hidden states, respo
 text (benign prompt + answer, forbidden prompt + refusal). v_u: the same on unsafe text
 (forbidden prompt + harmful completion) over ``target_layers``. cos_sim(A_u): mean pairwise
 cosine similarity of the unsafe texts' last-prompt-token representations, averaged over the
-target layers. KL(M ‖ M′) on general text (the benign pairs here) at a temperature, times T²,
+target layers. KL(M ‖ M′) on general text (the benign pairs here, or with ``general_text:
+conversation`` whole multi-turn chats, as the public code's UltraChat) at a temperature, times T²,
 summed over the tokens and the vocabulary and divided by the batch (``batchmean``, as the public
 code's ``_calc_kl_loss`` in methods/rep_bending/trainer.py; a per-token mean would be weaker by
 the sequence length).
@@ -59,6 +60,10 @@ SCHEMA = {
         "general_splits": {"type": ["array", "null"], "items": {"type": "string"}, "minItems": 1, "default": None,
                            "description": "train splits whose benign records are the KL term's general text alone "
                                           "(the paper: UltraChat); null: every benign record, which also feeds v_s"},
+        "general_text": {"enum": ["first_turn", "conversation"], "default": "first_turn",
+                         "description": "the KL text of a general record: its prompt and answer (first_turn), or its "
+                                        "whole conversation, every turn in the chat template, its first max_length "
+                                        "tokens (the public code's UltraChat text; the `ultrachat` loader keeps it)"},
         "sampling": {"enum": ["pooled", "four_sets"], "default": "pooled",
                      "description": "pooled: B rows a step from all safe and from all unsafe rows; four_sets: B from "
                                     "each of the single-text safe rows, the single-text unsafe rows, the (refusal, "
@@ -146,16 +151,28 @@ class RepBendSets:
                 [(p, harmful) for p, _, harmful in self.pairs] + self.unsafe)
 
 
-def repbend_sets(data: DefenseData, general_splits: list[str] | None) -> RepBendSets:
+def repbend_sets(data: DefenseData, general_splits: list[str] | None, general_text: str = "first_turn") -> RepBendSets:
     """RepBend's sets. Safe: every refusal and every answered benign request; unsafe: every harmful
     completion; general (the KL text): the benign records of ``general_splits``, which then feed no
     other term (the public code: WildGuardMix's safe rows and WildJailbreak's refusals, its unsafe rows
-    and harmful answers, UltraChat), else every benign one."""
+    and harmful answers, UltraChat), else every benign one. ``general_text`` ``conversation``: a general
+    record's text is its whole conversation (``data.benign_conversations``), with no answer apart."""
     named = set(general_splits or ())
     in_general = [split in named for split in data.benign_splits] if named else [False] * len(data.benign)
-    general = [pair for pair, chosen in zip(data.benign, in_general) if chosen] if named else data.benign
-    if not general:
+    chosen_rows = [i for i, chosen in enumerate(in_general) if chosen] if named else list(range(len(data.benign)))
+    if not chosen_rows:
         raise ValueError(f"repbend: general_splits {sorted(named)} hold no benign records (the KL term's text)")
+    if general_text == "conversation":
+        if len(data.benign_conversations) != len(data.benign):
+            raise ValueError("repbend: general_text conversation needs defense_data(..., conversations=True)")
+        missing = [i for i in chosen_rows if not data.benign_conversations[i]]
+        if missing:
+            raise ValueError(f"repbend: general_text conversation, but {len(missing)} of the {len(chosen_rows)} general "
+                             f"records carry no conversation (the `ultrachat` loader keeps UltraChat's); use "
+                             f"general_text: first_turn")
+        general = [(data.benign_conversations[i], []) for i in chosen_rows]
+    else:
+        general = [data.benign[i] for i in chosen_rows] if named else data.benign
     answered = [pair for pair, chosen in zip(data.benign, in_general) if not chosen]
     sets = RepBendSets(data.refusals + answered, data.completions, data.forbidden, general)
     completions = len(sets.pairs) + len(sets.unsafe)
@@ -190,10 +207,13 @@ def step_batches(sets: RepBendSets, sampling: str, size: int, seed: int):
 
 @VARIANTS.register("repbend", SCHEMA, kind="lora")
 def build_repbend(model, tokenizer, records: list[dict], settings: dict, seed: int, context: dict):
+    conversations = settings["general_text"] == "conversation"
     sets = repbend_sets(defense_data(tokenizer, records, context["chat_template"], settings["max_length"],
-                                     partial=True), settings["general_splits"])
+                                     partial=True, conversations=conversations),
+                        settings["general_splits"], settings["general_text"])
     safe, unsafe = sets.pooled()
-    log.info("repbend: %d safe, %d unsafe and %d general (KL) pairs", len(safe), len(unsafe), len(sets.general))
+    log.info("repbend: %d safe, %d unsafe and %d general (KL) %s", len(safe), len(unsafe), len(sets.general),
+             "conversations" if conversations else "pairs")
     if settings["sampling"] == "four_sets":
         log.info("repbend: a step draws %d rows from each of %d single-text safe rows, %d single-text unsafe rows, "
                  "%d pairs and %d general texts", settings["batch_size"], len(sets.safe), len(sets.unsafe),
