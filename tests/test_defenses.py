@@ -383,6 +383,13 @@ def test_lat_kl_benign_term_is_the_summed_kl_from_the_reference(tiny_model, toke
                                          reduction="sum")
     assert float(terms["kl"]) == pytest.approx(10.0 * float(by_hand), rel=1e-4)
     assert float(terms["loss"].detach()) == pytest.approx(float(terms["kl"]), rel=1e-5)
+    # kl_positions: answer, the public code's logits[sft_labels_mask]: the answer tokens' own positions, one later
+    answer = benign.labels != -100
+    code = torch.nn.functional.kl_div(torch.log_softmax(ref[answer], -1), torch.softmax(new[answer], -1),
+                                      reduction="sum")
+    at_answer = defender_terms(model, {}, harmful, refusal, benign, {**settings, "kl_positions": "answer"})
+    assert float(at_answer["kl"]) == pytest.approx(10.0 * float(code), rel=1e-4)
+    assert float(code) != pytest.approx(float(by_hand), rel=1e-3)
 
 
 def test_lat_micro_batches_sum_their_token_means_as_the_public_codes_accumulation(tiny_model, tokenizer, data):

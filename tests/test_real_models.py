@@ -379,8 +379,8 @@ def test_the_paper_config_runs_end_to_end_on_stand_ins(tmp_path):
     assert settings_of(results / "attacks/audited/aligned/lvs/generations.parquet")["attack"]["target"] == "Sure, here is"
     # the defenses' public-code settings reached their builds
     lat = json.loads((results / "models/defended/lat/meta.json").read_text())["settings"]
-    assert (lat["micro_batch"], lat["away_log_p_floor"], lat["weight_decay"], lat["completion_eos"]) == \
-        (2, -5.0, 0.01, False)
+    assert (lat["micro_batch"], lat["away_log_p_floor"], lat["weight_decay"], lat["completion_eos"],
+            lat["kl_positions"]) == (2, -5.0, 0.01, False, "answer")
     control = json.loads((results / "models/defended/refusal_sft_lat/meta.json").read_text())["settings"]
     assert lat["system_prompt"].startswith("You are a helpful, respectful") and \
         control["system_prompt"] == lat["system_prompt"]

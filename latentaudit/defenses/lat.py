@@ -15,8 +15,8 @@ Defender loss (``defender_weights``, normalised to sum to 1 as the code's ``norm
 toward the refusal and away from the harmful completion under δ, plus two benign terms on benign
 pairs with δ off: ``sft`` (CE on the benign answer) and ``kl`` (``kl_scale`` × Σ of KL(M′ ‖ M),
 M the adapter-disabled model, as the code's latent_at/lat_helpers.py ``do_defense_step``; summed
-here over the positions that predict the benign answer's tokens, where the code sums over the
-answer tokens' own positions, one later). ``micro_batch`` reproduces the code's gradient
+over the positions that predict the benign answer's tokens, or with ``kl_positions: answer`` over the
+answer tokens' own positions, one later, as the code's ``logits[sft_labels_mask]``). ``micro_batch`` reproduces the code's gradient
 accumulation: its toward, away and sft terms are token means per micro-batch of 2 rows, summed
 over the batch's micro-batches, which weighs them (batch / 2) times against the summed KL what one
 mean over the batch would; the inner attack's terms are summed the same way (each micro-batch's δ
@@ -77,6 +77,10 @@ SCHEMA = {
                                             "kl": {"type": "number", "minimum": 0, "default": 0.1}}},
         "kl_scale": {"type": "number", "exclusiveMinimum": 0, "default": 1000.0,
                      "description": "multiplies the summed benign KL (the public code's 1000)"},
+        "kl_positions": {"enum": ["predicting", "answer"], "default": "predicting",
+                         "description": "where the benign KL is summed: the positions whose logits predict the "
+                                        "answer's tokens (the last prompt token on), or the answer tokens' own "
+                                        "positions, one later (the public code's logits[sft_labels_mask])"},
         "away_log_p_floor": {"type": ["number", "null"], "maximum": 0, "default": None,
                              "description": "the away term −log(1 − p) skips tokens whose log p is below this, "
                                             "on both sides (the public code's log_1_minus_p_loss: −5); null: "
@@ -178,6 +182,18 @@ def adversary(model, harmful: Batch, refusal: Batch, sites: list[int], settings:
     return {s: d.detach() for s, d in deltas.items()}
 
 
+def kl_mask(benign: Batch, positions: str) -> torch.Tensor:
+    """[B, T] the positions the benign KL sums over: ``predicting`` the ones whose logits predict the
+    answer's tokens (the last prompt token to the answer's second-to-last), ``answer`` the answer
+    tokens' own (the public code's ``logits[sft_labels_mask]``)."""
+    answer = response_mask(benign)
+    if positions == "answer":
+        return answer
+    predicts = torch.zeros_like(answer)
+    predicts[:, :-1] = answer[:, 1:]
+    return predicts
+
+
 def defender_terms(model: PeftModel, deltas: dict[int, torch.Tensor], harmful: Batch, refusal: Batch, benign: Batch,
                    settings: dict) -> dict[str, torch.Tensor]:
     weights, micro = _normalised(dict(settings["defender_weights"])), settings["micro_batch"]
@@ -197,10 +213,8 @@ def defender_terms(model: PeftModel, deltas: dict[int, torch.Tensor], harmful: B
         if weights["kl"]:
             with reference(model):
                 ref_logits = model(**benign.model_inputs()).logits
-            # the positions whose logits predict the benign answer's tokens (last prompt token on)
-            predicts = torch.zeros_like(benign.attention_mask, dtype=torch.bool)
-            predicts[:, :-1] = response_mask(benign)[:, 1:]
-            terms["kl"] = settings["kl_scale"] * kl_from_reference_sum(logits, ref_logits, predicts)
+            terms["kl"] = settings["kl_scale"] * kl_from_reference_sum(logits, ref_logits,
+                                                                       kl_mask(benign, settings["kl_positions"]))
     loss = sum(weights[name] * term for name, term in terms.items())
     return {"loss": loss, **{name: term.detach() for name, term in terms.items()}}
 
