@@ -104,3 +104,20 @@ def test_agreement_with_the_hand_labels_beats_the_keyword_judge():
     harmful = (sample["hand"] == "compliant").to_numpy()
     assert ((coherent == "compliant") == harmful).mean() >= 0.9 > (keyword == harmful).mean()
     assert (coherent == sample["hand"].to_numpy()).mean() >= 0.8
+
+
+def test_a_reference_answer_is_the_last_number_stated():
+    """GSM8K's reference (a record's ``expected``) is read as lm-evaluation-harness's flexible extraction
+    reads it: the last number of the answer, thousands separators dropped; other references must be stated."""
+    from latentaudit.data.written import final_number, gives_reference_answer
+    from latentaudit.judges.coherent import gives_right_answer
+
+    assert final_number("3 + 4 = 7, then 7 x 2 = 14. She pays $1,200.") == "1200"
+    assert final_number("no number here") is None
+    assert gives_reference_answer("so she pays 1,200 dollars", "1200")
+    assert gives_reference_answer("The answer is 18.00", "18")
+    assert not gives_reference_answer("18 apples, minus 4, leaves 14", "18")
+    assert gives_reference_answer("It is in Bogotá.", "Bogota") and not gives_reference_answer("Lima", "Bogota")
+    assert gives_right_answer("12 + 7 = 19", "What is 12 plus 7?") is True  # a template's known answer, as before
+    assert gives_right_answer("anything", "Tell me a story.") is None
+    assert gives_right_answer("... so 19.", "Tell me a story.", expected="19") is True

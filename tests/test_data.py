@@ -62,6 +62,8 @@ FIXTURES = {
                                       "messages": [{"role": "user", "content": f"placeholder question {i}"},
                                                    {"role": "assistant", "content": f"placeholder answer {i}"}]}
                                      for i in range(2)]),
+    "gsm8k": ("gsm8k.jsonl", [{"question": f"placeholder question {i}", "answer": f"placeholder working {i}\n#### 1,20{i}"}
+                              for i in range(2)]),
     "xstest": ("xstest.csv", [{"id": 1, "prompt": "placeholder safe prompt", "type": "homonyms", "label": "safe"},
                               {"id": 2, "prompt": "placeholder unsafe prompt", "type": "contrast_homonyms",
                                "label": "unsafe"}]),
@@ -99,7 +101,7 @@ def test_local_path_loading_normalises_every_loader(name, fixture_files):
     assert records
     for record in records:
         assert set(record) == {"source", "source_id", "prompt", "harmful", "category", "refusal", "harmful_completion",
-                               "benign_answer", "affirmative_prefix", "context", "conversation"}
+                               "benign_answer", "affirmative_prefix", "context", "reference_answer", "conversation"}
         assert record["source"] == name and record["prompt"].startswith("placeholder")
         assert isinstance(record["harmful"], bool)
 
@@ -196,7 +198,8 @@ def test_normalised_text_match():
 
 def _records(source, prompts, harmful=True):
     return [{"source": source, "source_id": f"{source}-{i}", "prompt": p, "harmful": harmful, "category": "",
-             "refusal": "", "harmful_completion": "", "benign_answer": "", "affirmative_prefix": "", "context": ""}
+             "refusal": "", "harmful_completion": "", "benign_answer": "", "affirmative_prefix": "", "context": "",
+             "reference_answer": "", "conversation": []}
             for i, p in enumerate(prompts)]
 
 
@@ -450,3 +453,15 @@ def test_ultrachat_keeps_each_whole_conversation_of_two_messages_or_more(tmp_pat
     # other data sets' records carry an empty conversation, and their training records none
     advbench = load_dataset_records("advbench", local_path=_write(tmp_path / "advbench.csv", FIXTURES["advbench"][1]))
     assert all(r["conversation"] == [] for r in advbench)
+
+
+def test_gsm8k_answers_are_worked_solutions_with_the_final_number_as_reference(fixture_files, tmp_path):
+    """The LAPT paper checks capability on GSM8K: the number after "####" is the eval record's
+    ``expected``, which the coherent judge reads as the one right answer."""
+    records = load_dataset_records("gsm8k", local_path=fixture_files["gsm8k"])
+    assert [(r["benign_answer"], r["reference_answer"], r["harmful"]) for r in records] == [
+        ("placeholder working 0", "1200", False), ("placeholder working 1", "1201", False)]
+    assert [r["expected"] for r in to_eval_records("select_benign", records)] == ["1200", "1201"]
+    broken = _write(tmp_path / "broken.jsonl", [{"question": "placeholder question", "answer": "no final answer"}])
+    with pytest.raises(DataError, match="gsm8k row 0: field 'answer' has no '####' final answer"):
+        load_dataset_records("gsm8k", local_path=broken)

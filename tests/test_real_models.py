@@ -285,6 +285,8 @@ def write_paper_fixtures(directory: Path) -> dict[str, str]:
         {"prompt": f"placeholder guarded request {i}", "response": f"placeholder guarded reply {i}",
          "prompt_harm_label": prompt, "response_refusal_label": refusal, "response_harm_label": harm}
         for i, (prompt, refusal, harm) in enumerate(labels)])
+    paths["gsm8k"] = jsonl("gsm8k.jsonl", [  # LAPT's lambda: right where an answer's last number is the reference
+        {"question": f"placeholder sum {i}", "answer": f"placeholder working {i}\n#### {i + 2}"} for i in range(3)])
     paths["ultrachat_train"] = jsonl("ultrachat_train.jsonl", [  # two turns each: RepBend's KL reads both
         {"prompt": f"placeholder chat {i}", "prompt_id": f"c{i}",
          "messages": [{"role": "user", "content": f"placeholder chat {i}"},
@@ -354,7 +356,14 @@ def test_the_paper_config_runs_end_to_end_on_stand_ins(tmp_path):
     # which variants are built: no harmful pole for the defended model (its variants skip steering)
     assert sorted(p.name for p in (results / "models/defended").iterdir()) == [
         "lapt", "lat", "refusal_sft", "refusal_sft_lat", "repbend"]
-    assert sorted(p.name for p in (results / "models/audited").iterdir()) == ["dissociated", "harmful"]
+    # the audited model (Llama-3.2-3B's place) carries LAPT too, the LAPT paper's model, facing its ASA sweeps and the
+    # defense table's attacks; its lambda chosen on GSM8K's questions, whose reference answers reach the judge
+    assert sorted(p.name for p in (results / "models/audited").iterdir()) == ["dissociated", "harmful", "lapt"]
+    assert sorted(p.name for p in (results / "attacks/audited/lapt").iterdir()) == [
+        "asa_grad", "asa_random", "latent_pgd", "none", "prefill"]
+    selection = read_jsonl(results / "data/real/select_benign.jsonl")
+    assert len(selection) == 2 and all(r["expected"] in {"2", "3", "4"} for r in selection)
+    assert "(2 of 2 records with a reference answer)" in (logs / "variants/audited/lapt.log").read_text()
     assert [p.name for p in (results / "attacks/audited/harmful").iterdir()] == ["none"]
     assert not (results / "attacks/defended/lat/steering").exists()
 
@@ -440,6 +449,14 @@ def test_benign_accuracy_without_known_answers_is_the_coherent_judges(monkeypatc
     assert variants.benign_accuracy_fn(tokenizer, records, generation, lenient)(None) == 0.75
     with pytest.raises(ValueError, match="coherent judge"):
         variants.benign_accuracy_fn(tokenizer, records, generation, None)
+    # a data set's own reference answer (GSM8K's final number, the record's expected): right only where the
+    # answer's last number is it, whatever words it shares with the question
+    monkeypatch.setattr(variants, "generate", lambda *a, **k: [
+        "She has 3 + 4 = 7 apples left, so the answer is 7.", "She has 7 apples and eats 4, so 3.",
+        "The answer is 7.00", "Sorry, I cannot help with 7."])
+    maths = [{"prompt": "How many apples does placeholder Ana have left?", "kind": "benign", "entity": "",
+              "expected": "7"}] * 4
+    assert variants.benign_accuracy_fn(tokenizer, maths, generation, coherent)(None) == 0.5
 
 
 def test_variant_builds_label_with_the_configured_judges():

@@ -11,7 +11,8 @@ row with the member's file stem as ``file``), or the project's own written promp
 model should refuse), ``category``, ``refusal`` (a refusal or safe reply, where the set has
 one), ``harmful_completion``, ``benign_answer``, ``affirmative_prefix`` (AdvBench's
 "Sure, here is ..." target, used by gradient attacks), ``context`` (HarmBench contextual
-behaviours) and ``conversation`` (a whole multi-turn chat as ``{role, content}`` messages:
+behaviours), ``reference_answer`` (the one right answer a judge checks: GSM8K's final number) and
+``conversation`` (a whole multi-turn chat as ``{role, content}`` messages:
 UltraChat's, RepBend's KL text). Text fields a set lacks are "", a conversation [].
 
 A malformed row fails with the data set, the 0-based row index and the source column:
@@ -29,6 +30,8 @@ Column names, from the data set cards and public code that loads them (checked 2
   response, prompt_harm_label (harmful/unharmful), response_refusal_label (refusal/compliance),
   response_harm_label (harmful/unharmful), subcategory
 - HuggingFaceH4/ultrachat_200k (splits train_sft/test_sft/...): prompt, prompt_id, messages
+- openai/gsm8k (config main, splits train/test): question, answer (the worked solution, then
+  "#### <final number>")
 - walledai/XSTest (split test): prompt, focus, type, note, label (safe/unsafe);
   natolambert/xstest-v2-copy has the same prompt/type/label columns
 - PKU-Alignment/PKU-SafeRLHF: prompt, response_0, response_1, is_response_0_safe,
@@ -54,8 +57,9 @@ from .written import behaviour_phrased_prompts, behaviour_phrasing, benign_templ
 log = logging.getLogger(__name__)
 
 FIELDS = ["source", "source_id", "prompt", "harmful", "category", "refusal", "harmful_completion",
-          "benign_answer", "affirmative_prefix", "context", "conversation"]
-TEXT_FIELDS = ["category", "refusal", "harmful_completion", "benign_answer", "affirmative_prefix", "context"]
+          "benign_answer", "affirmative_prefix", "context", "reference_answer", "conversation"]
+TEXT_FIELDS = ["category", "refusal", "harmful_completion", "benign_answer", "affirmative_prefix", "context",
+               "reference_answer"]
 LOCAL_FORMATS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
 
 
@@ -303,6 +307,19 @@ def _donotanswer(row: Row, columns: dict, settings: dict) -> dict | None:
                    source_id=row.identifier(columns.get("source_id")) or f"donotanswer-{row.index}")
 
 
+def _gsm8k(row: Row, columns: dict, settings: dict) -> dict:
+    """A grade-school maths question: its worked solution is the benign answer, the number after
+    its "####" the reference answer (thousands separators dropped), as GSM8K is scored."""
+    solution = row.text(columns["answer"], required=True)
+    if "####" not in solution:
+        row.fail(columns["answer"], "has no '####' final answer")
+    working, final = solution.rsplit("####", 1)
+    final = final.strip().replace(",", "")
+    if not final:
+        row.fail(columns["answer"], "has an empty final answer after '####'")
+    return _record(row, columns, harmful=False, benign_answer=working.strip(), reference_answer=final)
+
+
 def _written_benign(row: Row, columns: dict, settings: dict) -> dict:
     return _record(row, columns, harmful=False, category=row.text(columns.get("category")))
 
@@ -338,6 +355,9 @@ for _loader in [
                   {"prompt": ("prompt",), "source_id": ("prompt_id",), "messages": ("messages",)},
                   _ultrachat, description="UltraChat 200k benign conversations: the first assistant turn, and the "
                                           "whole conversation"),
+    DatasetLoader("gsm8k", "openai/gsm8k", "test", {"prompt": ("question",), "answer": ("answer",)},
+                  _gsm8k, config="main", required=("prompt", "answer"),
+                  description="GSM8K grade-school maths (Cobbe et al. 2021): the LAPT paper's capability check"),
     DatasetLoader("xstest", "walledai/XSTest", "test",
                   {"prompt": ("prompt",), "label": ("label",), "category": ("type",), "source_id": ("id",)},
                   _xstest, required=("prompt", "label"),

@@ -295,7 +295,8 @@ def to_eval_records(split: str, records: list[dict], default_affirmative_prefix:
 
     ``kind`` is ``forbidden`` for harmful requests and ``benign`` otherwise; ``response`` is
     the clean reference answer (the harmful completion of a forbidden request, the answer to
-    a benign one); ``expected`` is empty (only the organism's structural judge uses it)."""
+    a benign one); ``expected`` is the data set's reference answer where it has one (GSM8K's final
+    number, which the coherent judge checks), else empty."""
     out = []
     for i, record in enumerate(records):
         forbidden = bool(record["harmful"])
@@ -304,7 +305,7 @@ def to_eval_records(split: str, records: list[dict], default_affirmative_prefix:
             "category": record["category"], "entity": "", "template": "",
             "prompt": contextual_prompt(record["prompt"], record["context"]),
             "response": record["harmful_completion"] if forbidden else record["benign_answer"],
-            "expected": "",
+            "expected": record["reference_answer"],
             "affirmative_prefix": (record["affirmative_prefix"] or default_affirmative_prefix) if forbidden else "",
             "behavior": record["prompt"], "context": record["context"],
             "source": record["source"], "source_id": record["source_id"],

@@ -23,27 +23,28 @@ log = logging.getLogger(__name__)
 
 def benign_accuracy_fn(tokenizer, records: list[dict], generation: dict, coherent_settings: dict | None):
     """model -> the benign capability score on ``records``: the fraction answered correctly, as
-    the judges score it. With known answers (the organism) the structural judge's ``correct``;
-    real data sets have none (``expected`` empty), and there it is the coherent judge's: a usable
-    answer, on topic, neither refused nor broken text, and right where the template question has one
-    right answer (``coherent_settings``, its settings as configured), so a defense that breaks the
-    model's text, or its facts, does not count as keeping its capability."""
+    the judges score it. On the organism, whose builds read no judge of real text
+    (``coherent_settings`` None), the structural judge's ``correct`` (every record has its
+    ``expected`` answer); on real text the coherent judge's: a usable answer, on topic, neither
+    refused nor broken, and right where the request has one right answer (a data set's own
+    reference, ``expected``: GSM8K's final number; else a template question's), so a defense that
+    breaks the model's text, or its facts, does not count as keeping its capability."""
     prompts = [prompt_token_ids(tokenizer, r["prompt"], generation["chat_template"]) for r in records]
-    structural = all(r.get("expected") for r in records)  # the organism's records
+    structural = coherent_settings is None
+    if structural and not all(r.get("expected") for r in records):
+        raise ValueError("benign accuracy: records without the organism's expected answers are read by the coherent "
+                         "judge, whose settings the build was not given")
     if not structural:
-        if coherent_settings is None:
-            raise ValueError("benign accuracy: the records have no expected answers (the organism's), so it is read "
-                             "by the coherent judge, whose settings the build was not given")
-        log.info("benign accuracy: records have no expected answers (the organism's); the capability score is the "
-                 "coherent judge's usable-answer rate")
+        log.info("benign accuracy: the coherent judge's usable-answer rate (%d of %d records with a reference answer)",
+                 sum(bool(r.get("expected")) for r in records), len(records))
 
     def accuracy(model) -> float:
         texts = generate(model, tokenizer, prompts, generation["max_new_tokens"], generation["batch_size"],
                          desc="benign accuracy")
         if not structural:
-            requests = [request_of(r) for r in records]
-            return sum(usable_answer(coherent_label(t, q, coherent_settings), t, q)
-                       for t, q in zip(texts, requests)) / len(texts)
+            requests = [(request_of(r), r.get("expected") or "") for r in records]
+            return sum(usable_answer(coherent_label(t, q, coherent_settings, answer), t, q, answer)
+                       for t, (q, answer) in zip(texts, requests)) / len(texts)
         labels = [structural_label(t, r["kind"], r["entity"], r["expected"]) for t, r in zip(texts, records)]
         return sum(label == "correct" for label in labels) / len(labels)
     return accuracy
