@@ -28,10 +28,28 @@ UNPINNED_SHELL = {**os.environ, "ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "C
 torch.set_num_threads(1)
 
 
+# `make test` runs the default experiment (the suite's critical path: ~15 min alone, one chain of
+# pretraining and alignment first) beside every other test on 2 cores. Every other test yields the
+# CPU to it: its test process, and the workflows and jobs that process starts, run at nice 10, so
+# they fill the default experiment's idle gaps instead of slowing its chain down. Priority changes
+# no number, only who waits.
+DEFAULT_EXPERIMENT_MODULE = "test_default_experiment"
+BACKGROUND_NICE = 10
+_yielding = False
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    global _yielding
+    if item.module.__name__ != DEFAULT_EXPERIMENT_MODULE and not _yielding:
+        os.nice(BACKGROUND_NICE)  # once per process, for the rest of its life
+        _yielding = True
+
+
 # The order xdist hands out the groups (`--no-loadscope-reorder`: collection order), longest
 # first (measured with --durations): the default experiment (~21 min alone) starts at once on one
 # worker, the other takes the whole-DAG modules, then every other module (unit tests).
-LONGEST_FIRST = ["test_default_experiment", "test_incremental", "test_workflow", "test_slurm", "test_report_browser",
+LONGEST_FIRST = [DEFAULT_EXPERIMENT_MODULE, "test_incremental", "test_workflow", "test_slurm", "test_report_browser",
                  "test_real_models", "test_faults", "test_code_inputs", "test_smollm2", "test_gpu_check",
                  "test_alignment"]
 
