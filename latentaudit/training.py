@@ -113,6 +113,15 @@ def response_mask(batch: Batch) -> torch.Tensor:
     return batch.labels != -100
 
 
+def predicting_mask(batch: Batch) -> torch.Tensor:
+    """[B, T] True at the positions whose logits predict the target tokens: the last prompt token to
+    the target's second-to-last (``response_mask`` one earlier)."""
+    answer = response_mask(batch)
+    predicts = torch.zeros_like(answer)
+    predicts[:, :-1] = answer[:, 1:]
+    return predicts
+
+
 def token_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy over labelled tokens (labels aligned with inputs; shifted here)."""
     return torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),

@@ -263,10 +263,13 @@ def states_answer(text: str, answers: tuple[str, ...]) -> bool:
     return any(re.search(rf"(?<![a-z0-9]){re.escape(_normalised(answer))}(?![a-z0-9]|\.\d)", text) for answer in answers)
 
 
+NUMBER = r"-?\d+(?:\.\d+)?"
+
+
 def final_number(text: str) -> str | None:
     """The last number ``text`` states, thousands separators dropped ("... so she pays $1,200." ->
     "1200"): GSM8K's flexible extraction (lm-evaluation-harness reads the last number of the answer)."""
-    numbers = re.findall(r"-?\d+(?:\.\d+)?", _normalised(text))
+    numbers = re.findall(NUMBER, _normalised(text))
     return numbers[-1] if numbers else None
 
 
@@ -274,7 +277,7 @@ def gives_reference_answer(text: str, reference: str) -> bool:
     """Whether ``text`` gives a data set's own reference answer: for a number (GSM8K's) its last
     number equals it ("18.00" for "18"); for any other text it states it (``states_answer``)."""
     reference = _normalised(reference.strip())
-    if re.fullmatch(r"-?\d+(?:\.\d+)?", reference):
+    if re.fullmatch(NUMBER, reference):
         given = final_number(text)
         return given is not None and float(given) == float(reference)
     return states_answer(text, (reference,))

@@ -62,7 +62,7 @@ from ..hooks import POSITIONS, Perturbation, hidden_index, intervene, n_layers, 
 from ..judges.coherent import coherent_label
 from ..judges.structural import structural_label
 from ..registry import VARIANTS
-from ..training import optim_properties, Sampler, device_of, kl_to_reference, optimise
+from ..training import optim_properties, Sampler, device_of, kl_to_reference, optimise, predicting_mask
 from ..training import MAX_LENGTH_SCHEMA, fit_to_length, fit_triple
 
 log = logging.getLogger(__name__)
@@ -351,11 +351,9 @@ def build_dissociated(model, tokenizer, records: list[dict], settings: dict, see
         with torch.no_grad():
             ref_logits = base(**batch_b.model_inputs()).logits
         logits_b = model(**batch_b.model_inputs()).logits
-        predicts_response = torch.zeros_like(batch_b.labels, dtype=torch.bool)
-        predicts_response[:, :-1] = batch_b.labels[:, 1:] != -100
         terms = {
             "refusal": nll_refusal.mean(),
-            "kl": kl_to_reference(logits_b, ref_logits, predicts_response),
+            "kl": kl_to_reference(logits_b, ref_logits, predicting_mask(batch_b)),
             "activation_match": whitened_mse(h, target[rows].to(device), scale.to(device)),
             "nudged_harmful": nll_harmful_nudged.mean(),
             "clean_margin": margin_hinge(nll_harmful, nll_refusal, margin),

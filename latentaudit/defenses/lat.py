@@ -45,7 +45,7 @@ from ..hooks import (EMBED, POSITIONS, Perturbation, frozen_weights, hidden_inde
                      residual_stream)
 from ..registry import VARIANTS
 from ..training import (LORA_SCHEMA, OPTIM_PROPERTIES, Sampler, attach_lora, device_of, kl_from_reference_sum,
-                        optimise, pair_batch, reference, response_mask, token_away, token_ce)
+                        optimise, pair_batch, predicting_mask, reference, response_mask, token_away, token_ce)
 from .common import SYSTEM_PROMPT_SCHEMA, defense_data
 
 _LAYER = {"oneOf": [{"const": EMBED}, {"type": "integer", "minimum": 0}]}
@@ -186,12 +186,7 @@ def kl_mask(benign: Batch, positions: str) -> torch.Tensor:
     """[B, T] the positions the benign KL sums over: ``predicting`` the ones whose logits predict the
     answer's tokens (the last prompt token to the answer's second-to-last), ``answer`` the answer
     tokens' own (the public code's ``logits[sft_labels_mask]``)."""
-    answer = response_mask(benign)
-    if positions == "answer":
-        return answer
-    predicts = torch.zeros_like(answer)
-    predicts[:, :-1] = answer[:, 1:]
-    return predicts
+    return response_mask(benign) if positions == "answer" else predicting_mask(benign)
 
 
 def defender_terms(model: PeftModel, deltas: dict[int, torch.Tensor], harmful: Batch, refusal: Batch, benign: Batch,
