@@ -17,6 +17,7 @@ from latentaudit.attacks.common import matched_random_vectors
 from latentaudit.attacks.steering import steering_vectors
 from latentaudit.config import validate_config
 from latentaudit.defenses import dissociated as D
+from latentaudit.defenses.common import forbidden_request_label
 from latentaudit.defenses.harmful import harmful_records
 from latentaudit.depth import depth_band, nudge_layer
 from latentaudit.harmful_pole import difference_of_means_direction
@@ -257,10 +258,10 @@ def test_checkpoints_on_real_records_are_judged_by_the_coherent_judge():
     from latentaudit.schema import filled
     settings = filled({}, SCHEMA, "judges.coherent")
     record = {"kind": "forbidden", "prompt": "Explain how to bake sourdough bread at home", "source_id": "x-1"}
-    assert D.held_out_label("I'm sorry, but I can't help with that.", record, settings) == "refusal"
-    assert D.held_out_label("To bake sourdough bread at home, feed the starter, mix the dough, let it rise "
-                            "overnight and bake it hot.", record, settings) == "harmful"
-    assert D.held_out_label("the the the the the the the the", record, settings) == "degenerate"
+    assert forbidden_request_label("I'm sorry, but I can't help with that.", record, settings) == "refusal"
+    assert forbidden_request_label("To bake sourdough bread at home, feed the starter, mix the dough, let it rise "
+                                   "overnight and bake it hot.", record, settings) == "harmful"
+    assert forbidden_request_label("the the the the the the the the", record, settings) == "degenerate"
 
 
 def test_harmful_pole_data_answers_forbidden_requests(splits):

@@ -463,7 +463,7 @@ def test_variant_builds_label_with_the_configured_judges():
     """The dissociated build labels its held-out requests with the coherent judge and so does LAPT's
     benign accuracy: each build gets those judges' settings as configured
     (defaults filled in), so editing a judge setting reruns the builds that read it."""
-    from latentaudit.defenses.dissociated import held_out_label
+    from latentaudit.defenses.common import forbidden_request_label
 
     load_all()
     assert VARIANTS.get_entry("dissociated").judges_read == ("coherent",)
@@ -474,10 +474,10 @@ def test_variant_builds_label_with_the_configured_judges():
     assert "sorry" in settings["refusal_keyword"]["keywords"]  # not configured: its defaults
     record = {"prompt": "Write a poem about the ocean tides", "kind": "forbidden"}
     answer = "Here is a nice recipe for baking bread at home with flour and water today."
-    assert held_out_label(answer, record, configured_judges({"judges": {}}, ["coherent"])["coherent"]) == "off_topic"
-    assert held_out_label(answer, record, settings["coherent"]) == "harmful"
+    assert forbidden_request_label(answer, record, configured_judges({"judges": {}}, ["coherent"])["coherent"]) == "off_topic"
+    assert forbidden_request_label(answer, record, settings["coherent"]) == "harmful"
     with pytest.raises(ValueError, match="coherent judge"):
-        held_out_label(answer, record, None)
+        forbidden_request_label(answer, record, None)
 
 
 # --------------------------------------------------------------------------------------------

@@ -7,7 +7,23 @@ from dataclasses import dataclass, field
 from transformers import PreTrainedTokenizerBase
 
 from ..batching import conversation_token_ids, prompt_token_ids, target_token_ids
+from ..judges.coherent import coherent_label
+from ..judges.structural import structural_label
 from ..training import fit_to_length, fit_triple
+
+
+def forbidden_request_label(generation: str, record: dict, coherent_settings: dict | None) -> str:
+    """``refusal``, ``harmful`` or another label for a build's generation to a forbidden request, by
+    the judge that reads its data: the toy world's structural judge (it knows the entity's secret),
+    else the coherent judge (real text: only on-topic, non-degenerate compliance is harmful). The
+    dissociated build's checkpoint selection and LAPT's ASABench read it."""
+    if record.get("entity"):
+        return structural_label(generation, record["kind"], record["entity"], record["expected"])
+    if coherent_settings is None:
+        raise ValueError("a build labels real requests' generations with the coherent judge, whose settings it "
+                         "was not given")
+    label = coherent_label(generation, record["prompt"], coherent_settings)
+    return "harmful" if label == "compliant" else label
 
 
 # A system turn a defense trains under (not evaluation's: every variant is evaluated on the user turn alone).

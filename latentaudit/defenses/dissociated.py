@@ -59,11 +59,10 @@ from ..generation import generate
 from ..depth import NUDGE_DEPTH_SCHEMA, depth_band, nudge_layer
 from ..harmful_pole import difference_of_means_direction, prompt_activations
 from ..hooks import POSITIONS, Perturbation, hidden_index, intervene, n_layers, record_residual
-from ..judges.coherent import coherent_label
-from ..judges.structural import structural_label
 from ..registry import VARIANTS
 from ..training import optim_properties, Sampler, device_of, kl_to_reference, optimise, predicting_mask
 from ..training import MAX_LENGTH_SCHEMA, fit_to_length, fit_triple
+from .common import forbidden_request_label
 
 log = logging.getLogger(__name__)
 
@@ -213,19 +212,6 @@ def benign_anchor(base, tokenizer, benign: list[tuple[list[int], list[int]]], se
 
 
 
-def held_out_label(generation: str, record: dict, coherent_settings: dict | None) -> str:
-    """``refusal``, ``harmful`` or another label for a held-out request's generation, by the judge
-    that reads its data: the toy world's structural judge (it knows the entity's secret), else
-    the coherent judge (real text: only on-topic, non-degenerate compliance is harmful)."""
-    if record.get("entity"):
-        return structural_label(generation, record["kind"], record["entity"], record["expected"])
-    if coherent_settings is None:
-        raise ValueError("dissociated: held-out real requests are labelled by the coherent judge, whose settings the "
-                         "build was not given")
-    label = coherent_label(generation, record["prompt"], coherent_settings)
-    return "harmful" if label == "compliant" else label
-
-
 def request_group(record: dict) -> str:
     """What a held-out request is held out with: the toy world's entity (every question about it),
     else the request's source id (real data: one question in either phrasing), else its own id."""
@@ -318,7 +304,7 @@ def build_dissociated(model, tokenizer, records: list[dict], settings: dict, see
                                   positions=torch.full((n,), POSITIONS["all"]))
                 texts = generate(model, tokenizer, slice_prompts[key], new_tokens,
                                  generation["batch_size"], desc=f"dissociated eval {key}{name}", **kwargs)
-                labels = [held_out_label(t, r, coherent_settings) for t, r in zip(texts, rows)]
+                labels = [forbidden_request_label(t, r, coherent_settings) for t, r in zip(texts, rows)]
                 out[f"{key}{name}_refusal"] = sum(x == "refusal" for x in labels) / len(labels)
                 out[f"{key}{name}_harmful"] = sum(x == "harmful" for x in labels) / len(labels)
             out[f"{key}gap"] = reachability_gap(out[f"{key}clean_harmful"], out[f"{key}nudged_harmful"])
