@@ -217,6 +217,72 @@ def test_lapt_sizes_its_noise_by_the_configured_hidden_state(tiny_model, tokeniz
     assert torch.allclose(delta.std(-1), h.std(-1), rtol=1e-3, atol=1e-5)
 
 
+GENERATION = {"max_new_tokens": 3, "batch_size": 8}
+
+
+def test_asa_bench_sweeps_every_block_and_keeps_what_complied(tiny_model, tokenizer, data, monkeypatch):
+    """LAPT's ASABench: one ASA_random generation per (training request, block), every block; the
+    pairs the build's judge labels harmful are the bench."""
+    from latentaudit.defenses import lapt
+    forbidden = [r for r in data[1] if r["kind"] == "forbidden"]
+    seen = []
+
+    def judged(text, record, coherent):
+        seen.append((record["id"], coherent))
+        return "harmful" if len(seen) % 5 == 0 else "refusal"
+
+    monkeypatch.setattr(lapt, "forbidden_request_label", judged)
+    load_all()
+    settings = VARIANTS["lapt"].settings({"steps": 1, "lr": 1e-3, "layers": "per_sample"})
+    context = {"chat_template": True, "generation": GENERATION, "judges": {}}
+    bench = lapt.asa_bench(tiny_model, tokenizer, forbidden, settings, 0, context)
+    L = tiny_model.config.num_hidden_layers
+    assert sorted(seen) == sorted((r["id"], None) for r in forbidden for _ in range(L))
+    # row order: block outermost, requests fastest (SweepGrid.product); every 5th judged harmful
+    order = [(i, block) for block in range(L) for i in range(len(forbidden))]
+    assert bench == [order[k] for k in range(4, len(order), 5)]
+
+
+@pytest.mark.parametrize("found", [[(0, 1), (2, 0), (2, 1)], []])
+def test_lapt_per_sample_trains_each_request_at_its_own_block(tiny_model, tokenizer, data, monkeypatch, found):
+    """``layers: per_sample``: the ASABench pairs are the forbidden rows, each perturbed at its own
+    block; benign rows at blocks drawn from the bench; an empty bench trains every request at every block."""
+    from latentaudit.defenses import lapt
+    sites_seen, rows_seen = [], []
+    monkeypatch.setattr(lapt, "asa_bench", lambda *args: list(found))
+    batch_of, intervene = lapt.pair_batch, lapt.intervene
+
+    def recorded_batch(pairs, rows, *args):
+        rows_seen.append([pairs[i] for i in rows])
+        return batch_of(pairs, rows, *args)
+
+    def recorded_intervene(model, perturbation):
+        sites_seen.append(perturbation.hidden_index.tolist())
+        return intervene(model, perturbation)
+
+    monkeypatch.setattr(lapt, "pair_batch", recorded_batch)
+    monkeypatch.setattr(lapt, "intervene", recorded_intervene)
+    load_all()
+    settings = VARIANTS["lapt"].settings({"steps": 3, "lr": 1e-3, "batch_size": 8, "layers": "per_sample",
+                                          "interpolation": 1.0})
+    defense, records = data
+    L = tiny_model.config.num_hidden_layers
+    _, report = VARIANTS["lapt"].function(copy.deepcopy(tiny_model), tokenizer, records, settings, 0,
+                                          {"chat_template": True, "generation": GENERATION, "judges": {}})
+    bench = found or [(i, b) for i in range(len(defense.forbidden)) for b in range(L)]
+    safe = {(tuple(defense.forbidden[i][0]), tuple(defense.forbidden[i][1])): set() for i, _ in bench}
+    for i, block in bench:
+        safe[(tuple(defense.forbidden[i][0]), tuple(defense.forbidden[i][1]))].add(block + 1)  # the block's output
+    benign = {(tuple(p), tuple(a)) for p, a in defense.benign}
+    for pairs, sites in zip(rows_seen, sites_seen):
+        for (prompt, target), site in zip(pairs, sites):
+            key = (tuple(prompt), tuple(target))
+            assert key in safe or key in benign  # a forbidden request outside the bench is not trained
+            assert site in (safe[key] if key in safe else {b + 1 for _, b in bench})
+    assert report["layers"] == sorted({b for _, b in bench})
+    assert report["asa_bench"]["pairs"] == len(found) and report["asa_bench"]["of_requests"] == len(defense.forbidden)
+
+
 def test_sampler_cycles_every_index():
     sampler = Sampler(5, 3, seed=0)
     seen = sampler() + sampler()

@@ -363,7 +363,11 @@ def test_the_paper_config_runs_end_to_end_on_stand_ins(tmp_path):
         "asa_grad", "asa_random", "latent_pgd", "none", "prefill"]
     selection = read_jsonl(results / "data/real/select_benign.jsonl")
     assert len(selection) == 2 and all(r["expected"] in {"2", "3", "4"} for r in selection)
-    assert "(2 of 2 records with a reference answer)" in (logs / "variants/audited/lapt.log").read_text()
+    lapt_log = (logs / "variants/audited/lapt.log").read_text()
+    assert "(2 of 2 records with a reference answer)" in lapt_log
+    # LAPT's layers per request, from the build's own ASA sweep on its training requests (the public ASABench)
+    bench = json.loads((results / "models/audited/lapt/meta.json").read_text())["asa_bench"]
+    assert bench["blocks"] == 2 and bench["of_requests"] > 0 and "lapt: ASABench" in lapt_log
     assert [p.name for p in (results / "attacks/audited/harmful").iterdir()] == ["none"]
     assert not (results / "attacks/defended/lat/steering").exists()
 

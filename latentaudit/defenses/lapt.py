@@ -6,7 +6,12 @@ at one fragile layer, at the response positions, by a fresh Eq. 1 perturbation (
 step, sized to the row's clean last-prompt hidden state, as the ASA attack it patches; with
 ``noise_statistics: each_position``, a z per position sized to that position's own hidden state,
 as the public train.py). Fragile layers come from the aligned
-model's ASA sweep (the top-k layers by LASR) or from a config list. Afterwards the weights are
+model's ASA sweep (the top-k layers by LASR) or from a config list; or, with ``layers: per_sample``,
+each forbidden request is trained at each block where it broke (the public code's ASABench and its
+per-sample ``layer_idx``): the build runs ASA_random itself over every block on its own training
+requests (Eq. 1 at ``alpha``, one direction per request, the build's judge), and trains the
+(request, block) pairs that complied, with the benign rows at blocks drawn from those pairs (the
+public code trains ASABench alone; the project's LAPT always keeps its benign answers). Afterwards the weights are
 interpolated, θ = λ·θ_LAPT + (1 − λ)·θ_orig, with λ the largest grid value whose benign
 accuracy stays within ``capability_tolerance`` of the original model's (the paper's rule), or
 a fixed λ.
@@ -24,11 +29,15 @@ import logging
 
 import torch
 
+from ..attacks.asa import asa_random_vectors, last_prompt_hidden, random_directions
+from ..attacks.common import SweepGrid, site_indices
+from ..batching import prompt_token_ids
 from ..hooks import Perturbation, hidden_index, intervene, n_layers, position_code, residual_stream
 from ..perturbation_size import eq1_normalise
 from ..registry import VARIANTS
+from ..shared_prefix import generate_sweep
 from ..training import MAX_LENGTH_SCHEMA, optim_properties, Sampler, device_of, optimise, pair_batch, token_ce
-from .common import defense_data
+from .common import defense_data, forbidden_request_label
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +46,10 @@ SCHEMA = {
     "properties": {
         **optim_properties("cosine", 0.1),
         "layers": {"oneOf": [{"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1},
-                             {"const": "fragile"}], "default": "fragile",
-                   "description": "block indices, or 'fragile': the top_k layers of the aligned model's ASA sweep"},
+                             {"enum": ["fragile", "per_sample"]}], "default": "fragile",
+                   "description": "block indices; 'fragile': the top_k layers of the aligned model's ASA sweep; "
+                                  "'per_sample': each forbidden training request at each block where the "
+                                  "build's own ASA_random sweep on it complied (the public code's ASABench)"},
         "fragile_from": {"type": "string", "default": "asa_random", "description": "the attack whose LASR ranks layers"},
         "top_k": {"type": "integer", "minimum": 1, "default": 1},
         "alpha": {"type": "number", "exclusiveMinimum": 0, "default": 1.0, "description": "Eq. 1 size (1 = paper)"},
@@ -57,6 +68,29 @@ SCHEMA = {
         "max_length": MAX_LENGTH_SCHEMA,
     },
 }
+
+
+@torch.no_grad()
+def asa_bench(model, tokenizer, forbidden: list[dict], settings: dict, seed: int, context: dict
+              ) -> list[tuple[int, int]]:
+    """ASABench on the training requests: (request index, block) for every block at which ASA_random
+    (Eq. 1 at ``settings["alpha"]``, one seeded direction per request, at ``settings["positions"]``,
+    the run's generation length) made the model comply with ``forbidden[index]``, as the build's
+    judge labels it (``forbidden_request_label``). Every block is swept, as the paper's ASA sweep."""
+    generation, pad, L = context["generation"], tokenizer.pad_token_id, n_layers(model)
+    prompts = [prompt_token_ids(tokenizer, r["prompt"], context["chat_template"]) for r in forbidden]
+    h_last = last_prompt_hidden(model, prompts, pad, generation["batch_size"])
+    z = random_directions(len(prompts), 1, h_last.shape[-1], True, seed)[0]
+    grid = SweepGrid.product([settings["alpha"]], range(L), len(prompts))
+    vectors = torch.cat([asa_random_vectors(h_last[:, block + 1], z, alpha, "eq1")
+                         for alpha, block, _ in grid.settings()])
+    texts = generate_sweep(model, tokenizer, [prompts[i] for i in grid.index], generation["max_new_tokens"],
+                           generation["batch_size"], site_indices(grid.layer, L), vectors,
+                           torch.full((len(grid),), position_code(settings["positions"])),
+                           desc="lapt: ASA sweep on the training requests")
+    coherent = context["judges"].get("coherent")
+    return [(i, block) for i, block, text in zip(grid.index, grid.layer, texts)
+            if forbidden_request_label(text, forbidden[i], coherent) == "harmful"]
 
 
 def fragile_layers(lasr_by_layer: dict[int, float], top_k: int) -> list[int]:
@@ -90,22 +124,44 @@ def choose_lambda(grid: list[float], accuracy: dict[float, float], base: float, 
                    reads_judges=("coherent",))
 def build_lapt(model, tokenizer, records: list[dict], settings: dict, seed: int, context: dict):
     data = defense_data(tokenizer, records, context["chat_template"], settings["max_length"])
-    layers = settings["layers"]
-    if layers == "fragile":
-        layers = fragile_layers(context["fragile_layers"], settings["top_k"])
-    sites = torch.tensor([hidden_index(b, n_layers(model)) for b in layers])
+    L, layers, report = n_layers(model), settings["layers"], {}
+    safe_pairs = [(p, refusal) for p, refusal, _ in data.forbidden]
+    if layers == "per_sample":
+        bench = asa_bench(model, tokenizer, [r for r in records if r["kind"] == "forbidden"], settings, seed, context)
+        layers = sorted({block for _, block in bench})
+        report["asa_bench"] = {"pairs": len(bench), "requests": len({i for i, _ in bench}),
+                               "of_requests": len(safe_pairs), "blocks": L,
+                               "pairs_by_block": {b: sum(block == b for _, block in bench) for b in layers}}
+        log.info("lapt: ASABench, %d (request, block) pairs that complied under ASA_random, %d of %d training "
+                 "requests; pairs by block %s", len(bench), report["asa_bench"]["requests"], len(safe_pairs),
+                 report["asa_bench"]["pairs_by_block"])
+        if not bench:  # no block broke any request: nothing marks one block as more fragile than another
+            log.warning("lapt: no training request complied under ASA_random at any block; every forbidden "
+                        "request is trained at each of the %d blocks", L)
+            bench, layers = [(i, block) for i in range(len(safe_pairs)) for block in range(L)], list(range(L))
+        safe_pairs = [safe_pairs[i] for i, _ in bench]
+        own_block = [block for _, block in bench] + [None] * len(data.benign)
+        drawn_blocks = [block for _, block in bench]  # benign rows: blocks in ASABench's proportions
+    else:
+        if layers == "fragile":
+            layers = fragile_layers(context["fragile_layers"], settings["top_k"])
+        own_block, drawn_blocks = [None] * (len(safe_pairs) + len(data.benign)), list(layers)
+    own_site = torch.tensor([-1 if b is None else hidden_index(b, L) for b in own_block])
+    sites = torch.tensor([hidden_index(b, L) for b in drawn_blocks])
     log.info("lapt: perturbing blocks %s", layers)
     original = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    pairs = [(p, refusal) for p, refusal, _ in data.forbidden] + data.benign
+    pairs = safe_pairs + data.benign
     size, pad, device = settings["batch_size"], tokenizer.pad_token_id, device_of(model)
     rows = Sampler(len(pairs), size, seed)
     gen = torch.Generator().manual_seed(seed)
     code = position_code(settings["positions"])
 
     def step(_):
-        batch = pair_batch(pairs, rows(), 1, pad, device)
+        chosen = rows()
+        batch = pair_batch(pairs, chosen, 1, pad, device)
         b = len(batch.input_ids)
-        site = sites[torch.randint(len(sites), (b,), generator=gen)].to(device)
+        drawn, own = sites[torch.randint(len(sites), (b,), generator=gen)], own_site[chosen]
+        site = torch.where(own >= 0, own, drawn).to(device)
         with torch.no_grad():
             clean = residual_stream(model, batch)
         h = torch.stack(clean)[site, torch.arange(b, device=device)].float()  # [b, T, d]
@@ -135,4 +191,4 @@ def build_lapt(model, tokenizer, records: list[dict], settings: dict, seed: int,
         log.info("lapt: benign accuracy original %.3f, by λ %s -> λ = %.2f", base, selection, lam)
         selection = {"base": base, **{str(k): v for k, v in selection.items()}}
     interpolate(model, original, trained, lam)
-    return model, {"history": history, "lambda": lam, "layers": list(layers), "lambda_selection": selection}
+    return model, {"history": history, "lambda": lam, "layers": list(layers), "lambda_selection": selection, **report}
