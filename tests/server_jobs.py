@@ -50,3 +50,13 @@ def where(job) -> None:
     path = Path(Path(f"/proc/{os.getppid()}/cmdline").read_bytes().split(b"\0")[3].decode())
     Path(job.output[0]).write_text(json.dumps({"socket": str(path), "ppid": os.getppid(),
                                                "files": [path.exists(), path.with_suffix(".lock").exists()]}))
+
+
+def priority(job) -> None:
+    """This job's niceness and its session's (Linux autogroup; None where there is none)."""
+    try:
+        group = Path("/proc/self/autogroup").read_text().split()
+    except OSError:
+        group = None
+    Path(job.output[0]).write_text(json.dumps({"nice": os.nice(0), "session_nice": group and int(group[-1]),
+                                               "ppid": os.getppid()}))

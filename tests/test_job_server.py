@@ -20,20 +20,21 @@ CLIENT = ("import pickle, sys; sys.path.insert(0, sys.argv[3]); from latentaudit
           "run_job(pickle.loads(bytes.fromhex(sys.argv[1])), sys.argv[2])")
 
 
-def start_job(tmp_path: Path, target: str, mark: str, name: str = "job", **env
+def start_job(tmp_path: Path, target: str, mark: str, name: str = "job", niceness: int = 0, **env
               ) -> tuple[subprocess.Popen, SimpleNamespace]:
     """A workflow script's process for ``target`` (a stand-in ``snakemake`` object: log, threads,
-    output ``name``.out), in ``tmp_path``, with its own server key (``mark``)."""
+    output ``name``.out), in ``tmp_path``, with its own server key (``mark``), ``niceness`` nicer than this one."""
     job = SimpleNamespace(log=[str(tmp_path / f"{name}.log")], threads=1, output=[str(tmp_path / f"{name}.out")])
     environ = {**os.environ, "JOB_MARK": mark, RUN_MARK: mark, "LATENTAUDIT_JOB_SERVER_IDLE": "20", **env}
     process = subprocess.Popen([sys.executable, "-c", CLIENT, pickle.dumps(job).hex(), target, TESTS], cwd=tmp_path,
-                               env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=(lambda: os.nice(niceness)) if niceness else None)
     return process, job
 
 
-def run_job(tmp_path: Path, target: str, mark: str, name: str = "job", **env
+def run_job(tmp_path: Path, target: str, mark: str, name: str = "job", niceness: int = 0, **env
             ) -> tuple[subprocess.CompletedProcess, SimpleNamespace]:
-    process, job = start_job(tmp_path, target, mark, name, **env)
+    process, job = start_job(tmp_path, target, mark, name, niceness, **env)
     stdout, stderr = process.communicate(timeout=600)
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr), job
 
@@ -79,6 +80,18 @@ def test_an_idle_server_exits_and_leaves_no_socket_or_lock_file(tmp_path):
     again, job = run_job(tmp_path, "server_jobs:where", mark, "again", LATENTAUDIT_JOB_SERVER_IDLE="2")
     assert again.returncode == 0, again.stderr  # a later job starts a new server at the same key
     assert json.loads(Path(job.output[0]).read_text())["ppid"] not in (found["ppid"], os.getpid())
+
+
+@pytest.mark.skipif(not Path("/proc/self/autogroup").exists(), reason="no autogroup scheduling on this kernel")
+def test_a_niced_run_s_jobs_yield_the_cpu_in_the_server_s_own_session(tmp_path):
+    """The server runs in a session of its own, and Linux weighs a nice value only within its
+    session: the server gives its session the niceness of the job that started it, so a niced
+    run's jobs yield the CPU (`nice make run`, the tests that yield to the default experiment)."""
+    result, job = run_job(tmp_path, "server_jobs:priority", uuid.uuid4().hex, niceness=5)
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(Path(job.output[0]).read_text())
+    assert seen["ppid"] != os.getpid()  # forked by the server, not run in the script's process
+    assert seen["nice"] == min(os.nice(0) + 5, 19) and seen["session_nice"] == seen["nice"]
 
 
 def test_a_failing_job_fails_its_script_with_the_traceback_in_its_log(tmp_path):
