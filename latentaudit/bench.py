@@ -23,7 +23,7 @@ from typing import Callable
 import pandas as pd
 import torch
 
-from .attacks.asa import asa_random_vectors, last_prompt_hidden, random_directions
+from .attacks.asa import last_prompt_hidden
 from .attacks.common import SweepGrid, nll_probe, resolve_layers, site_indices
 from .attacks.latent_pgd import latent_pgd_deltas
 from .batching import prompt_token_ids, target_token_ids
@@ -33,6 +33,7 @@ from .shared_prefix import generate_sweep, target_nll_sweep
 from .hooks import PromptDeltas, n_layers, position_code
 from .io import read_jsonl
 from .memory import resolve_batch_sizes
+from .perturbation_size import asa_random_vectors, random_directions
 from .provenance import write_meta
 
 log = logging.getLogger(__name__)

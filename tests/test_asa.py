@@ -2,11 +2,11 @@ import pandas as pd
 import pytest
 import torch
 
-from latentaudit.attacks.asa import GradientSettings, asa_grad_vectors, last_prompt_hidden, random_directions
+from latentaudit.attacks.asa import GradientSettings, asa_grad_vectors, last_prompt_hidden
 from latentaudit.attacks.common import AttackContext, nll_probe
 from latentaudit.batching import prompt_token_ids, target_token_ids
 from latentaudit.hooks import POSITIONS
-from latentaudit.perturbation_size import eq1_normalise
+from latentaudit.perturbation_size import eq1_normalise, random_directions
 from latentaudit.registry import ATTACKS, load_all
 
 

@@ -238,7 +238,7 @@ def test_asa_bench_sweeps_every_block_and_keeps_what_complied(tiny_model, tokeni
     bench = lapt.asa_bench(tiny_model, tokenizer, forbidden, settings, 0, context)
     L = tiny_model.config.num_hidden_layers
     assert sorted(seen) == sorted((r["id"], None) for r in forbidden for _ in range(L))
-    # row order: block outermost, requests fastest (SweepGrid.product); every 5th judged harmful
+    # row order: block outermost, requests fastest (as the ASA attack's sweep); every 5th judged harmful
     order = [(i, block) for block in range(L) for i in range(len(forbidden))]
     assert bench == [order[k] for k in range(4, len(order), 5)]
 

@@ -21,7 +21,7 @@ from ..generation import model_device
 from ..pgd_objective import TargetObjective
 from ..shared_prefix import clean_pass, sweep_chunks
 from ..hooks import frozen_weights, n_layers, position_code
-from ..perturbation_size import NORMALISATIONS
+from ..perturbation_size import NORMALISATIONS, asa_random_vectors, random_directions
 from ..registry import ATTACKS
 from .common import AttackContext, SweepGrid, evaluate_vectors, layers_schema, resolve_layers, site_indices
 
@@ -36,19 +36,6 @@ def last_prompt_hidden(model: PreTrainedModel, prompts: list[list[int]], pad_id:
         hidden = clean_pass(model, batch)
         out.append(torch.stack([h[:, -1] for h in hidden], dim=1).float().cpu())
     return torch.cat(out)
-
-
-def random_directions(n_prompts: int, n_directions: int, d: int, per_prompt: bool, seed: int) -> torch.Tensor:
-    """z ~ N(0, I): [n_directions, n_prompts, d]; shared directions repeat across prompts."""
-    gen = torch.Generator().manual_seed(seed)
-    if per_prompt:
-        return torch.randn(n_directions, n_prompts, d, generator=gen)
-    return torch.randn(n_directions, 1, d, generator=gen).expand(n_directions, n_prompts, d).clone()
-
-
-def asa_random_vectors(h_last: torch.Tensor, z: torch.Tensor, alpha: float, normalisation: str) -> torch.Tensor:
-    """δ = alpha · normalise(z, h) for each prompt: h_last [N, d], z [N, d] -> [N, d]."""
-    return alpha * NORMALISATIONS[normalisation](z, h_last)
 
 
 @dataclass(frozen=True)

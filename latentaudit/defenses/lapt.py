@@ -29,11 +29,10 @@ import logging
 
 import torch
 
-from ..attacks.asa import asa_random_vectors, last_prompt_hidden, random_directions
-from ..attacks.common import SweepGrid, site_indices
 from ..batching import prompt_token_ids
+from ..harmful_pole import prompt_activations
 from ..hooks import Perturbation, hidden_index, intervene, n_layers, position_code, residual_stream
-from ..perturbation_size import eq1_normalise
+from ..perturbation_size import asa_random_vectors, eq1_normalise, random_directions
 from ..registry import VARIANTS
 from ..shared_prefix import generate_sweep
 from ..training import MAX_LENGTH_SCHEMA, optim_properties, Sampler, device_of, optimise, pair_batch, token_ce
@@ -79,17 +78,17 @@ def asa_bench(model, tokenizer, forbidden: list[dict], settings: dict, seed: int
     judge labels it (``forbidden_request_label``). Every block is swept, as the paper's ASA sweep."""
     generation, pad, L = context["generation"], tokenizer.pad_token_id, n_layers(model)
     prompts = [prompt_token_ids(tokenizer, r["prompt"], context["chat_template"]) for r in forbidden]
-    h_last = last_prompt_hidden(model, prompts, pad, generation["batch_size"])
+    sites = [hidden_index(block, L) for block in range(L)]
+    h_last, _ = prompt_activations(model, prompts, sites, pad, generation["batch_size"])  # [N, L, d]
     z = random_directions(len(prompts), 1, h_last.shape[-1], True, seed)[0]
-    grid = SweepGrid.product([settings["alpha"]], range(L), len(prompts))
-    vectors = torch.cat([asa_random_vectors(h_last[:, block + 1], z, alpha, "eq1")
-                         for alpha, block, _ in grid.settings()])
-    texts = generate_sweep(model, tokenizer, [prompts[i] for i in grid.index], generation["max_new_tokens"],
-                           generation["batch_size"], site_indices(grid.layer, L), vectors,
-                           torch.full((len(grid),), position_code(settings["positions"])),
+    rows = [(i, block) for block in range(L) for i in range(len(prompts))]  # the attack's order: prompts fastest
+    vectors = torch.cat([asa_random_vectors(h_last[:, block], z, settings["alpha"], "eq1") for block in range(L)])
+    texts = generate_sweep(model, tokenizer, [prompts[i] for i, _ in rows], generation["max_new_tokens"],
+                           generation["batch_size"], torch.tensor([sites[block] for _, block in rows]), vectors,
+                           torch.full((len(rows),), position_code(settings["positions"])),
                            desc="lapt: ASA sweep on the training requests")
     coherent = context["judges"].get("coherent")
-    return [(i, block) for i, block, text in zip(grid.index, grid.layer, texts)
+    return [(i, block) for (i, block), text in zip(rows, texts)
             if forbidden_request_label(text, forbidden[i], coherent) == "harmful"]
 
 
