@@ -246,7 +246,7 @@ def test_asa_bench_sweeps_every_block_and_keeps_what_complied(tiny_model, tokeni
 @pytest.mark.parametrize("found", [[(0, 1), (2, 0), (2, 1)], []])
 def test_lapt_per_sample_trains_each_request_at_its_own_block(tiny_model, tokenizer, data, monkeypatch, found):
     """``layers: per_sample``: the ASABench pairs are the forbidden rows, each perturbed at its own
-    block; benign rows at blocks drawn from the bench; an empty bench trains every request at every block."""
+    block; benign rows at blocks drawn from the bench; with an empty bench every row at a block drawn from all."""
     from latentaudit.defenses import lapt
     sites_seen, rows_seen = [], []
     monkeypatch.setattr(lapt, "asa_bench", lambda *args: list(found))

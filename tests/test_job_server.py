@@ -83,7 +83,7 @@ def test_an_idle_server_exits_and_leaves_no_socket_or_lock_file(tmp_path):
 
 
 @pytest.mark.skipif(not Path("/proc/self/autogroup").exists(), reason="no autogroup scheduling on this kernel")
-def test_a_niced_run_s_jobs_yield_the_cpu_in_the_server_s_own_session(tmp_path):
+def test_a_niced_runs_jobs_yield_the_cpu_in_the_servers_own_session(tmp_path):
     """The server runs in a session of its own, and Linux weighs a nice value only within its
     session: the server gives its session the niceness of the job that started it, so a niced
     run's jobs yield the CPU (`nice make run`, the tests that yield to the default experiment)."""

@@ -16,26 +16,21 @@ import torch
 from tqdm import tqdm
 from transformers import PreTrainedModel
 
-from ..batching import make_batch, target_token_ids
+from ..batching import target_token_ids
 from ..generation import model_device
+from ..harmful_pole import prompt_activations
 from ..pgd_objective import TargetObjective
-from ..shared_prefix import clean_pass, sweep_chunks
+from ..shared_prefix import sweep_chunks
 from ..hooks import frozen_weights, n_layers, position_code
 from ..perturbation_size import NORMALISATIONS, asa_random_vectors, random_directions
 from ..registry import ATTACKS
 from .common import AttackContext, SweepGrid, evaluate_vectors, layers_schema, resolve_layers, site_indices
 
 
-@torch.no_grad()
 def last_prompt_hidden(model: PreTrainedModel, prompts: list[list[int]], pad_id: int,
                        batch_size: int = 256) -> torch.Tensor:
     """Clean hidden states at the last prompt token for every site: [N, L + 1, d]."""
-    device, out = model_device(model), []
-    for start in range(0, len(prompts), batch_size):
-        batch = make_batch(prompts[start:start + batch_size], None, pad_id).to(device)
-        hidden = clean_pass(model, batch)
-        out.append(torch.stack([h[:, -1] for h in hidden], dim=1).float().cpu())
-    return torch.cat(out)
+    return prompt_activations(model, prompts, list(range(n_layers(model) + 1)), pad_id, batch_size)[0]
 
 
 @dataclass(frozen=True)

@@ -134,13 +134,15 @@ def build_lapt(model, tokenizer, records: list[dict], settings: dict, seed: int,
         log.info("lapt: ASABench, %d (request, block) pairs that complied under ASA_random, %d of %d training "
                  "requests; pairs by block %s", len(bench), report["asa_bench"]["requests"], len(safe_pairs),
                  report["asa_bench"]["pairs_by_block"])
-        if not bench:  # no block broke any request: nothing marks one block as more fragile than another
-            log.warning("lapt: no training request complied under ASA_random at any block; every forbidden "
-                        "request is trained at each of the %d blocks", L)
-            bench, layers = [(i, block) for i in range(len(safe_pairs)) for block in range(L)], list(range(L))
-        safe_pairs = [safe_pairs[i] for i, _ in bench]
-        own_block = [block for _, block in bench] + [None] * len(data.benign)
-        drawn_blocks = [block for _, block in bench]  # benign rows: blocks in ASABench's proportions
+        if bench:
+            safe_pairs = [safe_pairs[i] for i, _ in bench]
+            own_block = [block for _, block in bench] + [None] * len(data.benign)
+            drawn_blocks = [block for _, block in bench]  # benign rows: blocks in ASABench's proportions
+        else:  # no block broke any request: nothing marks one block as more fragile than another
+            log.warning("lapt: no training request complied under ASA_random at any block; every row is trained "
+                        "at a block drawn from all %d", L)
+            layers = list(range(L))
+            own_block, drawn_blocks = [None] * (len(safe_pairs) + len(data.benign)), layers
     else:
         if layers == "fragile":
             layers = fragile_layers(context["fragile_layers"], settings["top_k"])
