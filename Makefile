@@ -11,7 +11,8 @@ setup: $(VENV)/.installed
 # build of the locked torch first where a local wheel is configured (no index, no dependencies:
 # this never downloads; torch's own dependencies come with the project's), then the project; on
 # a cluster the locked torch comes from the index. The direct dependencies' installed versions
-# are printed, and set-up fails where one is not the locked version.
+# are printed, and set-up fails where one is not the locked version. Last, MKL's Intel dispatch
+# (latentaudit/numerics.py) is compiled once, so a machine without a C compiler says so here.
 # A missing marker means no or a half-built venv (an interrupted set-up): start it afresh.
 $(VENV)/.installed: pyproject.toml requirements.lock
 	rm -rf $(VENV)
@@ -20,6 +21,7 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	-$(PY) -m pip install --quiet --no-index --no-deps "$$(grep '^torch==' requirements.lock)" 2>/dev/null
 	$(PY) -m pip install --quiet -c requirements.lock -e ".[dev]"
 	$(PY) -m latentaudit.lockfile installed
+	$(PY) -m latentaudit.numerics
 	touch $@
 
 # Refresh the lock: pyproject.toml's ranges resolved afresh in a scratch venv (with the newest

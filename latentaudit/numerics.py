@@ -1,5 +1,4 @@
-"""Pinned CPU numerics: the same floating-point kernels, so the same bits, on any x86 machine of one
-CPU vendor.
+"""Pinned CPU numerics: the same floating-point kernels, so the same bits, on any x86 machine.
 
 torch picks its CPU kernels by the instruction sets it finds: ATen's vectorised kernels
 (softmax, norms, reductions, element-wise ops) by ``ATEN_CPU_CAPABILITY`` (default, avx2,
@@ -9,16 +8,19 @@ into another organism. NumPy dispatches too: on AVX-512 CPUs its ``log1p``, ``ex
 and other transcendental functions run Intel's SVML, elsewhere the C library's, and the two differ
 in the last bits (the LVS mean of the default experiment differed by one ulp between an AVX-512
 machine and an AVX2 one). Pinning all four to AVX2 (which every x86-64 CPU of the last decade
-runs) makes a CPU job's results a function of the config and the CPU's vendor; threads are fixed
-per rule.
+runs) makes a CPU job's results a function of the config; threads are fixed per rule.
 
-The vendor remains because MKL honours ``MKL_CBWR``'s ISA branches only on Intel CPUs: elsewhere it
-runs its AUTO branch (still in reproducible mode: fixed cache sizes, deterministic reductions), whose
-GEMMs round differently (Intel's oneMKL guide, "Getting Started with Conditional Numerical
-Reproducibility"; the organism's 20+10-step proxy has one digest on every AMD EPYC measured, another
-on an Intel Xeon). Only MKL's COMPATIBLE branch (SSE2) is shared across vendors, at half the speed
-(the proxy 31.5 s against 15.5 s on the Xeon), so a result's sidecar records the vendor and the
-branch in force, and the committed fingerprints are kept per vendor (``cpu_vendor``).
+MKL needs one more step. It honours ``MKL_CBWR``'s ISA branches only where it finds an Intel CPU:
+elsewhere it runs its AUTO branch (still in reproducible mode), whose GEMMs round differently
+(Intel's oneMKL guide, "Getting Started with Conditional Numerical Reproducibility"; the organism's
+20+10-step proxy had one digest on every AMD EPYC measured and another on an Intel Xeon). Its
+vendor test is two exported functions of the MKL that torch links, ``mkl_serv_intel_cpu_true`` and
+``mkl_serv_intel_cpu``, called through the dynamic linker. A two-line C library that defines them to
+answer "Intel" (``MKL_INTEL_DISPATCH_SOURCE``, compiled once with the system's C compiler and loaded
+before torch, in this process with ``RTLD_GLOBAL`` and in every child through ``LD_PRELOAD``) makes MKL
+run the pinned ``AVX2,STRICT`` branch on every x86 CPU: on an AMD EPYC the proxy then gives the digest
+written on the Xeon, bit for bit (docs/reproducibility.md). STRICT, because without it the AVX2
+branch's bits depend on the thread count once a process has changed it (measured on the Xeon).
 
 The pins must be in the environment before torch and numpy load: the workflow sets them once, when the
 Snakefile is read (rules/common.smk), so every job process, local or SLURM, starts with them;
@@ -26,10 +28,15 @@ the test suite sets them in conftest.py. This module never imports torch itself.
 """
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import os
 import platform
+import shutil
+import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 
 def _cpuinfo(field: str) -> str | None:
@@ -49,27 +56,103 @@ def cpu_vendor() -> str:
     return _cpuinfo("vendor_id") or platform.machine()
 
 
-def mkl_branch(vendor: str, requested: str | None) -> str:
-    """The MKL branch that ``MKL_CBWR`` = ``requested`` gives on a CPU of ``vendor``: the requested one
-    on Intel, AUTO (still reproducible mode) on every other vendor, where MKL ignores ISA branches."""
+MKL_INTEL_DISPATCH_SOURCE = """\
+/* latentaudit: MKL's vendor test answers "Intel", so MKL_CBWR's AVX2 branch runs on every x86 CPU
+   (latentaudit/numerics.py). */
+int mkl_serv_intel_cpu_true(void) { return 1; }
+int mkl_serv_intel_cpu(void) { return 1; }
+"""
+MKL_INTEL_DISPATCH_NAME = "latentaudit-mkl-intel-dispatch"
+
+
+def mkl_intel_dispatch_applies() -> bool:
+    """Whether this machine's torch can carry MKL (x86-64 Linux): elsewhere there is no MKL to pin."""
+    return sys.platform == "linux" and platform.machine() in ("x86_64", "AMD64")
+
+
+def mkl_intel_dispatch_library(cache: Path | None = None) -> Path:
+    """The compiled library that makes MKL's vendor test answer "Intel": built once per source text
+    with the system's C compiler (``$CC``, else ``cc`` or ``gcc``) into ``cache`` (default
+    ``$XDG_CACHE_HOME/latentaudit``, else ``~/.cache/latentaudit``), atomically, so concurrent jobs
+    may build it at once."""
+    if cache is None:
+        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "latentaudit"
+    tag = hashlib.sha256(MKL_INTEL_DISPATCH_SOURCE.encode()).hexdigest()[:12]
+    library = cache / f"{MKL_INTEL_DISPATCH_NAME}-{tag}.so"
+    if library.exists():
+        return library
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    hint = ("the pinned CPU numerics need a C compiler to build a two-line library for MKL (e.g. apt-get install "
+            "gcc, or set CC); or run with the machine's own kernels: --config pin_cpu_kernels=false")
+    if not compiler:
+        raise RuntimeError(f"no C compiler found ($CC, cc, gcc): {hint}")
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache) as work:
+        source, built = Path(work) / "dispatch.c", Path(work) / library.name
+        source.write_text(MKL_INTEL_DISPATCH_SOURCE)
+        try:
+            done = subprocess.run([compiler, "-O2", "-shared", "-fPIC", "-o", str(built), str(source)],
+                                  capture_output=True, text=True)
+        except OSError as error:
+            raise RuntimeError(f"the C compiler {compiler!r} did not start ({error}): {hint}") from None
+        if done.returncode != 0:
+            raise RuntimeError(f"the C compiler {compiler!r} failed ({done.stderr.strip()[-500:]}): {hint}")
+        os.replace(built, library)
+    return library
+
+
+def mkl_intel_dispatch_loaded() -> bool:
+    """Whether this process has the library loaded (in its memory map)."""
+    try:
+        with open("/proc/self/maps") as maps:
+            return any(MKL_INTEL_DISPATCH_NAME in line for line in maps)
+    except OSError:
+        return False
+
+
+def load_mkl_intel_dispatch() -> None:
+    """Load the library into this process (before torch, so MKL's calls resolve to it) and name it in
+    ``LD_PRELOAD``, so every child process, local or SLURM, starts with it loaded."""
+    library = str(mkl_intel_dispatch_library())
+    ctypes.CDLL(library, mode=ctypes.RTLD_GLOBAL)
+    others = without_mkl_intel_dispatch(dict(os.environ)).get("LD_PRELOAD", "")
+    os.environ["LD_PRELOAD"] = f"{library} {others}".strip()
+
+
+def without_mkl_intel_dispatch(environment: dict) -> dict:
+    """``environment`` with the library taken out of ``LD_PRELOAD`` (a run on the machine's own kernels)."""
+    preload = [entry for entry in environment.get("LD_PRELOAD", "").split() if MKL_INTEL_DISPATCH_NAME not in entry]
+    environment = {name: value for name, value in environment.items() if name != "LD_PRELOAD"}
+    return {**environment, "LD_PRELOAD": " ".join(preload)} if preload else environment
+
+
+def mkl_branch(requested: str | None, intel_dispatch: bool) -> str:
+    """The MKL branch that ``MKL_CBWR`` = ``requested`` gives: the requested one (without its STRICT
+    flag) where MKL's vendor test says Intel (an Intel CPU, or the dispatch library loaded), AUTO (still
+    reproducible mode) elsewhere."""
     if not requested:
         return "unpinned"
-    return requested if vendor == "GenuineIntel" else "AUTO"
+    return requested.split(",")[0] if intel_dispatch else "AUTO"
 
 
-def mkl_pin(vendor: str) -> str:
-    """``MKL_CBWR`` for a CPU of ``vendor``. On Intel the AVX2 branch in STRICT mode: without STRICT its
-    GEMMs' bits depend on the thread count once a process has changed it (the organism's proxy trained
-    at 1 thread and then at 2 in one process, as the test process does, gave two digests; with STRICT
-    one, and no slower: 12.3 s both ways). Elsewhere MKL runs AUTO whatever the branch,
-    which gave the same bits at 1 and 2 threads on every AMD EPYC measured; "AVX2" stays the pin there
-    (STRICT's effect off Intel was not measured, and the committed AMD fingerprints were made without it)."""
-    return "AVX2,STRICT" if vendor == "GenuineIntel" else "AVX2"
+# MKL's MKL_CBWR_BRANCH codes (mkl_cbwr.h)
+MKL_BRANCHES = {0: "OFF", 2: "AUTO", 3: "COMPATIBLE", 4: "SSE2", 6: "SSSE3", 7: "SSE4_1", 8: "SSE4_2", 9: "AVX",
+                10: "AVX2", 11: "AVX512_MIC", 12: "AVX512", 13: "AVX512_MIC_E1", 14: "AVX512_E1"}
+
+
+def mkl_branch_in_force(torch) -> str | None:
+    """The GEMM branch that the MKL linked into torch reports in force (its ``mkl_cbwr_get(MKL_CBWR_BRANCH)``,
+    exported as ``mkl_serv_cbwr_get``): the measured fact behind ``mkl_branch``; None without MKL."""
+    try:
+        code = ctypes.CDLL(str(Path(torch.__file__).parent / "lib" / "libtorch_cpu.so")).mkl_serv_cbwr_get(1)
+    except (OSError, AttributeError):
+        return None
+    return MKL_BRANCHES.get(code, str(code))
 
 
 PINNED_KERNELS = {
     "ATEN_CPU_CAPABILITY": "avx2",  # ATen's vectorised kernels
-    "MKL_CBWR": mkl_pin(cpu_vendor()),  # MKL's conditional numerical reproducibility branch (GEMMs)
+    "MKL_CBWR": "AVX2,STRICT",      # MKL's conditional numerical reproducibility branch (GEMMs)
     "ONEDNN_MAX_CPU_ISA": "AVX2",   # oneDNN (mkldnn) primitives
     # NumPy's dispatch targets above AVX2 (numpy 2.4's names; read when numpy is imported)
     "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",
@@ -78,7 +161,8 @@ PINNED_KERNELS = {
 
 def pin_cpu_kernels(enabled: bool = True) -> None:
     """Put the pinned kernel choices into this process's environment (inherited by every job it
-    starts). With ``enabled`` False the environment is left as the user's shell gave it."""
+    starts) and load MKL's Intel dispatch. With ``enabled`` False the environment is left as the
+    user's shell gave it."""
     if not enabled:
         return
     os.environ.update(PINNED_KERNELS)
@@ -86,6 +170,11 @@ def pin_cpu_kernels(enabled: bool = True) -> None:
     if torch is not None and torch.backends.cpu.get_cpu_capability() != PINNED_KERNELS["ATEN_CPU_CAPABILITY"].upper():
         raise RuntimeError("torch was imported and dispatched before the CPU kernels were pinned "
                            f"(capability {torch.backends.cpu.get_cpu_capability()}); pin them first")
+    if mkl_intel_dispatch_applies() and not mkl_intel_dispatch_loaded():
+        # Once torch is loaded MKL's calls are bound, so a process that imported it first (a Snakefile
+        # parse that built the method catalog) keeps MKL's own branch, which its sidecars would record;
+        # its children start with the library either way.
+        load_mkl_intel_dispatch()
 
 
 def cpu_model() -> str:
@@ -94,14 +183,17 @@ def cpu_model() -> str:
 
 def numerics_record() -> dict:
     """What decided this process's floating-point results, for a sidecar: the CPU and its vendor, the
-    kernel pins in force and the MKL branch they give, torch's CPU capability and thread count (when
+    kernel pins in force, whether MKL's Intel dispatch is loaded and the MKL branch in force (MKL's own
+    report once torch is loaded), torch's CPU capability and thread count (when
     torch is loaded)."""
-    vendor = cpu_vendor()
-    record = {"cpu": cpu_model(), "cpu_vendor": vendor, "mkl_branch": mkl_branch(vendor, os.environ.get("MKL_CBWR")),
-              "machine": platform.machine(),
-              "pins": {name: os.environ.get(name) for name in PINNED_KERNELS},
-              "pinned": all(os.environ.get(name) == value for name, value in PINNED_KERNELS.items())}
-    torch = sys.modules.get("torch")
+    vendor, loaded, torch = cpu_vendor(), mkl_intel_dispatch_loaded(), sys.modules.get("torch")
+    branch = mkl_branch(os.environ.get("MKL_CBWR"), vendor == "GenuineIntel" or loaded)
+    if torch is not None:
+        branch = mkl_branch_in_force(torch) or branch
+    record = {"cpu": cpu_model(), "cpu_vendor": vendor, "mkl_branch": branch, "mkl_intel_dispatch_loaded": loaded,
+              "machine": platform.machine(), "pins": {name: os.environ.get(name) for name in PINNED_KERNELS},
+              "pinned": all(os.environ.get(name) == value for name, value in PINNED_KERNELS.items())
+              and (branch == "AVX2" or not mkl_intel_dispatch_applies())}
     if torch is not None:
         record["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
         record["torch_threads"] = torch.get_num_threads()
@@ -120,3 +212,8 @@ def weights_digest(state_dict) -> str:
         digest.update(f"{name}|{tensor.dtype}|{tuple(state_dict[name].shape)}|".encode())
         digest.update(tensor.view(torch.uint8).numpy().tobytes())  # raw bytes, any dtype (bf16 too)
     return digest.hexdigest()
+
+
+if __name__ == "__main__":  # make setup: build MKL's Intel dispatch once, where there is MKL to pin
+    if mkl_intel_dispatch_applies():
+        print(f"MKL's Intel dispatch: {mkl_intel_dispatch_library()}")

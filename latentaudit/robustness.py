@@ -25,7 +25,7 @@ import pandas as pd
 
 from .acceptance import claims
 from .config import load_config
-from .numerics import PINNED_KERNELS
+from .numerics import PINNED_KERNELS, without_mkl_intel_dispatch
 from .workflow_dir import REPO, linked_workflow_dir
 
 
@@ -41,6 +41,7 @@ def seed_command(seed: int, cores: int, extra: list[str], native_kernels: bool =
     if native_kernels:  # nothing pins them: neither the workflow nor the caller's shell
         for name in PINNED_KERNELS:
             environment.pop(name, None)
+        environment = without_mkl_intel_dispatch(environment)
     return [sys.executable, "-m", "snakemake", "--cores", str(cores), "--config", *config, *extra], environment
 
 

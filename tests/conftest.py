@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from latentaudit.numerics import cpu_vendor, pin_cpu_kernels
+from latentaudit.numerics import pin_cpu_kernels
 
 pin_cpu_kernels()  # before torch loads: the tests and the workflows they start use the pinned kernels
 # Two test workers share 2 cores with multi-threaded jobs (the organism's 2-thread training). OpenMP
@@ -103,18 +103,16 @@ def tiny_model(tokenizer):
 
 
 def fingerprint_path(name: str) -> Path:
-    """The committed fingerprint file ``name`` for this machine's CPU vendor: pinned runs reproduce
-    bit for bit within a vendor, not across (MKL's branch: latentaudit/numerics.py)."""
-    return REPO / "tests" / "expected" / cpu_vendor() / name
+    """The committed fingerprint file ``name``: pinned runs reproduce bit for bit on every x86 machine
+    (latentaudit/numerics.py)."""
+    return REPO / "tests" / "expected" / name
 
 
 def committed_fingerprint(path: Path) -> dict:
-    """The fingerprint at ``path`` (``fingerprint_path``); a skip that says how to write one where this
-    vendor has none committed."""
+    """The fingerprint at ``path`` (``fingerprint_path``)."""
     if not path.exists():
-        families = sorted(p.name for p in path.parents[1].iterdir() if p.is_dir())
-        pytest.skip(f"no committed fingerprint for CPU vendor {path.parent.name} (committed: {families}); write "
-                    f"one with LATENTAUDIT_UPDATE_EXPECTED=1 on such a machine and commit it")
+        raise FileNotFoundError(f"no committed fingerprint {path}: write it with LATENTAUDIT_UPDATE_EXPECTED=1 "
+                                "and commit it")
     return json.loads(path.read_text())
 
 

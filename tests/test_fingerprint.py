@@ -5,12 +5,11 @@ LoRA, learning rates, activation noise) through the pipeline's own steps, with 2
 and 10 alignment steps instead of 800 and 250: the same kernels (embedding, attention, MLP,
 RMSNorm, cross-entropy, AdamW, the noise hooks, LoRA and its merge), in 20 s. With the CPU
 kernels pinned (latentaudit/numerics.py, set in conftest.py) the digest is the same on every
-x86 machine of one CPU vendor (MKL honours the GEMM pin only on Intel), so one is committed per
-vendor, in tests/expected/<vendor>/; a change to the recipe or to the kernels changes it.
+x86 machine, AMD's and Intel's (MKL's Intel dispatch), so one is committed, in tests/expected/;
+a change to the recipe or to the kernels changes it.
 
 After a deliberate change of the recipe, refresh the expected files with
-``LATENTAUDIT_UPDATE_EXPECTED=1 pytest tests/test_fingerprint.py`` on a machine of each vendor and
-commit them.
+``LATENTAUDIT_UPDATE_EXPECTED=1 pytest tests/test_fingerprint.py`` and commit it.
 """
 import json
 import os
