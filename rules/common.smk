@@ -24,7 +24,7 @@ _validated = validate_config(add_audited_model(config))
 config.clear()
 config.update(_validated)
 # Before any job starts: every job process (local or SLURM, which re-reads this file) inherits
-# the pinned CPU kernels, so the same config gives the same bits on any x86 machine of one CPU vendor.
+# the pinned CPU kernels, so the same config gives the same bits on any x86 machine, AMD's or Intel's.
 pin_cpu_kernels(config["pin_cpu_kernels"])
 if any(m["source"] != "organism" for m in config["models"].values()):
     _problems = check_real_data_config(config.get("data"))
