@@ -23,6 +23,7 @@ from importlib import metadata
 from pathlib import Path
 
 from .registry import Entry, Registry
+from .user_cache import cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +52,6 @@ def source_key() -> str:
     for path in sorted(PACKAGE.rglob("*.py")):
         digest.update(b"\0" + path.relative_to(PACKAGE).as_posix().encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
-
-
-def cache_dir() -> Path:
-    """``$LATENTAUDIT_CACHE``, else ``$XDG_CACHE_HOME/latentaudit``, else ``~/.cache/latentaudit``."""
-    if os.environ.get("LATENTAUDIT_CACHE"):
-        return Path(os.environ["LATENTAUDIT_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "latentaudit"
 
 
 def snapshot() -> dict:

@@ -32,11 +32,14 @@ import ctypes
 import hashlib
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from .user_cache import cache_dir
 
 
 def _cpuinfo(field: str) -> str | None:
@@ -72,11 +75,10 @@ def mkl_intel_dispatch_applies() -> bool:
 
 def mkl_intel_dispatch_library(cache: Path | None = None) -> Path:
     """The compiled library that makes MKL's vendor test answer "Intel": built once per source text
-    with the system's C compiler (``$CC``, else ``cc`` or ``gcc``) into ``cache`` (default
-    ``$XDG_CACHE_HOME/latentaudit``, else ``~/.cache/latentaudit``), atomically, so concurrent jobs
-    may build it at once."""
+    with the system's C compiler (``$CC``, else ``cc`` or ``gcc``) into ``cache`` (default: the project's
+    cache, ``user_cache.cache_dir``), atomically, so concurrent jobs may build it at once."""
     if cache is None:
-        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "latentaudit"
+        cache = cache_dir()
     tag = hashlib.sha256(MKL_INTEL_DISPATCH_SOURCE.encode()).hexdigest()[:12]
     library = cache / f"{MKL_INTEL_DISPATCH_NAME}-{tag}.so"
     if library.exists():
@@ -120,8 +122,10 @@ def load_mkl_intel_dispatch() -> None:
 
 
 def without_mkl_intel_dispatch(environment: dict) -> dict:
-    """``environment`` with the library taken out of ``LD_PRELOAD`` (a run on the machine's own kernels)."""
-    preload = [entry for entry in environment.get("LD_PRELOAD", "").split() if MKL_INTEL_DISPATCH_NAME not in entry]
+    """``environment`` with the library taken out of ``LD_PRELOAD`` (a run on the machine's own kernels);
+    the loader separates entries by spaces or colons."""
+    preload = [entry for entry in re.split(r"[\s:]+", environment.get("LD_PRELOAD", ""))
+               if entry and MKL_INTEL_DISPATCH_NAME not in entry]
     environment = {name: value for name, value in environment.items() if name != "LD_PRELOAD"}
     return {**environment, "LD_PRELOAD": " ".join(preload)} if preload else environment
 
@@ -193,7 +197,7 @@ def numerics_record() -> dict:
     record = {"cpu": cpu_model(), "cpu_vendor": vendor, "mkl_branch": branch, "mkl_intel_dispatch_loaded": loaded,
               "machine": platform.machine(), "pins": {name: os.environ.get(name) for name in PINNED_KERNELS},
               "pinned": all(os.environ.get(name) == value for name, value in PINNED_KERNELS.items())
-              and (branch == "AVX2" or not mkl_intel_dispatch_applies())}
+              and (branch == mkl_branch(PINNED_KERNELS["MKL_CBWR"], True) or not mkl_intel_dispatch_applies())}
     if torch is not None:
         record["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
         record["torch_threads"] = torch.get_num_threads()

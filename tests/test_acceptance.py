@@ -41,6 +41,9 @@ def test_native_kernel_runs_unpin_the_workflow_and_the_jobs_environment():
     assert command[command.index("--config") + 1:] == ["seed=2", "pin_cpu_kernels=False", "--dry-run"]
     assert not set(PINNED_KERNELS) & set(environment)
     assert MKL_INTEL_DISPATCH_NAME not in environment.get("LD_PRELOAD", "")
+    kept = without_mkl_intel_dispatch({"LD_PRELOAD": f"/a.so:/c/{MKL_INTEL_DISPATCH_NAME}-x.so /b.so", "X": "1"})
+    assert kept == {"LD_PRELOAD": "/a.so /b.so", "X": "1"}
+    assert without_mkl_intel_dispatch({"LD_PRELOAD": f"/c/{MKL_INTEL_DISPATCH_NAME}-x.so"}) == {}
     command, environment = seed_command(2, 2, [])
     assert command[command.index("--config") + 1:] == ["seed=2"]
     assert all(environment[name] == value for name, value in PINNED_KERNELS.items())
