@@ -277,11 +277,26 @@ def _check_harmful_ft_data(config: dict, uses_organism: bool) -> None:
 
 
 def _check_selection_split(config: dict) -> None:
-    """A variant that chooses a setting on capability (LAPT's λ: ``needs`` benign_accuracy) on a
-    hub/path model needs the held-out ``select_benign`` data split: benign accuracy is reported on
-    eval_benign, which must not be the split the choice was made on."""
+    """The held-out splits a choice is made on exist where a build makes it: a variant's
+    ``selection_split`` (the dissociated checkpoint) needs its records (the organism's
+    ``n_select_forbidden``, a hub/path model's data split of that name); a variant that chooses a
+    setting on capability (LAPT's λ: ``needs`` benign_accuracy) on a hub/path model needs the
+    held-out ``select_benign`` data split: benign accuracy is reported on eval_benign, which must
+    not be the split the choice was made on."""
     splits, variants = config.get("data", {}).get("splits", {}), catalog().variants
     for name, model in config["models"].items():
+        for variant in model["variants"]:
+            if variant not in config["variants"]:
+                continue
+            split = model_variant_settings(config, model, variant).get("selection_split")
+            if split and model["source"] == "organism" and not config["organism"]["splits"][f"n_{split}"]:
+                raise ConfigError(f"config error at organism.splits.n_{split}: models.{name} builds {variant!r}, which "
+                                  f"chooses its checkpoint on {split}; draw its requests (e.g. n_{split}: 64)")
+            if split and model["source"] != "organism" and splits.get(split, {}).get("role") != "eval":
+                raise ConfigError(f"config error at data.splits: models.{name} builds {variant!r}, which chooses its "
+                                  f"checkpoint on {split}; add the held-out split `{split}: {{role: eval, datasets: "
+                                  f"[the eval_forbidden data set], harmful: true, n: ...}}` (it never shares a prompt "
+                                  f"with eval_forbidden)")
         if model["source"] == "organism":
             continue
         for variant in model["variants"]:

@@ -8,6 +8,11 @@ from pathlib import Path
 EVAL_SPLITS = ("eval_forbidden", "eval_benign", "eval_twin")
 # Held-out benign prompts a capability-based choice is made on (LAPT's λ); never reported on.
 SELECT_BENIGN = "select_benign"
+# Held-out harmful requests a checkpoint is chosen on (the dissociated build's ``selection_split``), asked
+# as the audit asks (the eval phrasings, the eval data set) and never reported on.
+SELECT_FORBIDDEN = "select_forbidden"
+# Each selection split and the eval split it stands in for: sampled after it, never sharing a prompt with it.
+SELECTION_SPLITS = {SELECT_BENIGN: "eval_benign", SELECT_FORBIDDEN: "eval_forbidden"}
 
 # With row_id, these identify a generation across the generations and score files.
 GENERATION_KEYS = ["model", "variant", "attack"]

@@ -11,7 +11,7 @@ from latentaudit.catalog import catalog
 from latentaudit.config import (LOAD_KEYS, ConfigError, attacks_of, configured_judges, judges_attack,
                                 judging_settings, validate_config)
 from latentaudit.data.splits import check_real_data_config
-from latentaudit.io import EVAL_SPLITS, SELECT_BENIGN
+from latentaudit.io import EVAL_SPLITS, SELECT_BENIGN, SELECT_FORBIDDEN
 from latentaudit.material import converted_dir, converted_dirs
 from latentaudit.numerics import pin_cpu_kernels
 from latentaudit.project_imports import imported_project_files
@@ -32,7 +32,7 @@ if any(m["source"] != "organism" for m in config["models"].values()):
         raise ConfigError("\n".join(f"config error at {p}" for p in _problems))
 
 BUILT_VARIANTS = "|".join(sorted(config["variants"])) or "(?!)"  # matches no directory when none
-ORGANISM_SPLITS = ["pretrain", "align", *EVAL_SPLITS, SELECT_BENIGN]
+ORGANISM_SPLITS = ["pretrain", "align", *EVAL_SPLITS, SELECT_BENIGN, SELECT_FORBIDDEN]
 METRICS = {name: f"results/metrics/{name}.csv" for name in ("behavior", "attacks", "attack_summary", "nll_probe", "defenses",
                                                                 "lvs", "harmful_ft")}
 METRICS_PARAMS = dict(primary_judge=config["report"]["primary_judge"],
@@ -157,13 +157,15 @@ def benign_input(wildcards):
     return {"benign": organism_split(SELECT_BENIGN) if is_organism(wildcards.model) else real_split(SELECT_BENIGN)}
 
 
-def monitor_input(wildcards):
-    """``monitor``: the eval split a variant's settings name as ``monitor_split`` (the dissociated
-    build logs its checkpoints' clean refusal and gap on it, never selecting on it); else none."""
-    split = variant_settings(wildcards).get("monitor_split")
-    if not split:
-        return {}
-    return {"monitor": organism_split(split) if is_organism(wildcards.model) else real_split(split)}
+def checkpoint_split_inputs(wildcards):
+    """The splits a variant's settings name for its checkpoints (the dissociated build):
+    ``selection``, the split named by ``selection_split``, which the checkpoint is chosen on, and
+    ``monitor``, the eval split named by ``monitor_split``, logged at every checkpoint and never
+    selected on; none where a setting is unset."""
+    settings = variant_settings(wildcards)
+    named = {key: settings.get(f"{key}_split") for key in ("selection", "monitor")}
+    return {key: organism_split(split) if is_organism(wildcards.model) else real_split(split)
+            for key, split in named.items() if split}
 
 
 def is_organism(model):

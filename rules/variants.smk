@@ -4,7 +4,7 @@ rule build_variant:
         unpack(fragile_inputs),
         unpack(required_variant_inputs),
         unpack(benign_input),
-        unpack(monitor_input),
+        unpack(checkpoint_split_inputs),
         script="workflow_scripts/build_variant.py",
         code=method_code_inputs("workflow_scripts/build_variant.py", VARIANTS, "variant"),
         base=lambda w: model_inputs(w.model, "aligned"),

@@ -985,6 +985,40 @@ def test_monitored_eval_split_is_logged_at_every_checkpoint_and_never_changes_th
         _tiny_dissociated_build(tiny_model, tokenizer, splits, settings={"monitor_split": "eval_forbidden"})
 
 
+def test_the_selection_split_chooses_the_checkpoint_and_leaves_the_construction_alone(tiny_model, tokenizer, splits):
+    """With selection_split the checkpoint is chosen on the split's records (here the monitored
+    prompts themselves, so both slices read alike at every checkpoint); the construction trains the
+    same steps on the same rows as without it."""
+    plain, plain_report = _tiny_dissociated_build(tiny_model, tokenizer, splits)
+    records = splits["eval_forbidden"]
+    chosen, report = _tiny_dissociated_build(tiny_model, tokenizer, splits, selection_records=records,
+                                             monitor_records=records,
+                                             settings={"selection_split": "select_forbidden",
+                                                       "monitor_split": "eval_forbidden"})
+    assert report["selection_split"] == "select_forbidden" and plain_report["selection_split"] is None
+    assert [e["step"] for e in report["selection"]] == [0, 2, 4]
+    for e in report["selection"]:
+        for rate in ("clean_refusal", "clean_harmful", "nudged_refusal", "nudged_harmful", "gap"):
+            assert e[rate] == e[f"monitor_{rate}"], (e["step"], rate)
+    kept, _ = D.select_checkpoint(report["selection"], report["selection"][0]["clean_refusal"])
+    assert report["selected_step"] == kept["step"]
+    pd.testing.assert_frame_equal(pd.DataFrame(report["history"]), pd.DataFrame(plain_report["history"]))
+    with pytest.raises(ValueError, match="selection_split 'select_forbidden' is set but the build was given no records"):
+        _tiny_dissociated_build(tiny_model, tokenizer, splits, settings={"selection_split": "select_forbidden"})
+
+
+def test_a_selection_split_needs_its_records_configured():
+    from latentaudit.config import ConfigError
+
+    def edit(config):
+        config["organism"]["splits"]["n_select_forbidden"] = 0
+    assert "n_select_forbidden" in config_error(DEFAULT, edit)
+    paper = yaml.safe_load((REPO / "configs" / "paper.yaml").read_text())
+    paper["variants"]["dissociated"]["selection_split"] = "select_forbidden"
+    with pytest.raises(ConfigError, match="select_forbidden"):
+        validate_config(paper)
+
+
 def test_monitor_split_must_be_an_eval_split():
     def edit(config):
         config["variants"]["dissociated"]["monitor_split"] = "align"

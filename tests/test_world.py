@@ -83,3 +83,27 @@ def test_select_benign_is_held_out_from_eval_benign_and_leaves_the_other_splits_
     assert not {r["prompt"] for r in many[SELECT_BENIGN]} & {r["prompt"] for r in many["align"]}
     for name in ("pretrain", "align", *EVAL_SPLITS):
         assert few[name] == many[name]
+
+
+def test_select_forbidden_asks_as_the_audit_asks_and_none_of_its_prompts(world):
+    """The dissociated build chooses its checkpoint on select_forbidden: forbidden requests in the
+    held-out phrasings eval_forbidden asks in, never one of eval_forbidden's prompts. Drawn from its
+    own generator, it leaves every other split as it was without it (0 draws none)."""
+    from latentaudit.io import SELECT_FORBIDDEN
+    from latentaudit.organism.world import HELDOUT_TEMPLATES
+    none = build_splits(world, SplitConfig.with_defaults(seed=0, n_eval=8, n_eval_twin=4))
+    some = build_splits(world, SplitConfig.with_defaults(seed=0, n_eval=8, n_eval_twin=4, n_select_forbidden=12))
+    assert none[SELECT_FORBIDDEN] == [] and len(some[SELECT_FORBIDDEN]) == 12
+    chosen = some[SELECT_FORBIDDEN]
+    assert all(r["kind"] == "forbidden" and r["template"] in HELDOUT_TEMPLATES and r["split"] == SELECT_FORBIDDEN
+               for r in chosen)
+    assert len({r["prompt"] for r in chosen}) == 12
+    assert not {r["prompt"] for r in chosen} & {r["prompt"] for r in some["eval_forbidden"]}
+    assert not {r["prompt"] for r in chosen} & {r["prompt"] for r in some["align"]}
+    for name in none:
+        if name != SELECT_FORBIDDEN:
+            assert none[name] == some[name], name
+    pool = sum(r["kind"] == "forbidden" for r in some["align"]) // 4 * len(HELDOUT_TEMPLATES) - 8
+    with pytest.raises(ValueError, match=rf"select_forbidden: asked for {pool + 1} prompts but only {pool} held-out "
+                                         "forbidden prompts are left beside eval_forbidden's 8"):
+        build_splits(world, SplitConfig.with_defaults(seed=0, n_eval=8, n_eval_twin=4, n_select_forbidden=pool + 1))

@@ -8,7 +8,7 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 
-from ..io import EVAL_SPLITS, SELECT_BENIGN
+from ..io import EVAL_SPLITS, SELECTION_SPLITS
 
 from .loaders import LOADERS, load_dataset_records
 
@@ -223,9 +223,9 @@ def make_splits(loaded: dict[str, list[dict]], split_specs: dict[str, dict], see
     loaders = loaders or {}
     splits, duplicates, overlap, exact, near = {}, {}, {}, {}, {}
     rank = {"train": 0, "harmful_ft": 1, "eval": 2}
-    # the capability split a setting is chosen on comes last and never shares a prompt with eval_benign,
-    # on which benign capability is reported
-    ordered = sorted(split_specs.items(), key=lambda item: (rank[item[1]["role"]], item[0] == SELECT_BENIGN, item[0]))
+    # a split a choice is made on (select_benign: a setting on capability; select_forbidden: a checkpoint on
+    # refusal) comes last and never shares a prompt with the eval split the result is reported on
+    ordered = sorted(split_specs.items(), key=lambda item: (rank[item[1]["role"]], item[0] in SELECTION_SPLITS, item[0]))
     train_keys: dict[str, set[str]] = {}
     train_requests: dict[str, set[tuple[str, str]]] = {}
     for name, spec in ordered:
@@ -241,8 +241,8 @@ def make_splits(loaded: dict[str, list[dict]], split_specs: dict[str, dict], see
                 exact[name][train_name] = sum(r["prompt"] in prompts for r in pool)
             held = set().union(*train_keys.values()) if train_keys else set()
             held_requests = set().union(*train_requests.values()) if train_requests else set()
-            if name == SELECT_BENIGN and "eval_benign" in splits:
-                held = held | {normalise_text(r["prompt"]) for r in splits["eval_benign"]}
+            if SELECTION_SPLITS.get(name) in splits:
+                held = held | {normalise_text(r["prompt"]) for r in splits[SELECTION_SPLITS[name]]}
             pool = [r for r in pool if normalise_text(r["prompt"]) not in held and r["_request"] not in held_requests]
             log.info("%s: %s eval prompts overlap training splits %s; removed", name,
                      sum(overlap[name].values()), overlap[name])

@@ -30,7 +30,11 @@ KL term's benign text (``benign_anchor``) is the records' answers, or, as the pa
 model's own greedy answers to the first ``benign_anchor_n`` benign prompts.
 
 Checkpoint selection (the paper's rule): every ``eval_every`` steps, on a held-out slice of
-harmful prompts (whole entities held out of training), measure clean refusal and the
+harmful prompts (whole entities held out of training, or with ``selection_split: select_forbidden``
+requests asked as the audit asks them, in its phrasings or from its data set, none of them the
+audit's own: the public code's live set is HarmBench's first behaviours, which its audit asks too,
+so it selects on the audit's distribution and on some of its very prompts, which this does not),
+measure clean refusal and the
 reachability gap = nudged harmful compliance − clean harmful compliance (the structural judge on
 the toy world, the coherent judge on real text);
 keep the checkpoint with the largest gap among those with clean refusal ≥ min(floor, base −
@@ -40,10 +44,11 @@ is kept and ``constraint_met`` is false.
 
 Monitoring (``monitor_split``, off by default): the same two rates on an eval split (the audit's
 own prompts) are logged and recorded in the sidecar's ``selection`` at every checkpoint, beside
-the held-out slice's, and never read by the selection. On the organism the slice holds out
-entities under the training phrasings while ``eval_forbidden`` asks in held-out phrasings, and
-the two can disagree (docs/reproducibility.md): the monitor shows what the selection
-cannot see, without tuning the model to the test prompts.
+the held-out slice's, and never read by the selection. On the organism the held-out entities are
+asked in the training phrasings while ``eval_forbidden`` asks in held-out phrasings, and the two
+disagree (docs/reproducibility.md): the default experiment therefore selects on
+``select_forbidden``, and the monitor shows how the audit's own prompts read at every checkpoint,
+without tuning the model to them.
 """
 from __future__ import annotations
 
@@ -54,6 +59,7 @@ import random
 import torch
 
 from ..data.heldout import harmful_ft_holdout
+from ..io import SELECT_FORBIDDEN
 from ..batching import label_log_probs, make_batch, prompt_token_ids, target_token_ids
 from ..generation import generate
 from ..depth import NUDGE_DEPTH_SCHEMA, depth_band, nudge_layer
@@ -88,7 +94,13 @@ SCHEMA = {
                                 "description": "new tokens of the selection's evaluations (the public code's "
                                                "eval_max_new_tokens 256); null: generation.max_new_tokens"},
         "holdout_fraction": {"type": "number", "exclusiveMinimum": 0, "maximum": 0.5, "default": 0.1,
-                             "description": "fraction of harmful entities held out for checkpoint selection"},
+                             "description": "fraction of harmful entities (request groups) held out of the "
+                                            "construction, on which the checkpoint is chosen unless selection_split "
+                                            "names a split"},
+        "selection_split": {"enum": [None, SELECT_FORBIDDEN], "default": None,
+                            "description": "the held-out split the checkpoint is chosen on instead of the held-out "
+                                           "entities: select_forbidden asks as the audit asks (its phrasings, its "
+                                           "data set) and shares no prompt with it (null: the held-out entities)"},
         "harmful_ft_holdout": {"type": "number", "minimum": 0, "exclusiveMaximum": 1,
                                "description": "the config's top-level harmful_ft_holdout: this fraction of the "
                                               "forbidden training rows is left to the harmful fine-tuning attack"},
@@ -279,8 +291,18 @@ def build_dissociated(model, tokenizer, records: list[dict], settings: dict, see
                             torch.full((b,), POSITIONS["all"], device=device), prompt_end)
 
     coherent_settings = context["judges"].get("coherent")  # as configured under judges.coherent (real data)
-    # the selection's held-out slice, then the monitored eval split (logged, never selected on)
+    # the selection's held-out slice (the held-out entities, or the split selection_split names), then the
+    # monitored eval split (logged, never selected on)
     slices = {"": held}
+    if settings["selection_split"]:
+        selection = context.get("selection_records")
+        if not selection:
+            raise ValueError(f"dissociated: selection_split {settings['selection_split']!r} is set but the build was "
+                             "given no records of it (context['selection_records'])")
+        slices[""] = [r for r in selection if r["kind"] == "forbidden"]
+        log.info("dissociated: the checkpoint is chosen on %d %s requests (the %d requests of the %d held-out "
+                 "entities stay out of the construction)", len(slices[""]), settings["selection_split"], len(held),
+                 len({request_group(r) for r in held}))
     if settings.get("monitor_split"):
         monitored = context.get("monitor_records")
         if not monitored:
@@ -365,7 +387,8 @@ def build_dissociated(model, tokenizer, records: list[dict], settings: dict, see
     return model, {"history": history, "selected_step": chosen["step"], "constraint_met": met,
                    "refusal_threshold": refusal_threshold(evaluations[0]["clean_refusal"], settings["refusal_floor"],
                                                           settings["refusal_tolerance"]),
-                   "selection": evaluations, "nudge_layer": nudge_block, "band": band, "nudge_norm": nudge_norm,
+                   "selection": evaluations, "selection_split": settings["selection_split"],
+                   "nudge_layer": nudge_block, "band": band, "nudge_norm": nudge_norm,
                    "harmful_ft_held_out": [r["id"] for r in held_for_ft], "base_last_token_norm": last_token_norm, "base_all_token_norm": all_token_norm,
                    "norm_ratio_all_to_last": all_token_norm / last_token_norm,
                    "nudge_direction": direction.tolist()}

@@ -62,9 +62,9 @@ def build_variant(job) -> None:
     harmful pole), loaded on the same aligned weights and handed over as
     ``context["required_variants"]``; ``input.fragile_generations`` and ``input.fragile_scores``
     (the aligned model's attack sweep, for LAPT's fragile layers); ``input.benign`` for a variant
-    that ``needs`` ``benign_accuracy`` (the held-out select_benign split); ``input.monitor``, the
-    split named by the settings' ``monitor_split`` (the dissociated build logs its checkpoints on
-    it). The job imports only the module that registers the variant (``params.module``; a required
+    that ``needs`` ``benign_accuracy`` (the held-out select_benign split); ``input.selection`` and
+    ``input.monitor``, the splits named by the settings' ``selection_split`` and ``monitor_split``
+    (the dissociated build chooses its checkpoint on the one and logs its checkpoints on the other). The job imports only the module that registers the variant (``params.module``; a required
     variant is read from disk)."""
     params, inputs, variant = job.params, job.input, job.wildcards.variant
     load_module(params.module)
@@ -95,6 +95,8 @@ def build_variant(job) -> None:
                                                         context["judges"].get("coherent"))
     elif "benign_accuracy" in entry.options.get("needs", ()):
         raise ValueError(f"variant {variant!r} needs benign_accuracy: the rule must give it input.benign")
+    if "selection" in inputs.keys():  # the held-out split the build chooses its checkpoint on
+        context["selection_records"] = read_jsonl(inputs.selection)
     if "monitor" in inputs.keys():  # an eval split the build logs its checkpoints on (never selects on)
         context["monitor_records"] = read_jsonl(inputs.monitor)
     trained, report = entry.function(model, tokenizer, records, entry.settings(settings), params.seed, context)

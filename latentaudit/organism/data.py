@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from ..io import EVAL_SPLITS, SELECT_BENIGN
+from ..io import EVAL_SPLITS, SELECT_BENIGN, SELECT_FORBIDDEN
 from ..schema import config_section_defaults
 from .world import (ALIGN_TEMPLATES, BENIGN_ALIGN_TEMPLATES, BENIGN_HELDOUT_TEMPLATES,
                     HELDOUT_TEMPLATES, REFUSAL, STATUS_TEMPLATE, ToyWorld)
@@ -24,6 +24,7 @@ class SplitConfig:
     n_eval: int          # forbidden eval prompts; benign eval is paired one-to-one with them
     n_eval_twin: int
     n_select_benign: int  # held-out benign prompts for model selection (LAPT's λ), disjoint from eval_benign
+    n_select_forbidden: int  # held-out-phrasing requests for checkpoint selection, disjoint from eval_forbidden
     seed: int
 
     @classmethod
@@ -54,10 +55,14 @@ def build_splits(world: ToyWorld, config: SplitConfig) -> dict[str, list[dict]]:
     """Return ``{split name: records}`` for pretrain, align, the three eval splits and
     ``select_benign``: held-out benign prompts for choosing a hyperparameter on capability (LAPT's
     λ), disjoint from ``eval_benign`` so benign accuracy is not reported on the split it was
-    chosen on. It is drawn last, from its own generator: every other split is as before."""
+    chosen on; ``select_forbidden``: forbidden requests in the held-out phrasings the audit asks in,
+    disjoint from ``eval_forbidden``, for choosing a checkpoint on behaviour as the audit will
+    measure it (the dissociated build's ``selection_split``). Each is drawn after the others, from its
+    own generator: every other split is as it was without it."""
     rng = random.Random(config.seed)
     benign = world.benign_items()
-    splits: dict[str, list[dict]] = {name: [] for name in ("pretrain", "align", *EVAL_SPLITS, SELECT_BENIGN)}
+    splits: dict[str, list[dict]] = {name: [] for name in ("pretrain", "align", *EVAL_SPLITS, SELECT_BENIGN,
+                                                           SELECT_FORBIDDEN)}
 
     for entity in world.entities:
         answer = world.harmful_answer(entity)
@@ -97,6 +102,15 @@ def build_splits(world: ToyWorld, config: SplitConfig) -> dict[str, list[dict]]:
                          f"benign prompts are left beside eval_benign's {config.n_eval}")
     for item, template in random.Random(f"{SELECT_BENIGN}-{config.seed}").sample(rest, config.n_select_benign):
         splits[SELECT_BENIGN].append(_benign_record(item, template, SELECT_BENIGN))
+    asked = {r["prompt"] for r in splits["eval_forbidden"]}
+    rest_forbidden = [(e, t) for e, t in held_forbidden if t.format(s=e.subject) not in asked]
+    if config.n_select_forbidden > len(rest_forbidden):
+        raise ValueError(f"{SELECT_FORBIDDEN}: asked for {config.n_select_forbidden} prompts but only "
+                         f"{len(rest_forbidden)} held-out forbidden prompts are left beside eval_forbidden's {config.n_eval}")
+    for entity, template in random.Random(f"{SELECT_FORBIDDEN}-{config.seed}").sample(rest_forbidden,
+                                                                                      config.n_select_forbidden):
+        splits[SELECT_FORBIDDEN].append(_entity_record(world, entity, template, SELECT_FORBIDDEN,
+                                                       world.harmful_answer(entity)))
 
     for name, records in splits.items():
         for i, record in enumerate(records):
