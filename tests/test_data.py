@@ -415,6 +415,23 @@ def test_a_split_may_take_the_first_n_in_data_set_order():
     assert [r["prompt"] for r in sampled.splits["eval_advbench"]] != [f"placeholder goal {i}" for i in range(5)]
 
 
+def test_a_selection_split_never_shares_a_prompt_with_the_eval_split_it_stands_in_for():
+    """select_forbidden (the dissociated build's checkpoint) and select_benign (LAPT's lambda) are drawn
+    after eval_forbidden and eval_benign, from what those left, whatever their names sort as."""
+    loaded = {"harmbench": _records("harmbench", [f"placeholder behaviour {i}" for i in range(12)]),
+              "benign": _records("benign", [f"placeholder question {i}" for i in range(12)], harmful=False)}
+    specs = {"select_forbidden": {"role": "eval", "datasets": ["harmbench"], "n": 8},
+             "eval_forbidden": {"role": "eval", "datasets": ["harmbench"], "n": 4},
+             "select_benign": {"role": "eval", "datasets": ["benign"], "harmful": False, "n": 8},
+             "eval_benign": {"role": "eval", "datasets": ["benign"], "harmful": False, "n": 4}}
+    for seed in range(5):
+        splits = make_splits(loaded, specs, seed=seed).splits
+        for selection, evaluated in (("select_forbidden", "eval_forbidden"), ("select_benign", "eval_benign")):
+            chosen = {r["prompt"] for r in splits[selection]}
+            assert len(chosen) == 8 and not chosen & {r["prompt"] for r in splits[evaluated]}, (seed, selection)
+            assert len(chosen | {r["prompt"] for r in splits[evaluated]}) == 12
+
+
 def test_a_split_may_keep_safe_or_unsafe_responses_alone(fixture_files):
     """RepBend's public code samples WildGuardMix's safe rows (a benign request answered, a harmful one
     refused) and its unsafe rows (a harmful request complied with) apart, n of each."""
