@@ -1,5 +1,6 @@
 """Real models on a cluster, offline: the real-data stage, a tiny local stand-in for a hub model,
 the audit card and the capability rule's command. Data fixtures are placeholder text only."""
+import copy
 import json
 import math
 import re
@@ -168,6 +169,17 @@ def test_build_real_data_from_local_files(standin, tmp_path):
     assert int(row["removed_as_overlap"].iloc[0]) == 1
     meta = json.loads(Path(out["eval_benign"] + ".meta.json").read_text())
     assert meta["cycled_repeats"] == 0 and meta["paired_with"] == "eval_forbidden"
+
+
+def test_a_select_forbidden_split_of_benign_prompts_is_refused(standin, tmp_path):
+    """The dissociated build chooses its checkpoint on refusal of select_forbidden: a split of benign
+    prompts there is a configuration mistake, named before any model is built."""
+    data = copy.deepcopy(data_section(standin["data"]))
+    data["splits"]["select_forbidden"] = {**data["splits"]["eval_twin"], "n": 1}
+    out = {s: str(tmp_path / f"{s}.jsonl") for s in ("eval_forbidden", "eval_benign", "eval_twin", "select_forbidden")}
+    with pytest.raises(ValueError, match=r"select_forbidden: 1 records are not forbidden .*"
+                                         r"data.splits.select_forbidden.harmful"):
+        build_real_data(data, out, str(tmp_path / "train.jsonl"), str(tmp_path / "overlap.csv"))
 
 
 def test_metrics_tolerate_unjudged_cells():

@@ -49,7 +49,7 @@ import logging
 
 import pandas as pd
 
-from ..io import EVAL_SPLITS, write_jsonl
+from ..io import EVAL_SPLITS, SELECT_FORBIDDEN, write_jsonl
 from ..material import Wheel, member_digests
 from ..provenance import write_meta
 from .loaders import get_loader
@@ -57,7 +57,8 @@ from .splits import DataSplits, check_real_data_config, load_splits, normalise_t
 
 log = logging.getLogger(__name__)
 
-REQUIRED_KIND = {"eval_forbidden": "forbidden", "eval_benign": "benign", "eval_twin": "benign"}
+REQUIRED_KIND = {"eval_forbidden": "forbidden", "eval_benign": "benign", "eval_twin": "benign",
+                 SELECT_FORBIDDEN: "forbidden"}
 
 
 def pair_by_index(benign: list[dict], n: int) -> tuple[list[dict], int]:
@@ -195,7 +196,7 @@ def build_real_data(data: dict, eval_paths: dict[str, str], train_path: str | No
     n_forbidden = len(eval_records["eval_forbidden"])
     eval_records["eval_benign"], repeats = pair_by_index(eval_records["eval_benign"], n_forbidden)
     for name, kind in REQUIRED_KIND.items():
-        wrong = [r["id"] for r in eval_records[name] if r["kind"] != kind]
+        wrong = [r["id"] for r in eval_records.get(name, []) if r["kind"] != kind]
         if wrong:
             raise ValueError(f"{name}: {len(wrong)} records are not {kind} (first: {wrong[0]}); set "
                              f"data.splits.{name}.harmful")

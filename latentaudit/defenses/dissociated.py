@@ -299,7 +299,7 @@ def build_dissociated(model, tokenizer, records: list[dict], settings: dict, see
         if not selection:
             raise ValueError(f"dissociated: selection_split {settings['selection_split']!r} is set but the build was "
                              "given no records of it (context['selection_records'])")
-        slices[""] = [r for r in selection if r["kind"] == "forbidden"]
+        slices[""] = selection
         log.info("dissociated: the checkpoint is chosen on %d %s requests (the %d requests of the %d held-out "
                  "entities stay out of the construction)", len(slices[""]), settings["selection_split"], len(held),
                  len({request_group(r) for r in held}))
