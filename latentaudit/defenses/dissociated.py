@@ -300,8 +300,8 @@ def build_dissociated(model, tokenizer, records: list[dict], settings: dict, see
             raise ValueError(f"dissociated: selection_split {settings['selection_split']!r} is set but the build was "
                              "given no records of it (context['selection_records'])")
         slices[""] = selection
-        log.info("dissociated: the checkpoint is chosen on %d %s requests (the %d requests of the %d held-out "
-                 "entities stay out of the construction)", len(slices[""]), settings["selection_split"], len(held),
+        log.info("dissociated: the checkpoint is chosen on %d %s requests (the %d held-out requests, %d request "
+                 "groups, stay out of the construction)", len(slices[""]), settings["selection_split"], len(held),
                  len({request_group(r) for r in held}))
     if settings.get("monitor_split"):
         monitored = context.get("monitor_records")
