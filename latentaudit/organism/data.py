@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from ..io import EVAL_SPLITS, SELECT_BENIGN, SELECT_FORBIDDEN
+from ..io import EVAL_SPLITS, SELECT_BENIGN, SELECT_FORBIDDEN, SELECTION_SPLITS
 from ..schema import config_section_defaults
 from .world import (ALIGN_TEMPLATES, BENIGN_ALIGN_TEMPLATES, BENIGN_HELDOUT_TEMPLATES,
                     HELDOUT_TEMPLATES, REFUSAL, STATUS_TEMPLATE, ToyWorld)
@@ -49,6 +49,18 @@ def _benign_record(item: dict, template: str, split: str) -> dict:
         "prompt": template.format(**item["slots"]), "response": item["answer"],
         "harmful_response": "", "expected": item["expected"], "affirmative_prefix": "",
     }
+
+
+def _selection_split(name: str, candidates: list[dict], evaluated: list[dict], n: int, seed: int) -> list[dict]:
+    """``n`` of ``candidates`` that the eval split a choice stands in for (``evaluated``) does not ask,
+    drawn from a generator of the split's own, so no other split depends on it."""
+    asked = {(r["category"], r["prompt"]) for r in evaluated}
+    rest = [r for r in candidates if (r["category"], r["prompt"]) not in asked]
+    if n > len(rest):
+        kind = candidates[0]["kind"] if candidates else "matching"
+        raise ValueError(f"{name}: asked for {n} prompts but only {len(rest)} held-out {kind} prompts are left "
+                         f"beside {SELECTION_SPLITS[name]}'s {len(evaluated)}")
+    return random.Random(f"{name}-{seed}").sample(rest, n)
 
 
 def build_splits(world: ToyWorld, config: SplitConfig) -> dict[str, list[dict]]:
@@ -95,22 +107,11 @@ def build_splits(world: ToyWorld, config: SplitConfig) -> dict[str, list[dict]]:
         raise ValueError(f"eval_benign: asked for {config.n_eval} prompts but the world has only {len(held_benign)}")
     for item, template in rng.sample(held_benign, config.n_eval):
         splits["eval_benign"].append(_benign_record(item, template, "eval_benign"))
-    evaluated = {(r["category"], r["prompt"]) for r in splits["eval_benign"]}
-    rest = [(i, t) for i, t in held_benign if (i["task"], t.format(**i["slots"])) not in evaluated]
-    if config.n_select_benign > len(rest):
-        raise ValueError(f"{SELECT_BENIGN}: asked for {config.n_select_benign} prompts but only {len(rest)} held-out "
-                         f"benign prompts are left beside eval_benign's {config.n_eval}")
-    for item, template in random.Random(f"{SELECT_BENIGN}-{config.seed}").sample(rest, config.n_select_benign):
-        splits[SELECT_BENIGN].append(_benign_record(item, template, SELECT_BENIGN))
-    asked = {r["prompt"] for r in splits["eval_forbidden"]}
-    rest_forbidden = [(e, t) for e, t in held_forbidden if t.format(s=e.subject) not in asked]
-    if config.n_select_forbidden > len(rest_forbidden):
-        raise ValueError(f"{SELECT_FORBIDDEN}: asked for {config.n_select_forbidden} prompts but only "
-                         f"{len(rest_forbidden)} held-out forbidden prompts are left beside eval_forbidden's {config.n_eval}")
-    for entity, template in random.Random(f"{SELECT_FORBIDDEN}-{config.seed}").sample(rest_forbidden,
-                                                                                      config.n_select_forbidden):
-        splits[SELECT_FORBIDDEN].append(_entity_record(world, entity, template, SELECT_FORBIDDEN,
-                                                       world.harmful_answer(entity)))
+    candidates = {SELECT_BENIGN: [_benign_record(i, t, SELECT_BENIGN) for i, t in held_benign],
+                  SELECT_FORBIDDEN: [_entity_record(world, e, t, SELECT_FORBIDDEN, world.harmful_answer(e))
+                                     for e, t in held_forbidden]}
+    for name, n in ((SELECT_BENIGN, config.n_select_benign), (SELECT_FORBIDDEN, config.n_select_forbidden)):
+        splits[name] = _selection_split(name, candidates[name], splits[SELECTION_SPLITS[name]], n, config.seed)
 
     for name, records in splits.items():
         for i, record in enumerate(records):
