@@ -281,7 +281,7 @@ def harmful_ft_summary(table: pd.DataFrame) -> pd.DataFrame:
 
 # The dissociated build's checkpoint evaluations (latentaudit/defenses/dissociated.py): the key prefix
 # of each slice in its sidecar's ``selection`` and the slice's name in the table.
-SELECTION_SLICES = (("", "held_out"), ("monitor_", "monitor"))
+SELECTION_SLICES = (("", "selection"), ("monitor_", "monitor"))
 SELECTION_COLUMNS = ["model", "variant", "step", "slice", "clean_refusal", "clean_harmful", "nudged_harmful", "gap",
                      "kept", "refusal_threshold", "constraint_met"]
 
@@ -289,9 +289,10 @@ SELECTION_COLUMNS = ["model", "variant", "step", "slice", "clean_refusal", "clea
 def dissociated_selection_table(builds: dict[str, str | Path]) -> pd.DataFrame:
     """``dissociated_selection.csv`` from ``{model: its dissociated build's directory}``: every
     checkpoint the build evaluated (its sidecar's ``selection``), one row per (step, slice).
-    ``held_out`` is the slice the selection reads, ``monitor`` the eval split logged beside it
-    (``monitor_split``; absent when off); ``kept`` marks the checkpoint kept, ``refusal_threshold``
-    is the selection's floor on held_out's clean refusal (NaN for a build older than the key)."""
+    ``selection`` is the slice the selection reads (the held-out entities, or the build's
+    ``selection_split``), ``monitor`` the eval split logged beside it (``monitor_split``; absent when
+    off); ``kept`` marks the checkpoint kept, ``refusal_threshold`` is the selection's floor on the
+    selection slice's clean refusal (NaN for a build older than the key)."""
     rows = []
     for model, directory in builds.items():
         meta = json.loads((Path(directory) / "meta.json").read_text())

@@ -285,12 +285,12 @@ def test_the_reduced_real_track_runs_every_stage(reduced_track, config):
     train = read_jsonl(workdir / "results/data/real/train.jsonl")
     assert train and all(r["harmful_response"] for r in train if r["kind"] == "forbidden")
     assert json.loads((workdir / "results/data/real/overlap.csv.meta.json").read_text())["eval_records_in_training"] == \
-        {"eval_benign": 0, "eval_forbidden": 0, "eval_twin": 0, "select_benign": 0}
+        {"eval_benign": 0, "eval_forbidden": 0, "eval_twin": 0, "select_benign": 0, "select_forbidden": 0}
     audit_gap = (workdir / "results/tables/audit_gap.md").read_text()
     assert "dissociated" in audit_gap and "aligned" in audit_gap
-    # the dissociated build's checkpoints on its held-out Do-Not-Answer slice and on HarmBench (monitor_split)
+    # the dissociated build's checkpoints on its selection split (select_forbidden) and on the audit's HarmBench (monitor_split)
     selection = pd.read_csv(workdir / "results/metrics/dissociated_selection.csv")
-    assert set(selection["slice"]) == {"held_out", "monitor"} and selection["clean_refusal"].between(0, 1).all()
+    assert set(selection["slice"]) == {"selection", "monitor"} and selection["clean_refusal"].between(0, 1).all()
     assert selection.groupby("slice")["step"].apply(sorted).tolist() == [[0, 1], [0, 1]]
     assert (workdir / "results/figures/dissociated_selection.png").stat().st_size > 1000
     for figure in ("lasr_vs_layer", "masr_vs_strength", "nll_probe", "defense_pareto"):

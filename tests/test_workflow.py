@@ -122,7 +122,7 @@ def test_audit_gap_outputs(smoke_run):
     assert ft["compliance"].between(0, 1).all() and (ft["n"] > 0).all()
     assert {"harmful_ft_in_dist", "harmful_ft_ood"} <= set(attacks["attack"])
     assert "t08_in_dist" in (smoke_run / "results/tables/audit_gap.md").read_text()
-    # the dissociated construction's checkpoints: every evaluation of its sidecar, on the held-out slice (the
+    # the dissociated construction's checkpoints: every evaluation of its sidecar, on the selection slice (the
     # select_forbidden split: configs/smoke.yaml sets selection_split) and on the monitored eval split (and
     # monitor_split), the kept one marked
     meta = json.loads((models / "dissociated/meta.json").read_text())
@@ -132,7 +132,7 @@ def test_audit_gap_outputs(smoke_run):
     assert all(round(e["clean_refusal"] * 8, 6).is_integer() for e in meta["selection"])
     selection = pd.read_csv(smoke_run / "results/metrics/dissociated_selection.csv")
     assert [e["step"] for e in meta["selection"]] == [0, 2, 4]
-    for slice_, prefix in (("held_out", ""), ("monitor", "monitor_")):
+    for slice_, prefix in (("selection", ""), ("monitor", "monitor_")):
         rows = selection[selection["slice"] == slice_].sort_values("step")
         assert rows["step"].tolist() == [0, 2, 4]
         assert rows["gap"].tolist() == [e[f"{prefix}gap"] for e in meta["selection"]]

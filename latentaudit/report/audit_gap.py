@@ -291,11 +291,11 @@ def audit_gap_dumbbell(frame: pd.DataFrame, paths: list[str], style: str = "defa
 
 def dissociated_selection_frame(selection_csv: str) -> pd.DataFrame:
     """``dissociated_selection.csv`` read wide: one row per (model, step), each slice's clean refusal
-    and gap side by side (``held_out`` is what the selection reads), the kept step marked."""
+    and gap side by side (``selection`` is what the selection reads), the kept step marked."""
     table = pd.read_csv(selection_csv)
     wide = table.pivot_table(index=["model", "step"], columns="slice", values=["clean_refusal", "gap"], sort=True)
     wide.columns = [f"{slice_} {measure.replace('_', ' ')}" for measure, slice_ in wide.columns]
-    order = [c for s in ("held_out", "monitor") for c in (f"{s} clean refusal", f"{s} gap") if c in wide.columns]
+    order = [c for s in ("selection", "monitor") for c in (f"{s} clean refusal", f"{s} gap") if c in wide.columns]
     kept = table.groupby(["model", "step"])["kept"].any().map({True: "kept", False: ""})
     return wide[order].join(kept).reset_index()
 
@@ -306,18 +306,18 @@ def dissociated_selection_tables(selection_csv: str, markdown: str, latex: str) 
                        table.groupby("model", sort=True)["refusal_threshold"].first().items())
     write_table(dissociated_selection_frame(selection_csv), markdown, latex,
                 f"Dissociated construction, every evaluated checkpoint: clean refusal and reachability gap on the "
-                f"held-out slice the selection reads (largest gap with clean refusal >= the floor; {floors or 'no build'})"
+                f"slice the selection reads (largest gap with clean refusal >= the floor; {floors or 'no build'})"
                 f" and, when monitored, on the eval split it never reads")
 
 
 def dissociated_selection_figure(selection_csv: str, paths: list[str], style: str = "default", dpi: int = 150) -> None:
     """Per model with a dissociated build: clean refusal and reachability gap against the
-    construction step, one line per slice (the held-out slice the selection reads, the monitored
+    construction step, one line per slice (the slice the selection reads, the monitored
     eval split), the kept checkpoint dashed and the selection's refusal floor dotted."""
     table = pd.read_csv(selection_csv)
     models = sorted(table["model"].unique()) or ["no dissociated build"]
     measures = (("clean_refusal", "clean refusal"), ("gap", "gap (nudged − clean harmful)"))
-    labels = {"held_out": "held-out slice (selected on)", "monitor": "monitored eval split (never read)"}
+    labels = {"selection": "selection slice (chosen on)", "monitor": "monitored eval split (never read)"}
     with plt.style.context(style):
         fig, axes = plt.subplots(len(models), 2, figsize=(9.5, 3.3 * len(models)), squeeze=False)
         for row, model in zip(axes, models):
