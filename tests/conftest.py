@@ -173,6 +173,24 @@ def job_server_cpu_seconds(mark: str, jobs_only: bool = False) -> float:
     return total
 
 
+def measured_snakemake(workdir: Path, *args: str) -> tuple[subprocess.CompletedProcess, float, float]:
+    """``snakemake(workdir, *args)`` with (result, wall seconds, CPU seconds): user + system of the
+    Snakemake process, every job it waited for and the warm job servers its run started (their jobs
+    are forked from them, outside this process's tree). CPU time, not wall time, is what a run's work
+    decides: on a loaded machine the wall time of the same work doubles."""
+    import resource
+    import uuid
+
+    def children_cpu() -> float:  # this process's waited-for descendants (tests in a worker run one at a time)
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
+
+    mark = uuid.uuid4().hex
+    start, cpu = time.time(), children_cpu()
+    result = snakemake(workdir, *args, env={**os.environ, RUN_MARK: mark})
+    return result, time.time() - start, children_cpu() - cpu + job_server_cpu_seconds(mark)
+
+
 def dry_run_jobs(workdir: Path, *args: str) -> dict[str, int]:
     """{rule: job count} that ``snakemake -n`` would run (empty when nothing is to be done)."""
     result = snakemake(workdir, "-n", *args)

