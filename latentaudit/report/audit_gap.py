@@ -5,7 +5,8 @@ adaptive ℓ2-sphere attack ``adaptive_pgd`` at the nudge layer and the referenc
 ``radius_fraction``) and its random control; the LVS attack's own ℓ∞ PGD ASR at the nudge layer
 and the reference budget (``lvs_pgd_asr``, its uniform control) and the LVS there; steering ASR
 along the pole direction at the reference fraction, as the paper reports it (the maximum over
-the layers steering covered, ``steering_asr_max_layers``) and at the nudge layer, each with its
+the layers steering covered of the per-layer ASR, ``steering_asr_max_layers``: the best layer's
+rate, not the MASR, the share of prompts broken at any layer) and at the nudge layer, each with its
 matched random control (the control's maximum over layers beside the maximum); and (when
 ``harmful_ft.csv`` has rows) t0.8 per fine-tuning data set: the mean over the seeds that reached
 compliance 0.8, with the censored seeds (never reached) counted beside it, and the NLL of that
