@@ -175,9 +175,9 @@ def pin_cpu_kernels(enabled: bool = True) -> None:
         raise RuntimeError("torch was imported and dispatched before the CPU kernels were pinned "
                            f"(capability {torch.backends.cpu.get_cpu_capability()}); pin them first")
     if mkl_intel_dispatch_applies() and not mkl_intel_dispatch_loaded():
-        # Once torch is loaded MKL's calls are bound, so a process that imported it first (a Snakefile
-        # parse that built the method catalog) keeps MKL's own branch, which its sidecars would record;
-        # its children start with the library either way.
+        if torch is not None:  # MKL's calls are bound once torch is loaded: this process would keep MKL's own branch
+            raise RuntimeError("torch was imported before the CPU kernels were pinned, so MKL's Intel dispatch "
+                               "cannot take effect in this process; pin them first")
         load_mkl_intel_dispatch()
 
 

@@ -16,6 +16,12 @@ from latentaudit.material import converted_dir, converted_dirs
 from latentaudit.numerics import pin_cpu_kernels
 from latentaudit.project_imports import imported_project_files
 
+# Before anything can load torch (a cold method catalog imports the methods) and before any job
+# starts: this process and every job (local or SLURM, which re-reads this file) run under the pinned
+# CPU kernels, so the same config gives the same bits on any x86 machine, AMD's or Intel's. Read
+# before validation (which needs the catalog): `--config pin_cpu_kernels=false` gives the text "false".
+pin_cpu_kernels(str(config.get("pin_cpu_kernels", True)).strip().lower() != "false")
+
 # The registered methods, as metadata (each entry's `module` is what its job imports).
 ATTACKS, JUDGES, VARIANTS = catalog().attacks, catalog().judges, catalog().variants
 
@@ -23,9 +29,6 @@ ATTACKS, JUDGES, VARIANTS = catalog().attacks, catalog().judges, catalog().varia
 _validated = validate_config(add_audited_model(config))
 config.clear()
 config.update(_validated)
-# Before any job starts: every job process (local or SLURM, which re-reads this file) inherits
-# the pinned CPU kernels, so the same config gives the same bits on any x86 machine, AMD's or Intel's.
-pin_cpu_kernels(config["pin_cpu_kernels"])
 if any(m["source"] != "organism" for m in config["models"].values()):
     _problems = check_real_data_config(config.get("data"))
     if _problems:

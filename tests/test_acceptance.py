@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from latentaudit.numerics import (MKL_INTEL_DISPATCH_NAME, PINNED_KERNELS, cpu_vendor, mkl_branch,
-                                  mkl_intel_dispatch_library, numerics_record, pin_cpu_kernels, weights_digest,
-                                  without_mkl_intel_dispatch)
+                                  mkl_intel_dispatch_applies, mkl_intel_dispatch_library, numerics_record,
+                                  pin_cpu_kernels, weights_digest, without_mkl_intel_dispatch)
 from latentaudit.robustness import seed_command, seed_workdir, spread_table
 from latentaudit.workflow_dir import WORKFLOW_FILES
 
@@ -93,6 +93,20 @@ def test_numpy_in_a_pinned_child_runs_no_avx512_code_and_the_c_librarys_log1p():
             "print(f['X86_V4'], f['AVX512_ICL'], bool((np.log1p(x) == [math.log1p(v) for v in x]).all()))")
     child = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, check=True)
     assert child.stdout.split() == ["False", "False", "True"]
+
+
+def test_pinning_after_torch_is_loaded_is_refused_where_mkls_intel_dispatch_is_needed():
+    """Once torch is loaded MKL's calls are bound: a process that pinned after importing it (a Snakefile
+    parse that built a cold method catalog first, as it did) would compute on MKL's own branch. Where the
+    dispatch library is needed (a non-Intel x86 CPU) that is an error, not a silent difference; on an
+    Intel CPU MKL honours the pin as it is."""
+    code = "import torch\nfrom latentaudit.numerics import pin_cpu_kernels\npin_cpu_kernels()\nprint('pinned')"
+    unpinned = without_mkl_intel_dispatch({k: v for k, v in os.environ.items() if k not in PINNED_KERNELS})
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=unpinned)
+    if mkl_intel_dispatch_applies():
+        assert child.returncode != 0 and "MKL's Intel dispatch cannot take effect" in child.stderr, child.stderr[-2000:]
+    else:
+        assert child.returncode == 0 and child.stdout.strip() == "pinned", child.stderr[-2000:]
 
 
 def test_pinning_off_leaves_the_users_environment_alone(monkeypatch):
