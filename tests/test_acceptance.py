@@ -95,11 +95,11 @@ def test_numpy_in_a_pinned_child_runs_no_avx512_code_and_the_c_librarys_log1p():
     assert child.stdout.split() == ["False", "False", "True"]
 
 
-def test_pinning_after_torch_is_loaded_is_refused_where_mkls_intel_dispatch_is_needed():
+def test_pinning_after_torch_is_loaded_is_refused_where_the_pins_load_mkls_intel_dispatch():
     """Once torch is loaded MKL's calls are bound: a process that pinned after importing it (a Snakefile
-    parse that built a cold method catalog first, as it did) would compute on MKL's own branch. Where the
-    dispatch library is needed (a non-Intel x86 CPU) that is an error, not a silent difference; on an
-    Intel CPU MKL honours the pin as it is."""
+    parse that built a cold method catalog first, as it did) would compute on MKL's own branch on an AMD
+    CPU. Wherever the pins load the dispatch library (x86-64 Linux) that is an error, not a silent
+    difference; elsewhere there is no MKL to pin."""
     code = "import torch\nfrom latentaudit.numerics import pin_cpu_kernels\npin_cpu_kernels()\nprint('pinned')"
     unpinned = without_mkl_intel_dispatch({k: v for k, v in os.environ.items() if k not in PINNED_KERNELS})
     child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=unpinned)
