@@ -80,6 +80,16 @@ def _scalar_from_text(text: str, types) -> object:
     return _NOT_A_SCALAR
 
 
+def boolean_from_config(value, default: bool) -> bool:
+    """A boolean key as Snakemake hands it over before validation: a bool, the text ``--config
+    key=false`` gives (read as validation reads it, ``_scalar_from_text``), or absent (``default``).
+    Anything else gives ``default`` and is left to validation to refuse."""
+    if isinstance(value, bool):
+        return value
+    parsed = _NOT_A_SCALAR if value is None else _scalar_from_text(str(value), "boolean")
+    return parsed if isinstance(parsed, bool) else default
+
+
 def _type_errors(error):
     """``error`` and, under ``anyOf``/``oneOf``, the branches' errors: every failed ``type`` check."""
     if error.validator == "type":

@@ -15,12 +15,13 @@ from latentaudit.io import EVAL_SPLITS, SELECT_BENIGN, SELECT_FORBIDDEN
 from latentaudit.material import converted_dir, converted_dirs
 from latentaudit.numerics import pin_cpu_kernels
 from latentaudit.project_imports import imported_project_files
+from latentaudit.schema import boolean_from_config
 
 # Before anything can load torch (a cold method catalog imports the methods) and before any job
 # starts: this process and every job (local or SLURM, which re-reads this file) run under the pinned
 # CPU kernels, so the same config gives the same bits on any x86 machine, AMD's or Intel's. Read
-# before validation (which needs the catalog): `--config pin_cpu_kernels=false` gives the text "false".
-pin_cpu_kernels(str(config.get("pin_cpu_kernels", True)).strip().lower() != "false")
+# before validation, which needs the catalog (true: the schema's default).
+pin_cpu_kernels(boolean_from_config(config.get("pin_cpu_kernels"), True))
 
 # The registered methods, as metadata (each entry's `module` is what its job imports).
 ATTACKS, JUDGES, VARIANTS = catalog().attacks, catalog().judges, catalog().variants

@@ -4,6 +4,7 @@ import pytest
 import yaml
 
 from latentaudit.config import attacks_of, validate_config
+from latentaudit.schema import boolean_from_config
 from conftest import REPO, config_error
 
 DEFAULT = yaml.safe_load((REPO / "config.yaml").read_text())
@@ -62,6 +63,10 @@ def test_a_boolean_given_as_text_is_read_as_one():
     assert validate_config(_with(lambda c: c.update(pin_cpu_kernels="True")))["pin_cpu_kernels"] is True
     assert _bad(lambda c: c.update(pin_cpu_kernels="no")) == (
         "config error at pin_cpu_kernels: 'no' is not of type 'boolean'")
+    # the Snakefile reads this key before validation (it pins before the catalog loads torch), the same way
+    assert [boolean_from_config(v, True) for v in (False, "false", "False", " FALSE ")] == [False] * 4
+    assert [boolean_from_config(v, True) for v in (True, "true", None, "no")] == [True] * 4
+    assert boolean_from_config(None, False) is False
 
 
 def test_numbers_that_snakemake_passes_as_text_are_read_as_numbers():
