@@ -24,7 +24,8 @@ branch's bits depend on the thread count once a process has changed it (measured
 
 The pins must be in the environment before torch and numpy load: the workflow sets them once, when the
 Snakefile is read (rules/common.smk), so every job process, local or SLURM, starts with them;
-the test suite sets them in conftest.py. This module never imports torch itself.
+the test suite sets them in conftest.py. This module never imports torch itself. Off x86-64 nothing
+is pinned (``kernel_pins_apply``): the pins name x86 kernels, which other CPUs' torch and NumPy ignore.
 """
 from __future__ import annotations
 
@@ -68,9 +69,17 @@ int mkl_serv_intel_cpu(void) { return 1; }
 MKL_INTEL_DISPATCH_NAME = "latentaudit-mkl-intel-dispatch"
 
 
+def kernel_pins_apply() -> bool:
+    """Whether ``PINNED_KERNELS`` name this CPU's kernels: x86-64's instruction-set levels. Elsewhere
+    (aarch64: Graviton, Apple silicon) torch and NumPy choose among other kernels and ignore these
+    names (torch with a warning in every process), so nothing is pinned there and the results are
+    the machine's own, not the committed fingerprints'."""
+    return platform.machine() in ("x86_64", "AMD64")
+
+
 def mkl_intel_dispatch_applies() -> bool:
     """Whether this machine's torch can carry MKL (x86-64 Linux): elsewhere there is no MKL to pin."""
-    return sys.platform == "linux" and platform.machine() in ("x86_64", "AMD64")
+    return sys.platform == "linux" and kernel_pins_apply()
 
 
 def mkl_intel_dispatch_library(cache: Path | None = None) -> Path:
@@ -165,9 +174,9 @@ PINNED_KERNELS = {
 
 def pin_cpu_kernels(enabled: bool = True) -> None:
     """Put the pinned kernel choices into this process's environment (inherited by every job it
-    starts) and load MKL's Intel dispatch. With ``enabled`` False the environment is left as the
-    user's shell gave it."""
-    if not enabled:
+    starts) and load MKL's Intel dispatch. With ``enabled`` False, or off x86-64 (``kernel_pins_apply``),
+    the environment is left as the user's shell gave it."""
+    if not enabled or not kernel_pins_apply():
         return
     os.environ.update(PINNED_KERNELS)
     torch = sys.modules.get("torch")
@@ -196,7 +205,8 @@ def numerics_record() -> dict:
         branch = mkl_branch_in_force(torch) or branch
     record = {"cpu": cpu_model(), "cpu_vendor": vendor, "mkl_branch": branch, "mkl_intel_dispatch_loaded": loaded,
               "machine": platform.machine(), "pins": {name: os.environ.get(name) for name in PINNED_KERNELS},
-              "pinned": all(os.environ.get(name) == value for name, value in PINNED_KERNELS.items())
+              "pinned": kernel_pins_apply()
+              and all(os.environ.get(name) == value for name, value in PINNED_KERNELS.items())
               and (branch == mkl_branch(PINNED_KERNELS["MKL_CBWR"], True) or not mkl_intel_dispatch_applies())}
     if torch is not None:
         record["cpu_capability"] = torch.backends.cpu.get_cpu_capability()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from latentaudit.numerics import mkl_intel_dispatch_applies, pin_cpu_kernels
+from latentaudit.numerics import kernel_pins_apply, mkl_intel_dispatch_applies, pin_cpu_kernels
 
 pin_cpu_kernels()  # before torch loads: the tests and the workflows they start use the pinned kernels
 # Two test workers share 2 cores with multi-threaded jobs (the organism's 2-thread training). OpenMP
@@ -25,6 +25,9 @@ from latentaudit.organism.tokenizer import build_tokenizer
 from latentaudit.organism.world import ToyWorld, WorldConfig
 
 REPO = Path(__file__).resolve().parents[1]
+# Tests of the pins themselves: off x86-64 nothing is pinned (numerics.kernel_pins_apply).
+NEEDS_KERNEL_PINS = pytest.mark.skipif(not kernel_pins_apply(), reason="the kernel pins name x86-64 kernels; "
+                                       f"this CPU is {platform.machine()}")
 UNPINNED_SHELL = {**os.environ, "ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE", "ONEDNN_MAX_CPU_ISA": "ALL"}
 torch.set_num_threads(1)
 

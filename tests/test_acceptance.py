@@ -6,11 +6,13 @@ import sys
 import pandas as pd
 import pytest
 
-from latentaudit.numerics import (MKL_INTEL_DISPATCH_NAME, PINNED_KERNELS, cpu_vendor, mkl_branch,
+from latentaudit.numerics import (MKL_INTEL_DISPATCH_NAME, PINNED_KERNELS, cpu_vendor, kernel_pins_apply, mkl_branch,
                                   mkl_intel_dispatch_applies, mkl_intel_dispatch_library, numerics_record,
                                   pin_cpu_kernels, weights_digest, without_mkl_intel_dispatch)
 from latentaudit.robustness import seed_command, seed_workdir, spread_table
 from latentaudit.workflow_dir import WORKFLOW_FILES
+
+from conftest import NEEDS_KERNEL_PINS
 
 
 def test_spread_reports_every_seed_and_whether_the_claim_held_on_all():
@@ -46,9 +48,10 @@ def test_native_kernel_runs_unpin_the_workflow_and_the_jobs_environment():
     assert without_mkl_intel_dispatch({"LD_PRELOAD": f"/c/{MKL_INTEL_DISPATCH_NAME}-x.so"}) == {}
     command, environment = seed_command(2, 2, [])
     assert command[command.index("--config") + 1:] == ["seed=2"]
-    assert all(environment[name] == value for name, value in PINNED_KERNELS.items())
+    assert all(environment.get(name) == os.environ.get(name) for name in PINNED_KERNELS)  # the caller's pins, kept
 
 
+@NEEDS_KERNEL_PINS
 def test_pins_are_inherited_by_child_processes_and_recorded():
     child = subprocess.run([sys.executable, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability())"],
                            capture_output=True, text=True, check=True)
@@ -61,6 +64,7 @@ BRANCH_IN_A_CHILD = ("import torch; from latentaudit.numerics import numerics_re
                      "print(r['mkl_branch'], r['mkl_intel_dispatch_loaded'], r['pinned'])")
 
 
+@NEEDS_KERNEL_PINS
 def test_a_pinned_child_runs_mkls_avx2_branch_on_any_x86_cpu():
     """MKL honours MKL_CBWR's branch only where its vendor test says Intel; the dispatch library, in
     LD_PRELOAD since conftest pinned this process, makes it say so on every x86 CPU. The branch is
@@ -85,6 +89,7 @@ def test_the_dispatch_library_is_built_once_and_a_missing_compiler_is_named(tmp_
         mkl_intel_dispatch_library(tmp_path / "elsewhere")
 
 
+@NEEDS_KERNEL_PINS
 def test_numpy_in_a_pinned_child_runs_no_avx512_code_and_the_c_librarys_log1p():
     """On an AVX-512 CPU an unpinned numpy computes log1p with SVML, which differs from the C
     library's in the last bits (what moved the LVS mean by one ulp between machines)."""
@@ -107,6 +112,26 @@ def test_pinning_after_torch_is_loaded_is_refused_where_the_pins_load_mkls_intel
         assert child.returncode != 0 and "MKL's Intel dispatch cannot take effect" in child.stderr, child.stderr[-2000:]
     else:
         assert child.returncode == 0 and child.stdout.strip() == "pinned", child.stderr[-2000:]
+
+
+def test_off_x86_nothing_is_pinned_and_the_record_says_so(monkeypatch):
+    """The pins name x86-64 kernels; an aarch64 torch or NumPy would ignore them (torch with a warning in
+    every process) and compute on its own. So off x86-64 the environment stays as the shell gave it, no
+    dispatch library is loaded, and the sidecars' record says the run was not pinned (this process is
+    x86's; the machine's name is what decides)."""
+    import platform
+
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    assert not kernel_pins_apply() and not mkl_intel_dispatch_applies()
+    for name in PINNED_KERNELS:
+        monkeypatch.delenv(name, raising=False)
+    pin_cpu_kernels()
+    assert not set(PINNED_KERNELS) & set(os.environ)
+    record = numerics_record()
+    assert record["machine"] == "aarch64" and not record["pinned"]
+    for name, value in PINNED_KERNELS.items():  # even a shell that sets the x86 names pins nothing here
+        monkeypatch.setenv(name, value)
+    assert not numerics_record()["pinned"]
 
 
 def test_pinning_off_leaves_the_users_environment_alone(monkeypatch):

@@ -15,7 +15,7 @@ import pytest
 from latentaudit.acceptance import KNOWN_MISSES, claims, key_numbers, write_key_numbers
 from latentaudit.config import load_config
 
-from conftest import committed_fingerprint, copy_repo, fingerprint_path, snakemake
+from conftest import NEEDS_KERNEL_PINS, committed_fingerprint, copy_repo, fingerprint_path, snakemake
 
 EXPECTED = fingerprint_path("default_experiment.json")
 
@@ -36,6 +36,7 @@ def test_every_claim_holds(default_run):
 
 
 @pytest.mark.slow
+@NEEDS_KERNEL_PINS
 def test_numbers_equal_the_committed_fingerprint(default_run):
     found = key_numbers(default_run / "metrics", load_config(default_run.parent / "config.yaml"))
     aligned = json.loads((default_run / "models" / "organism" / "aligned" / "meta.json").read_text())

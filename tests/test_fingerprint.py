@@ -23,7 +23,7 @@ from latentaudit.numerics import PINNED_KERNELS
 from latentaudit.jobs import job
 from latentaudit.jobs.organism import align_organism, organism_data, pretrain_organism
 
-from conftest import REPO, committed_fingerprint, fingerprint_path
+from conftest import NEEDS_KERNEL_PINS, REPO, committed_fingerprint, fingerprint_path
 
 EXPECTED = fingerprint_path("organism_proxy.json")
 PROXY_STEPS = {"pretrain": 20, "align": 10}
@@ -48,6 +48,7 @@ def build_proxy_organism(out: Path) -> dict:
     return {stage: json.loads((out / stage / "meta.json").read_text()) for stage in ("pretrained", "aligned")}
 
 
+@NEEDS_KERNEL_PINS
 def test_kernels_are_pinned_in_the_test_process():
     import torch
 
@@ -55,6 +56,7 @@ def test_kernels_are_pinned_in_the_test_process():
     assert all(os.environ[name] == value for name, value in PINNED_KERNELS.items())
 
 
+@NEEDS_KERNEL_PINS
 def test_proxy_organism_weights_are_bit_identical_to_the_committed_fingerprint(tmp_path):
     meta = build_proxy_organism(tmp_path)
     found = {stage: meta[stage]["weights_sha256"] for stage in meta}
