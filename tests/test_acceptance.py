@@ -116,9 +116,9 @@ def test_pinning_after_torch_is_loaded_is_refused_where_the_pins_load_mkls_intel
 
 def test_off_x86_nothing_is_pinned_and_the_record_says_so(monkeypatch):
     """The pins name x86-64 kernels; an aarch64 torch or NumPy would ignore them (torch with a warning in
-    every process) and compute on its own. So off x86-64 the environment stays as the shell gave it, no
-    dispatch library is loaded, and the sidecars' record says the run was not pinned (this process is
-    x86's; the machine's name is what decides)."""
+    every process) and compute on its own. So off x86-64 the environment stays as the shell gave it, MKL's
+    dispatch library does not apply, and the sidecars' record says the run was not pinned. The test
+    patches the machine's name, which is what decides."""
     import platform
 
     monkeypatch.setattr(platform, "machine", lambda: "aarch64")
