@@ -73,6 +73,7 @@ def test_proxy_organism_weights_are_bit_identical_to_the_committed_fingerprint(t
         f"{expected['written_on']}). A deliberate recipe change: refresh with LATENTAUDIT_UPDATE_EXPECTED=1.")
 
 
+@NEEDS_KERNEL_PINS
 def test_proxy_organism_weights_do_not_depend_on_the_thread_count(tmp_path):
     """The pipeline trains the organism with `organism.threads` (2), the tests with 1, and a resumed
     job may continue with another count: the weights must not depend on it (the committed
