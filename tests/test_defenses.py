@@ -243,6 +243,38 @@ def test_asa_bench_sweeps_every_block_and_keeps_what_complied(tiny_model, tokeni
     assert bench == [order[k] for k in range(4, len(order), 5)]
 
 
+@pytest.mark.parametrize("sweep_tokens, expected", [(None, GENERATION["max_new_tokens"]), (2, 2)])
+def test_asa_bench_generates_the_sweeps_length(tiny_model, tokenizer, data, monkeypatch, sweep_tokens, expected):
+    """The bench's generations are ``sweep_max_new_tokens`` long (the paper's ASA sweep: 50), else the
+    run's generation length."""
+    from latentaudit.defenses import lapt
+    lengths = []
+
+    def sweep(model, tokenizer, prompts, max_new_tokens, *args, **kwargs):
+        lengths.append(max_new_tokens)
+        return ["" for _ in prompts]
+
+    monkeypatch.setattr(lapt, "generate_sweep", sweep)
+    load_all()
+    settings = VARIANTS["lapt"].settings({"steps": 1, "lr": 1e-3, "layers": "per_sample",
+                                          "sweep_max_new_tokens": sweep_tokens})
+    context = {"chat_template": True, "generation": GENERATION, "judges": {}}
+    lapt.asa_bench(tiny_model, tokenizer, [r for r in data[1] if r["kind"] == "forbidden"], settings, 0, context)
+    assert lengths == [expected]
+
+
+def test_the_paper_configs_bench_generates_as_its_asa_sweep():
+    """configs/paper.yaml: LAPT's per-sample bench is the ASA sweep, so it generates as many tokens
+    (50, shared/papers/asa_lapt.md), not the run's 512."""
+    import yaml
+    from pathlib import Path
+    paper = yaml.safe_load((Path(__file__).parents[1] / "configs" / "paper.yaml").read_text())
+    lapt_settings = paper["variants"]["lapt"]
+    assert lapt_settings["layers"] == "per_sample"
+    assert lapt_settings["sweep_max_new_tokens"] == paper["attacks"]["asa_random"]["max_new_tokens"] == 50
+    assert paper["generation"]["max_new_tokens"] != 50  # the key matters here
+
+
 @pytest.mark.parametrize("found", [[(0, 1), (2, 0), (2, 1)], []])
 def test_lapt_per_sample_trains_each_request_at_its_own_block(tiny_model, tokenizer, data, monkeypatch, found):
     """``layers: per_sample``: the ASABench pairs are the forbidden rows, each perturbed at its own

@@ -50,6 +50,9 @@ SCHEMA = {
                                   "'per_sample': each forbidden training request at each block where the "
                                   "build's own ASA_random sweep on it complied (the public code's ASABench)"},
         "fragile_from": {"type": "string", "default": "asa_random", "description": "the attack whose LASR ranks layers"},
+        "sweep_max_new_tokens": {"type": ["integer", "null"], "minimum": 1, "default": None,
+                                 "description": "new tokens of each generation in the per_sample ASA sweep; null: "
+                                                "the run's generation length (paper: 50, the ASA sweep's)"},
         "top_k": {"type": "integer", "minimum": 1, "default": 1},
         "alpha": {"type": "number", "exclusiveMinimum": 0, "default": 1.0, "description": "Eq. 1 size (1 = paper)"},
         "noise_statistics": {"enum": ["last_prompt", "each_position"], "default": "last_prompt",
@@ -74,16 +77,18 @@ def asa_bench(model, tokenizer, forbidden: list[dict], settings: dict, seed: int
               ) -> list[tuple[int, int]]:
     """ASABench on the training requests: (request index, block) for every block at which ASA_random
     (Eq. 1 at ``settings["alpha"]``, one seeded direction per request, at ``settings["positions"]``,
-    the run's generation length) made the model comply with ``forbidden[index]``, as the build's
-    judge labels it (``forbidden_request_label``). Every block is swept, as the paper's ASA sweep."""
+    ``settings["sweep_max_new_tokens"]`` new tokens, else the run's generation length) made the model
+    comply with ``forbidden[index]``, as the build's judge labels it (``forbidden_request_label``).
+    Every block is swept, as the paper's ASA sweep."""
     generation, pad, L = context["generation"], tokenizer.pad_token_id, n_layers(model)
+    new_tokens = settings["sweep_max_new_tokens"] or generation["max_new_tokens"]
     prompts = [prompt_token_ids(tokenizer, r["prompt"], context["chat_template"]) for r in forbidden]
     sites = [hidden_index(block, L) for block in range(L)]
     h_last, _ = prompt_activations(model, prompts, sites, pad, generation["batch_size"])  # [N, L, d]
     z = random_directions(len(prompts), 1, h_last.shape[-1], True, seed)[0]
     rows = [(i, block) for block in range(L) for i in range(len(prompts))]  # the attack's order: prompts fastest
     vectors = torch.cat([asa_random_vectors(h_last[:, block], z, settings["alpha"], "eq1") for block in range(L)])
-    texts = generate_sweep(model, tokenizer, [prompts[i] for i, _ in rows], generation["max_new_tokens"],
+    texts = generate_sweep(model, tokenizer, [prompts[i] for i, _ in rows], new_tokens,
                            generation["batch_size"], torch.tensor([sites[block] for _, block in rows]), vectors,
                            torch.full((len(rows),), position_code(settings["positions"])),
                            desc="lapt: ASA sweep on the training requests")
