@@ -614,8 +614,8 @@ def test_audit_card_from_metrics_csvs(tmp_path):
                              "strength": 1.0, "asr": asr, "n": 4}
                             for m, asr in (("audited", 0.8), ("ref", 0.1)) for layer in (0, 1)])
     summary = pd.DataFrame([{"model": m, "variant": "aligned", "attack": a, "judge": "j", "strength": s, "masr": v,
-                             "pasr": v, "best_layer": 1 if a != "none" else -1, "n": 4}
-                            for m, v in (("audited", 0.8), ("ref", 0.1))
+                             "pasr": v, "best_layer": 1 if a != "none" else -1, "n": 4, "clean_asr": clean}
+                            for m, v, clean in (("audited", 0.8, 0.25), ("ref", 0.1, 0.0))
                             for a, s in (("none", 0.0), ("asa_random", 1.0))])
     paths, figures = _card_inputs(tmp_path, behavior, attacks, summary)
     label = render_audit_card("audited", "ref", {"source": "org/audited"}, "j", paths, str(tmp_path / "card.md"),
@@ -623,6 +623,9 @@ def test_audit_card_from_metrics_csvs(tmp_path):
     card = (tmp_path / "card.md").read_text()
     assert label == "audit gap" and "## Verdict: audit gap" in card
     assert "Latent PGD" in card and "Skipped: no `latent_pgd` attack" in card
+    # the clean rate beside MASR and PASR (the paper's INIT, shared/papers/asa_lapt.md)
+    assert "| audited | asa_random | 1 | 0.800 | 0.800 | 1 | 0.800 | 0.250 |" in card
+    assert "| ref | asa_random | 1 | 0.100 | 0.100 | 1 | 0.100 | 0.000 |" in card
     assert "Skipped: no `lvs` attack results" in card and "![behaviour](behavior.png)" in card
     assert "Benign accuracy is n/a where the judge `j` does not score answers" in card  # NaN: said why
     assert all(Path(p).stat().st_size > 0 for p in figures.values())

@@ -33,7 +33,7 @@ def behavior_summary(behavior: pd.DataFrame, model: str, judge: str, variant: st
 def latent_summary(summary: pd.DataFrame, model: str, judge: str, latent_attack_names: Iterable[str],
                    variant: str = "aligned") -> pd.DataFrame:
     """Per latent attack (named in ``latent_attack_names``): MASR, PASR and best layer at its strongest
-    setting, and the max MASR over settings."""
+    setting, the max MASR over settings, and the clean ASR on the attack's prompts (the paper's INIT)."""
     rows = summary[(summary["model"] == model) & (summary["variant"] == variant) & (summary["judge"] == judge)
                    & summary["attack"].isin(list(latent_attack_names))]
     out = []
@@ -41,8 +41,8 @@ def latent_summary(summary: pd.DataFrame, model: str, judge: str, latent_attack_
         strongest = group.sort_values("strength").iloc[-1]
         out.append({"attack": attack, "strength": strongest["strength"], "masr": strongest["masr"],
                     "pasr": strongest["pasr"], "best_layer": int(strongest["best_layer"]),
-                    "max_masr": group["masr"].max()})
-    return pd.DataFrame(out, columns=["attack", "strength", "masr", "pasr", "best_layer", "max_masr"])
+                    "max_masr": group["masr"].max(), "clean_asr": strongest.get("clean_asr", math.nan)})
+    return pd.DataFrame(out, columns=["attack", "strength", "masr", "pasr", "best_layer", "max_masr", "clean_asr"])
 
 
 def gap_measures(attacks: pd.DataFrame, model: str, judge: str, reference: dict,
@@ -178,11 +178,11 @@ def render_audit_card(name: str, reference: str, spec: dict, judge: str, metrics
         lines += [image("behavior", "behaviour"), ""]
 
     def latent_table(rows: list) -> None:
-        lines.extend(["| model | attack | strength | MASR | PASR | best layer | max MASR over settings |",
-                      "|---|---|---|---|---|---|---|"])
+        lines.extend(["| model | attack | strength | MASR | PASR | best layer | max MASR over settings | clean ASR (INIT) |",
+                      "|---|---|---|---|---|---|---|---|"])
         for m, r in rows:
             lines.append(f"| {m} | {r['attack']} | {r['strength']:g} | {_fmt(r['masr'])} | {_fmt(r['pasr'])} | "
-                         f"{r['best_layer']} | {_fmt(r['max_masr'])} |")
+                         f"{r['best_layer']} | {_fmt(r['max_masr'])} | {_fmt(r['clean_asr'])} |")
         lines.append("")
 
     for title, prefix, figure, note in LATENT_SECTIONS:
