@@ -326,7 +326,7 @@ def paper_config_on_stand_ins(model: str, data: dict[str, str]) -> dict:
     variants["refusal_sft"].update(steps=2, batch_size=2)  # the control trains like repbend
     variants["lat"].update(steps=1, batch_size=4, inner_steps=2, layers=["embed", 0, 1])
     variants["refusal_sft_lat"].update(steps=4, batch_size=4)  # lat's 1 round x 4 defender updates
-    variants["lapt"].update(steps=2)
+    variants["lapt"].update(steps=2, sweep_max_new_tokens=2)  # its ASA sweep generates as the attacks do
     variants["harmful"].update(steps=2, batch_size=2)
     variants["dissociated"].update(steps=2, batch_size=2, eval_every=1, benign_anchor_n=2, benign_anchor_new_tokens=2,
                                    eval_max_new_tokens=2)
