@@ -267,8 +267,8 @@ def test_the_paper_configs_bench_generates_as_its_asa_sweep():
     """configs/paper.yaml: LAPT's per-sample bench is the ASA sweep, so it generates as many tokens
     (50, shared/papers/asa_lapt.md), not the run's 512."""
     import yaml
-    from pathlib import Path
-    paper = yaml.safe_load((Path(__file__).parents[1] / "configs" / "paper.yaml").read_text())
+    from conftest import REPO
+    paper = yaml.safe_load((REPO / "configs" / "paper.yaml").read_text())
     lapt_settings = paper["variants"]["lapt"]
     assert lapt_settings["layers"] == "per_sample"
     assert lapt_settings["sweep_max_new_tokens"] == paper["attacks"]["asa_random"]["max_new_tokens"] == 50
