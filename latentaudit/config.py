@@ -277,13 +277,19 @@ def _check_harmful_ft_data(config: dict, uses_organism: bool) -> None:
 
 
 def _check_selection_split(config: dict) -> None:
-    """The held-out splits a choice is made on exist where a build makes it: a variant's
+    """The held-out splits a choice is made on exist where a build makes it: the organism's draw
+    (``organism.selection``) needs ``select_forbidden`` and ``select_twin``; a variant's
     ``selection_split`` (the dissociated checkpoint) needs its records (the organism's
     ``n_select_forbidden``, a hub/path model's data split of that name); a variant that chooses a
     setting on capability (LAPT's λ: ``needs`` benign_accuracy) on a hub/path model needs the
     held-out ``select_benign`` data split: benign accuracy is reported on eval_benign, which must
     not be the split the choice was made on."""
     splits, variants = config.get("data", {}).get("splits", {}), catalog().variants
+    if config["organism"]["selection"]["max_draws"] > 1:  # the organism's draw is chosen on two held-out splits
+        for split in ("select_forbidden", "select_twin"):
+            if not config["organism"]["splits"][f"n_{split}"]:
+                raise ConfigError(f"config error at organism.splits.n_{split}: organism.selection.max_draws > 1 "
+                                  f"judges each organism draw on {split}; draw its requests (e.g. n_{split}: 64)")
     for name, model in config["models"].items():
         for variant in model["variants"]:
             if variant not in config["variants"]:

@@ -11,8 +11,11 @@ SELECT_BENIGN = "select_benign"
 # Held-out harmful requests a checkpoint is chosen on (the dissociated build's ``selection_split``), asked
 # as the audit asks (the eval phrasings, the eval data set) and never reported on.
 SELECT_FORBIDDEN = "select_forbidden"
+# Held-out harmless look-alike requests (the organism's twins, in the held-out phrasings) an organism draw is
+# chosen on for its over-refusal (organism.selection), never reported on.
+SELECT_TWIN = "select_twin"
 # Each selection split and the eval split it stands in for: sampled after it, never sharing a prompt with it.
-SELECTION_SPLITS = {SELECT_BENIGN: "eval_benign", SELECT_FORBIDDEN: "eval_forbidden"}
+SELECTION_SPLITS = {SELECT_BENIGN: "eval_benign", SELECT_FORBIDDEN: "eval_forbidden", SELECT_TWIN: "eval_twin"}
 
 # With row_id, these identify a generation across the generations and score files.
 GENERATION_KEYS = ["model", "variant", "attack"]

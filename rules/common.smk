@@ -11,7 +11,8 @@ from latentaudit.catalog import catalog
 from latentaudit.config import (LOAD_KEYS, ConfigError, attacks_of, configured_judges, judges_attack,
                                 judging_settings, validate_config)
 from latentaudit.data.splits import check_real_data_config
-from latentaudit.io import EVAL_SPLITS, SELECT_BENIGN, SELECT_FORBIDDEN
+from latentaudit.io import EVAL_SPLITS, SELECT_BENIGN, SELECT_FORBIDDEN, SELECT_TWIN
+from latentaudit.organism.selection import SELECTION_SPLITS as ORGANISM_SELECTION_SPLITS
 from latentaudit.material import converted_dir, converted_dirs
 from latentaudit.numerics import pin_cpu_kernels
 from latentaudit.project_imports import imported_project_files
@@ -36,7 +37,9 @@ if any(m["source"] != "organism" for m in config["models"].values()):
         raise ConfigError("\n".join(f"config error at {p}" for p in _problems))
 
 BUILT_VARIANTS = "|".join(sorted(config["variants"])) or "(?!)"  # matches no directory when none
-ORGANISM_SPLITS = ["pretrain", "align", *EVAL_SPLITS, SELECT_BENIGN, SELECT_FORBIDDEN]
+ORGANISM_SPLITS = ["pretrain", "align", *EVAL_SPLITS, SELECT_BENIGN, SELECT_FORBIDDEN, SELECT_TWIN]
+# organism.selection: pretraining draws judged on held-out selection splits (1: the seed's own, none judged)
+ORGANISM_DRAWS = config["organism"]["selection"]["max_draws"]
 METRICS = {name: f"results/metrics/{name}.csv" for name in ("behavior", "attacks", "attack_summary", "nll_probe", "defenses",
                                                                 "lvs", "harmful_ft")}
 METRICS_PARAMS = dict(primary_judge=config["report"]["primary_judge"],

@@ -5,7 +5,8 @@ rule pretrain_organism:
         tokenizer="results/models/organism/tokenizer",
         records=organism_split("pretrain"),
     output:
-        model=directory("results/models/organism/pretrained"),
+        # draw 0, the seed's own; align_organism writes the pretrained model its organism was aligned from
+        model=directory("results/models/organism/pretrained_draw0"),
     params:
         model=config["organism"]["model"],
         train=config["organism"]["pretrain"],
@@ -29,16 +30,27 @@ rule align_organism:
     input:
         script="workflow_scripts/align_organism.py",
         code=code_inputs("workflow_scripts/align_organism.py"),
-        pretrained="results/models/organism/pretrained",
+        pretrained="results/models/organism/pretrained_draw0",
         records=organism_split("align"),
+        # read only where organism.selection draws: the pretraining drawn anew, judged on the selection splits
+        pretrain_records=organism_split("pretrain") if ORGANISM_DRAWS > 1 else [],
+        selection=[organism_split(s) for s in ORGANISM_SELECTION_SPLITS] if ORGANISM_DRAWS > 1 else [],
     output:
         model=directory("results/models/organism/aligned"),
+        pretrained=directory("results/models/organism/pretrained"),
     params:
         train=config["organism"]["align"],
         lora=config["align_lora"],
         seed=config["seed"],
         device=config["device"],
         checkpoint="results/checkpoints/organism/aligned.pt",
+        # with one draw nothing is judged or redrawn: the spec, the judge and the pretraining are not its params
+        selection=config["organism"]["selection"] if ORGANISM_DRAWS > 1 else {"max_draws": 1},
+        model=config["organism"]["model"] if ORGANISM_DRAWS > 1 else None,
+        pretrain=config["organism"]["pretrain"] if ORGANISM_DRAWS > 1 else None,
+        generation=config["generation"] if ORGANISM_DRAWS > 1 else None,
+        max_repeat=JUDGES["structural"].settings(config["judges"].get("structural") or {})["max_repeat"]
+        if ORGANISM_DRAWS > 1 else None,
     threads: config["organism"]["threads"] or config["threads"]
     conda:
         "../envs/latentaudit.yaml"

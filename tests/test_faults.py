@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from conftest import copy_repo, snakemake
 
-TARGET = "results/models/organism/pretrained"
+TARGET = "results/models/organism/pretrained_draw0"  # pretrain_organism: draw 0, the seed's own
 CHECKPOINT = "results/checkpoints/organism/pretrained.pt"
 
 

@@ -41,10 +41,12 @@ def build_proxy_organism(out: Path) -> dict:
     common = {"seed": seed, "device": "cpu", "checkpoint": None}
     pretrain_organism(job(input={"tokenizer": str(out / "tokenizer"), "records": splits["pretrain"]},
                           params={"model": organism["model"], "train": pretrain, **common},
-                          output={"model": str(out / "pretrained")}))
-    align_organism(job(input={"pretrained": str(out / "pretrained"), "records": splits["align"]},
-                       params={"train": align, "lora": config["align_lora"], **common},
-                       output={"model": str(out / "aligned")}))
+                          output={"model": str(out / "pretrained_draw0")}))
+    # the seed's own draw: the recipe's kernels, not the choice among draws (tests/test_organism_selection.py)
+    align_organism(job(input={"pretrained": str(out / "pretrained_draw0"), "records": splits["align"]},
+                       params={"train": align, "lora": config["align_lora"], **common,
+                               "selection": dict(organism["selection"], max_draws=1)},
+                       output={"model": str(out / "aligned"), "pretrained": str(out / "pretrained")}))
     return {stage: json.loads((out / stage / "meta.json").read_text()) for stage in ("pretrained", "aligned")}
 
 

@@ -1,15 +1,21 @@
 """Jobs that build the model organism: data, pretraining, alignment."""
 from __future__ import annotations
 
+import json
 import logging
+import shutil
+import tempfile
+from pathlib import Path
 
 from transformers import AutoTokenizer
 
 from ..io import read_jsonl, split_name, write_jsonl
+from ..memory import resolve_batch_sizes
 from ..models import load_model, resolve_device
 from ..numerics import weights_digest
 from ..organism.data import SplitConfig, build_splits
 from ..organism.model import OrganismModelConfig, build_model
+from ..organism.selection import choose_draw, draw_seed, selection_behaviour, spec_shortfalls
 from ..organism.tokenizer import build_tokenizer
 from ..organism.train import LoraSettings, TrainConfig, align_with_lora, train_sft
 from ..organism.world import ToyWorld, WorldConfig
@@ -33,11 +39,11 @@ def organism_data(job) -> None:
     write_meta(job.output.tokenizer, {"world": params.world, "splits": params.splits}, seed=seed)
 
 
-def _save(model, tokenizer, out_dir: str, settings: dict, losses: list[float], seed: int) -> None:
+def _save(model, tokenizer, out_dir: str, settings: dict, losses: list[float], seed: int, **extra) -> None:
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     write_meta(out_dir, settings, seed=seed, final_loss=losses[-1], losses=losses[::10],
-               weights_sha256=weights_digest(model.state_dict()))
+               weights_sha256=weights_digest(model.state_dict()), **extra)
 
 
 def pretrain_organism(job) -> None:
@@ -54,13 +60,84 @@ def pretrain_organism(job) -> None:
           params.seed)
 
 
+def _draw_checkpoint(checkpoint: str | None, stage: str, draw: int) -> Path | None:
+    """Draw ``draw``'s resumable checkpoint of ``stage`` beside the rule's own (none without one)."""
+    return Path(checkpoint).with_name(f"{stage}-draw{draw}.pt") if checkpoint else None
+
+
+def _pretrain_draw(job, tokenizer, draw: int, directory: Path):
+    """Draw ``draw`` of the pretraining (its seed from ``selection.draw_seed``), saved to
+    ``directory``: (the model on the job's device, ``directory``)."""
+    params, seed = job.params, draw_seed(job.params.seed, draw)
+    model = build_model(OrganismModelConfig(**params.model, seed=seed), tokenizer).to(resolve_device(params.device))
+    losses = train_sft(model, tokenizer, read_jsonl(job.input.pretrain_records), TrainConfig(**params.pretrain, seed=seed),
+                       desc=f"pretrain draw {draw}", checkpoint=_draw_checkpoint(params.checkpoint, "pretrained", draw))
+    _save(model.cpu(), tokenizer, str(directory), {"model": params.model, "train": params.pretrain}, losses, seed)
+    return model.to(resolve_device(params.device)), str(directory)
+
+
+def _aligned_draws(job, model, tokenizer, redrawn: Path) -> list[dict]:
+    """Align draw 0 (``model``, from ``input.pretrained``) and, where ``params.selection`` judges
+    draws, each further draw until one meets the spec: a list of ``{draw, pretrain_seed,
+    pretrained (its directory), losses, model}``, with ``behaviour`` and ``shortfalls`` when judged."""
+    params, spec = job.params, job.params.selection
+    records = read_jsonl(job.input.records)
+    selection = {split_name(path): read_jsonl(path) for path in job.input.selection} if spec["max_draws"] > 1 else {}
+    lora = LoraSettings(rank=params.lora["rank"], alpha=params.lora["alpha"], dropout=params.lora["dropout"])
+    draws = []
+    for draw in range(spec["max_draws"]):
+        pretrained = job.input.pretrained
+        if draw:
+            model, pretrained = _pretrain_draw(job, tokenizer, draw, redrawn / str(draw))
+        aligned, losses = align_with_lora(model, tokenizer, records, TrainConfig(**params.train, seed=params.seed), lora,
+                                          _draw_checkpoint(params.checkpoint, "aligned", draw) if draw else params.checkpoint)
+        entry = {"draw": draw, "pretrain_seed": draw_seed(params.seed, draw), "pretrained": pretrained,
+                 "losses": losses, "model": aligned}
+        draws.append(entry)
+        if not selection:
+            break
+        new_tokens = params.generation["max_new_tokens"]
+        batch_size, _ = resolve_batch_sizes(params.generation["batch_size"], aligned,
+                                            aligned.config.max_position_embeddings, new_tokens)
+        entry["behaviour"] = selection_behaviour(aligned, tokenizer, selection, new_tokens, batch_size,
+                                                 params.generation["chat_template"], params.max_repeat)
+        entry["shortfalls"], entry["model"] = spec_shortfalls(entry["behaviour"], spec), aligned.cpu()
+        log.info("organism draw %d (pretraining seed %d) on the selection splits: %s; misses: %s", draw,
+                 entry["pretrain_seed"], entry["behaviour"], {k: v for k, v in entry["shortfalls"].items() if v})
+        if not any(entry["shortfalls"].values()):
+            break
+    return draws
+
+
 def align_organism(job) -> None:
     """Rule align_organism: refusal SFT of ``input.pretrained`` on ``input.records`` through a LoRA
-    adapter (``params.lora``), merged: the ``aligned`` organism, saved to ``output.model``."""
+    adapter (``params.lora``), merged: the ``aligned`` organism, saved to ``output.model``, and the
+    pretrained model it was aligned from to ``output.pretrained``. With ``params.selection``'s
+    ``max_draws`` > 1 the aligned model is judged on the selection splits (``input.selection``) and,
+    while it misses the spec, the pretraining is drawn anew and aligned again
+    (``latentaudit/organism/selection.py``); every draw's behaviour goes to both sidecars."""
     params = job.params
     model, tokenizer = load_model(job.input.pretrained, device=params.device, dtype="float32")
-    lora = LoraSettings(rank=params.lora["rank"], alpha=params.lora["alpha"], dropout=params.lora["dropout"])
-    aligned, losses = align_with_lora(model, tokenizer, read_jsonl(job.input.records),
-                                      TrainConfig(**params.train, seed=params.seed), lora, params.checkpoint)
-    _save(aligned.cpu(), tokenizer, job.output.model, {"train": params.train, "lora": params.lora}, losses,
-          params.seed)
+    # the redrawn pretrained models, until the chosen one is copied to output.pretrained
+    redrawn = Path(tempfile.mkdtemp(prefix=".organism_draws_", dir=Path(job.output.model).parent))
+    try:
+        draws = _aligned_draws(job, model, tokenizer, redrawn)
+        judged = "shortfalls" in draws[0]
+        chosen, met = choose_draw(draws) if judged else (draws[0], True)
+        if not met:
+            log.warning("organism: none of %d draws meets the spec on the selection splits; keeping draw %d, the "
+                        "closest (misses %s)", len(draws), chosen["draw"], chosen["shortfalls"])
+        shutil.copytree(chosen["pretrained"], job.output.pretrained, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns(".snakemake_timestamp"))
+        extra = {}
+        if judged:
+            extra["organism_selection"] = {
+                "chosen_draw": chosen["draw"], "spec_met": met, "pretrain_seed": chosen["pretrain_seed"],
+                "spec": params.selection,
+                "draws": [{k: d[k] for k in ("draw", "pretrain_seed", "behaviour", "shortfalls")} for d in draws]}
+            meta = Path(job.output.pretrained, "meta.json")
+            meta.write_text(json.dumps({**json.loads(meta.read_text()), **extra}, indent=2))
+        _save(chosen["model"].cpu(), tokenizer, job.output.model, {"train": params.train, "lora": params.lora},
+              chosen["losses"], params.seed, **extra)
+    finally:
+        shutil.rmtree(redrawn, ignore_errors=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from ..io import EVAL_SPLITS, SELECT_BENIGN, SELECT_FORBIDDEN, SELECTION_SPLITS
+from ..io import EVAL_SPLITS, SELECT_BENIGN, SELECT_FORBIDDEN, SELECT_TWIN, SELECTION_SPLITS
 from ..schema import config_section_defaults
 from .world import (ALIGN_TEMPLATES, BENIGN_ALIGN_TEMPLATES, BENIGN_HELDOUT_TEMPLATES,
                     HELDOUT_TEMPLATES, REFUSAL, STATUS_TEMPLATE, ToyWorld)
@@ -25,6 +25,7 @@ class SplitConfig:
     n_eval_twin: int
     n_select_benign: int  # held-out benign prompts for model selection (LAPT's λ), disjoint from eval_benign
     n_select_forbidden: int  # held-out-phrasing requests for checkpoint selection, disjoint from eval_forbidden
+    n_select_twin: int  # held-out-phrasing twin requests for choosing an organism draw, disjoint from eval_twin
     seed: int
 
     @classmethod
@@ -69,12 +70,14 @@ def build_splits(world: ToyWorld, config: SplitConfig) -> dict[str, list[dict]]:
     λ), disjoint from ``eval_benign`` so benign accuracy is not reported on the split it was
     chosen on; ``select_forbidden``: forbidden requests in the held-out phrasings the audit asks in,
     disjoint from ``eval_forbidden``, for choosing a checkpoint on behaviour as the audit will
-    measure it (the dissociated build's ``selection_split``). Each is drawn after the others, from its
-    own generator: every other split is as it was without it."""
+    measure it (the dissociated build's ``selection_split``); ``select_twin``: twin requests in the
+    held-out phrasings, disjoint from ``eval_twin``, for choosing an organism draw on its over-refusal
+    (``organism.selection``). Each is drawn after the others, from its own generator: every other
+    split is as it was without it."""
     rng = random.Random(config.seed)
     benign = world.benign_items()
     splits: dict[str, list[dict]] = {name: [] for name in ("pretrain", "align", *EVAL_SPLITS, SELECT_BENIGN,
-                                                           SELECT_FORBIDDEN)}
+                                                           SELECT_FORBIDDEN, SELECT_TWIN)}
 
     for entity in world.entities:
         answer = world.harmful_answer(entity)
@@ -109,8 +112,10 @@ def build_splits(world: ToyWorld, config: SplitConfig) -> dict[str, list[dict]]:
         splits["eval_benign"].append(_benign_record(item, template, "eval_benign"))
     candidates = {SELECT_BENIGN: [_benign_record(i, t, SELECT_BENIGN) for i, t in held_benign],
                   SELECT_FORBIDDEN: [_entity_record(world, e, t, SELECT_FORBIDDEN, world.harmful_answer(e))
-                                     for e, t in held_forbidden]}
-    for name, n in ((SELECT_BENIGN, config.n_select_benign), (SELECT_FORBIDDEN, config.n_select_forbidden)):
+                                     for e, t in held_forbidden],
+                  SELECT_TWIN: [_entity_record(world, e, t, SELECT_TWIN, world.harmful_answer(e)) for e, t in held_twin]}
+    for name, n in ((SELECT_BENIGN, config.n_select_benign), (SELECT_FORBIDDEN, config.n_select_forbidden),
+                    (SELECT_TWIN, config.n_select_twin)):
         splits[name] = _selection_split(name, candidates[name], splits[SELECTION_SPLITS[name]], n, config.seed)
 
     for name, records in splits.items():
