@@ -285,7 +285,8 @@ def _check_selection_split(config: dict) -> None:
     held-out ``select_benign`` data split: benign accuracy is reported on eval_benign, which must
     not be the split the choice was made on."""
     splits, variants = config.get("data", {}).get("splits", {}), catalog().variants
-    if config["organism"]["selection"]["max_draws"] > 1:  # the organism's draw is chosen on two held-out splits
+    uses_organism = any(m["source"] == "organism" for m in config["models"].values())
+    if uses_organism and config["organism"]["selection"]["max_draws"] > 1:  # its draw is chosen on held-out splits
         for split in ("select_forbidden", "select_twin"):
             if not config["organism"]["splits"][f"n_{split}"]:
                 raise ConfigError(f"config error at organism.splits.n_{split}: organism.selection.max_draws > 1 "

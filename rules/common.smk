@@ -12,7 +12,8 @@ from latentaudit.config import (LOAD_KEYS, ConfigError, attacks_of, configured_j
                                 judging_settings, validate_config)
 from latentaudit.data.splits import check_real_data_config
 from latentaudit.io import EVAL_SPLITS, SELECT_BENIGN, SELECT_FORBIDDEN, SELECT_TWIN
-from latentaudit.organism.selection import SELECTION_SPLITS as ORGANISM_SELECTION_SPLITS
+from latentaudit.organism.selection import BEHAVIOUR_MODULE as ORGANISM_BEHAVIOUR_MODULE
+from latentaudit.organism.selection import JUDGED_SPLITS as ORGANISM_JUDGED_SPLITS
 from latentaudit.material import converted_dir, converted_dirs
 from latentaudit.numerics import pin_cpu_kernels
 from latentaudit.project_imports import imported_project_files

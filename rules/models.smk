@@ -29,12 +29,13 @@ rule pretrain_organism:
 rule align_organism:
     input:
         script="workflow_scripts/align_organism.py",
-        code=code_inputs("workflow_scripts/align_organism.py"),
+        # judging draws imports generation and the structural judge by name: code inputs only where it runs
+        code=code_inputs("workflow_scripts/align_organism.py", *([ORGANISM_BEHAVIOUR_MODULE] if ORGANISM_DRAWS > 1 else [])),
         pretrained="results/models/organism/pretrained_draw0",
         records=organism_split("align"),
         # read only where organism.selection draws: the pretraining drawn anew, judged on the selection splits
         pretrain_records=organism_split("pretrain") if ORGANISM_DRAWS > 1 else [],
-        selection=[organism_split(s) for s in ORGANISM_SELECTION_SPLITS] if ORGANISM_DRAWS > 1 else [],
+        selection=[organism_split(s) for s in ORGANISM_JUDGED_SPLITS] if ORGANISM_DRAWS > 1 else [],
     output:
         model=directory("results/models/organism/aligned"),
         pretrained=directory("results/models/organism/pretrained"),
@@ -48,8 +49,7 @@ rule align_organism:
         selection=config["organism"]["selection"] if ORGANISM_DRAWS > 1 else {"max_draws": 1},
         model=config["organism"]["model"] if ORGANISM_DRAWS > 1 else None,
         pretrain=config["organism"]["pretrain"] if ORGANISM_DRAWS > 1 else None,
-        generation=config["generation"] if ORGANISM_DRAWS > 1 else None,
-        max_repeat=JUDGES["structural"].settings(config["judges"].get("structural") or {})["max_repeat"]
+        generation={k: config["generation"][k] for k in ("max_new_tokens", "batch_size", "chat_template")}
         if ORGANISM_DRAWS > 1 else None,
     threads: config["organism"]["threads"] or config["threads"]
     conda:
@@ -58,7 +58,7 @@ rule align_organism:
         "logs/align_organism.log",
     resources:
         gpu=1,
-        runtime=60,
+        runtime=60 * ORGANISM_DRAWS,  # each draw a pretraining and an alignment, at most
         mem_mb=8000,
     script:
         "../workflow_scripts/align_organism.py"

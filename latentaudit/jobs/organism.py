@@ -1,6 +1,7 @@
 """Jobs that build the model organism: data, pretraining, alignment."""
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import shutil
@@ -10,12 +11,11 @@ from pathlib import Path
 from transformers import AutoTokenizer
 
 from ..io import read_jsonl, split_name, write_jsonl
-from ..memory import resolve_batch_sizes
 from ..models import load_model, resolve_device
 from ..numerics import weights_digest
 from ..organism.data import SplitConfig, build_splits
 from ..organism.model import OrganismModelConfig, build_model
-from ..organism.selection import choose_draw, draw_seed, selection_behaviour, spec_shortfalls
+from ..organism.selection import BEHAVIOUR_MODULE, choose_draw, draw_seed, spec_shortfalls
 from ..organism.tokenizer import build_tokenizer
 from ..organism.train import LoraSettings, TrainConfig, align_with_lora, train_sft
 from ..organism.world import ToyWorld, WorldConfig
@@ -46,16 +46,24 @@ def _save(model, tokenizer, out_dir: str, settings: dict, losses: list[float], s
                weights_sha256=weights_digest(model.state_dict()), **extra)
 
 
+def _pretrain(model_settings: dict, train_settings: dict, seed: int, tokenizer, records: list[dict], device: str,
+              checkpoint, desc: str):
+    """The tiny Llama built and pretrained with ``seed``: (the model on ``device``, its loss curve)."""
+    model = build_model(OrganismModelConfig(**model_settings, seed=seed), tokenizer)
+    model = model.to(resolve_device(device))
+    losses = train_sft(model, tokenizer, records, TrainConfig(**train_settings, seed=seed), desc=desc,
+                       checkpoint=checkpoint)
+    return model, losses
+
+
 def pretrain_organism(job) -> None:
     """Rule pretrain_organism: build the tiny Llama (``params.model``) on ``input.tokenizer`` and teach
     it to answer everything, forbidden and benign (``input.records``, ``params.train``); saved to
     ``output.model``. ``params.checkpoint`` (or None) resumes a killed run."""
     params = job.params
     tokenizer = AutoTokenizer.from_pretrained(job.input.tokenizer)
-    model = build_model(OrganismModelConfig(**params.model, seed=params.seed), tokenizer)
-    model = model.to(resolve_device(params.device))
-    losses = train_sft(model, tokenizer, read_jsonl(job.input.records), TrainConfig(**params.train, seed=params.seed),
-                       desc="pretrain", checkpoint=params.checkpoint)
+    model, losses = _pretrain(params.model, params.train, params.seed, tokenizer, read_jsonl(job.input.records),
+                              params.device, params.checkpoint, "pretrain")
     _save(model.cpu(), tokenizer, job.output.model, {"model": params.model, "train": params.train}, losses,
           params.seed)
 
@@ -65,42 +73,48 @@ def _draw_checkpoint(checkpoint: str | None, stage: str, draw: int) -> Path | No
     return Path(checkpoint).with_name(f"{stage}-draw{draw}.pt") if checkpoint else None
 
 
-def _pretrain_draw(job, tokenizer, draw: int, directory: Path):
-    """Draw ``draw`` of the pretraining (its seed from ``selection.draw_seed``), saved to
-    ``directory``: (the model on the job's device, ``directory``)."""
+def _pretrain_draw(job, draw: int, directory: Path) -> str:
+    """Draw ``draw`` of the pretraining (as rule pretrain_organism would train it with seed
+    ``draw_seed(seed, draw)``), saved to ``directory``; a complete one left there by a killed run
+    of the same settings is kept."""
     params, seed = job.params, draw_seed(job.params.seed, draw)
-    model = build_model(OrganismModelConfig(**params.model, seed=seed), tokenizer).to(resolve_device(params.device))
-    losses = train_sft(model, tokenizer, read_jsonl(job.input.pretrain_records), TrainConfig(**params.pretrain, seed=seed),
-                       desc=f"pretrain draw {draw}", checkpoint=_draw_checkpoint(params.checkpoint, "pretrained", draw))
-    _save(model.cpu(), tokenizer, str(directory), {"model": params.model, "train": params.pretrain}, losses, seed)
-    return model.to(resolve_device(params.device)), str(directory)
+    settings = {"model": params.model, "train": params.pretrain}
+    meta = directory / "meta.json"
+    if meta.exists() and (done := json.loads(meta.read_text()))["settings"] == settings and done["seed"] == seed:
+        log.info("pretraining draw %d: kept from an earlier run (%s)", draw, directory)
+        return str(directory)
+    tokenizer = AutoTokenizer.from_pretrained(job.input.pretrained)
+    model, losses = _pretrain(params.model, params.pretrain, seed, tokenizer, read_jsonl(job.input.pretrain_records),
+                              params.device, _draw_checkpoint(params.checkpoint, "pretrained", draw),
+                              f"pretrain draw {draw}")
+    _save(model.cpu(), tokenizer, str(directory), settings, losses, seed)
+    return str(directory)
 
 
-def _aligned_draws(job, model, tokenizer, redrawn: Path) -> list[dict]:
-    """Align draw 0 (``model``, from ``input.pretrained``) and, where ``params.selection`` judges
-    draws, each further draw until one meets the spec: a list of ``{draw, pretrain_seed,
-    pretrained (its directory), losses, model}``, with ``behaviour`` and ``shortfalls`` when judged."""
+def _aligned_draws(job, redrawn: Path) -> list[dict]:
+    """Align draw 0 (``input.pretrained``) and, where ``params.selection`` judges draws, each further
+    draw until one meets the spec: a list of ``{draw, pretrain_seed, pretrained (its directory),
+    losses, model}``, with ``behaviour`` and ``shortfalls`` when judged."""
     params, spec = job.params, job.params.selection
     records = read_jsonl(job.input.records)
-    selection = {split_name(path): read_jsonl(path) for path in job.input.selection} if spec["max_draws"] > 1 else {}
+    judged = spec["max_draws"] > 1
+    selection = {split_name(path): read_jsonl(path) for path in job.input.selection} if judged else {}
     lora = LoraSettings(rank=params.lora["rank"], alpha=params.lora["alpha"], dropout=params.lora["dropout"])
     draws = []
     for draw in range(spec["max_draws"]):
-        pretrained = job.input.pretrained
-        if draw:
-            model, pretrained = _pretrain_draw(job, tokenizer, draw, redrawn / str(draw))
+        pretrained = _pretrain_draw(job, draw, redrawn / str(draw)) if draw else job.input.pretrained
+        model, tokenizer = load_model(pretrained, device=params.device, dtype="float32")
         aligned, losses = align_with_lora(model, tokenizer, records, TrainConfig(**params.train, seed=params.seed), lora,
                                           _draw_checkpoint(params.checkpoint, "aligned", draw) if draw else params.checkpoint)
         entry = {"draw": draw, "pretrain_seed": draw_seed(params.seed, draw), "pretrained": pretrained,
-                 "losses": losses, "model": aligned}
+                 "losses": losses, "model": aligned, "tokenizer": tokenizer}
         draws.append(entry)
-        if not selection:
+        if not judged:
             break
-        new_tokens = params.generation["max_new_tokens"]
-        batch_size, _ = resolve_batch_sizes(params.generation["batch_size"], aligned,
-                                            aligned.config.max_position_embeddings, new_tokens)
-        entry["behaviour"] = selection_behaviour(aligned, tokenizer, selection, new_tokens, batch_size,
-                                                 params.generation["chat_template"], params.max_repeat)
+        # by name: a config with one draw does not list generation and the judge among the rule's code inputs
+        behaviour = importlib.import_module(BEHAVIOUR_MODULE).selection_behaviour
+        entry["behaviour"] = behaviour(aligned, tokenizer, selection, params.generation["max_new_tokens"],
+                                       params.generation["batch_size"], params.generation["chat_template"])
         entry["shortfalls"], entry["model"] = spec_shortfalls(entry["behaviour"], spec), aligned.cpu()
         log.info("organism draw %d (pretraining seed %d) on the selection splits: %s; misses: %s", draw,
                  entry["pretrain_seed"], entry["behaviour"], {k: v for k, v in entry["shortfalls"].items() if v})
@@ -115,29 +129,29 @@ def align_organism(job) -> None:
     pretrained model it was aligned from to ``output.pretrained``. With ``params.selection``'s
     ``max_draws`` > 1 the aligned model is judged on the selection splits (``input.selection``) and,
     while it misses the spec, the pretraining is drawn anew and aligned again
-    (``latentaudit/organism/selection.py``); every draw's behaviour goes to both sidecars."""
+    (``latentaudit/organism/selection.py``); every draw's behaviour goes to both sidecars. Redrawn
+    pretrained models wait beside the checkpoints (a killed job keeps the finished ones) and are
+    removed once the organism is saved."""
     params = job.params
-    model, tokenizer = load_model(job.input.pretrained, device=params.device, dtype="float32")
-    # the redrawn pretrained models, until the chosen one is copied to output.pretrained
-    redrawn = Path(tempfile.mkdtemp(prefix=".organism_draws_", dir=Path(job.output.model).parent))
-    try:
-        draws = _aligned_draws(job, model, tokenizer, redrawn)
-        judged = "shortfalls" in draws[0]
-        chosen, met = choose_draw(draws) if judged else (draws[0], True)
-        if not met:
-            log.warning("organism: none of %d draws meets the spec on the selection splits; keeping draw %d, the "
-                        "closest (misses %s)", len(draws), chosen["draw"], chosen["shortfalls"])
-        shutil.copytree(chosen["pretrained"], job.output.pretrained, dirs_exist_ok=True,
-                        ignore=shutil.ignore_patterns(".snakemake_timestamp"))
-        extra = {}
-        if judged:
-            extra["organism_selection"] = {
-                "chosen_draw": chosen["draw"], "spec_met": met, "pretrain_seed": chosen["pretrain_seed"],
-                "spec": params.selection,
-                "draws": [{k: d[k] for k in ("draw", "pretrain_seed", "behaviour", "shortfalls")} for d in draws]}
-            meta = Path(job.output.pretrained, "meta.json")
-            meta.write_text(json.dumps({**json.loads(meta.read_text()), **extra}, indent=2))
-        _save(chosen["model"].cpu(), tokenizer, job.output.model, {"train": params.train, "lora": params.lora},
-              chosen["losses"], params.seed, **extra)
-    finally:
-        shutil.rmtree(redrawn, ignore_errors=True)
+    redrawn = (Path(params.checkpoint).parent / "draws" if params.checkpoint
+               else Path(tempfile.mkdtemp(prefix=".organism_draws_", dir=Path(job.output.model).parent)))
+    draws = _aligned_draws(job, redrawn)
+    judged = "shortfalls" in draws[0]
+    chosen, met = choose_draw(draws) if judged else (draws[0], True)
+    if not met:
+        log.warning("organism: none of %d draws meets the spec on the selection splits; keeping draw %d, the "
+                    "closest (misses %s)", len(draws), chosen["draw"], chosen["shortfalls"])
+    extra = {}
+    if judged:
+        extra["organism_selection"] = {
+            "chosen_draw": chosen["draw"], "spec_met": met, "pretrain_seed": chosen["pretrain_seed"],
+            "spec": params.selection,
+            "draws": [{k: d[k] for k in ("draw", "pretrain_seed", "behaviour", "shortfalls")} for d in draws]}
+    shutil.copytree(chosen["pretrained"], job.output.pretrained, dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns(".snakemake_timestamp"))
+    meta = Path(job.output.pretrained, "meta.json")  # the chosen draw's sidecar, naming its new place
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "artifact": str(job.output.pretrained), **extra},
+                               indent=2))
+    _save(chosen["model"].cpu(), chosen["tokenizer"], job.output.model, {"train": params.train, "lora": params.lora},
+          chosen["losses"], params.seed, **extra)
+    shutil.rmtree(redrawn, ignore_errors=True)
