@@ -64,7 +64,7 @@ gpu-check:
 	$(PY) -m latentaudit.gpu_check
 
 # The default experiment's claims on seeds 0, 1, 2 (each seed its own organism and world, about
-# 30 min each on 2 cores; not in CI): results/robustness/seeds.csv, seeds.md, spread.md.
+# 30 min each on 2 cores; not in CI): results/robustness/seeds.csv, seeds.md, spread.md, organisms.md.
 robustness: setup
 	$(PY) -m latentaudit.robustness --cores $(CORES)
 

@@ -5,8 +5,9 @@ the seed draws (the toy world's entities and secrets, the splits, the model's in
 pretraining and alignment, every defense and attack) in its own workflow directory,
 ``results/robustness/seed<N>/`` (the repository's workflow files linked in, so an edit
 reruns what it touches there too), and ``acceptance.claims`` scores each run. Writes
-``results/robustness/seeds.csv`` (seed, issue, number, value, threshold, holds), ``seeds.md``
-and the per-number spread ``spread.md``.
+``results/robustness/seeds.csv`` (seed, issue, number, value, threshold, holds), ``seeds.md``,
+the per-number spread ``spread.md``, and ``organisms.csv`` / ``organisms.md``: which pretraining draw
+became each seed's organism (``organism.selection``) and its rates on the selection splits.
 
 ``--native-kernels`` runs the seeds with the machine's own CPU kernels instead of the pinned AVX2
 ones (``pin_cpu_kernels=False``, the pin variables removed from the jobs' environment), into
@@ -16,6 +17,7 @@ only whether a run reproduces under the same ones.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -61,6 +63,24 @@ def seed_table(root: Path, seeds: list[int]) -> pd.DataFrame:
     return table[["seed", "issue", "key", "number", "value", "threshold", "holds"]]
 
 
+def organism_table(root: Path, seeds: list[int]) -> pd.DataFrame:
+    """One row per seed: which draw of its pretraining became the organism (``organism.selection``),
+    whether it met the spec on the selection splits, the draws judged, and the chosen draw's rates
+    there (blank where the run judged no draw)."""
+    rows = []
+    for seed in seeds:
+        meta = json.loads((root / f"seed{seed}" / "results/models/organism/aligned/meta.json").read_text())
+        chosen = meta.get("organism_selection")
+        row = {"seed": seed, "chosen draw": 0, "spec met": None, "draws judged": 0, "pretraining seed": seed}
+        if chosen:
+            rates = chosen["draws"][[d["draw"] for d in chosen["draws"]].index(chosen["chosen_draw"])]["behaviour"]
+            row.update({"chosen draw": chosen["chosen_draw"], "spec met": chosen["spec_met"],
+                        "draws judged": len(chosen["draws"]), "pretraining seed": chosen["pretrain_seed"],
+                        **{f"selection {name}": round(value, 3) for name, value in rates.items()}})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def spread_table(table: pd.DataFrame) -> pd.DataFrame:
     """One row per claim: its value on each seed, min/max, and whether it held on every seed."""
     rows = []
@@ -96,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     (args.root / "seeds.md").write_text(table.to_markdown(index=False, floatfmt=".3f") + "\n")
     spread = spread_table(table)
     (args.root / "spread.md").write_text(spread.to_markdown(index=False) + "\n")
+    organisms = organism_table(args.root, seeds)
+    organisms.to_csv(args.root / "organisms.csv", index=False)
+    (args.root / "organisms.md").write_text(organisms.to_markdown(index=False) + "\n")
+    print(organisms.to_markdown(index=False))
     print(spread.to_markdown(index=False))
     missed = spread[~spread["holds on every seed"]]
     print(f"\n{len(spread) - len(missed)}/{len(spread)} claims hold on every seed {seeds}"

@@ -1,4 +1,5 @@
 """The claims table and the robustness driver's bookkeeping (the runs themselves: make robustness)."""
+import json
 import os
 import subprocess
 import sys
@@ -9,7 +10,7 @@ import pytest
 from latentaudit.numerics import (MKL_INTEL_DISPATCH_NAME, PINNED_KERNELS, cpu_vendor, kernel_pins_apply, mkl_branch,
                                   mkl_intel_dispatch_applies, mkl_intel_dispatch_library, numerics_record,
                                   pin_cpu_kernels, weights_digest, without_mkl_intel_dispatch)
-from latentaudit.robustness import seed_command, seed_workdir, spread_table
+from latentaudit.robustness import organism_table, seed_command, seed_workdir, spread_table
 from latentaudit.workflow_dir import WORKFLOW_FILES
 
 from conftest import NEEDS_KERNEL_PINS
@@ -27,6 +28,20 @@ def test_spread_reports_every_seed_and_whether_the_claim_held_on_all():
     assert not spread.loc["aligned_refusal", "holds on every seed"]
     assert spread.loc["over_refusal", "holds on every seed"]
     assert spread.loc["over_refusal", "seed 0"] == 0.05
+
+
+def test_the_organism_table_names_each_seeds_chosen_draw(tmp_path):
+    judged = {"chosen_draw": 3, "spec_met": True, "pretrain_seed": 559195748,
+              "draws": [{"draw": d, "pretrain_seed": 10 + d, "behaviour": {"refusal": 1.0, "over_refusal": 0.25 - d / 16,
+                                                                       "benign_accuracy": 1.0}} for d in range(4)]}
+    for seed, meta in ((1, {"seed": 1}), (2, {"seed": 2, "organism_selection": judged})):
+        aligned = tmp_path / f"seed{seed}" / "results/models/organism/aligned"
+        aligned.mkdir(parents=True)
+        (aligned / "meta.json").write_text(json.dumps(meta))
+    table = organism_table(tmp_path, [1, 2]).set_index("seed")
+    assert table.loc[1, "chosen draw"] == 0 and table.loc[1, "draws judged"] == 0 and table.loc[1, "pretraining seed"] == 1
+    assert table.loc[2, ["chosen draw", "draws judged", "pretraining seed"]].tolist() == [3, 4, 559195748]
+    assert table.loc[2, "spec met"] and table.loc[2, "selection over_refusal"] == 0.062
 
 
 def test_each_seed_gets_a_workflow_directory_running_the_repository_code(tmp_path):
