@@ -73,7 +73,7 @@ def organism_table(root: Path, seeds: list[int]) -> pd.DataFrame:
         chosen = meta.get("organism_selection")
         row = {"seed": seed, "chosen draw": 0, "spec met": None, "draws judged": 0, "pretraining seed": seed}
         if chosen:
-            rates = chosen["draws"][[d["draw"] for d in chosen["draws"]].index(chosen["chosen_draw"])]["behaviour"]
+            rates = chosen["draws"][chosen["chosen_draw"]]["behaviour"]  # draws are judged in order, from 0
             row.update({"chosen draw": chosen["chosen_draw"], "spec met": chosen["spec_met"],
                         "draws judged": len(chosen["draws"]), "pretraining seed": chosen["pretrain_seed"],
                         **{f"selection {name}": round(value, 3) for name, value in rates.items()}})

@@ -94,11 +94,13 @@ def _pretrain_draw(job, draw: int, directory: Path) -> str:
 def _aligned_draws(job, redrawn: Path) -> list[dict]:
     """Align draw 0 (``input.pretrained``) and, where ``params.selection`` judges draws, each further
     draw until one meets the spec: a list of ``{draw, pretrain_seed, pretrained (its directory),
-    losses, model}``, with ``behaviour`` and ``shortfalls`` when judged."""
+    losses, model, tokenizer}``, with ``behaviour`` and ``shortfalls`` when judged."""
     params, spec = job.params, job.params.selection
     records = read_jsonl(job.input.records)
     judged = spec["max_draws"] > 1
     selection = {split_name(path): read_jsonl(path) for path in job.input.selection} if judged else {}
+    # by name: a config with one draw does not list generation and the judge among the rule's code inputs
+    behaviour = importlib.import_module(BEHAVIOUR_MODULE).selection_behaviour if judged else None
     lora = LoraSettings(rank=params.lora["rank"], alpha=params.lora["alpha"], dropout=params.lora["dropout"])
     draws = []
     for draw in range(spec["max_draws"]):
@@ -111,8 +113,6 @@ def _aligned_draws(job, redrawn: Path) -> list[dict]:
         draws.append(entry)
         if not judged:
             break
-        # by name: a config with one draw does not list generation and the judge among the rule's code inputs
-        behaviour = importlib.import_module(BEHAVIOUR_MODULE).selection_behaviour
         entry["behaviour"] = behaviour(aligned, tokenizer, selection, params.generation["max_new_tokens"],
                                        params.generation["batch_size"], params.generation["chat_template"])
         entry["shortfalls"], entry["model"] = spec_shortfalls(entry["behaviour"], spec), aligned.cpu()
