@@ -6,8 +6,9 @@ pretraining and alignment, every defense and attack) in its own workflow directo
 ``results/robustness/seed<N>/`` (the repository's workflow files linked in, so an edit
 reruns what it touches there too), and ``acceptance.claims`` scores each run. Writes
 ``results/robustness/seeds.csv`` (seed, issue, number, value, threshold, holds), ``seeds.md``,
-the per-number spread ``spread.md``, and ``organisms.csv`` / ``organisms.md``: which pretraining draw
-became each seed's organism (``organism.selection``) and its rates on the selection splits.
+the per-number spread ``spread.md``, and ``organisms.csv`` / ``organisms.md``: one row per seed, how
+many claims held, which pretraining draw became its organism (``organism.selection``) and its rates
+on the selection splits.
 
 ``--native-kernels`` runs the seeds with the machine's own CPU kernels instead of the pinned AVX2
 ones (``pin_cpu_kernels=False``, the pin variables removed from the jobs' environment), into
@@ -63,15 +64,18 @@ def seed_table(root: Path, seeds: list[int]) -> pd.DataFrame:
     return table[["seed", "issue", "key", "number", "value", "threshold", "holds"]]
 
 
-def organism_table(root: Path, seeds: list[int]) -> pd.DataFrame:
-    """One row per seed: which draw of its pretraining became the organism (``organism.selection``),
-    whether it met the spec on the selection splits, the draws judged, and the chosen draw's rates
-    there (blank where the run judged no draw)."""
+def organism_table(root: Path, seeds: list[int], table: pd.DataFrame) -> pd.DataFrame:
+    """One row per seed: the claims of ``table`` (``seed_table``) that held, which draw of its
+    pretraining became the organism (``organism.selection``), whether it met the spec on the
+    selection splits, the draws judged, and the chosen draw's rates there (blank where the run
+    judged no draw)."""
+    held = table.groupby("seed")["holds"].agg(["sum", "size"])
     rows = []
     for seed in seeds:
         meta = json.loads((root / f"seed{seed}" / "results/models/organism/aligned/meta.json").read_text())
         chosen = meta.get("organism_selection")
-        row = {"seed": seed, "chosen draw": 0, "spec met": None, "draws judged": 0, "pretraining seed": seed}
+        row = {"seed": seed, "claims held": int(held.loc[seed, "sum"]), "claims scored": int(held.loc[seed, "size"]),
+               "chosen draw": 0, "spec met": None, "draws judged": 0, "pretraining seed": seed}
         if chosen:
             rates = chosen["draws"][chosen["chosen_draw"]]["behaviour"]  # draws are judged in order, from 0
             row.update({"chosen draw": chosen["chosen_draw"], "spec met": chosen["spec_met"],
@@ -116,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.root / "seeds.md").write_text(table.to_markdown(index=False, floatfmt=".3f") + "\n")
     spread = spread_table(table)
     (args.root / "spread.md").write_text(spread.to_markdown(index=False) + "\n")
-    organisms = organism_table(args.root, seeds)
+    organisms = organism_table(args.root, seeds, table)
     organisms.to_csv(args.root / "organisms.csv", index=False)
     (args.root / "organisms.md").write_text(organisms.to_markdown(index=False) + "\n")
     print(organisms.to_markdown(index=False))

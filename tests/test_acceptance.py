@@ -30,7 +30,7 @@ def test_spread_reports_every_seed_and_whether_the_claim_held_on_all():
     assert spread.loc["over_refusal", "seed 0"] == 0.05
 
 
-def test_the_organism_table_names_each_seeds_chosen_draw(tmp_path):
+def test_the_seed_table_counts_claims_held_and_names_each_seeds_chosen_draw(tmp_path):
     judged = {"chosen_draw": 3, "spec_met": True, "pretrain_seed": 559195748,
               "draws": [{"draw": d, "pretrain_seed": 10 + d, "behaviour": {"refusal": 1.0, "over_refusal": 0.25 - d / 16,
                                                                        "benign_accuracy": 1.0}} for d in range(4)]}
@@ -38,7 +38,9 @@ def test_the_organism_table_names_each_seeds_chosen_draw(tmp_path):
         aligned = tmp_path / f"seed{seed}" / "results/models/organism/aligned"
         aligned.mkdir(parents=True)
         (aligned / "meta.json").write_text(json.dumps(meta))
-    table = organism_table(tmp_path, [1, 2]).set_index("seed")
+    claims = pd.DataFrame({"seed": [1, 1, 2, 2], "holds": [True, False, True, True]})
+    table = organism_table(tmp_path, [1, 2], claims).set_index("seed")
+    assert table["claims held"].tolist() == [1, 2] and table["claims scored"].tolist() == [2, 2]
     assert table.loc[1, "chosen draw"] == 0 and table.loc[1, "draws judged"] == 0 and table.loc[1, "pretraining seed"] == 1
     assert table.loc[2, ["chosen draw", "draws judged", "pretraining seed"]].tolist() == [3, 4, 559195748]
     assert table.loc[2, "spec met"] and table.loc[2, "selection over_refusal"] == 0.062
