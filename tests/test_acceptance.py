@@ -8,10 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from latentaudit.acceptance import defense_claims
 from latentaudit.numerics import (MKL_INTEL_DISPATCH_NAME, PINNED_KERNELS, cpu_vendor, kernel_pins_apply, mkl_branch,
                                   mkl_intel_dispatch_applies, mkl_intel_dispatch_library, numerics_record,
                                   pin_cpu_kernels, weights_digest, without_mkl_intel_dispatch)
-from latentaudit.acceptance import defense_claims
+from latentaudit.report.tables import defense_tables
 from latentaudit.robustness import organism_table, seed_command, seed_workdir, spread_table
 from latentaudit.workflow_dir import WORKFLOW_FILES
 
@@ -34,7 +35,7 @@ def test_spread_reports_every_seed_and_whether_the_claim_held_on_all():
 
 def _defense_metrics(folder, aligned_grad_masr: list[float]):
     """attack_summary.csv and defenses.csv of a run whose aligned ASA_grad reaches ``aligned_grad_masr``
-    at strengths .25 and .5; every defense halves it, and latent PGD at .9 on aligned."""
+    at strengths .25 and .5 (latent PGD .9); every defense leaves 0.4 of aligned's MASR."""
     strengths = [0.25, 0.5]
     summary, defenses = [], []
     for variant in ("aligned", "repbend", "lat", "lapt"):
@@ -64,6 +65,12 @@ def test_defense_claims_read_the_cut_at_s_star_and_fail_it_where_s_star_is_undef
     assert "never reaches MASR 0.8" in cuts[0].number
     assert undefined["lat_benign_accuracy"].holds and undefined["lat_benign_accuracy"].value == 0.98
     assert undefined["lapt_benign_refusal"].holds
+    # the report's defense table says why it is empty
+    frame = pd.read_csv(tmp_path / "undefined" / "defenses.csv").assign(at_reference=False)
+    frame.to_csv(tmp_path / "undefined" / "defenses.csv", index=False)
+    md = tmp_path / "defenses.md"
+    defense_tables(str(tmp_path / "undefined" / "defenses.csv"), "structural", str(md), str(tmp_path / "defenses.tex"))
+    assert "no attack strength equals s* (the aligned ASA_grad MASR >= 0.8 point)" in md.read_text()
 
 
 def test_the_seed_table_counts_claims_held_and_names_each_seeds_chosen_draw(tmp_path):

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..metrics import REFERENCE_MASR
+
 SUMMARY_COLUMNS = ["model", "variant", "attack", "strength", "masr", "pasr", "best_layer", "clean_asr",
                    "benign_accuracy", "n"]
 BEHAVIOR_COLUMNS = ["model", "variant", "split", "refusal_rate", "benign_accuracy", "over_refusal", "n"]
@@ -50,7 +52,7 @@ def defense_tables(defenses_csv: str, judge: str, markdown: str, latex: str) -> 
     table = pd.read_csv(defenses_csv)
     table = table[(table["judge"] == judge) & table["at_reference"]]
     if table.empty:
-        frame = pd.DataFrame({"note": ["no attack strength equals s* (the aligned ASA_grad MASR >= 0.8 point)"]})
+        frame = pd.DataFrame({"note": [f"no attack strength equals s* (the aligned ASA_grad MASR >= {REFERENCE_MASR:g} point)"]})
         write_table(frame, markdown, latex, f"Defenses (judge: {judge})")
         return
     s_star = table["reference_strength"].iloc[0]
