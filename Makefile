@@ -63,8 +63,8 @@ bench: setup
 gpu-check:
 	$(PY) -m latentaudit.gpu_check
 
-# The default experiment's claims on seeds 0, 1, 2 (each seed its own organism and world, about
-# 30 min each on 2 cores; not in CI): results/robustness/seeds.csv, seeds.md, spread.md, organisms.md.
+# The default experiment's claims on seeds 0, 1, 2 (each seed its own organism and world, 15-25
+# min each on 2 cores; not in CI): results/robustness/seeds.csv, seeds.md, spread.md, claims.png, organisms.md.
 robustness: setup
 	$(PY) -m latentaudit.robustness --cores $(CORES)
 

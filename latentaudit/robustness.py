@@ -6,7 +6,8 @@ pretraining and alignment, every defense and attack) in its own workflow directo
 ``results/robustness/seed<N>/`` (the repository's workflow files linked in, so an edit
 reruns what it touches there too), and ``acceptance.claims`` scores each run. Writes
 ``results/robustness/seeds.csv`` (seed, issue, number, value, threshold, holds), ``seeds.md``,
-the per-number spread ``spread.md``, and ``organisms.csv`` / ``organisms.md``: one row per seed, how
+the per-number spread ``spread.md``, the figure ``claims.png`` / ``claims.pdf`` (every claim's value per
+seed, held or missed), and ``organisms.csv`` / ``organisms.md``: one row per seed, how
 many claims held, which pretraining draw became its organism (``organism.selection``) and its rates
 on the selection splits.
 
@@ -29,6 +30,7 @@ import pandas as pd
 from .acceptance import claims
 from .config import load_config
 from .numerics import PINNED_KERNELS, without_mkl_intel_dispatch
+from .report.figures import claims_by_seed
 from .workflow_dir import REPO, linked_workflow_dir
 
 
@@ -118,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     table = seed_table(args.root, seeds)
     table.to_csv(args.root / "seeds.csv", index=False)
     (args.root / "seeds.md").write_text(table.to_markdown(index=False, floatfmt=".3f") + "\n")
+    claims_by_seed(str(args.root / "seeds.csv"), [str(args.root / f"claims.{ext}") for ext in ("png", "pdf")])
     spread = spread_table(table)
     (args.root / "spread.md").write_text(spread.to_markdown(index=False) + "\n")
     organisms = organism_table(args.root, seeds, table)

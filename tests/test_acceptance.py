@@ -12,6 +12,7 @@ from latentaudit.acceptance import defense_claims
 from latentaudit.numerics import (MKL_INTEL_DISPATCH_NAME, PINNED_KERNELS, cpu_vendor, kernel_pins_apply, mkl_branch,
                                   mkl_intel_dispatch_applies, mkl_intel_dispatch_library, numerics_record,
                                   pin_cpu_kernels, weights_digest, without_mkl_intel_dispatch)
+from latentaudit.report.figures import _threshold_label, claims_by_seed
 from latentaudit.report.tables import defense_tables
 from latentaudit.robustness import organism_table, seed_command, seed_workdir, spread_table
 from latentaudit.workflow_dir import WORKFLOW_FILES
@@ -31,6 +32,37 @@ def test_spread_reports_every_seed_and_whether_the_claim_held_on_all():
     assert not spread.loc["aligned_refusal", "holds on every seed"]
     assert spread.loc["over_refusal", "holds on every seed"]
     assert spread.loc["over_refusal", "seed 0"] == 0.05
+
+
+def _colour_present(png, hex_colour: str) -> bool:
+    """Whether ``png`` has a cell's worth of ``hex_colour`` (a few hundred pixels, not the odd grey
+    pixel of anti-aliased text)."""
+    import matplotlib.image
+    pixels = matplotlib.image.imread(png)[..., :3]
+    rgb = np.array([int(hex_colour[i:i + 2], 16) / 255 for i in (1, 3, 5)])
+    return int((np.abs(pixels - rgb).max(axis=-1) < 0.01).sum()) > 500
+
+
+def test_claims_figure_colours_each_seed_s_claim_held_missed_or_missed_with_no_value(tmp_path):
+    held, missed, no_value = "#a6dba0", "#f4a582", "#d9d9d9"  # the figure's three states
+    rows = [{"seed": seed, "issue": "4", "key": "repbend_asa_grad_cut", "number": "cut", "value": value,
+             "threshold": threshold, "holds": holds}
+            for seed, value, threshold, holds in ((0, 0.1, "<= 0.43", True), (1, 0.6, "<= 0.5", False),
+                                                  (2, np.nan, "<= half of aligned's MASR at s*", False))]
+    rows += [{"seed": seed, "issue": "2", "key": "aligned_refusal", "number": "refusal", "value": 1.0,
+              "threshold": ">= 0.95", "holds": True} for seed in (0, 1, 2)]
+    pd.DataFrame(rows).to_csv(tmp_path / "seeds.csv", index=False)
+    claims_by_seed(str(tmp_path / "seeds.csv"), [str(tmp_path / "claims.png"), str(tmp_path / "claims.pdf")])
+    assert (tmp_path / "claims.pdf").stat().st_size > 0
+    assert all(_colour_present(tmp_path / "claims.png", colour) for colour in (held, missed, no_value))
+    pd.DataFrame(rows[3:]).to_csv(tmp_path / "held.csv", index=False)
+    claims_by_seed(str(tmp_path / "held.csv"), [str(tmp_path / "held.png")])
+    assert _colour_present(tmp_path / "held.png", held)
+    assert not _colour_present(tmp_path / "held.png", missed) and not _colour_present(tmp_path / "held.png", no_value)
+    # a row's label: its threshold where the seeds share it, else the rule their numbers come from
+    assert _threshold_label(pd.Series([">= 0.95"] * 3)) == ">= 0.95"
+    assert _threshold_label(pd.DataFrame(rows[:3])["threshold"]) == "<= half of aligned's MASR at s*"
+    assert _threshold_label(pd.Series([">= 0.95", ">= 0.934"])) == "threshold varies by seed"
 
 
 def _defense_metrics(folder, aligned_grad_masr: list[float]):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import matplotlib
+import matplotlib.patches
 import matplotlib.ticker
 
 matplotlib.use("Agg")
@@ -133,5 +134,56 @@ def defense_pareto(defenses_csv: str, judge: str, paths: list[str], style: str =
             ax.set(title=f"{model}: attacks at s* = {s_star:g}", xlabel="benign accuracy (filled: clean; open: "
                    "same vectors)", ylabel="MASR", xlim=(-0.02, 1.02), ylim=(-0.02, 1.02))
             ax.legend(fontsize=7, ncol=2)
+        fig.tight_layout()
+        save_figure(fig, paths, dpi)
+
+
+def _threshold_label(thresholds: pd.Series) -> str:
+    """One claim's threshold for a row label: the same on every seed, or the rule the seeds' numbers
+    come from (a cut's "half of aligned's MASR at s*")."""
+    unique = list(dict.fromkeys(thresholds))
+    if len(unique) == 1:
+        return unique[0]
+    rules = [t for t in unique if any(c.isalpha() for c in t)]
+    return rules[0] if rules else "threshold varies by seed"
+
+
+def claims_by_seed(seeds_csv: str, paths: list[str], style: str = "default", dpi: int = 150) -> None:
+    """``make robustness``'s claims (``seeds.csv``) as a grid: one row per claim, in the order the
+    claims are made, labelled with its threshold, one column per seed; a cell shows the value, green
+    where the claim held, red where it missed, grey where it missed with no value (e.g. a cut at an
+    s* that does not exist on that seed)."""
+    table = pd.read_csv(seeds_csv)
+    keys = list(dict.fromkeys(table["key"]))
+    seeds = sorted(table["seed"].unique())
+    cells = table.set_index(["key", "seed"])
+    colours = {"held": "#a6dba0", "missed": "#f4a582", "missed, no value": "#d9d9d9"}
+    with plt.style.context(style):
+        fig, ax = plt.subplots(figsize=(1.1 * len(seeds) + 3.2, 0.28 * len(keys) + 1.2))
+        shown = set()
+        for row, key in enumerate(keys):
+            for column, seed in enumerate(seeds):
+                if (key, seed) not in cells.index:
+                    continue
+                cell = cells.loc[(key, seed)]
+                state = "missed, no value" if pd.isna(cell["value"]) else "held" if cell["holds"] else "missed"
+                shown.add(state)
+                ax.add_patch(matplotlib.patches.Rectangle((column - 0.5, row - 0.5), 1, 1, facecolor=colours[state],
+                                                          edgecolor="white"))
+                ax.text(column, row, "n/a" if pd.isna(cell["value"]) else f"{cell['value']:.3g}", ha="center",
+                        va="center", fontsize=7)
+        every = [all(cells.loc[(k, s), "holds"] for s in seeds if (k, s) in cells.index) for k in keys]
+        ax.set_xticks(range(len(seeds)), [f"seed {s}" for s in seeds])
+        ax.set_yticks(range(len(keys)), [f"{k}  {_threshold_label(cells.loc[k]['threshold'])}" for k in keys],
+                      fontsize=7)
+        ax.set(xlim=(-0.5, len(seeds) - 0.5), ylim=(len(keys) - 0.5, -0.5))
+        ax.tick_params(length=0)
+        for side in ax.spines.values():
+            side.set_visible(False)
+        for state, colour in colours.items():
+            if state in shown:
+                ax.scatter([], [], marker="s", color=colour, label=state)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+        ax.set_title(f"claims per seed: {sum(every)} of {len(keys)} hold on every seed", fontsize=10)
         fig.tight_layout()
         save_figure(fig, paths, dpi)
