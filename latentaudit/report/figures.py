@@ -139,13 +139,20 @@ def defense_pareto(defenses_csv: str, judge: str, paths: list[str], style: str =
 
 
 def _threshold_label(thresholds: pd.Series) -> str:
-    """One claim's threshold for a row label: the same on every seed, or the rule the seeds' numbers
-    come from (a cut's "half of aligned's MASR at s*")."""
+    """One claim's threshold for a row label: the same on every seed; the rule the seeds' numbers
+    come from where a seed states it (a cut's "half of aligned's MASR at s*"); else the range of the
+    seeds' bounds (a bound relative to the seed's aligned model)."""
     unique = list(dict.fromkeys(thresholds))
     if len(unique) == 1:
         return unique[0]
     rules = [t for t in unique if any(c.isalpha() for c in t)]
-    return rules[0] if rules else "threshold varies by seed"
+    if rules:
+        return rules[0]
+    operators = {t.split()[0] for t in unique}
+    if len(operators) == 1:
+        bounds = [float(t.split()[1]) for t in unique]
+        return f"{operators.pop()} {min(bounds):.3g} to {max(bounds):.3g} by seed"
+    return "threshold varies by seed"
 
 
 def claims_by_seed(seeds_csv: str, paths: list[str], style: str = "default", dpi: int = 150) -> None:
