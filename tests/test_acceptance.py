@@ -12,7 +12,7 @@ from latentaudit.acceptance import defense_claims
 from latentaudit.numerics import (MKL_INTEL_DISPATCH_NAME, PINNED_KERNELS, cpu_vendor, kernel_pins_apply, mkl_branch,
                                   mkl_intel_dispatch_applies, mkl_intel_dispatch_library, numerics_record,
                                   pin_cpu_kernels, weights_digest, without_mkl_intel_dispatch)
-from latentaudit.report.figures import _threshold_label, claims_by_seed
+from latentaudit.report.figures import claim_threshold_label, claims_by_seed
 from latentaudit.report.tables import defense_tables
 from latentaudit.robustness import organism_table, seed_command, seed_workdir, spread_table
 from latentaudit.workflow_dir import WORKFLOW_FILES
@@ -60,10 +60,10 @@ def test_claims_figure_colours_each_seed_s_claim_held_missed_or_missed_with_no_v
     assert _colour_present(tmp_path / "held.png", held)
     assert not _colour_present(tmp_path / "held.png", missed) and not _colour_present(tmp_path / "held.png", no_value)
     # a row's label: its threshold where the seeds share it, else the rule their numbers come from
-    assert _threshold_label(pd.Series([">= 0.95"] * 3)) == ">= 0.95"
-    assert _threshold_label(pd.DataFrame(rows[:3])["threshold"]) == "<= half of aligned's MASR at s*"
-    assert _threshold_label(pd.Series([">= 0.95", ">= 0.934375"])) == ">= 0.934 to 0.95 by seed"
-    assert _threshold_label(pd.Series([">= 0.95", "<= 0.1"])) == "threshold varies by seed"
+    assert claim_threshold_label(pd.Series([">= 0.95"] * 3)) == ">= 0.95"
+    assert claim_threshold_label(pd.DataFrame(rows[:3])["threshold"]) == "<= half of aligned's MASR at s*"
+    assert claim_threshold_label(pd.Series([">= 0.95", ">= 0.934375"])) == ">= 0.934 to 0.95 by seed"
+    assert claim_threshold_label(pd.Series([">= 0.95", "<= 0.1"])) == "threshold varies by seed"
 
 
 def _defense_metrics(folder, aligned_grad_masr: list[float]):

@@ -138,7 +138,7 @@ def defense_pareto(defenses_csv: str, judge: str, paths: list[str], style: str =
         save_figure(fig, paths, dpi)
 
 
-def _threshold_label(thresholds: pd.Series) -> str:
+def claim_threshold_label(thresholds: pd.Series) -> str:
     """One claim's threshold for a row label: the same on every seed; the rule the seeds' numbers
     come from where a seed states it (a cut's "half of aligned's MASR at s*"); else the range of the
     seeds' bounds (a bound relative to the seed's aligned model)."""
@@ -181,7 +181,7 @@ def claims_by_seed(seeds_csv: str, paths: list[str], style: str = "default", dpi
                         va="center", fontsize=7)
         every = [all(cells.loc[(k, s), "holds"] for s in seeds if (k, s) in cells.index) for k in keys]
         ax.set_xticks(range(len(seeds)), [f"seed {s}" for s in seeds])
-        ax.set_yticks(range(len(keys)), [f"{k}  {_threshold_label(cells.loc[k]['threshold'])}" for k in keys],
+        ax.set_yticks(range(len(keys)), [f"{k}  {claim_threshold_label(cells.loc[k]['threshold'])}" for k in keys],
                       fontsize=7)
         ax.set(xlim=(-0.5, len(seeds) - 0.5), ylim=(len(keys) - 0.5, -0.5))
         ax.tick_params(length=0)
