@@ -179,7 +179,6 @@ def claims_by_seed(seeds_csv: str, paths: list[str], style: str = "default", dpi
                                                           edgecolor="white"))
                 ax.text(column, row, "n/a" if pd.isna(cell["value"]) else f"{cell['value']:.3g}", ha="center",
                         va="center", fontsize=7)
-        every = [all(cells.loc[(k, s), "holds"] for s in seeds if (k, s) in cells.index) for k in keys]
         ax.set_xticks(range(len(seeds)), [f"seed {s}" for s in seeds])
         ax.set_yticks(range(len(keys)), [f"{k}  {claim_threshold_label(cells.loc[k]['threshold'])}" for k in keys],
                       fontsize=7)
@@ -191,6 +190,7 @@ def claims_by_seed(seeds_csv: str, paths: list[str], style: str = "default", dpi
             if state in shown:
                 ax.scatter([], [], marker="s", color=colour, label=state)
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-        ax.set_title(f"claims per seed: {sum(every)} of {len(keys)} hold on every seed", fontsize=10)
+        every = table.groupby("key")["holds"].all()
+        ax.set_title(f"claims per seed: {every.sum()} of {len(keys)} hold on every seed", fontsize=10)
         fig.tight_layout()
         save_figure(fig, paths, dpi)
