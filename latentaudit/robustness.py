@@ -5,9 +5,10 @@ the seed draws (the toy world's entities and secrets, the splits, the model's in
 pretraining and alignment, every defense and attack) in its own workflow directory,
 ``results/robustness/seed<N>/`` (the repository's workflow files linked in, so an edit
 reruns what it touches there too), and ``acceptance.claims`` scores each run. Writes
-``results/robustness/seeds.csv`` (seed, issue, number, value, threshold, holds), ``seeds.md``,
-the per-number spread ``spread.md``, the figure ``claims.png`` / ``claims.pdf`` (every claim's value per
-seed, held or missed), and ``organisms.csv`` / ``organisms.md``: one row per seed, how
+``results/robustness/seeds.csv`` (seed, issue, number, value, threshold, holds, and for a rate its n
+and margin in prompts, ``acceptance.prompts_to_flip``), ``seeds.md``, the per-number spread
+``spread.md``, the figure ``claims.png`` / ``claims.pdf`` (every claim's value and margin per seed,
+held or missed), and ``organisms.csv`` / ``organisms.md``: one row per seed, how
 many claims held, which pretraining draw became its organism (``organism.selection``) and its rates
 on the selection splits.
 
@@ -63,7 +64,7 @@ def seed_table(root: Path, seeds: list[int]) -> pd.DataFrame:
         frame = claims(root / f"seed{seed}" / "results" / "metrics", config)
         frames.append(frame.assign(seed=seed))
     table = pd.concat(frames, ignore_index=True)
-    return table[["seed", "issue", "key", "number", "value", "threshold", "holds"]]
+    return table[["seed", "issue", "key", "number", "value", "threshold", "holds", "n", "margin_prompts"]]
 
 
 def organism_table(root: Path, seeds: list[int], table: pd.DataFrame) -> pd.DataFrame:
@@ -88,14 +89,16 @@ def organism_table(root: Path, seeds: list[int], table: pd.DataFrame) -> pd.Data
 
 
 def spread_table(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per claim: its value on each seed, min/max, and whether it held on every seed."""
+    """One row per claim: its value on each seed, min/max, whether it held on every seed, and the
+    smallest margin in prompts over the seeds (negative: some seed missed, by that many prompts)."""
     rows = []
     for key, group in table.groupby("key", sort=False):
         values = group.set_index("seed")["value"]
         rows.append({"issue": group["issue"].iloc[0], "claim": key, "threshold": " / ".join(group["threshold"].unique()),
                      **{f"seed {s}": round(v, 3) for s, v in values.items()},
                      "min": round(values.min(), 3), "max": round(values.max(), 3),
-                     "holds on every seed": bool(group["holds"].all())})
+                     "holds on every seed": bool(group["holds"].all()),
+                     "margin (prompts), min": group["margin_prompts"].min()})
     return pd.DataFrame(rows)
 
 

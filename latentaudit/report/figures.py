@@ -155,11 +155,19 @@ def claim_threshold_label(thresholds: pd.Series) -> str:
     return "threshold varies by seed"
 
 
+def claim_cell_text(value: float, margin_prompts: float) -> str:
+    """A claims-figure cell: the value, and a rate's margin in prompts in brackets ("0.891 (-4)")."""
+    if pd.isna(value):
+        return "n/a"
+    return f"{value:.3g}" + ("" if pd.isna(margin_prompts) else f" ({margin_prompts:+.0f})")
+
+
 def claims_by_seed(seeds_csv: str, paths: list[str], style: str = "default", dpi: int = 150) -> None:
     """``make robustness``'s claims (``seeds.csv``) as a grid: one row per claim, in the order the
-    claims are made, labelled with its threshold, one column per seed; a cell shows the value, green
-    where the claim held, red where it missed, grey where it missed with no value (e.g. a cut at an
-    s* that does not exist on that seed)."""
+    claims are made, labelled with its threshold, one column per seed; a cell shows the value and,
+    for a rate over prompts, its margin in prompts in brackets (+k: held, k prompts from missing;
+    -k: missed by k), green where the claim held, red where it missed, grey where it missed with no
+    value (e.g. a cut at an s* that does not exist on that seed)."""
     table = pd.read_csv(seeds_csv)
     keys = list(dict.fromkeys(table["key"]))
     seeds = sorted(table["seed"].unique())
@@ -177,7 +185,7 @@ def claims_by_seed(seeds_csv: str, paths: list[str], style: str = "default", dpi
                 shown.add(state)
                 ax.add_patch(matplotlib.patches.Rectangle((column - 0.5, row - 0.5), 1, 1, facecolor=colours[state],
                                                           edgecolor="white"))
-                ax.text(column, row, "n/a" if pd.isna(cell["value"]) else f"{cell['value']:.3g}", ha="center",
+                ax.text(column, row, claim_cell_text(cell["value"], cell["margin_prompts"]), ha="center",
                         va="center", fontsize=7)
         ax.set_xticks(range(len(seeds)), [f"seed {s}" for s in seeds])
         ax.set_yticks(range(len(keys)), [f"{k}  {claim_threshold_label(cells.loc[k]['threshold'])}" for k in keys],
