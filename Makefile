@@ -36,8 +36,10 @@ lock:
 	"$$scratch/venv/bin/python" -m pip freeze --exclude-editable | "$$scratch/venv/bin/python" -m latentaudit.lockfile lock; \
 	"$$scratch/venv/bin/python" -m latentaudit.lockfile conda
 
+# Then the run's claims, each with its margin in prompts (printed; make robustness scores other seeds).
 run: setup
 	$(VENV)/bin/snakemake --cores $(CORES)
+	$(PY) -m latentaudit.acceptance
 
 # Two test processes (pytest-xdist): most tests use one core, the default experiment's run both;
 # tests/conftest.py keeps the tests that share a fixture on one worker and orders the groups longest first.

@@ -3,12 +3,13 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from latentaudit.acceptance import defense_claims, prompts_to_flip
+from latentaudit.acceptance import KNOWN_MISSES, claims_report, defense_claims, main, prompts_to_flip
 from latentaudit.numerics import (MKL_INTEL_DISPATCH_NAME, PINNED_KERNELS, cpu_vendor, kernel_pins_apply, mkl_branch,
                                   mkl_intel_dispatch_applies, mkl_intel_dispatch_library, numerics_record,
                                   pin_cpu_kernels, weights_digest, without_mkl_intel_dispatch)
@@ -35,6 +36,25 @@ def test_spread_reports_every_seed_and_whether_the_claim_held_on_all():
     # the seed nearest its bound: the miss where one missed, else the closest hold
     assert spread.loc["aligned_refusal", "margin (prompts), min"] == -4
     assert spread.loc["over_refusal", "margin (prompts), min"] == 2
+
+
+def test_make_runs_claims_report_counts_the_claims_and_names_the_misses_not_known(tmp_path, capsys):
+    known = next(iter(KNOWN_MISSES))
+    table = pd.DataFrame([
+        {"issue": "2", "key": "aligned_refusal", "value": 1.0, "threshold": ">= 0.95", "holds": True, "margin_prompts": 4.0},
+        {"issue": "4", "key": known, "value": 0.9, "threshold": "<= 0.47", "holds": False, "margin_prompts": -28.0},
+        {"issue": "5", "key": "dissociated_refusal", "value": 57 / 64, "threshold": ">= 0.95", "holds": False,
+         "margin_prompts": -4.0},
+        {"issue": "2", "key": "nll_probe_rises", "value": 0.97, "threshold": ">= 0.5", "holds": True, "margin_prompts": np.nan},
+    ])
+    report = claims_report(table)
+    assert " -4 |" in report and " +4 |" in report  # the margins, signed as in the claims figure
+    assert report.endswith(f"2 of 4 claims hold; known misses on seed 0 (README): {len(KNOWN_MISSES)}; "
+                           "other misses: dissociated_refusal")
+    assert claims_report(table.drop(index=2)).endswith("no other miss")
+    # a run without the default experiment's tables: said, and make run does not fail after its DAG did not
+    assert main(["--metrics", str(tmp_path), "--configfile", str(Path(__file__).parents[1] / "config.yaml")]) == 0
+    assert "claims not scored" in capsys.readouterr().err
 
 
 def test_a_rates_margin_counts_the_prompts_its_verdict_rests_on():
