@@ -25,6 +25,7 @@ import pandas as pd
 from .config import load_config
 from .metrics import REFERENCE_MASR, reference_strength
 from .report.audit_gap import audit_gap_frame
+from .report.figures import margin_text
 
 DEFENSES = ("repbend", "lat", "lapt")
 GRADIENT_ATTACKS = ("asa_grad", "latent_pgd")
@@ -224,7 +225,7 @@ def claims(metrics: str | Path, config: dict) -> pd.DataFrame:
 def claims_report(table: pd.DataFrame) -> str:
     """``claims``' table as a reader sees it at the end of ``make run``: each claim with its value,
     threshold, verdict and margin in prompts, the known misses marked, and a count."""
-    shown = table.assign(**{"margin (prompts)": table["margin_prompts"].map(lambda m: "" if pd.isna(m) else f"{m:+.0f}"),
+    shown = table.assign(**{"margin (prompts)": table["margin_prompts"].map(margin_text),
                             "known miss": table["key"].isin(KNOWN_MISSES)})
     shown = shown[["issue", "key", "value", "threshold", "holds", "margin (prompts)", "known miss"]]
     others = table[~table["holds"] & ~table["key"].isin(KNOWN_MISSES)]["key"].tolist()

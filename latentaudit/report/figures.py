@@ -155,11 +155,17 @@ def claim_threshold_label(thresholds: pd.Series) -> str:
     return "threshold varies by seed"
 
 
+def margin_text(margin_prompts: float) -> str:
+    """A claim's margin in prompts as the claims figure and ``make run``'s printout show it: "+4", "-2";
+    empty where the claim is not a rate over prompts."""
+    return "" if pd.isna(margin_prompts) else f"{margin_prompts:+.0f}"
+
+
 def claim_cell_text(value: float, margin_prompts: float) -> str:
     """A claims-figure cell: the value, and a rate's margin in prompts in brackets ("0.891 (-4)")."""
     if pd.isna(value):
         return "n/a"
-    return f"{value:.3g}" + ("" if pd.isna(margin_prompts) else f" ({margin_prompts:+.0f})")
+    return f"{value:.3g}" + ("" if pd.isna(margin_prompts) else f" ({margin_text(margin_prompts)})")
 
 
 def claims_by_seed(seeds_csv: str, paths: list[str], style: str = "default", dpi: int = 150) -> None:
