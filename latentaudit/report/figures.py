@@ -165,7 +165,8 @@ def claim_cell_text(value: float, margin_prompts: float) -> str:
     """A claims-figure cell: the value, and a rate's margin in prompts in brackets ("0.891 (-4)")."""
     if pd.isna(value):
         return "n/a"
-    return f"{value:.3g}" + ("" if pd.isna(margin_prompts) else f" ({margin_text(margin_prompts)})")
+    margin = margin_text(margin_prompts)
+    return f"{value:.3g}" + (f" ({margin})" if margin else "")
 
 
 def claims_by_seed(seeds_csv: str, paths: list[str], style: str = "default", dpi: int = 150) -> None:
